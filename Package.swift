@@ -1,0 +1,44 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Layers (DESIGN.md §4), lowest first; each target depends only on targets above it in this list.
+//   IOASIDStructures  — pure data structures (IOVA ranges, interval map, allocator, bitmaps)
+//   IOASIDCore        — the IOASID object model (contexts, IOAS, HWPT, devices, accesses, queues)
+//   IOASIDTestDriver  — the mock driver matching the kernel's IOMMUFD_TEST driver
+//   IOASIDLinuxABI    — ioctl numbers, struct layouts, the size rules and the dispatcher
+//   IOASIDEngine      — the in-process engine behind the preload library (fd table, C entry points)
+//   CIOASIDPreload    — the tiny C interposer (libioasid-preload.so)
+//   ioasid            — the command-line tool (`ioasid run`)
+let package = Package(
+    name: "ioasid",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "IOASID", targets: ["IOASIDCore", "IOASIDTestDriver", "IOASIDLinuxABI"]),
+        .library(name: "IOASIDEngine", type: .dynamic, targets: ["IOASIDEngine"]),
+        .library(name: "ioasid-preload", type: .dynamic, targets: ["CIOASIDPreload"]),
+        .executable(name: "ioasid", targets: ["ioasid"]),
+        .executable(name: "ioasid-benchmark", targets: ["ioasid-benchmark"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
+    ],
+    targets: [
+        .target(name: "IOASIDStructures"),
+        .target(name: "IOASIDCore", dependencies: ["IOASIDStructures"]),
+        .target(name: "IOASIDTestDriver", dependencies: ["IOASIDCore"]),
+        .target(name: "CIOASIDSys"),
+        .target(name: "IOASIDLinuxABI", dependencies: ["IOASIDCore", "IOASIDTestDriver", "CIOASIDSys"]),
+        .target(name: "IOASIDEngine", dependencies: ["IOASIDLinuxABI", "CIOASIDSys"]),
+        .target(name: "CIOASIDPreload", linkerSettings: [.linkedLibrary("dl")]),
+        .executableTarget(name: "ioasid", dependencies: [
+            "IOASIDLinuxABI",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "SystemPackage", package: "swift-system"),
+        ]),
+        .executableTarget(name: "ioasid-benchmark", dependencies: ["IOASIDLinuxABI", "IOASIDCore", "IOASIDTestDriver", "CIOASIDSys"]),
+        .testTarget(name: "IOASIDStructuresTests", dependencies: ["IOASIDStructures"]),
+        .testTarget(name: "IOASIDCoreTests", dependencies: ["IOASIDCore", "IOASIDTestDriver"]),
+        .testTarget(name: "IOASIDLinuxABITests", dependencies: ["IOASIDLinuxABI", "CIOASIDSys"]),
+    ]
+)

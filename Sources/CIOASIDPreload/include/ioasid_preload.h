@@ -1,0 +1,1 @@
+void ioasid_preload_placeholder(void);

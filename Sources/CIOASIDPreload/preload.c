@@ -1,0 +1,2 @@
+#include "ioasid_preload.h"
+void ioasid_preload_placeholder(void) {}

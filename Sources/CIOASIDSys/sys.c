@@ -1,0 +1,1 @@
+#include "ioasid_sys.h"

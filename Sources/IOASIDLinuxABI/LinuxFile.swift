@@ -1,0 +1,52 @@
+/// The files the Linux binary interface hands out: the `/dev/iommu` file itself and the
+/// anonymous files some ioctls return (fault queues, vEVENT queues, test-driver accesses).
+///
+/// A front door (the preload engine, a test) owns the descriptors; this layer only decodes and
+/// answers. Every method returns a non-negative result or a negated errno, as a system call does.
+public protocol LinuxFile: AnyObject, Sendable {
+    /// Handles `ioctl(fd, request, argument)`.
+    func ioctl(request: UInt, argument: UnsafeMutableRawPointer?) -> Int
+    /// Handles `read(fd, buffer, count)`.
+    func read(into buffer: UnsafeMutableRawBufferPointer) -> Int
+    /// Handles `write(fd, buffer, count)`.
+    func write(from buffer: UnsafeRawBufferPointer) -> Int
+    /// Handles `mmap(addr, length, prot, flags, fd, offset)`; returns the address or -errno.
+    func mmap(address: UnsafeMutableRawPointer?, length: Int, protection: Int32, flags: Int32, offset: Int) -> Int
+    /// Called when the last descriptor naming this file is closed.
+    func release()
+}
+
+extension LinuxFile {
+    public func read(into buffer: UnsafeMutableRawBufferPointer) -> Int { -Int(EINVAL_) }
+    public func write(from buffer: UnsafeRawBufferPointer) -> Int { -Int(EINVAL_) }
+    public func mmap(address: UnsafeMutableRawPointer?, length: Int, protection: Int32, flags: Int32, offset: Int) -> Int { -Int(ENODEV_) }
+    public func ioctl(request: UInt, argument: UnsafeMutableRawPointer?) -> Int { -Int(ENOTTY_) }
+}
+
+let EINVAL_: Int32 = 22
+let ENODEV_: Int32 = 19
+let ENOTTY_: Int32 = 25
+
+/// Creates and signals the real kernel descriptors behind `LinuxFile`s.
+///
+/// The preload engine implements it with eventfds so that `poll` and `epoll` work on every
+/// descriptor; tests implement it in memory.
+public protocol DescriptorHost: AnyObject, Sendable {
+    /// Creates a descriptor for `file`; returns the fd or -errno.
+    func install(_ file: any LinuxFile) -> Int32
+    /// Sets whether `fd` polls readable.
+    func setReadable(_ fd: Int32, _ readable: Bool)
+}
+
+/// Options of one open of `/dev/iommu`.
+public struct EngineConfiguration: Sendable {
+    /// Whether `IOMMU_TEST_CMD` is served (the kernel's `CONFIG_IOMMUFD_TEST`).
+    public var testDriver: Bool
+    /// Receives one decoded line per ioctl when tracing.
+    public var trace: (@Sendable (String) -> Void)?
+
+    public init(testDriver: Bool = true, trace: (@Sendable (String) -> Void)? = nil) {
+        self.testDriver = testDriver
+        self.trace = trace
+    }
+}
