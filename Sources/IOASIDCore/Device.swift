@@ -1,0 +1,201 @@
+import IOASIDStructures
+
+/// A device bound to a context (the kernel's `iommufd_device`), attached by RID and by PASID.
+public final class Device: IOMMUObject, @unchecked Sendable {
+    /// The typed ID of a bound device.
+    public struct ID: Hashable, Sendable {
+        public let object: ObjectID
+        public init(_ object: ObjectID) { self.object = object }
+        public init(_ raw: UInt32) { object = ObjectID(raw) }
+        public var rawValue: UInt32 { object.rawValue }
+    }
+
+    public let model: any DeviceModel
+    /// Whether the device was bound by a driver that owns its lifetime (the user cannot destroy it).
+    public let boundByDriver: Bool
+    /// What is attached: `nil` key for the RID (no PASID).
+    var attachments: [PASID?: HWPT] = [:]
+    /// The vDevice representing this device in a vIOMMU, if any.
+    var vdevice: VDevice?
+
+    init(model: any DeviceModel, boundByDriver: Bool) {
+        self.model = model
+        self.boundByDriver = boundByDriver
+        super.init(kind: .device)
+    }
+
+    public var id: ID { ID(objectID) }
+
+    override public func destroyed(in state: ContextState) {
+        for pasid in Array(attachments.keys) { _ = state.detachHWPT(device: self, pasid: pasid) }
+    }
+}
+
+extension ContextState {
+    /// The kernel's RID/PASID compatibility rule.
+    func checkPASIDCompatibility(_ hwpt: HWPT, device: Device, pasid: PASID?) throws(IOMMUError) {
+        if pasid == nil {
+            if !hwpt.pasidCompatible, device.attachments.keys.contains(where: { $0 != nil }) {
+                throw .invalid("PASIDs are attached; the RID HWPT must be PASID compatible")
+            }
+        } else {
+            guard hwpt.pasidCompatible else { throw .invalid("HWPT was not allocated for PASID use") }
+            if let rid = device.attachments[nil], !rid.pasidCompatible {
+                throw .invalid("the RID HWPT is not PASID compatible")
+            }
+        }
+    }
+
+    /// Attaches `hwpt` to `device` at `pasid`; `EINVAL` if something else is attached there.
+    func attachHWPT(_ hwpt: HWPT, device: Device, pasid: PASID?) throws(IOMMUError) {
+        if let old = device.attachments[pasid] {
+            if old !== hwpt { throw .invalid("already attached to another HWPT") }
+            throw .busy("already attached")
+        }
+        try checkAttachable(hwpt, device: device, pasid: pasid)
+        try device.model.attach(hwpt.baseDomain, pasid: pasid, replacing: nil)
+        device.attachments[pasid] = hwpt
+        hwpt.users += 1
+    }
+
+    private func checkAttachable(_ hwpt: HWPT, device: Device, pasid: PASID?) throws(IOMMUError) {
+        if hwpt.fault != nil, device.model.refusesFaultDomains { throw .invalid("device cannot take faults") }
+        try checkPASIDCompatibility(hwpt, device: device, pasid: pasid)
+        if let p = pasid, p >= device.model.maxPASIDs { throw .invalid("PASID beyond the device's width") }
+    }
+
+    /// Detaches whatever is attached to `device` at `pasid`; answers its pending faults and
+    /// destroys an auto domain left without devices. Returns the HWPT that was attached.
+    @discardableResult
+    func detachHWPT(device: Device, pasid: PASID?) -> HWPT? {
+        guard let hwpt = device.attachments.removeValue(forKey: pasid) else { return nil }
+        device.model.detach(pasid: pasid)
+        hwpt.fault?.autoRespond(device: device, pasid: pasid, state: self)
+        releaseAttachment(hwpt)
+        return hwpt
+    }
+
+    func releaseAttachment(_ hwpt: HWPT) {
+        hwpt.users -= 1
+        if let p = hwpt as? HWPTPaging, p.isAutoDomain, p.users == 0 { remove(p) }
+    }
+
+    /// Replaces what `device` has at `pasid` with `hwpt`; `EINVAL` if nothing is attached.
+    func replaceHWPT(_ hwpt: HWPT, device: Device, pasid: PASID?) throws(IOMMUError) {
+        guard let old = device.attachments[pasid] else { throw .invalid("nothing attached to replace") }
+        if old === hwpt { return }
+        try checkAttachable(hwpt, device: device, pasid: pasid)
+        try device.model.attach(hwpt.baseDomain, pasid: pasid, replacing: old.baseDomain)
+        device.attachments[pasid] = hwpt
+        hwpt.users += 1
+        old.fault?.autoRespond(device: device, pasid: pasid, state: self)
+        releaseAttachment(old)
+    }
+
+    /// Resolves `pt` to a HWPT for `device`, creating or reusing an auto domain for an IOAS,
+    /// and attaches (or replaces) with it. Returns the HWPT's ID.
+    func changePageTable(device: Device, pasid: PASID?, to pt: ObjectID, replace: Bool) throws(IOMMUError) -> ObjectID {
+        let o = try object(pt)
+        switch o {
+        case let hwpt as HWPT:
+            if replace { try replaceHWPT(hwpt, device: device, pasid: pasid) } else { try attachHWPT(hwpt, device: device, pasid: pasid) }
+            return hwpt.objectID
+        case let ioas as IOAS:
+            for hwpt in ioas.hwpts where hwpt.isAutoDomain && hwpt.isLive {
+                do throws(IOMMUError) {
+                    if replace { try replaceHWPT(hwpt, device: device, pasid: pasid) } else { try attachHWPT(hwpt, device: device, pasid: pasid) }
+                    return hwpt.objectID
+                } catch {
+                    if case .invalid = error { continue }
+                    throw error
+                }
+            }
+            if replace, device.attachments[pasid] == nil { throw .invalid("nothing attached to replace") }
+            let flags: HWPTFlags = pasid != nil ? [.pasid] : []
+            let hwpt = try allocatePaging(ioas: ioas, device: device, pasid: pasid, flags: flags, data: nil, attachImmediately: !replace)
+            if replace {
+                do throws(IOMMUError) { try replaceHWPT(hwpt, device: device, pasid: pasid) } catch {
+                    abortHWPT(hwpt)
+                    throw error
+                }
+            }
+            hwpt.isAutoDomain = true
+            publish(hwpt)
+            return hwpt.objectID
+        default:
+            throw .invalid("target must be an IOAS or a HWPT")
+        }
+    }
+}
+
+extension Context {
+    /// Binds a device model to this context (the kernel's `iommufd_device_bind`).
+    ///
+    /// - Parameter ownedByDriver: when true the user cannot destroy the device object; the
+    ///   driver that bound it unbinds it with `unbind`.
+    public func bind(_ model: any DeviceModel, ownedByDriver: Bool = false) throws(IOMMUError) -> Device.ID {
+        try locked { s throws(IOMMUError) in
+            let d = Device(model: model, boundByDriver: ownedByDriver)
+            s.insert(d)
+            return d.id
+        }
+    }
+
+    /// Unbinds a device: detaches everything and removes it.
+    public func unbind(_ device: Device.ID) throws(IOMMUError) {
+        try locked { s throws(IOMMUError) in
+            let d = try s.object(device.object, as: Device.self)
+            if let v = d.vdevice, v.isLive { s.remove(v) }
+            for pasid in Array(d.attachments.keys) { s.detachHWPT(device: d, pasid: pasid) }
+            d.users = 0
+            s.remove(d)
+        }
+    }
+
+    /// Attaches `device` (at `pasid`, or its RID when nil) to `pt`: a HWPT, or an IOAS, for which
+    /// an automatic paging HWPT is found or made. Returns the HWPT attached.
+    ///
+    /// - Throws: `EINVAL` if something else is attached there, if the HWPT is not PASID
+    ///   compatible (or the RID's HWPT is not, for a PASID), or the PASID is beyond the device's
+    ///   width; `ENOENT` for missing objects.
+    public func attach(_ device: Device.ID, pasid: PASID? = nil, to pt: ObjectID) throws(IOMMUError) -> HWPT.ID {
+        try locked { s throws(IOMMUError) in
+            let d = try s.object(device.object, as: Device.self)
+            return HWPT.ID(try s.changePageTable(device: d, pasid: pasid, to: pt, replace: false))
+        }
+    }
+
+    /// Replaces what `device` has attached at `pasid` with `pt`, without a blocked window.
+    public func replace(_ device: Device.ID, pasid: PASID? = nil, with pt: ObjectID) throws(IOMMUError) -> HWPT.ID {
+        try locked { s throws(IOMMUError) in
+            let d = try s.object(device.object, as: Device.self)
+            return HWPT.ID(try s.changePageTable(device: d, pasid: pasid, to: pt, replace: true))
+        }
+    }
+
+    /// Detaches `device` at `pasid`; does nothing when nothing is attached.
+    public func detach(_ device: Device.ID, pasid: PASID? = nil) throws(IOMMUError) {
+        try locked { s throws(IOMMUError) in
+            let d = try s.object(device.object, as: Device.self)
+            s.detachHWPT(device: d, pasid: pasid)
+        }
+    }
+
+    /// The HWPT attached to `device` at `pasid`, if any.
+    public func attachedHWPT(_ device: Device.ID, pasid: PASID? = nil) throws(IOMMUError) -> HWPT.ID? {
+        try locked { s throws(IOMMUError) in
+            try s.object(device.object, as: Device.self).attachments[pasid].map { $0.id }
+        }
+    }
+
+    /// Reports the IOMMU behind `device`. The corresponding ioctl is `IOMMU_GET_HW_INFO`.
+    public func hardwareInfo(_ device: Device.ID, type: UInt32? = nil) throws(IOMMUError) -> HardwareInfo {
+        try locked { s throws(IOMMUError) in
+            let d = try s.object(device.object, as: Device.self)
+            var info = try d.model.driver.hardwareInfo(device: d.model, type: type)
+            if d.model.maxPASIDs > 0 { info.maxPASIDLog2 = UInt8(31 - UInt32(d.model.maxPASIDs).leadingZeroBitCount) }
+            if d.model.driver.supportsDirtyTracking(device: d.model) { info.capabilities |= 1 }
+            return info
+        }
+    }
+}

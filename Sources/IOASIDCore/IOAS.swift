@@ -1,0 +1,309 @@
+import IOASIDStructures
+
+/// An I/O address space: areas of IOVA mapped to user memory, with allowed and reserved spans,
+/// and the paging HWPTs that mirror it (the kernel's `iommufd_ioas`).
+public final class IOAS: IOMMUObject, @unchecked Sendable {
+    /// The typed ID of an IOAS.
+    public struct ID: Hashable, Sendable {
+        public let object: ObjectID
+        public init(_ object: ObjectID) { self.object = object }
+        public init(_ raw: UInt32) { object = ObjectID(raw) }
+        public var rawValue: UInt32 { object.rawValue }
+    }
+
+    var table = IOPageTable()
+    /// Paging HWPTs allocated on this IOAS (auto domains included), in creation order.
+    var hwpts: [HWPTPaging] = []
+
+    init() { super.init(kind: .ioas) }
+
+    public var id: ID { ID(objectID) }
+
+    override public func destroyed(in state: ContextState) {
+        _ = try? state.unmap(self, range: .all, all: true)
+    }
+}
+
+/// What a map request maps.
+public enum MapSource: Sendable {
+    /// User memory at an address.
+    case user(address: UInt64)
+    /// A file (`memfd`, …) from a byte offset.
+    case file(fd: Int32, offset: UInt64)
+}
+
+/// Permissions of a mapping (`IOMMU_IOAS_MAP_READABLE` / `WRITEABLE`).
+public struct MapAccess: OptionSet, Sendable, Hashable {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    public static let write = MapAccess(rawValue: 1 << 1)
+    public static let read = MapAccess(rawValue: 1 << 2)
+    public static let readWrite: MapAccess = [.read, .write]
+}
+
+extension Context {
+    /// Creates an empty IOAS. The corresponding ioctl is `IOMMU_IOAS_ALLOC`.
+    public func allocateIOAS() throws(IOMMUError) -> IOAS.ID {
+        try locked { s throws(IOMMUError) in
+            let ioas = IOAS()
+            s.insert(ioas)
+            return ioas.id
+        }
+    }
+
+    /// Maps `length` bytes of `source` into `ioas`, at `iova` or at IOVA the framework picks
+    /// when `iova` is nil; returns the IOVA. The corresponding ioctls are `IOMMU_IOAS_MAP` and
+    /// `IOMMU_IOAS_MAP_FILE`.
+    ///
+    /// - Throws: `EINVAL` for a zero or misaligned length or IOVA, or a reserved IOVA;
+    ///   `EEXIST` if IOVA is mapped; `ENOSPC` if no IOVA is free; `EFAULT` for unmapped user
+    ///   memory (pinned when a domain is attached); `EOVERFLOW`; `ENOENT` for no such IOAS.
+    public func map(_ ioas: IOAS.ID, source: MapSource, length: UInt64, iova: UInt64?, access: MapAccess) throws(IOMMUError) -> UInt64 {
+        guard !access.isEmpty else { throw .invalid("mapping must be readable or writeable") }
+        return try locked { s throws(IOMMUError) in
+            let target = try s.object(ioas.object, as: IOAS.self)
+            let pages: Pages, offset: UInt64
+            let pageSize = s.options.pageSize
+            switch source {
+            case .user(let address):
+                guard length != 0 else { throw .invalid("zero length") }
+                guard let r = IOVARange(start: address, length: length) else { throw .overflow("user address + length overflows") }
+                let base = address & ~(pageSize - 1)
+                let end = alignUp(r.last, pageSize)
+                pages = Pages(base: base, byteLength: end &- base, writable: access.contains(.write), source: .user,
+                              pageSize: pageSize, memory: s.memory)
+                offset = address - base
+            case .file(let fd, let start):
+                guard length != 0 else { throw .invalid("zero length") }
+                guard IOVARange(start: start, length: length) != nil else { throw .overflow("offset + length overflows") }
+                let base = start & ~(pageSize - 1)
+                let mapLength = alignUp(start + length - 1, pageSize) - base
+                let mapping = try s.memory.mapFile(fd: fd, offset: base, length: mapLength, writable: access.contains(.write))
+                pages = Pages(base: mapping.base, byteLength: mapLength, writable: access.contains(.write),
+                              source: .file(mapping), pageSize: pageSize, memory: s.memory)
+                offset = start - base
+            }
+            return try s.insertArea(target, pages: pages, offset: offset, length: length, iova: iova, access: access)
+        }
+    }
+
+    /// Maps the IOVA `[sourceIOVA, sourceIOVA+length)` of `source` into `destination` too,
+    /// sharing the pinned pages. The corresponding ioctl is `IOMMU_IOAS_COPY`.
+    ///
+    /// - Throws: `ENOENT` if the source span is not fully mapped by contiguous areas.
+    public func copy(from source: IOAS.ID, sourceIOVA: UInt64, to destination: IOAS.ID, destinationIOVA: UInt64?,
+                     length: UInt64, access: MapAccess) throws(IOMMUError) -> UInt64 {
+        guard !access.isEmpty else { throw .invalid("mapping must be readable or writeable") }
+        return try locked { s throws(IOMMUError) in
+            let src = try s.object(source.object, as: IOAS.self)
+            guard length != 0 else { throw .invalid("zero length") }
+            guard let range = IOVARange(start: sourceIOVA, length: length) else { throw .overflow("IOVA + length overflows") }
+            let slices = try src.table.contiguousSlices(range)
+            let dst = try s.object(destination.object, as: IOAS.self)
+            return try s.insertAreas(dst, slices: slices, length: length, iova: destinationIOVA, access: access)
+        }
+    }
+
+    /// Unmaps every area inside `[iova, iova+length)`; returns the number of bytes unmapped.
+    /// The corresponding ioctl is `IOMMU_IOAS_UNMAP`.
+    ///
+    /// - Throws: `ENOENT` if an area would be split or nothing is mapped there; `EBUSY` if a
+    ///   HW queue locks an area; `EDEADLOCK` if an access does not let go of its pages.
+    public func unmap(_ ioas: IOAS.ID, iova: UInt64, length: UInt64) throws(IOMMUError) -> UInt64 {
+        try locked { s throws(IOMMUError) in
+            let target = try s.object(ioas.object, as: IOAS.self)
+            guard length != 0 else { throw .invalid("zero length") }
+            guard let range = IOVARange(start: iova, length: length) else { throw .overflow("IOVA + length overflows") }
+            let n = try s.unmap(target, range: range, all: false)
+            if n == 0 { throw .noEntry("nothing mapped there") }
+            return n
+        }
+    }
+
+    /// Unmaps everything in `ioas`; returns the bytes unmapped (0 is fine).
+    public func unmapAll(_ ioas: IOAS.ID) throws(IOMMUError) -> UInt64 {
+        try locked { s throws(IOMMUError) in
+            try s.unmap(try s.object(ioas.object, as: IOAS.self), range: .all, all: true)
+        }
+    }
+
+    /// The spans of IOVA usable for mapping (the holes between reserved spans) and the required
+    /// alignment. The corresponding ioctl is `IOMMU_IOAS_IOVA_RANGES`.
+    public func iovaRanges(_ ioas: IOAS.ID) throws(IOMMUError) -> (ranges: [IOVARange], alignment: UInt64) {
+        try locked { s throws(IOMMUError) in
+            let t = try s.object(ioas.object, as: IOAS.self).table
+            return (t.mergedReserved().holes(in: .all), t.iovaAlignment)
+        }
+    }
+
+    /// Restricts automatic IOVA to `ranges` (empty: no restriction). The corresponding ioctl
+    /// is `IOMMU_IOAS_ALLOW_IOVAS`.
+    ///
+    /// - Throws: `EINVAL` for a span with start >= last or overlapping spans; `EADDRINUSE` if a
+    ///   span is reserved.
+    public func allowIOVAs(_ ioas: IOAS.ID, _ ranges: [IOVARange]) throws(IOMMUError) {
+        try locked { s throws(IOMMUError) in
+            let target = try s.object(ioas.object, as: IOAS.self)
+            var allowed = IntervalMap<Void>()
+            for r in ranges {
+                guard r.start < r.last else { throw .invalid("allowed span start >= last") }
+                guard allowed.insert(r) else { throw .invalid("allowed spans overlap") }
+            }
+            for a in allowed.all where target.table.reservedIntersects(a.range) {
+                throw .addressInUse("allowed span is reserved")
+            }
+            target.table.allowed = allowed
+        }
+    }
+
+    /// Reserves `range` of `ioas` as the test driver's `IOMMU_TEST_OP_ADD_RESERVED` does.
+    public func addReserved(_ ioas: IOAS.ID, _ range: IOVARange) throws(IOMMUError) {
+        try locked { s throws(IOMMUError) in
+            try s.object(ioas.object, as: IOAS.self).table.reserve(range, owner: .user)
+        }
+    }
+
+    /// The areas of `ioas`; for tests and tools.
+    public func areas(_ ioas: IOAS.ID) throws(IOMMUError) -> [(range: IOVARange, area: Area)] {
+        try locked { s throws(IOMMUError) in
+            try s.object(ioas.object, as: IOAS.self).table.areas.all.map { ($0.range, $0.value) }
+        }
+    }
+}
+
+@inlinable
+func alignUp(_ lastByte: UInt64, _ pageSize: UInt64) -> UInt64 {
+    // One past the page holding `lastByte`.
+    (lastByte & ~(pageSize - 1)) &+ pageSize
+}
+
+/// A slice of pinned pages taken from an area, for `IOAS_COPY`.
+struct PagesSlice {
+    let pages: Pages
+    let offset: UInt64
+    let length: UInt64
+}
+
+extension IOPageTable {
+    /// The slices of pages behind `range`, which must be covered by adjacent areas; `ENOENT` if not.
+    func contiguousSlices(_ range: IOVARange) throws(IOMMUError) -> [PagesSlice] {
+        var result: [PagesSlice] = []
+        var cursor = range.start
+        guard var i = areas.index(containing: cursor) else { throw .noEntry("source IOVA is not mapped") }
+        while true {
+            let e = areas[i]
+            let last = min(range.last, e.range.last)
+            result.append(PagesSlice(pages: e.value.pages, offset: e.value.pagesOffset + (cursor - e.range.start),
+                                     length: last - cursor + 1))
+            if last == range.last { return result }
+            cursor = last + 1
+            i += 1
+            guard i < areas.count, areas[i].range.start == cursor else { throw .noEntry("source span has a hole") }
+        }
+    }
+}
+
+extension ContextState {
+    /// Places one new area over `pages` and fills the domains.
+    func insertArea(_ ioas: IOAS, pages: Pages, offset: UInt64, length: UInt64, iova: UInt64?, access: MapAccess) throws(IOMMUError) -> UInt64 {
+        try insertAreas(ioas, slices: [PagesSlice(pages: pages, offset: offset, length: length)], length: length, iova: iova, access: access)
+    }
+
+    /// Places areas for `slices` back to back at `iova` (or picked IOVA), pins and fills domains;
+    /// undoes everything on failure.
+    func insertAreas(_ ioas: IOAS, slices: [PagesSlice], length: UInt64, iova: UInt64?, access: MapAccess) throws(IOMMUError) -> UInt64 {
+        let table = ioas.table
+        guard length & (table.iovaAlignment - 1) == 0, length != 0 else { throw .invalid("length is not aligned to the IOAS") }
+        let start: UInt64
+        if let iova {
+            _ = try table.checkIOVA(iova, length: length)
+            start = iova
+        } else {
+            let first = slices[0]
+            start = try table.allocateIOVA(address: first.pages.base + first.offset, length: length, options: options)
+        }
+        var placed: [IOVARange] = []
+        var cursor = start
+        do throws(IOMMUError) {
+            for slice in slices {
+                if access.contains(.write) && !slice.pages.writable { throw .notPermitted("pages are not writeable") }
+                guard (slice.offset % options.pageSize) & (ioas.table.iovaAlignment - 1) == 0 else {
+                    throw .invalid("page offset is not aligned to the IOAS")
+                }
+                guard let range = IOVARange(start: cursor, length: slice.length) else { throw .overflow("IOVA overflows") }
+                let area = Area(pages: slice.pages, pagesOffset: slice.offset, readable: access.contains(.read),
+                                writable: access.contains(.write))
+                guard ioas.table.areas.insert(range, area) else { throw .exists("IOVA is already mapped") }
+                slice.pages.areaCount += 1
+                placed.append(range)
+                if !ioas.table.domains.isEmpty { try fillDomains(ioas, areaAt: range.start) }
+                cursor = range.last &+ 1
+            }
+        } catch {
+            for r in placed.reversed() { removeArea(ioas, at: r.start) }
+            throw error
+        }
+        return start
+    }
+
+    /// Pins the area at `iova` and maps it into every domain of the IOAS.
+    func fillDomains(_ ioas: IOAS, areaAt iova: UInt64) throws(IOMMUError) {
+        guard let i = ioas.table.areas.index(containing: iova) else { return }
+        let e = ioas.table.areas[i]
+        let length = e.range.last - e.range.start + 1
+        try e.value.pages.pin(offset: e.value.pagesOffset, length: length, state: self)
+        ioas.table.areas[i].value.pinnedForDomains = true
+        var done: [HWPTPaging] = []
+        for hwpt in ioas.table.domains {
+            do throws(IOMMUError) {
+                try hwpt.domain.map(iova: e.range.start, length: length,
+                                    source: MappedPages(pages: e.value.pages, offset: e.value.pagesOffset),
+                                    readable: e.value.readable, writable: e.value.writable)
+                done.append(hwpt)
+            } catch {
+                for d in done { d.domain.unmap(iova: e.range.start, length: length) }
+                e.value.pages.unpin(offset: e.value.pagesOffset, length: length, state: self)
+                ioas.table.areas[i].value.pinnedForDomains = false
+                throw error
+            }
+        }
+    }
+
+    /// Unmaps the area at `iova` from all domains, unpins it and removes it.
+    func removeArea(_ ioas: IOAS, at iova: UInt64) {
+        guard let i = ioas.table.areas.index(containing: iova) else { return }
+        let e = ioas.table.areas.remove(at: i)
+        let length = e.range.last - e.range.start + 1
+        if e.value.pinnedForDomains {
+            for hwpt in ioas.table.domains { hwpt.domain.unmap(iova: e.range.start, length: length) }
+            e.value.pages.unpin(offset: e.value.pagesOffset, length: length, state: self)
+        }
+        e.value.pages.areaCount -= 1
+    }
+
+    /// Unmaps whole areas inside `range`, in ascending order, as the kernel does: an area
+    /// that sticks out stops the walk with `ENOENT` after the ones before it are gone.
+    func unmap(_ ioas: IOAS, range: IOVARange, all: Bool) throws(IOMMUError) -> UInt64 {
+        var unmapped: UInt64 = 0
+        var start = range.start
+        var tries = 0
+        while let i = ioas.table.areas.firstIndex(overlapping: IOVARange(start: start, last: range.last)) {
+            let e = ioas.table.areas[i]
+            if e.value.locks > 0 { throw .busy("area is locked by a HW queue") }
+            if e.range.start < range.start || e.range.last > range.last { throw .noEntry("unmap would split an area") }
+            if e.value.accessPins > 0 {
+                tries += 1
+                if tries > 100 { throw .deadlock("an access keeps its pages pinned") }
+                notifyAccessesOfUnmap(ioas, range: e.range)
+                start = e.range.start
+                continue
+            }
+            tries = 0
+            removeArea(ioas, at: e.range.start)
+            unmapped += e.range.last - e.range.start + 1
+            if e.range.last >= range.last { break }
+            start = e.range.last + 1
+        }
+        return unmapped
+    }
+}

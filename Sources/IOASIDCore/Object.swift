@@ -1,0 +1,53 @@
+/// The identifier of an object in a context's object table, as user space sees it.
+///
+/// IDs are handed out lowest-free from 1 and published only when the operation that created
+/// the object succeeds. Typed views (`IOAS.ID`, `HWPT.ID`, …) wrap the same number.
+public struct ObjectID: Hashable, Sendable, Comparable, CustomStringConvertible {
+    public let rawValue: UInt32
+    @inlinable public init(_ rawValue: UInt32) { self.rawValue = rawValue }
+    public static func < (a: ObjectID, b: ObjectID) -> Bool { a.rawValue < b.rawValue }
+    public var description: String { "#\(rawValue)" }
+}
+
+/// The kinds of object a context holds; the same set as the kernel's object types.
+public enum ObjectKind: Sendable, CustomStringConvertible {
+    case ioas, hwptPaging, hwptNested, device, access, fault, viommu, vdevice, veventq, hwQueue
+    /// An object private to a driver (the test driver's mock-device handle).
+    case driver
+
+    public var description: String {
+        switch self {
+        case .ioas: "IOAS"
+        case .hwptPaging: "HWPT(paging)"
+        case .hwptNested: "HWPT(nested)"
+        case .device: "device"
+        case .access: "access"
+        case .fault: "fault queue"
+        case .viommu: "vIOMMU"
+        case .vdevice: "vDevice"
+        case .veventq: "vEVENTQ"
+        case .hwQueue: "HW queue"
+        case .driver: "driver object"
+        }
+    }
+}
+
+/// Base class of everything in the object table.
+///
+/// All mutable state of an object is guarded by its context's lock (see `Context`).
+open class IOMMUObject: @unchecked Sendable {
+    /// The object's ID, assigned when it is published.
+    public internal(set) var objectID = ObjectID(0)
+    /// The object's kind.
+    public let kind: ObjectKind
+    /// How many other objects (or attachments) depend on this one; destroy is `EBUSY` while
+    /// this is non-zero, as with the kernel's `users` reference count.
+    public internal(set) var users = 0
+    /// Whether the object is in the table (published and not destroyed).
+    public internal(set) var isLive = false
+
+    public init(kind: ObjectKind) { self.kind = kind }
+
+    /// Called under the context lock when the object leaves the table; releases what it holds.
+    open func destroyed(in state: ContextState) {}
+}

@@ -1,0 +1,130 @@
+/// A set of non-overlapping IOVA spans, each carrying a value, kept sorted by start.
+///
+/// Backed by one contiguous array: lookups are binary searches (O(log n)); insertion and
+/// removal move the tail (O(n)) but reuse the array's capacity, so a steady state of inserts
+/// and removals allocates nothing. Areas of an IOAS, reserved spans and allowed spans are all
+/// small sets in practice (tens to thousands), where this layout beats a tree.
+public struct IntervalMap<Value>: Sendable where Value: Sendable {
+    /// One span and its value.
+    public struct Entry: Sendable {
+        public var range: IOVARange
+        public var value: Value
+        @inlinable public init(range: IOVARange, value: Value) { self.range = range; self.value = value }
+    }
+
+    @usableFromInline var entries: [Entry] = []
+
+    public init() {}
+
+    /// The number of spans.
+    @inlinable public var count: Int { entries.count }
+    /// Whether there are no spans.
+    @inlinable public var isEmpty: Bool { entries.isEmpty }
+    /// All spans in ascending order.
+    @inlinable public var all: [Entry] { entries }
+
+    /// Reserves room for `n` spans.
+    public mutating func reserveCapacity(_ n: Int) { entries.reserveCapacity(n) }
+
+    /// The index of the first entry whose last address is >= `address`. O(log n).
+    @inlinable
+    public func firstIndex(endingAtOrAfter address: UInt64) -> Int {
+        var lo = 0, hi = entries.count
+        while lo < hi {
+            let mid = (lo + hi) >> 1
+            if entries[mid].range.last < address { lo = mid + 1 } else { hi = mid }
+        }
+        return lo
+    }
+
+    /// The index of the first span that overlaps `range`, or nil.
+    @inlinable
+    public func firstIndex(overlapping range: IOVARange) -> Int? {
+        let i = firstIndex(endingAtOrAfter: range.start)
+        guard i < entries.count, entries[i].range.start <= range.last else { return nil }
+        return i
+    }
+
+    /// Whether any span overlaps `range`.
+    @inlinable
+    public func intersects(_ range: IOVARange) -> Bool { firstIndex(overlapping: range) != nil }
+
+    /// The entry containing `address`, or nil.
+    @inlinable
+    public func entry(containing address: UInt64) -> Entry? {
+        let i = firstIndex(endingAtOrAfter: address)
+        guard i < entries.count, entries[i].range.start <= address else { return nil }
+        return entries[i]
+    }
+
+    /// The index of the entry containing `address`, or nil.
+    @inlinable
+    public func index(containing address: UInt64) -> Int? {
+        let i = firstIndex(endingAtOrAfter: address)
+        guard i < entries.count, entries[i].range.start <= address else { return nil }
+        return i
+    }
+
+    /// Accesses entry `i` (ascending order).
+    @inlinable
+    public subscript(i: Int) -> Entry {
+        get { entries[i] }
+        set { entries[i] = newValue }
+    }
+
+    /// Inserts a span that must not overlap any other; returns false (and changes nothing) if it does.
+    @discardableResult
+    public mutating func insert(_ range: IOVARange, _ value: Value) -> Bool {
+        let i = firstIndex(endingAtOrAfter: range.start)
+        if i < entries.count, entries[i].range.start <= range.last { return false }
+        entries.insert(Entry(range: range, value: value), at: i)
+        return true
+    }
+
+    /// Removes the entry at index `i` and returns it.
+    @discardableResult
+    public mutating func remove(at i: Int) -> Entry { entries.remove(at: i) }
+
+    /// Removes every entry, keeping capacity.
+    public mutating func removeAll() { entries.removeAll(keepingCapacity: true) }
+
+    /// Calls `body` with each entry that overlaps `range`, in ascending order.
+    @inlinable
+    public func forEach(overlapping range: IOVARange, _ body: (Entry) throws -> Void) rethrows {
+        var i = firstIndex(endingAtOrAfter: range.start)
+        while i < entries.count, entries[i].range.start <= range.last {
+            try body(entries[i])
+            i += 1
+        }
+    }
+
+    /// The gaps between spans within `window`, in ascending order.
+    public func holes(in window: IOVARange) -> [IOVARange] {
+        var result: [IOVARange] = []
+        var cursor = window.start
+        var done = false
+        forEach(overlapping: window) { e in
+            guard !done else { return }
+            if e.range.start > cursor { result.append(IOVARange(start: cursor, last: e.range.start - 1)) }
+            if e.range.last >= window.last { done = true; return }
+            cursor = e.range.last + 1
+        }
+        if !done { result.append(IOVARange(start: cursor, last: window.last)) }
+        return result
+    }
+
+    /// Checks the sorted, non-overlapping invariant; for tests.
+    public func checkInvariants() -> Bool {
+        for i in entries.indices {
+            if entries[i].range.start > entries[i].range.last { return false }
+            if i > 0, entries[i - 1].range.last >= entries[i].range.start { return false }
+        }
+        return true
+    }
+}
+
+extension IntervalMap where Value == Void {
+    /// Inserts a span without a value.
+    @discardableResult
+    public mutating func insert(_ range: IOVARange) -> Bool { insert(range, ()) }
+}
