@@ -1,1 +1,86 @@
+/* Raw system-call wrappers; see include/ioasid_sys.h for why they exist. */
+#define _GNU_SOURCE
 #include "ioasid_sys.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+_Static_assert(IOASID_SYS_EFD_SEMAPHORE == EFD_SEMAPHORE, "EFD_SEMAPHORE");
+_Static_assert(IOASID_SYS_EFD_CLOEXEC == EFD_CLOEXEC, "EFD_CLOEXEC");
+_Static_assert(IOASID_SYS_EFD_NONBLOCK == EFD_NONBLOCK, "EFD_NONBLOCK");
+_Static_assert(IOASID_SYS_O_WRONLY == O_WRONLY, "O_WRONLY");
+_Static_assert(IOASID_SYS_O_CREAT == O_CREAT, "O_CREAT");
+_Static_assert(IOASID_SYS_O_TRUNC == O_TRUNC, "O_TRUNC");
+_Static_assert(IOASID_SYS_O_APPEND == O_APPEND, "O_APPEND");
+_Static_assert(IOASID_SYS_O_CLOEXEC == O_CLOEXEC, "O_CLOEXEC");
+_Static_assert(IOASID_SYS_AT_FDCWD == AT_FDCWD, "AT_FDCWD");
+
+/* syscall(2) reports failure as -1 + errno; turn that back into the kernel's -errno. */
+static inline long kernel_result(long result) {
+    return result == -1 ? -(long)errno : result;
+}
+
+long ioasid_sys_eventfd(unsigned int initval, int flags) {
+    return kernel_result(syscall(SYS_eventfd2, initval, flags));
+}
+
+long ioasid_sys_eventfd_signal(int fd) {
+    uint64_t one = 1;
+    long result = kernel_result(syscall(SYS_write, fd, &one, sizeof one));
+    return result < 0 ? result : 0;
+}
+
+long ioasid_sys_eventfd_drain(int fd) {
+    uint64_t count;
+    long result = kernel_result(syscall(SYS_read, fd, &count, sizeof count));
+    return (result < 0 && result != -EAGAIN) ? result : 0;
+}
+
+long ioasid_sys_close(int fd) {
+    return kernel_result(syscall(SYS_close, fd));
+}
+
+long ioasid_sys_read(int fd, void *buffer, size_t count) {
+    return kernel_result(syscall(SYS_read, fd, buffer, count));
+}
+
+long ioasid_sys_write(int fd, const void *buffer, size_t count) {
+    return kernel_result(syscall(SYS_write, fd, buffer, count));
+}
+
+long ioasid_sys_write_all(int fd, const void *buffer, size_t count) {
+    const char *bytes = buffer;
+    while (count > 0) {
+        long written = kernel_result(syscall(SYS_write, fd, bytes, count));
+        if (written == -EINTR) continue;
+        if (written < 0) return written;
+        if (written == 0) return -EIO;
+        bytes += written;
+        count -= (size_t)written;
+    }
+    return 0;
+}
+
+long ioasid_sys_openat(int dirfd, const char *path, int flags, unsigned int mode) {
+    return kernel_result(syscall(SYS_openat, dirfd, path, flags, mode));
+}
+
+long ioasid_sys_dup_cloexec(int fd, int minimum) {
+    return kernel_result(syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, minimum));
+}
+
+long ioasid_sys_mmap(void *address, size_t length, int protection, int flags, int fd, long offset) {
+    return kernel_result(syscall(SYS_mmap, address, length, protection, flags, fd, offset));
+}
+
+long ioasid_sys_munmap(void *address, size_t length) {
+    return kernel_result(syscall(SYS_munmap, address, length));
+}
+
+long ioasid_sys_getpid(void) {
+    return syscall(SYS_getpid);
+}
