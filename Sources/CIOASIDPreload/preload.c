@@ -1,2 +1,562 @@
+/*
+ * libioasid-preload.so — the interposer in front of the ioasid engine.
+ *
+ * Why this shim exists: unmodified C programs reach iommufd through libc — they call
+ * open("/dev/iommu"), then ioctl(), read(), write(), mmap(), dup() and close() on the fd. There is
+ * no kernel driver behind /dev/iommu here, so, as fakeroot and umockdev do for other kernel
+ * interfaces, we interpose those libc entry points with LD_PRELOAD and send the calls on our
+ * descriptors to the engine (libIOASIDEngine.so, Swift), which answers them like the kernel would.
+ *
+ * The shim is C and small because it is loaded into every process started under `ioasid run`,
+ * including ones that never touch /dev/iommu:
+ *  - A call on a foreign fd costs one bounds check and one byte load in the table of owned fds
+ *    (fds below 1<<16); larger fds take one more pointer load. Then the real libc function runs.
+ *  - The engine (and the Swift runtime behind it) is dlopen'ed only on the first open of
+ *    /dev/iommu; path from $IOASID_ENGINE, else libIOASIDEngine.so next to this library.
+ *
+ * Every fd the engine hands out is a real kernel fd (an eventfd), so poll/select/epoll, fstat,
+ * fork and the kernel's own dup/close bookkeeping work unchanged; the table only says which fds
+ * are the engine's. The engine tells us with ioasid_preload_claim(). The engine makes its own
+ * system calls through CIOASIDSys (raw syscall(2)), so it never re-enters this file.
+ *
+ * Ordering rule for closing: the engine forgets an fd *before* the kernel closes it, so the fd
+ * number cannot be reused by a concurrent open while the engine still maps it to a file.
+ *
+ * Not interposed (they reach the underlying eventfd): readv/writev/pread/pwrite, fopen()'s
+ * internal open, raw syscall(2), io_uring. None is used on iommufd descriptors in practice.
+ */
+#undef _FORTIFY_SOURCE /* we define open() etc. ourselves; fortify would make them inline wrappers */
+#define _GNU_SOURCE
 #include "ioasid_preload.h"
-void ioasid_preload_placeholder(void) {}
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define IOASID_EXPORT __attribute__((visibility("default")))
+#define likely(x) __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+
+/* Declared by glibc only under _FORTIFY_SOURCE; programs built with it call these. */
+IOASID_EXPORT int __open_2(const char *path, int flags);
+IOASID_EXPORT int __open64_2(const char *path, int flags);
+IOASID_EXPORT int __openat_2(int dirfd, const char *path, int flags);
+IOASID_EXPORT int __openat64_2(int dirfd, const char *path, int flags);
+
+/* ---------------------------------------------------------------------------------------------
+ * The real libc functions, resolved with dlsym(RTLD_NEXT) in the constructor, or lazily if some
+ * other library's constructor calls us first. Resolving twice is harmless (same answer).
+ */
+
+typedef int (*open_fn)(const char *, int, ...);
+typedef int (*openat_fn)(int, const char *, int, ...);
+typedef int (*open2_fn)(const char *, int);
+typedef int (*openat2_fn)(int, const char *, int);
+typedef int (*ioctl_fn)(int, unsigned long, ...);
+typedef ssize_t (*read_fn)(int, void *, size_t);
+typedef ssize_t (*write_fn)(int, const void *, size_t);
+typedef int (*close_fn)(int);
+typedef int (*dup_fn)(int);
+typedef int (*dup2_fn)(int, int);
+typedef int (*dup3_fn)(int, int, int);
+typedef int (*fcntl_fn)(int, int, ...);
+typedef void *(*mmap_fn)(void *, size_t, int, int, int, off_t);
+typedef int (*close_range_fn)(unsigned int, unsigned int, int);
+typedef void (*closefrom_fn)(int);
+
+enum real_index {
+    REAL_open, REAL_open64, REAL_openat, REAL_openat64,
+    REAL___open_2, REAL___open64_2, REAL___openat_2, REAL___openat64_2,
+    REAL_ioctl, REAL_read, REAL_write, REAL_close, REAL_dup, REAL_dup2, REAL_dup3,
+    REAL_fcntl, REAL_fcntl64, REAL_mmap, REAL_mmap64, REAL_close_range, REAL_closefrom,
+    REAL_COUNT
+};
+
+static const char *const real_names[REAL_COUNT] = {
+    "open", "open64", "openat", "openat64",
+    "__open_2", "__open64_2", "__openat_2", "__openat64_2",
+    "ioctl", "read", "write", "close", "dup", "dup2", "dup3",
+    "fcntl", "fcntl64", "mmap", "mmap64", "close_range", "closefrom",
+};
+
+static _Atomic(void *) real_functions[REAL_COUNT];
+
+static void *resolve_real(enum real_index index) {
+    void *function = atomic_load_explicit(&real_functions[index], memory_order_acquire);
+    if (likely(function != NULL)) return function;
+    function = dlsym(RTLD_NEXT, real_names[index]);
+    if (function != NULL) atomic_store_explicit(&real_functions[index], function, memory_order_release);
+    return function;
+}
+
+#define REAL(name, type) ((type)resolve_real(REAL_##name))
+
+__attribute__((constructor)) static void ioasid_preload_init(void) {
+    for (int index = 0; index < REAL_COUNT; index++) resolve_real((enum real_index)index);
+}
+
+/* Writes a diagnostic to stderr without stdio (no locks, no allocation). */
+static void diagnose(const char *first, const char *second) {
+    char line[1024];
+    size_t length = 0;
+    const char *parts[] = {"ioasid-preload: ", first, second, "\n"};
+    for (size_t part = 0; part < sizeof parts / sizeof parts[0]; part++) {
+        for (const char *c = parts[part]; c && *c && length < sizeof line - 1; c++) line[length++] = *c;
+    }
+    (void)!syscall(SYS_write, 2, line, length);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * The table of owned fds: one byte per fd, non-zero when the engine owns it.
+ *
+ * fds below 1<<16 live in a static array (64 KiB of zero pages until touched). Larger fds live
+ * in chunks of 1<<16 bytes that are mmapped the first time an fd in them is claimed and never
+ * freed; a chunk pointer is published with a compare-and-swap, so claiming is lock-free and
+ * async-signal-safe. Readers use relaxed loads: the engine claims an fd before the program can
+ * learn its number, and the program's own synchronisation orders the rest.
+ */
+
+#define CHUNK_BITS 16
+#define CHUNK_SIZE (1u << CHUNK_BITS)
+#define CHUNK_COUNT (((unsigned)INT_MAX >> CHUNK_BITS) + 1)
+
+static _Atomic unsigned char owned_low[CHUNK_SIZE];
+static _Atomic(_Atomic unsigned char *) owned_high[CHUNK_COUNT]; /* [0] unused: owned_low */
+
+static _Atomic unsigned char *high_chunk(int fd, int create) {
+    _Atomic(_Atomic unsigned char *) *slot = &owned_high[(unsigned)fd >> CHUNK_BITS];
+    _Atomic unsigned char *chunk = atomic_load_explicit(slot, memory_order_acquire);
+    if (chunk != NULL || !create) return chunk;
+    void *fresh = (void *)syscall(SYS_mmap, NULL, (size_t)CHUNK_SIZE, PROT_READ | PROT_WRITE,
+                                  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0L);
+    if (fresh == MAP_FAILED) return NULL;
+    _Atomic unsigned char *expected = NULL;
+    if (atomic_compare_exchange_strong_explicit(slot, &expected, (_Atomic unsigned char *)fresh,
+                                                memory_order_acq_rel, memory_order_acquire)) {
+        return (_Atomic unsigned char *)fresh;
+    }
+    (void)syscall(SYS_munmap, fresh, (size_t)CHUNK_SIZE); /* another thread won */
+    return expected;
+}
+
+static __attribute__((noinline)) int owned_slow(int fd) {
+    if (fd < 0) return 0;
+    _Atomic unsigned char *chunk = high_chunk(fd, 0);
+    return chunk != NULL && atomic_load_explicit(&chunk[fd & (CHUNK_SIZE - 1)], memory_order_relaxed);
+}
+
+/* The fast path every interposed call on a foreign fd takes. */
+static inline int owned(int fd) {
+    if (likely((unsigned)fd < CHUNK_SIZE)) return atomic_load_explicit(&owned_low[fd], memory_order_relaxed);
+    return owned_slow(fd);
+}
+
+/* Records whether `fd` is owned; 0, or -ENOMEM if a chunk for a large fd cannot be mapped. */
+static int set_owned(int fd, int value) {
+    if (fd < 0) return -EBADF;
+    _Atomic unsigned char *cell;
+    if ((unsigned)fd < CHUNK_SIZE) {
+        cell = &owned_low[fd];
+    } else {
+        _Atomic unsigned char *chunk = high_chunk(fd, value != 0);
+        if (chunk == NULL) return value ? -ENOMEM : 0;
+        cell = &chunk[fd & (CHUNK_SIZE - 1)];
+    }
+    atomic_store_explicit(cell, (unsigned char)(value != 0), memory_order_release);
+    return 0;
+}
+
+IOASID_EXPORT void ioasid_preload_claim(int fd, int owned_flag) {
+    (void)set_owned(fd, owned_flag);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * The engine: dlopen'ed on the first open of /dev/iommu, never unloaded.
+ */
+
+static struct {
+    int (*open)(int flags);
+    long (*ioctl)(int fd, unsigned long request, void *argument);
+    ssize_t (*read)(int fd, void *buffer, size_t count);
+    ssize_t (*write)(int fd, const void *buffer, size_t count);
+    long (*mmap)(void *address, size_t length, int protection, int flags, int fd, long offset);
+    int (*dup)(int oldfd, int newfd);
+    int (*close)(int fd);
+} engine;
+
+enum { ENGINE_UNLOADED = 0, ENGINE_READY = 1, ENGINE_FAILED = -1 };
+static _Atomic int engine_state = ENGINE_UNLOADED;
+static pthread_mutex_t engine_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int engine_path(char *buffer, size_t size) {
+    const char *configured = secure_getenv("IOASID_ENGINE");
+    if (configured != NULL && configured[0] != '\0') {
+        if (strlen(configured) >= size) return -1;
+        strcpy(buffer, configured);
+        return 0;
+    }
+    Dl_info info;
+    if (dladdr((void *)&ioasid_preload_claim, &info) == 0 || info.dli_fname == NULL) return -1;
+    const char *slash = strrchr(info.dli_fname, '/');
+    size_t directory = slash ? (size_t)(slash - info.dli_fname) + 1 : 0;
+    static const char name[] = "libIOASIDEngine.so";
+    if (directory + sizeof name > size) return -1;
+    memcpy(buffer, info.dli_fname, directory);
+    memcpy(buffer + directory, name, sizeof name);
+    return 0;
+}
+
+static int load_engine_locked(void) {
+    char path[PATH_MAX];
+    if (engine_path(path, sizeof path) != 0) {
+        diagnose("cannot locate libIOASIDEngine.so; set IOASID_ENGINE", "");
+        return ENGINE_FAILED;
+    }
+    void *handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (handle == NULL) {
+        const char *error = dlerror();
+        diagnose("cannot load the engine: ", error ? error : path);
+        return ENGINE_FAILED;
+    }
+#define ENGINE_SYMBOL(field, name)                                          \
+    do {                                                                    \
+        *(void **)&engine.field = dlsym(handle, name);                      \
+        if (engine.field == NULL) {                                         \
+            diagnose("the engine does not export ", name);                  \
+            return ENGINE_FAILED;                                           \
+        }                                                                   \
+    } while (0)
+    ENGINE_SYMBOL(open, "ioasid_engine_open");
+    ENGINE_SYMBOL(ioctl, "ioasid_engine_ioctl");
+    ENGINE_SYMBOL(read, "ioasid_engine_read");
+    ENGINE_SYMBOL(write, "ioasid_engine_write");
+    ENGINE_SYMBOL(mmap, "ioasid_engine_mmap");
+    ENGINE_SYMBOL(dup, "ioasid_engine_dup");
+    ENGINE_SYMBOL(close, "ioasid_engine_close");
+#undef ENGINE_SYMBOL
+    return ENGINE_READY;
+}
+
+/* Loads the engine once; later calls only read the state. Returns non-zero when ready. */
+static int ensure_engine(void) {
+    int state = atomic_load_explicit(&engine_state, memory_order_acquire);
+    if (likely(state != ENGINE_UNLOADED)) return state == ENGINE_READY;
+    pthread_mutex_lock(&engine_lock);
+    state = atomic_load_explicit(&engine_state, memory_order_relaxed);
+    if (state == ENGINE_UNLOADED) {
+        state = load_engine_locked();
+        atomic_store_explicit(&engine_state, state, memory_order_release);
+    }
+    pthread_mutex_unlock(&engine_lock);
+    return state == ENGINE_READY;
+}
+
+/* Turns an engine result (>= 0, or -errno) into the libc convention. */
+static inline long from_engine(long result) {
+    if (result < 0) {
+        errno = (int)-result;
+        return -1;
+    }
+    return result;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * open and friends: only the exact path "/dev/iommu" goes to the engine.
+ */
+
+static inline int is_iommu_path(const char *path) {
+    return path != NULL && path[0] == '/' && strcmp(path, "/dev/iommu") == 0;
+}
+
+static int open_iommu(int flags) {
+    int saved_errno = errno; /* loading the engine may leave errno set; a successful open does not */
+    if (!ensure_engine()) {
+        errno = ENXIO;
+        return -1;
+    }
+    int fd = engine.open(flags);
+    if (fd < 0) return (int)from_engine(fd);
+    if (set_owned(fd, 1) != 0) {
+        engine.close(fd);
+        REAL(close, close_fn)(fd);
+        errno = ENOMEM;
+        return -1;
+    }
+    errno = saved_errno;
+    return fd;
+}
+
+/* Whether open's variadic mode argument is present (glibc's __OPEN_NEEDS_MODE). */
+static inline int needs_mode(int flags) {
+    return (flags & O_CREAT) != 0 || (flags & O_TMPFILE) == O_TMPFILE;
+}
+
+#define MODE_ARGUMENT(flags, last)         \
+    mode_t mode = 0;                       \
+    if (needs_mode(flags)) {               \
+        va_list arguments;                 \
+        va_start(arguments, last);         \
+        mode = (mode_t)va_arg(arguments, int); \
+        va_end(arguments);                 \
+    }
+
+IOASID_EXPORT int open(const char *path, int flags, ...) {
+    MODE_ARGUMENT(flags, flags);
+    if (unlikely(is_iommu_path(path))) return open_iommu(flags);
+    return REAL(open, open_fn)(path, flags, mode);
+}
+
+IOASID_EXPORT int open64(const char *path, int flags, ...) {
+    MODE_ARGUMENT(flags, flags);
+    if (unlikely(is_iommu_path(path))) return open_iommu(flags);
+    return REAL(open64, open_fn)(path, flags, mode);
+}
+
+IOASID_EXPORT int openat(int dirfd, const char *path, int flags, ...) {
+    MODE_ARGUMENT(flags, flags);
+    if (unlikely(is_iommu_path(path))) return open_iommu(flags);
+    return REAL(openat, openat_fn)(dirfd, path, flags, mode);
+}
+
+IOASID_EXPORT int openat64(int dirfd, const char *path, int flags, ...) {
+    MODE_ARGUMENT(flags, flags);
+    if (unlikely(is_iommu_path(path))) return open_iommu(flags);
+    return REAL(openat64, openat_fn)(dirfd, path, flags, mode);
+}
+
+IOASID_EXPORT int __open_2(const char *path, int flags) {
+    if (unlikely(is_iommu_path(path))) return open_iommu(flags);
+    return REAL(__open_2, open2_fn)(path, flags);
+}
+
+IOASID_EXPORT int __open64_2(const char *path, int flags) {
+    if (unlikely(is_iommu_path(path))) return open_iommu(flags);
+    return REAL(__open64_2, open2_fn)(path, flags);
+}
+
+IOASID_EXPORT int __openat_2(int dirfd, const char *path, int flags) {
+    if (unlikely(is_iommu_path(path))) return open_iommu(flags);
+    return REAL(__openat_2, openat2_fn)(dirfd, path, flags);
+}
+
+IOASID_EXPORT int __openat64_2(int dirfd, const char *path, int flags) {
+    if (unlikely(is_iommu_path(path))) return open_iommu(flags);
+    return REAL(__openat64_2, openat2_fn)(dirfd, path, flags);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Calls on an fd: the engine's fds go to the engine, everything else to libc.
+ */
+
+static inline void *variadic_pointer(va_list *arguments) {
+    return va_arg(*arguments, void *);
+}
+
+IOASID_EXPORT int ioctl(int fd, unsigned long request, ...) {
+    va_list arguments;
+    va_start(arguments, request);
+    void *argument = variadic_pointer(&arguments);
+    va_end(arguments);
+    if (unlikely(owned(fd))) return (int)from_engine(engine.ioctl(fd, request, argument));
+    return REAL(ioctl, ioctl_fn)(fd, request, argument);
+}
+
+#if defined(__TIMESIZE) && __TIMESIZE == 32 && defined(__USE_TIME_BITS64)
+/* 32-bit targets with 64-bit time_t call this name instead of ioctl. */
+IOASID_EXPORT int __ioctl_time64(int fd, unsigned long request, ...) {
+    va_list arguments;
+    va_start(arguments, request);
+    void *argument = variadic_pointer(&arguments);
+    va_end(arguments);
+    if (unlikely(owned(fd))) return (int)from_engine(engine.ioctl(fd, request, argument));
+    static _Atomic(void *) real_ioctl_time64;
+    void *real = atomic_load(&real_ioctl_time64);
+    if (real == NULL) atomic_store(&real_ioctl_time64, real = dlsym(RTLD_NEXT, "__ioctl_time64"));
+    return ((ioctl_fn)(real ? real : resolve_real(REAL_ioctl)))(fd, request, argument);
+}
+#endif
+
+IOASID_EXPORT ssize_t read(int fd, void *buffer, size_t count) {
+    if (unlikely(owned(fd))) return from_engine(engine.read(fd, buffer, count));
+    return REAL(read, read_fn)(fd, buffer, count);
+}
+
+IOASID_EXPORT ssize_t write(int fd, const void *buffer, size_t count) {
+    if (unlikely(owned(fd))) return from_engine(engine.write(fd, buffer, count));
+    return REAL(write, write_fn)(fd, buffer, count);
+}
+
+/* Tells the engine an owned fd is going away (the kernel closes it next). */
+static void forget(int fd) {
+    if (owned(fd)) {
+        set_owned(fd, 0);
+        engine.close(fd);
+    }
+}
+
+IOASID_EXPORT int close(int fd) {
+    if (unlikely(owned(fd))) forget(fd);
+    return REAL(close, close_fn)(fd);
+}
+
+/* After the kernel made `newfd` a copy of the owned `oldfd`: tell the engine and claim it. */
+static int adopt(int oldfd, int newfd) {
+    int result = engine.dup(oldfd, newfd);
+    if (result < 0) {
+        REAL(close, close_fn)(newfd);
+        errno = -result;
+        return -1;
+    }
+    if (set_owned(newfd, 1) != 0) {
+        engine.close(newfd);
+        REAL(close, close_fn)(newfd);
+        errno = ENOMEM;
+        return -1;
+    }
+    return newfd;
+}
+
+IOASID_EXPORT int dup(int oldfd) {
+    int was_owned = owned(oldfd);
+    int newfd = REAL(dup, dup_fn)(oldfd);
+    if (unlikely(was_owned) && newfd >= 0) return adopt(oldfd, newfd);
+    return newfd;
+}
+
+/* dup2/dup3 replace whatever `newfd` named: the engine forgets it if it was one of ours. */
+static int replaced(int oldfd, int was_owned, int newfd, int result) {
+    if (result < 0) return result;
+    forget(newfd);
+    if (was_owned) return adopt(oldfd, newfd);
+    return result;
+}
+
+IOASID_EXPORT int dup2(int oldfd, int newfd) {
+    int was_owned = owned(oldfd);
+    if (likely(!was_owned && !owned(newfd)) || oldfd == newfd) return REAL(dup2, dup2_fn)(oldfd, newfd);
+    return replaced(oldfd, was_owned, newfd, REAL(dup2, dup2_fn)(oldfd, newfd));
+}
+
+IOASID_EXPORT int dup3(int oldfd, int newfd, int flags) {
+    int was_owned = owned(oldfd);
+    if (likely(!was_owned && !owned(newfd)) || oldfd == newfd) return REAL(dup3, dup3_fn)(oldfd, newfd, flags);
+    return replaced(oldfd, was_owned, newfd, REAL(dup3, dup3_fn)(oldfd, newfd, flags));
+}
+
+static int fcntl_common(enum real_index index, int fd, int command, void *argument) {
+    fcntl_fn real = (fcntl_fn)resolve_real(index);
+    if (real == NULL) real = (fcntl_fn)resolve_real(REAL_fcntl);
+    if (likely(!owned(fd)) || (command != F_DUPFD && command != F_DUPFD_CLOEXEC)) {
+        return real(fd, command, argument);
+    }
+    int newfd = real(fd, command, argument);
+    if (newfd < 0) return newfd;
+    return adopt(fd, newfd);
+}
+
+IOASID_EXPORT int fcntl(int fd, int command, ...) {
+    va_list arguments;
+    va_start(arguments, command);
+    void *argument = variadic_pointer(&arguments);
+    va_end(arguments);
+    return fcntl_common(REAL_fcntl, fd, command, argument);
+}
+
+IOASID_EXPORT int fcntl64(int fd, int command, ...) {
+    va_list arguments;
+    va_start(arguments, command);
+    void *argument = variadic_pointer(&arguments);
+    va_end(arguments);
+    return fcntl_common(REAL_fcntl64, fd, command, argument);
+}
+
+static void *mmap_engine(void *address, size_t length, int protection, int flags, int fd, long offset) {
+    long result = engine.mmap(address, length, protection, flags, fd, offset);
+    if (result < 0 && result >= -4095) {
+        errno = (int)-result;
+        return MAP_FAILED;
+    }
+    return (void *)result;
+}
+
+IOASID_EXPORT void *mmap(void *address, size_t length, int protection, int flags, int fd, off_t offset) {
+    if (unlikely(owned(fd)) && !(flags & MAP_ANONYMOUS)) {
+        return mmap_engine(address, length, protection, flags, fd, (long)offset);
+    }
+    return REAL(mmap, mmap_fn)(address, length, protection, flags, fd, offset);
+}
+
+IOASID_EXPORT void *mmap64(void *address, size_t length, int protection, int flags, int fd, off64_t offset) {
+    if (unlikely(owned(fd)) && !(flags & MAP_ANONYMOUS)) {
+        return mmap_engine(address, length, protection, flags, fd, (long)offset);
+    }
+    mmap_fn real = (mmap_fn)resolve_real(REAL_mmap64);
+    if (real == NULL) real = (mmap_fn)resolve_real(REAL_mmap);
+    return real(address, length, protection, flags, fd, (off_t)offset);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * close_range / closefrom close many fds at once; the engine forgets the owned ones first.
+ */
+
+static void forget_range(unsigned int first, unsigned int last) {
+    if (atomic_load_explicit(&engine_state, memory_order_acquire) != ENGINE_READY) return;
+    if (last > (unsigned)INT_MAX) last = (unsigned)INT_MAX;
+    for (unsigned int fd = first; fd <= last;) {
+        if (fd >= CHUNK_SIZE && high_chunk((int)fd, 0) == NULL) {
+            unsigned int next = (fd | (CHUNK_SIZE - 1)) + 1; /* skip the whole absent chunk */
+            if (next == 0 || next <= fd) break;
+            fd = next;
+            continue;
+        }
+        if (owned((int)fd)) forget((int)fd);
+        if (fd == last) break;
+        fd++;
+    }
+}
+
+#ifndef CLOSE_RANGE_UNSHARE
+#define CLOSE_RANGE_UNSHARE (1U << 1)
+#endif
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+
+IOASID_EXPORT int close_range(unsigned int first, unsigned int last, int flags) {
+    if (first <= last && ((unsigned)flags & ~(CLOSE_RANGE_UNSHARE | CLOSE_RANGE_CLOEXEC)) == 0 &&
+        !((unsigned)flags & CLOSE_RANGE_CLOEXEC)) {
+        forget_range(first, last);
+    }
+    close_range_fn real = (close_range_fn)resolve_real(REAL_close_range);
+    if (real != NULL) return real(first, last, flags);
+#ifdef SYS_close_range
+    return (int)syscall(SYS_close_range, first, last, flags);
+#else
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+IOASID_EXPORT void closefrom(int lowfd) {
+    if (lowfd < 0) lowfd = 0;
+    forget_range((unsigned)lowfd, (unsigned)INT_MAX);
+    closefrom_fn real = (closefrom_fn)resolve_real(REAL_closefrom);
+    if (real != NULL) {
+        real(lowfd);
+    } else {
+#ifdef SYS_close_range
+        (void)syscall(SYS_close_range, (unsigned)lowfd, ~0U, 0);
+#endif
+    }
+}
