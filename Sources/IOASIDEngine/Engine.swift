@@ -1,0 +1,190 @@
+import CIOASIDSys
+import Glibc
+import IOASIDLinuxABI
+import Synchronization
+
+/// The in-process engine behind `libioasid-preload.so`: the table of the descriptors it hands
+/// out and the `LinuxFile` each one names.
+///
+/// **Descriptors.** Every descriptor is a real kernel eventfd, created here through `CIOASIDSys`
+/// and claimed in the preload's table with `ioasid_preload_claim`, so `poll`, `epoll`, `select`,
+/// `fstat`, `fork` and `exec` see an ordinary file. The engine keeps an eventfd's counter
+/// non-zero exactly while its file says it is readable (`setReadable`), which is what `poll`
+/// reports. The `/dev/iommu` descriptor itself always polls readable and writable, as a kernel
+/// file without a poll method does.
+///
+/// **Sharing.** `dup`, `dup2`, `dup3` and `F_DUPFD` make several descriptors name one
+/// `OpenFile`; the file is released when the last of them is closed. A file keeps the number it
+/// was installed under as its *handle* for `setReadable`, even after that descriptor is closed,
+/// as long as another descriptor keeps the file open.
+///
+/// **Locking.** `state` is a leaf lock: no `LinuxFile` method is called while it is held (files
+/// call back into `install` and `setReadable`), and under it only non-blocking system calls on
+/// the engine's own eventfds are made. Lookups on the ioctl path take it once and do not allocate.
+///
+/// **Processes.** The engine starts no threads and holds no lock across calls, so a `fork`ed
+/// child (the kselftest harness forks one per test) inherits a consistent copy of the table that
+/// names the descriptors it inherited.
+final class Engine: DescriptorHost {
+    /// The engine of this process, created by the first `open("/dev/iommu")`.
+    static let shared = Engine(environment: EngineEnvironment())
+
+    private let state = Mutex(State())
+    private let configuration: EngineConfiguration
+    private let traceSink: TraceSink?
+    /// `ioasid_preload_claim` when the preload is loaded (nil when the engine runs without it).
+    private let claim: PreloadClaim?
+
+    init(environment: EngineEnvironment) {
+        self.traceSink = environment.traceSink
+        var configuration = EngineConfiguration(testDriver: environment.testDriver)
+        if let sink = environment.traceSink {
+            configuration.trace = { line in sink.write(line) }
+        }
+        self.configuration = configuration
+        self.claim = PreloadClaim.resolve()
+    }
+
+    // MARK: Entry points
+
+    /// Opens `/dev/iommu`: a new `IOMMUFile` behind a new descriptor, or -errno.
+    func openIOMMU(flags: Int32) -> Int32 {
+        let file = IOMMUFile(host: self, configuration: configuration)
+        var eventFlags = IOASID_SYS_EFD_NONBLOCK
+        if flags & O_CLOEXEC != 0 { eventFlags |= IOASID_SYS_EFD_CLOEXEC }
+        let fd = install(file, eventFlags: eventFlags, readable: true)
+        if fd < 0 { file.release() }
+        trace { "open(\"/dev/iommu\", \(hex(flags))) = \(result(fd))" }
+        return fd
+    }
+
+
+    /// Records that `newfd` now names the file `oldfd` names; 0 or -errno.
+    func duplicate(_ oldfd: Int32, as newfd: Int32) -> Int32 {
+        if oldfd == newfd { return file(for: oldfd) == nil ? -EBADF : 0 }
+        let (status, released): (Int32, (any LinuxFile)?) = state.withLock { state in
+            guard let open = state.descriptors[oldfd] else { return (-EBADF, nil) }
+            let released = state.forget(newfd)
+            open.descriptors.append(newfd)
+            state.descriptors[newfd] = open
+            return (0, released)
+        }
+        released?.release()
+        trace { "dup(\(oldfd)) = \(status == 0 ? newfd : status)" }
+        return status
+    }
+
+    /// Drops `fd`; releases its file if no other descriptor names it. 0 or -errno.
+    func close(_ fd: Int32) -> Int32 {
+        let (found, released): (Bool, (any LinuxFile)?) = state.withLock { state in
+            (state.descriptors[fd] != nil, state.forget(fd))
+        }
+        released?.release()
+        trace { "close(\(fd))\(released != nil ? " released" : "")" }
+        return found ? 0 : -EBADF
+    }
+
+    // MARK: DescriptorHost
+
+    func install(_ file: any LinuxFile) -> Int32 {
+        let fd = install(file, eventFlags: IOASID_SYS_EFD_NONBLOCK | IOASID_SYS_EFD_CLOEXEC, readable: false)
+        trace { "install(\(type(of: file))) = \(result(fd))" }
+        return fd
+    }
+
+    /// The file a live descriptor of the engine names, or nil if `fd` is not the engine's.
+    /// Used on every call from the preload: one lock, one dictionary lookup, no allocation.
+    func file(for fd: Int32) -> (any LinuxFile)? {
+        state.withLock { $0.descriptors[fd]?.file }
+    }
+
+    func setReadable(_ fd: Int32, _ readable: Bool) {
+        state.withLock { state in
+            guard let open = state.handles[fd] ?? state.descriptors[fd], open.readable != readable,
+                  let live = open.descriptors.first else { return }
+            _ = readable ? ioasid_sys_eventfd_signal(live) : ioasid_sys_eventfd_drain(live)
+            open.readable = readable
+        }
+    }
+
+    // MARK: Internals
+
+    private func install(_ file: any LinuxFile, eventFlags: Int32, readable: Bool) -> Int32 {
+        let created = ioasid_sys_eventfd(readable ? 1 : 0, eventFlags)
+        guard created >= 0 else { return Int32(created) }
+        let fd = Int32(created)
+        let stale: (any LinuxFile)? = state.withLock { state in
+            // A number the kernel just handed out can only be in the table if the program closed
+            // it behind the preload's back (raw syscall); forget that file first.
+            let stale = state.forget(fd)
+            let open = OpenFile(file: file, handle: fd, readable: readable)
+            state.descriptors[fd] = open
+            state.handles[fd] = open
+            return stale
+        }
+        stale?.release()
+        claim?.claim(fd)
+        return fd
+    }
+
+    private func trace(_ line: () -> String) {
+        traceSink?.write(line())
+    }
+}
+
+/// What `Engine.state` protects.
+private struct State: ~Copyable {
+    /// Every live descriptor of the engine → the open file it names.
+    var descriptors: [Int32: OpenFile] = [:]
+    /// The number each live file was installed under → that file (see `Engine`, "Sharing").
+    var handles: [Int32: OpenFile] = [:]
+
+    /// Removes `fd`; returns its file if that was the last descriptor naming it.
+    mutating func forget(_ fd: Int32) -> (any LinuxFile)? {
+        guard let open = descriptors.removeValue(forKey: fd) else { return nil }
+        open.descriptors.removeAll { $0 == fd }
+        guard open.descriptors.isEmpty else { return nil }
+        if handles[open.handle] === open { handles.removeValue(forKey: open.handle) }
+        return open.file
+    }
+}
+
+/// One file and the descriptors that name it; only touched while `Engine.state` is held.
+private final class OpenFile {
+    let file: any LinuxFile
+    let handle: Int32
+    var descriptors: [Int32]
+    /// Whether the eventfd's counter is non-zero.
+    var readable: Bool
+
+    init(file: any LinuxFile, handle: Int32, readable: Bool) {
+        self.file = file
+        self.handle = handle
+        self.descriptors = [handle]
+        self.readable = readable
+    }
+}
+
+/// `ioasid_preload_claim`, resolved in the global scope where `LD_PRELOAD` put it.
+struct PreloadClaim: Sendable {
+    private let address: UInt
+
+    static func resolve() -> PreloadClaim? {
+        guard let symbol = dlsym(nil, "ioasid_preload_claim") else { return nil }  // nil: RTLD_DEFAULT
+        return PreloadClaim(address: UInt(bitPattern: symbol))
+    }
+
+    func claim(_ fd: Int32) {
+        typealias Function = @convention(c) (Int32, Int32) -> Void
+        let function = unsafeBitCast(UnsafeRawPointer(bitPattern: address)!, to: Function.self)
+        function(fd, 1)
+    }
+}
+
+private func hex(_ value: Int32) -> String {
+    "0x" + String(UInt32(bitPattern: value), radix: 16)
+}
+
+private func result(_ value: Int32) -> String {
+    value >= 0 ? String(value) : "-1 (errno \(-value))"
+}

@@ -1,0 +1,58 @@
+import Glibc
+import IOASIDLinuxABI
+
+// The C entry points the preload resolves with dlsym after dlopen'ing this library
+// (docs/architecture.md, "Preload contract"). Each returns a result >= 0 or a negated errno.
+// They are the only public symbols of the engine; all state lives in `Engine.shared`.
+
+/// `open("/dev/iommu", flags)`: a new fd naming a new `IOMMUFile`, or -errno.
+@_cdecl("ioasid_engine_open")
+public func ioasid_engine_open(_ flags: Int32) -> Int32 {
+    Engine.shared.openIOMMU(flags: flags)
+}
+
+/// `ioctl(fd, request, argument)` on an engine fd.
+@_cdecl("ioasid_engine_ioctl")
+public func ioasid_engine_ioctl(_ fd: Int32, _ request: UInt, _ argument: UnsafeMutableRawPointer?) -> Int {
+    guard let file = Engine.shared.file(for: fd) else { return -Int(EBADF) }
+    return file.ioctl(request: request, argument: argument)
+}
+
+/// `read(fd, buffer, count)` on an engine fd.
+@_cdecl("ioasid_engine_read")
+public func ioasid_engine_read(_ fd: Int32, _ buffer: UnsafeMutableRawPointer?, _ count: UInt) -> Int {
+    guard let file = Engine.shared.file(for: fd) else { return -Int(EBADF) }
+    let count = Int(clamping: count)
+    if count > 0 && buffer == nil { return -Int(EFAULT) }
+    return file.read(into: UnsafeMutableRawBufferPointer(start: count > 0 ? buffer : nil, count: count))
+}
+
+/// `write(fd, buffer, count)` on an engine fd.
+@_cdecl("ioasid_engine_write")
+public func ioasid_engine_write(_ fd: Int32, _ buffer: UnsafeRawPointer?, _ count: UInt) -> Int {
+    guard let file = Engine.shared.file(for: fd) else { return -Int(EBADF) }
+    let count = Int(clamping: count)
+    if count > 0 && buffer == nil { return -Int(EFAULT) }
+    return file.write(from: UnsafeRawBufferPointer(start: count > 0 ? buffer : nil, count: count))
+}
+
+/// `mmap(address, length, protection, flags, fd, offset)` on an engine fd: the address or -errno.
+@_cdecl("ioasid_engine_mmap")
+public func ioasid_engine_mmap(
+    _ address: UnsafeMutableRawPointer?, _ length: UInt, _ protection: Int32, _ flags: Int32, _ fd: Int32, _ offset: Int
+) -> Int {
+    guard let file = Engine.shared.file(for: fd) else { return -Int(EBADF) }
+    return file.mmap(address: address, length: Int(clamping: length), protection: protection, flags: flags, offset: offset)
+}
+
+/// The program duplicated an engine fd (dup, dup2, dup3, F_DUPFD): `newfd` now names the same file.
+@_cdecl("ioasid_engine_dup")
+public func ioasid_engine_dup(_ oldfd: Int32, _ newfd: Int32) -> Int32 {
+    Engine.shared.duplicate(oldfd, as: newfd)
+}
+
+/// The program is closing an engine fd: drop its reference; the file is released with the last one.
+@_cdecl("ioasid_engine_close")
+public func ioasid_engine_close(_ fd: Int32) -> Int32 {
+    Engine.shared.close(fd)
+}
