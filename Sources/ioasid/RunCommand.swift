@@ -1,0 +1,97 @@
+import ArgumentParser
+import Glibc
+
+/// `ioasid run [--trace[=FILE]] [--no-test-driver] [--] PROGRAM [ARGUMENTS...]`
+struct RunCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run a program against ioasid's /dev/iommu.",
+        usage: "ioasid run [--trace[=<file>]] [--no-test-driver] [--] <program> [<arguments> ...]",
+        discussion: """
+            The program runs with libioasid-preload.so in LD_PRELOAD (prepended to any existing \
+            value). When it first opens /dev/iommu, the preload loads libIOASIDEngine.so and \
+            from then on answers the calls on that descriptor and on the descriptors the \
+            engine hands out (fault queues, event queues); every other descriptor goes to the \
+            kernel unchanged. Children and exec'd programs inherit the setup.
+
+            The exit status of the program is passed through. If the program is killed by a \
+            signal, ioasid kills itself with the same signal (or exits with 128 + the signal \
+            number if it cannot).
+
+            Environment set for the program:
+              LD_PRELOAD          the preload library, prepended
+              IOASID_ENGINE       the engine library the preload loads
+              IOASID_TEST_DRIVER  1, or 0 with --no-test-driver
+              IOASID_TRACE        the trace destination with --trace, else unset
+
+            Both libraries are looked up next to the ioasid executable (then in ../lib and \
+            ../lib/ioasid).
+
+            Examples:
+              ioasid run -- ./iommufd                  run the kernel's iommufd selftest
+              ioasid run --trace -- ./my-vmm           trace each iommufd call to stderr
+              ioasid run --trace=calls.log -- ./my-vmm trace to calls.log
+            """)
+
+    @Option(
+        name: .customLong("trace"),
+        help: ArgumentHelp(
+            "Trace each iommufd call: to stderr with a bare --trace or --trace=-, else appended to <file> (truncated first).",
+            valueName: "file"))
+    var trace: String?
+
+    @Flag(name: .customLong("no-test-driver"), help: "Do not serve IOMMU_TEST_CMD (like a kernel without CONFIG_IOMMUFD_TEST).")
+    var noTestDriver = false
+
+    @Argument(parsing: .captureForPassthrough, help: ArgumentHelp("The program to run, then its arguments.", valueName: "program"))
+    var command: [String] = []
+
+    func validate() throws {
+        var command = command
+        if command.first == "--" { command.removeFirst() }
+        if command.isEmpty { throw ValidationError("Missing the program to run.") }
+    }
+
+    func run() throws {
+        var command = command
+        if command.first == "--" { command.removeFirst() }
+        let products = try Products.locate()
+        var launch = Launch(command: command)
+        launch.environment["LD_PRELOAD"] = .set(Launch.prepending(products.preload, toSearchList: Launch.variable("LD_PRELOAD")))
+        launch.environment["IOASID_ENGINE"] = .set(products.engine)
+        launch.environment["IOASID_TEST_DRIVER"] = .set(noTestDriver ? "0" : "1")
+        launch.environment["IOASID_TRACE"] = try trace.map { .set(try TraceDestination.prepare($0)) } ?? .unset
+        launch.runAndExitLikeChild()
+    }
+
+    /// Makes `--trace` without `=<file>` mean `--trace=-` (stderr). An optional option value
+    /// must be attached with `=`, as with `git --exec-path[=<path>]`; the rewrite stops at the
+    /// program name or `--`, so the program's own arguments are never touched.
+    /// Also turns `run --help` into `help run`: the program's arguments are captured verbatim,
+    /// so the parser would otherwise take `--help` for the program.
+    static func normalize(_ arguments: [String]) -> [String] {
+        guard let run = arguments.firstIndex(of: "run") else { return arguments }
+        var arguments = arguments
+        for index in arguments.indices.dropFirst(run + 1) {
+            let argument = arguments[index]
+            if argument == "--" || !argument.hasPrefix("-") { break }
+            if argument == "--trace" { arguments[index] = "--trace=-" }
+            if argument == "--help" || argument == "-h" { return ["help", "run"] }
+        }
+        return arguments
+    }
+}
+
+/// Where `--trace` sends the lines.
+enum TraceDestination {
+    /// Returns the value for `IOASID_TRACE`: `stderr`, or an absolute path to a file created
+    /// (and truncated) now, so that all processes of the run append to one fresh file.
+    static func prepare(_ value: String) throws -> String {
+        if value.isEmpty || value == "-" || value == "stderr" { return "stderr" }
+        let path = value.hasPrefix("/") ? value : currentDirectory() + "/" + value
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        if fd < 0 { throw ValidationError("Cannot create the trace file \(path): \(errorString(errno))") }
+        close(fd)
+        return path
+    }
+}
