@@ -28,7 +28,7 @@ let package = Package(
         .target(name: "IOASIDCore", dependencies: ["IOASIDStructures"]),
         .target(name: "IOASIDTestDriver", dependencies: ["IOASIDCore"]),
         .target(name: "CIOASIDSys"),
-        .target(name: "IOASIDLinuxABI", dependencies: ["IOASIDCore", "IOASIDTestDriver", "CIOASIDSys"]),
+        .target(name: "IOASIDLinuxABI", dependencies: ["IOASIDStructures", "IOASIDCore", "IOASIDTestDriver", "CIOASIDSys"]),
         .target(name: "IOASIDEngine", dependencies: ["IOASIDLinuxABI", "CIOASIDSys"]),
         .target(name: "CIOASIDPreload", linkerSettings: [.linkedLibrary("dl")]),
         .executableTarget(name: "ioasid", dependencies: [

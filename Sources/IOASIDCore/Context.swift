@@ -48,6 +48,11 @@ public final class Context: @unchecked Sendable {
         try locked { s throws(IOMMUError) in try s.destroyByUser(id) }
     }
 
+    /// The host page size of the context.
+    public var pageSize: UInt64 { state.options.pageSize }
+    /// The user memory of the context.
+    public var memory: any UserMemory { state.memory }
+
     /// The IDs and kinds of every live object, ascending; for tests and tracing.
     public var objects: [(id: ObjectID, kind: ObjectKind)] {
         lock.withLock { _ in state.slots.compactMap { o in o.flatMap { $0.isLive ? ($0.objectID, $0.kind) : nil } } }
@@ -196,4 +201,50 @@ public final class ContextState: @unchecked Sendable {
 
     /// Whether the table holds no objects at all (reserved or live).
     public var isEmpty: Bool { slots.allSatisfy { $0 == nil } }
+}
+
+extension Context {
+    /// Runs `body` with the context locked, for drivers that combine several steps into one
+    /// atomic operation (the test driver's mock-domain command, for example). `body` must not
+    /// call back into this context's public API (it would deadlock); it uses the `ContextState`
+    /// methods instead.
+    public func withState<R>(_ body: (ContextState) throws(IOMMUError) -> R) throws(IOMMUError) -> R {
+        try locked(body)
+    }
+}
+
+extension ContextState {
+    /// Binds a device model (see `Context.bind`).
+    public func bind(_ model: any DeviceModel, ownedByDriver: Bool) -> Device {
+        let d = Device(model: model, boundByDriver: ownedByDriver)
+        insert(d)
+        return d
+    }
+
+    /// Attaches or replaces the page table of `device` at `pasid` (see `Context.attach`).
+    public func attach(_ device: Device, pasid: PASID?, to pt: ObjectID, replace: Bool) throws(IOMMUError) -> ObjectID {
+        try changePageTable(device: device, pasid: pasid, to: pt, replace: replace)
+    }
+
+    /// Detaches `device` at `pasid` (see `Context.detach`).
+    public func detach(_ device: Device, pasid: PASID?) { detachHWPT(device: device, pasid: pasid) }
+
+    /// The HWPT attached to `device` at `pasid`.
+    public func attached(_ device: Device, pasid: PASID?) -> HWPT? { device.attachments[pasid] }
+
+    /// Unbinds a device: its vDevice becomes a tombstone (its ID stays taken but names nothing),
+    /// everything is detached, and the device leaves the table.
+    public func unbind(_ device: Device) {
+        if let v = device.vdevice, v.isLive { tombstone(v) }
+        for pasid in Array(device.attachments.keys) { detachHWPT(device: device, pasid: pasid) }
+        device.users = 0
+        remove(device)
+    }
+
+    /// Destroys `o` but keeps its ID taken, so lookups of it fail with `ENOENT` until the user
+    /// destroys the ID (which then also fails with `ENOENT`, as the kernel's tombstones do).
+    public func tombstone(_ o: IOMMUObject) {
+        o.isLive = false
+        o.destroyed(in: self)
+    }
 }

@@ -49,6 +49,8 @@ public enum IOMMUError: Error, Equatable, Sendable, CustomStringConvertible {
     case accessDenied(StaticString)
     /// `ESRCH`: the owning process is gone.
     case noProcess(StaticString)
+    /// `EBADFD`: a descriptor names a file of the wrong kind or state.
+    case badFileState(StaticString)
     /// `EADDRINUSE`: the IOVA is taken by a mapping or an allowed span.
     case addressInUse(StaticString)
 
@@ -79,6 +81,7 @@ public enum IOMMUError: Error, Equatable, Sendable, CustomStringConvertible {
         case .messageSize: 90
         case .notSupported: 95
         case .addressInUse: 98
+        case .badFileState: 77
         }
     }
 
@@ -89,7 +92,7 @@ public enum IOMMUError: Error, Equatable, Sendable, CustomStringConvertible {
              .badDescriptor(let r), .noMemory(let r), .fault(let r), .busy(let r), .exists(let r),
              .noDevice(let r), .invalid(let r), .noSpace(let r), .notTTY(let r), .overflow(let r),
              .notSupported(let r), .messageSize(let r), .deadlock(let r), .again(let r),
-             .badExchange(let r), .range(let r), .accessDenied(let r), .noProcess(let r), .addressInUse(let r):
+             .badExchange(let r), .range(let r), .accessDenied(let r), .noProcess(let r), .addressInUse(let r), .badFileState(let r):
             r
         }
     }

@@ -48,6 +48,12 @@ open class IOMMUObject: @unchecked Sendable {
 
     public init(kind: ObjectKind) { self.kind = kind }
 
+    /// Records that something (another object, a driver) depends on this object.
+    /// Call only with the context lock held (from `Context.withState`).
+    public func retain() { users += 1 }
+    /// Drops a dependency recorded with `retain()`.
+    public func release() { users -= 1 }
+
     /// Called under the context lock when the object leaves the table; releases what it holds.
     open func destroyed(in state: ContextState) {}
 }

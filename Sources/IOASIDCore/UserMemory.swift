@@ -49,3 +49,13 @@ public enum PageIdentity: Sendable, Hashable {
     /// A page of a shared file mapping.
     case file(FileIdentity, offset: UInt64)
 }
+
+extension UserMemory {
+    /// Copies `bytes` to user memory at `address`.
+    public func copyOut(bytes: [UInt8], to address: UInt64) throws(IOMMUError) {
+        let r: Result<Void, IOMMUError> = bytes.withUnsafeBytes { b in
+            do throws(IOMMUError) { try copyOut(b, to: address); return .success(()) } catch { return .failure(error) }
+        }
+        try r.get()
+    }
+}

@@ -36,6 +36,8 @@ public protocol DescriptorHost: AnyObject, Sendable {
     func install(_ file: any LinuxFile) -> Int32
     /// Sets whether `fd` polls readable.
     func setReadable(_ fd: Int32, _ readable: Bool)
+    /// The file behind a descriptor this host installed, if any.
+    func file(for fd: Int32) -> (any LinuxFile)?
 }
 
 /// Options of one open of `/dev/iommu`.

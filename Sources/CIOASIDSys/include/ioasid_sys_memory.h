@@ -1,0 +1,37 @@
+/*
+ * CIOASIDSys memory helpers: safe copies to and from the process's own memory, the checks the
+ * kernel makes when it pins user pages, and file identity. The core never touches user pointers
+ * directly; ProcessMemory (in IOASIDLinuxABI) calls these. Results follow the kernel's
+ * convention: >= 0 on success, -errno on failure.
+ */
+#ifndef IOASID_SYS_MEMORY_H
+#define IOASID_SYS_MEMORY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Copies `length` bytes from address `from` of this process into `to`; -EFAULT if unreadable. */
+long ioasid_sys_copy_in(void *to, uint64_t from, size_t length);
+/* Copies `length` bytes from `from` to address `to` of this process; -EFAULT if unwriteable. */
+long ioasid_sys_copy_out(uint64_t to, const void *from, size_t length);
+/* 0 if every page of [address, address+length) is mapped (writeable if asked), else -EFAULT. */
+long ioasid_sys_check_range(uint64_t address, uint64_t length, int writable);
+/* fstat: device, inode and size of `fd`; 0 or -errno. `is_regular` is set for files that mmap. */
+long ioasid_sys_file_info(int fd, uint64_t *device, uint64_t *inode, uint64_t *size, int *is_mappable);
+/* Identity of the page at `address`: 1 and (device, inode, file offset) for a shared file
+ * mapping, 0 for anything else, -errno when unmapped. */
+long ioasid_sys_page_identity(uint64_t address, uint64_t *device, uint64_t *inode, uint64_t *offset);
+/* Pages this process may still lock (RLIMIT_MEMLOCK in pages), or -1 when unlimited or privileged. */
+long ioasid_sys_lock_limit_pages(long page_size);
+/* The FIONREAD ioctl on `fd` (benchmark baseline: one real system call). */
+long ioasid_sys_fionread(int fd, int *value);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,119 @@
+#define _GNU_SOURCE
+#include "ioasid_sys_memory.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/sysmacros.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+static long vm_copy(int write, uint64_t remote, void *local, size_t length)
+{
+	size_t done = 0;
+	pid_t pid = (pid_t)syscall(SYS_getpid);
+	while (done < length) {
+		struct iovec l = { (char *)local + done, length - done };
+		struct iovec r = { (void *)(uintptr_t)(remote + done), length - done };
+		long n = syscall(write ? SYS_process_vm_writev : SYS_process_vm_readv, pid, &l, 1, &r, 1, 0);
+		if (n < 0)
+			return -EFAULT;
+		if (n == 0)
+			return -EFAULT;
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+long ioasid_sys_copy_in(void *to, uint64_t from, size_t length)
+{
+	if (length == 0)
+		return 0;
+	return vm_copy(0, from, to, length);
+}
+
+long ioasid_sys_copy_out(uint64_t to, const void *from, size_t length)
+{
+	if (length == 0)
+		return 0;
+	return vm_copy(1, to, (void *)from, length);
+}
+
+long ioasid_sys_check_range(uint64_t address, uint64_t length, int writable)
+{
+	long page = sysconf(_SC_PAGESIZE);
+	uint64_t start = address & ~(uint64_t)(page - 1);
+	uint64_t end = address + length;
+	if (length == 0 || end < address)
+		return -EFAULT;
+	/* msync fails with ENOMEM when any page of the span is unmapped; it touches nothing. */
+	if (syscall(SYS_msync, (void *)(uintptr_t)start, (size_t)(end - start), MS_ASYNC) != 0)
+		return -EFAULT;
+	(void)writable;
+	return 0;
+}
+
+long ioasid_sys_file_info(int fd, uint64_t *device, uint64_t *inode, uint64_t *size, int *is_mappable)
+{
+	struct stat st;
+	if (syscall(SYS_fstat, fd, &st) != 0)
+		return -errno;
+	*device = (uint64_t)st.st_dev;
+	*inode = (uint64_t)st.st_ino;
+	*size = (uint64_t)st.st_size;
+	*is_mappable = S_ISREG(st.st_mode);
+	return 0;
+}
+
+long ioasid_sys_page_identity(uint64_t address, uint64_t *device, uint64_t *inode, uint64_t *offset)
+{
+	char line[512];
+	FILE *f = fopen("/proc/self/maps", "re");
+	long result = -EFAULT;
+	if (!f)
+		return -errno;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long start, end, off, ino;
+		unsigned int major, minor;
+		char perms[8];
+		if (sscanf(line, "%lx-%lx %7s %lx %x:%x %lu", &start, &end, perms, &off, &major, &minor, &ino) != 7)
+			continue;
+		if (address < start || address >= end)
+			continue;
+		if (perms[3] == 's' && ino != 0) {
+			*device = makedev(major, minor);
+			*inode = ino;
+			*offset = off + (address - start);
+			result = 1;
+		} else {
+			result = 0;
+		}
+		break;
+	}
+	fclose(f);
+	return result;
+}
+
+long ioasid_sys_lock_limit_pages(long page_size)
+{
+	struct rlimit r;
+	struct { uint32_t version; int pid; } hdr = { 0x20080522, 0 };
+	struct { uint32_t effective, permitted, inheritable; } data[2];
+	/* CAP_IPC_LOCK (14) lifts the limit, as it does for the kernel's accounting. */
+	if (syscall(SYS_capget, &hdr, data) == 0 && (data[0].effective & (1u << 14)))
+		return -1;
+	if (getrlimit(RLIMIT_MEMLOCK, &r) != 0 || r.rlim_cur == RLIM_INFINITY)
+		return -1;
+	return (long)(r.rlim_cur / (rlim_t)page_size);
+}
+
+long ioasid_sys_fionread(int fd, int *value)
+{
+	long rc = syscall(SYS_ioctl, fd, FIONREAD, value);
+	return rc < 0 ? -errno : rc;
+}

@@ -1,0 +1,60 @@
+import CIOASIDSys
+import IOASIDCore
+
+/// The memory of the process the framework runs in, as the core sees user memory: copies are
+/// fault-safe (`process_vm_readv`/`writev` on ourselves), pinning checks that the pages are
+/// mapped, and files are mapped with raw `mmap`, never through the preload.
+public final class ProcessMemory: UserMemory, @unchecked Sendable {
+    /// The process-wide instance.
+    public static let shared = ProcessMemory()
+    let pageSize: UInt64 = 4096
+
+    public init() {}
+
+    public func pin(address: UInt64, length: UInt64, writable: Bool) throws(IOMMUError) {
+        if ioasid_sys_check_range(address, length, writable ? 1 : 0) != 0 { throw .fault("user memory is not mapped") }
+    }
+
+    public func copyIn(from address: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(IOMMUError) {
+        guard buffer.count > 0 else { return }
+        if ioasid_sys_copy_in(buffer.baseAddress, address, buffer.count) != 0 { throw .fault("user memory is not readable") }
+    }
+
+    public func copyOut(_ buffer: UnsafeRawBufferPointer, to address: UInt64) throws(IOMMUError) {
+        guard buffer.count > 0 else { return }
+        if ioasid_sys_copy_out(address, buffer.baseAddress, buffer.count) != 0 { throw .fault("user memory is not writeable") }
+    }
+
+    public func mapFile(fd: Int32, offset: UInt64, length: UInt64, writable: Bool) throws(IOMMUError) -> FileMapping {
+        var device: UInt64 = 0, inode: UInt64 = 0, size: UInt64 = 0
+        var mappable: Int32 = 0
+        let rc = ioasid_sys_file_info(fd, &device, &inode, &size, &mappable)
+        if rc == -9 { throw .badDescriptor("not an open file descriptor") }
+        if rc != 0 || mappable == 0 { throw .badDescriptor("file cannot be mapped") }
+        guard offset <= size, length <= size - offset else { throw .invalid("span passes the end of the file") }
+        let prot: Int32 = writable ? 3 : 1 // PROT_READ | PROT_WRITE
+        let address = ioasid_sys_mmap(nil, Int(length), prot, 1 /* MAP_SHARED */, fd, Int(offset))
+        if address < 0 {
+            if address == -13 { throw .notPermitted("file is not writeable") }
+            throw .invalid("file cannot be mapped")
+        }
+        return FileMapping(base: UInt64(address), length: length, file: FileIdentity(device: device, inode: inode), fileOffset: offset)
+    }
+
+    public func unmapFile(_ mapping: FileMapping) {
+        _ = ioasid_sys_munmap(UnsafeMutableRawPointer(bitPattern: UInt(mapping.base)), Int(mapping.length))
+    }
+
+    public func identity(of address: UInt64) throws(IOMMUError) -> PageIdentity {
+        var device: UInt64 = 0, inode: UInt64 = 0, offset: UInt64 = 0
+        let rc = ioasid_sys_page_identity(address, &device, &inode, &offset)
+        if rc < 0 { throw .fault("address is not mapped") }
+        if rc == 1 { return .file(FileIdentity(device: device, inode: inode), offset: offset & ~(pageSize - 1)) }
+        return .address(address & ~(pageSize - 1))
+    }
+
+    public func lockLimitPages() -> UInt64? {
+        let n = ioasid_sys_lock_limit_pages(Int(pageSize))
+        return n < 0 ? nil : UInt64(n)
+    }
+}

@@ -1,0 +1,105 @@
+import IOASIDCore
+import IOASIDTestDriver
+
+extension IOMMUFile {
+    /// `IOMMU_TEST_CMD`: decodes the op and its union member and calls the test driver.
+    static let testCommand: IoctlOp.Handler = { f, u throws(IOMMUError) in
+        guard let t = f.testDriver else { throw .notTTY("test driver is off") }
+        var c = u.load(iommu_test_cmd.self)
+        let id = ObjectID(c.id)
+        switch c.op {
+        case UAPI.IOMMU_TEST_OP_ADD_RESERVED:
+            let a = c.add_reserved
+            guard a.length != 0 else { throw .invalid("zero length") }
+            guard let r = IOVARangeOf(a.start, a.length) else { throw .overflow("start + length overflows") }
+            try f.context.addReserved(IOAS.ID(id), r)
+        case UAPI.IOMMU_TEST_OP_MOCK_DOMAIN, UAPI.IOMMU_TEST_OP_MOCK_DOMAIN_FLAGS:
+            let flags = c.op == UAPI.IOMMU_TEST_OP_MOCK_DOMAIN_FLAGS ? c.mock_domain_flags.dev_flags : 0
+            let r = try t.mockDomain(id, flags: flags)
+            var m = c.mock_domain
+            m.out_stdev_id = r.handle.rawValue
+            m.out_hwpt_id = r.hwpt.rawValue
+            m.out_idev_id = r.device.rawValue
+            c.mock_domain = m
+            u.respond(c)
+        case UAPI.IOMMU_TEST_OP_MOCK_DOMAIN_REPLACE:
+            var m = c.mock_domain_replace
+            m.pt_id = try t.mockDomainReplace(id, with: ObjectID(m.pt_id)).rawValue
+            c.mock_domain_replace = m
+            u.respond(c)
+        case UAPI.IOMMU_TEST_OP_MD_CHECK_MAP:
+            let m = c.check_map
+            try t.checkMap(id, iova: m.iova, length: m.length, address: m.uptr)
+        case UAPI.IOMMU_TEST_OP_MD_CHECK_REFS:
+            let m = c.check_refs
+            try t.checkRefs(address: m.uptr, length: m.length, refs: m.refs)
+        case UAPI.IOMMU_TEST_OP_MD_CHECK_IOTLB:
+            try t.checkIOTLB(id, entry: c.check_iotlb.id, value: c.check_iotlb.iotlb)
+        case UAPI.IOMMU_TEST_OP_DEV_CHECK_CACHE:
+            try t.checkDeviceCache(Device.ID(id), entry: c.check_dev_cache.id, value: c.check_dev_cache.cache)
+        case UAPI.IOMMU_TEST_OP_CREATE_ACCESS:
+            let access = try t.createAccess(IOAS.ID(id), flags: c.create_access.flags)
+            let file = QueueFile(owner: f)
+            file.queue = .access(access)
+            let fd = f.host.install(file)
+            guard fd >= 0 else { t.closeAccess(access); throw .noMemory("no descriptor for the access") }
+            file.fd = fd
+            var m = c.create_access
+            m.out_access_fd = UInt32(bitPattern: fd)
+            c.create_access = m
+            u.respond(c)
+        case UAPI.IOMMU_TEST_OP_ACCESS_REPLACE_IOAS:
+            try t.accessReplaceIOAS(try f.access(c.id), ioas: IOAS.ID(c.access_replace_ioas.ioas_id))
+        case UAPI.IOMMU_TEST_OP_ACCESS_PAGES:
+            var m = c.access_pages
+            m.out_access_pages_id = try t.accessPages(try f.access(c.id), iova: m.iova, length: m.length, address: m.uptr, flags: m.flags)
+            c.access_pages = m
+            u.respond(c)
+        case UAPI.IOMMU_TEST_OP_ACCESS_RW:
+            let m = c.access_rw
+            try t.accessRW(try f.access(c.id), iova: m.iova, length: m.length, address: m.uptr, flags: m.flags)
+        case UAPI.IOMMU_TEST_OP_DESTROY_ACCESS_PAGES:
+            try t.destroyAccessPages(try f.access(c.id), item: c.destroy_access_pages.access_pages_id)
+        case UAPI.IOMMU_TEST_OP_SET_TEMP_MEMORY_LIMIT:
+            guard c.memory_limit.limit >= 12 else { throw .invalid("limit below one batch element") }
+        case UAPI.IOMMU_TEST_OP_DIRTY:
+            var m = c.dirty
+            m.out_nr_dirty = try t.setDirty(id, iova: m.iova, length: m.length, pageSize: m.page_size, bitmap: m.uptr)
+            c.dirty = m
+            u.respond(c)
+        case UAPI.IOMMU_TEST_OP_TRIGGER_IOPF:
+            let m = c.trigger_iopf
+            try t.triggerIOPF(device: Device.ID(m.dev_id), pasid: m.pasid, group: m.grpid, permissions: m.perm, address: m.addr)
+        case UAPI.IOMMU_TEST_OP_TRIGGER_VEVENT:
+            try t.triggerVEvent(device: Device.ID(c.trigger_vevent.dev_id))
+        case UAPI.IOMMU_TEST_OP_PASID_ATTACH:
+            var m = c.pasid_attach
+            m.pt_id = try t.pasidAttach(id, pasid: m.pasid, to: ObjectID(m.pt_id)).rawValue
+            c.pasid_attach = m
+            u.respond(c)
+        case UAPI.IOMMU_TEST_OP_PASID_REPLACE:
+            var m = c.pasid_replace
+            m.pt_id = try t.pasidReplace(id, pasid: m.pasid, with: ObjectID(m.pt_id)).rawValue
+            c.pasid_replace = m
+            u.respond(c)
+        case UAPI.IOMMU_TEST_OP_PASID_DETACH:
+            try t.pasidDetach(id, pasid: c.pasid_detach.pasid)
+        case UAPI.IOMMU_TEST_OP_PASID_CHECK_HWPT:
+            try t.pasidCheck(id, pasid: c.pasid_check.pasid, hwpt: ObjectID(c.pasid_check.hwpt_id))
+        default:
+            throw .notSupported("unknown test op")
+        }
+        return 0
+    }
+
+    /// The mock access behind the access file descriptor `fd`.
+    func access(_ fd: UInt32) throws(IOMMUError) -> MockAccess {
+        guard let file = host.file(for: Int32(bitPattern: fd)) as? QueueFile, case .access(let a) = file.queue else {
+            throw .badFileState("not an access descriptor")
+        }
+        return a
+    }
+}
+
+import IOASIDStructures
+func IOVARangeOf(_ start: UInt64, _ length: UInt64) -> IOVARange? { IOVARange(start: start, length: length) }

@@ -1,0 +1,58 @@
+import CIOASIDSys
+import IOASIDCore
+
+/// One decoded ioctl argument (the kernel's `iommufd_ucmd`): the caller's struct copied into a
+/// buffer of our struct's size with the extensible-struct rules applied, and the way back.
+struct UserCommand {
+    /// The caller's argument.
+    let user: UnsafeMutableRawPointer
+    /// The caller's `size` field.
+    let userSize: Int
+    /// Our copy, `size` bytes, zero past what the caller gave.
+    let buffer: UnsafeMutableRawPointer
+    /// Our struct's size.
+    let size: Int
+
+    /// Our copy as `T`.
+    @inline(__always)
+    func load<T: UAPIStruct>(_: T.Type = T.self) -> T { buffer.load(as: T.self) }
+
+    /// Stores `value` into our copy and writes `min(userSize, size)` bytes back to the caller.
+    @inline(__always)
+    func respond<T: UAPIStruct>(_ value: T) {
+        buffer.storeBytes(of: value, as: T.self)
+        user.copyMemory(from: buffer, byteCount: min(userSize, size))
+    }
+}
+
+/// The extensible-struct rules shared by every ioctl.
+enum StructCopy {
+    /// Copies the caller's struct of `userSize` bytes into `buffer` (`size` bytes, already zeroed).
+    ///
+    /// - Throws: `EINVAL` below `minimumSize`; `E2BIG` for non-zero bytes past `size`;
+    ///   `EFAULT` when the tail cannot be read.
+    @inline(__always)
+    static func copyIn(from user: UnsafeMutableRawPointer, userSize: Int, into buffer: UnsafeMutableRawPointer,
+                       size: Int, minimumSize: Int) throws(IOMMUError) {
+        guard userSize >= minimumSize else { throw .invalid("argument size below the last mandatory field") }
+        buffer.copyMemory(from: user, byteCount: min(userSize, size))
+        if userSize > size { try checkZeroTail(user + size, count: userSize - size) }
+    }
+
+    /// Checks that `count` bytes at `address` are zero, reading them fault-safely.
+    static func checkZeroTail(_ address: UnsafeMutableRawPointer, count: Int) throws(IOMMUError) {
+        var chunk: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0)
+        var at = UInt64(UInt(bitPattern: address))
+        var rest = count
+        while rest > 0 {
+            let n = min(rest, 64)
+            chunk = (0, 0, 0, 0, 0, 0, 0, 0)
+            let rc = withUnsafeMutableBytes(of: &chunk) { ioasid_sys_copy_in($0.baseAddress, at, n) }
+            if rc != 0 { throw .fault("argument tail is not readable") }
+            let zero = withUnsafeBytes(of: &chunk) { b in b.allSatisfy { $0 == 0 } }
+            if !zero { throw .tooBig("non-zero bytes past the known struct") }
+            rest -= n
+            at += UInt64(n)
+        }
+    }
+}
