@@ -54,7 +54,7 @@ final class Engine: DescriptorHost {
         if flags & O_CLOEXEC != 0 { eventFlags |= IOASID_SYS_EFD_CLOEXEC }
         let fd = install(file, eventFlags: eventFlags, readable: true)
         if fd < 0 { file.release() }
-        trace { "open(\"/dev/iommu\", \(hex(flags))) = \(result(fd))" }
+        trace { "open /dev/iommu flags=\(hex(flags)) -> \(result(fd))" }
         return fd
     }
 
@@ -70,7 +70,7 @@ final class Engine: DescriptorHost {
             return (0, released)
         }
         released?.release()
-        trace { "dup(\(oldfd)) = \(status == 0 ? newfd : status)" }
+        trace { "dup fd=\(oldfd) -> \(result(status == 0 ? newfd : status))" }
         return status
     }
 
@@ -80,7 +80,7 @@ final class Engine: DescriptorHost {
             (state.descriptors[fd] != nil, state.forget(fd))
         }
         released?.release()
-        trace { "close(\(fd))\(released != nil ? " released" : "")" }
+        trace { "close fd=\(fd) -> \(result(found ? 0 : -EBADF))\(released != nil ? " (released)" : "")" }
         return found ? 0 : -EBADF
     }
 
@@ -88,7 +88,7 @@ final class Engine: DescriptorHost {
 
     func install(_ file: any LinuxFile) -> Int32 {
         let fd = install(file, eventFlags: IOASID_SYS_EFD_NONBLOCK | IOASID_SYS_EFD_CLOEXEC, readable: false)
-        trace { "install(\(type(of: file))) = \(result(fd))" }
+        trace { "new fd for \(type(of: file)) -> \(result(fd))" }
         return fd
     }
 
@@ -185,6 +185,9 @@ private func hex(_ value: Int32) -> String {
     "0x" + String(UInt32(bitPattern: value), radix: 16)
 }
 
+/// A result as the ABI trace prints it: the value, or the negated errno by name.
 private func result(_ value: Int32) -> String {
-    value >= 0 ? String(value) : "-1 (errno \(-value))"
+    guard value < 0 else { return String(value) }
+    let names: [Int32: String] = [EBADF: "EBADF", EMFILE: "EMFILE", ENFILE: "ENFILE", ENOMEM: "ENOMEM", EINVAL: "EINVAL"]
+    return "-" + (names[-value] ?? "errno \(-value)")
 }
