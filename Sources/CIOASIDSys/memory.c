@@ -20,7 +20,7 @@ static long vm_copy(int write, uint64_t remote, void *local, size_t length)
 	while (done < length) {
 		struct iovec l = { (char *)local + done, length - done };
 		struct iovec r = { (void *)(uintptr_t)(remote + done), length - done };
-		long n = syscall(write ? SYS_process_vm_writev : SYS_process_vm_readv, pid, &l, 1, &r, 1, 0);
+		long n = syscall(write ? SYS_process_vm_writev : SYS_process_vm_readv, (long)pid, &l, 1UL, &r, 1UL, 0UL);
 		if (n < 0)
 			return -EFAULT;
 		if (n == 0)
@@ -52,7 +52,7 @@ long ioasid_sys_check_range(uint64_t address, uint64_t length, int writable)
 	if (length == 0 || end < address)
 		return -EFAULT;
 	/* msync fails with ENOMEM when any page of the span is unmapped; it touches nothing. */
-	if (syscall(SYS_msync, (void *)(uintptr_t)start, (size_t)(end - start), MS_ASYNC) != 0)
+	if (syscall(SYS_msync, (void *)(uintptr_t)start, (size_t)(end - start), (long)MS_ASYNC) != 0)
 		return -EFAULT;
 	(void)writable;
 	return 0;
@@ -61,7 +61,7 @@ long ioasid_sys_check_range(uint64_t address, uint64_t length, int writable)
 long ioasid_sys_file_info(int fd, uint64_t *device, uint64_t *inode, uint64_t *size, int *is_mappable)
 {
 	struct stat st;
-	if (syscall(SYS_fstat, fd, &st) != 0)
+	if (syscall(SYS_fstat, (long)fd, &st) != 0)
 		return -errno;
 	*device = (uint64_t)st.st_dev;
 	*inode = (uint64_t)st.st_ino;
@@ -114,6 +114,19 @@ long ioasid_sys_lock_limit_pages(long page_size)
 
 long ioasid_sys_fionread(int fd, int *value)
 {
-	long rc = syscall(SYS_ioctl, fd, FIONREAD, value);
+	long rc = syscall(SYS_ioctl, (long)fd, (unsigned long)FIONREAD, value);
 	return rc < 0 ? -errno : rc;
+}
+
+long ioasid_sys_memfd(uint64_t size, int cloexec)
+{
+	long fd = syscall(SYS_memfd_create, "ioasid-dmabuf", (unsigned long)(cloexec ? MFD_CLOEXEC : 0));
+	if (fd < 0)
+		return -errno;
+	if (syscall(SYS_ftruncate, fd, (long)size) != 0) {
+		long e = -errno;
+		syscall(SYS_close, fd);
+		return e;
+	}
+	return fd;
 }

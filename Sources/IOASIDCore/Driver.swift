@@ -31,12 +31,23 @@ public struct DriverData: Sendable {
         self.type = type; self.address = address; self.length = length
     }
 
-    /// Copies the data into `T` with the kernel's rules for extensible structs: a shorter
-    /// user struct than `minimumLength` is `EINVAL`; bytes past `T` must be zero (`E2BIG`);
-    /// missing trailing bytes read as zero.
+    /// Copies the data into `T` as drivers do (`iommu_copy_struct_from_user`): shorter than
+    /// `minimumLength` or longer than `T` is `EINVAL`; missing trailing bytes read as zero.
     public func load<T>(_ type: T.Type, minimumLength: Int, memory: any UserMemory) throws(IOMMUError) -> T {
-        guard Int(length) >= minimumLength else { throw .invalid("driver data shorter than its mandatory fields") }
+        guard Int(length) >= minimumLength, Int(length) <= MemoryLayout<T>.size else { throw .invalid("driver data length out of range") }
         return try UserStructCopy.load(T.self, from: address, userSize: Int(length), memory: memory)
+    }
+
+    /// Writes `value` back into the user's data (`iommu_copy_struct_to_user`): at most the
+    /// user's length; shorter than `minimumLength` or longer than `T` is `EINVAL`.
+    public func store<T>(_ value: T, minimumLength: Int, memory: any UserMemory) throws(IOMMUError) {
+        guard Int(length) >= minimumLength, Int(length) <= MemoryLayout<T>.size else { throw .invalid("driver data length out of range") }
+        var v = value
+        let r: Result<Void, IOMMUError> = withUnsafeBytes(of: &v) { b in
+            do throws(IOMMUError) { try memory.copyOut(UnsafeRawBufferPointer(rebasing: b[0..<Int(length)]), to: address); return .success(()) }
+            catch { return .failure(error) }
+        }
+        try r.get()
     }
 }
 
@@ -50,11 +61,25 @@ public struct DriverArray: Sendable {
         self.type = type; self.address = address; self.entryLength = entryLength; self.count = count
     }
 
-    /// Loads entry `index` as `T` with the extensible-struct rules (see `DriverData.load`).
+    /// Loads entry `index` as `T` (`iommu_copy_struct_from_user_array`): an entry shorter
+    /// than `minimumLength` or longer than `T` is `EINVAL`.
     public func load<T>(_ type: T.Type, at index: UInt32, minimumLength: Int, memory: any UserMemory) throws(IOMMUError) -> T {
-        guard Int(entryLength) >= minimumLength else { throw .invalid("entry shorter than its mandatory fields") }
+        guard Int(entryLength) >= minimumLength, Int(entryLength) <= MemoryLayout<T>.size else { throw .invalid("entry length out of range") }
         return try UserStructCopy.load(T.self, from: address + UInt64(index) * UInt64(entryLength),
                                        userSize: Int(entryLength), memory: memory)
+    }
+
+    /// Loads every entry (`iommu_copy_struct_from_full_user_array`): the extensible-struct
+    /// rules per entry (`E2BIG` for non-zero bytes past `T`), `EINVAL` for an empty array.
+    public func loadAll<T>(_ type: T.Type, memory: any UserMemory) throws(IOMMUError) -> [T] {
+        guard count != 0 else { throw .invalid("empty array") }
+        var out: [T] = []
+        out.reserveCapacity(Int(count))
+        for i in 0..<count {
+            out.append(try UserStructCopy.load(T.self, from: address + UInt64(i) * UInt64(entryLength),
+                                               userSize: Int(entryLength), memory: memory))
+        }
+        return out
     }
 }
 
@@ -112,6 +137,9 @@ public protocol IOMMUDriver: AnyObject, Sendable {
     func hardwareInfo(device: any DeviceModel, type: UInt32?) throws(IOMMUError) -> HardwareInfo
     /// Whether the device's IOMMU can track dirty pages.
     func supportsDirtyTracking(device: any DeviceModel) -> Bool
+    /// Whether the guest owns the PASID table (the ARM/AMD model): page requests for a PASID
+    /// with no attachment of its own go to the nested domain attached at the RID.
+    var userPASIDTable: Bool { get }
     /// Allocates a paging domain for `device`.
     func allocatePagingDomain(device: any DeviceModel, flags: HWPTFlags, data: DriverData?, memory: any UserMemory) throws(IOMMUError) -> any PagingDomain
     /// Allocates a nested domain over `parent`.

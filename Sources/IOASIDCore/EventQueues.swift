@@ -137,7 +137,11 @@ extension Context {
     public func reportPageFault(device: Device.ID, pasid: PASID?, group: UInt32, permissions: UInt32, address: UInt64, last: Bool) throws(IOMMUError) {
         try locked { s throws(IOMMUError) in
             let d = try s.object(device.object, as: Device.self)
-            guard let hwpt = d.attachments[pasid] ?? (pasid != nil ? nil : nil), let q = hwpt.fault else {
+            var target = d.attachments[pasid]
+            if target == nil, pasid != nil, d.model.driver.userPASIDTable, let rid = d.attachments[nil], rid is HWPTNested {
+                target = rid // the guest's PASID table lives in the nested domain at the RID
+            }
+            guard let hwpt = target, let q = hwpt.fault else {
                 throw .invalid("no fault-capable domain attached there")
             }
             var flags: UInt32 = 0
@@ -149,7 +153,7 @@ extension Context {
             var faults = q.partial.removeValue(forKey: key) ?? []
             faults.append(rec)
             if !last { q.partial[key] = faults; return }
-            q.deliver.append(FaultQueue.Group(faults: faults, device: d, pasid: pasid))
+            q.deliver.append(FaultQueue.Group(faults: faults, device: d, pasid: d.attachments[pasid] === hwpt ? pasid : nil))
             q.signal(s)
         }
     }

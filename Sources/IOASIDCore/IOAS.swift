@@ -79,6 +79,10 @@ extension Context {
                 let base = start & ~(pageSize - 1)
                 let mapLength = alignUp(start + length - 1, pageSize) - base
                 let mapping = try s.memory.mapFile(fd: fd, offset: base, length: mapLength, writable: access.contains(.write))
+                if DMABufRegistry.shared.isRevoked(mapping.file) {
+                    s.memory.unmapFile(mapping)
+                    throw .noDevice("DMA-buf is revoked")
+                }
                 pages = Pages(base: mapping.base, byteLength: mapLength, writable: access.contains(.write),
                               source: .file(mapping), pageSize: pageSize, memory: s.memory)
                 offset = start - base

@@ -1,3 +1,4 @@
+import CIOASIDSys
 import IOASIDCore
 import IOASIDTestDriver
 
@@ -86,6 +87,25 @@ extension IOMMUFile {
             try t.pasidDetach(id, pasid: c.pasid_detach.pasid)
         case UAPI.IOMMU_TEST_OP_PASID_CHECK_HWPT:
             try t.pasidCheck(id, pasid: c.pasid_check.pasid, hwpt: ObjectID(c.pasid_check.hwpt_id))
+        case UAPI.IOMMU_TEST_OP_DMABUF_GET:
+            let m = c.dmabuf_get
+            let length = (UInt64(m.length) + 4095) & ~4095
+            guard length != 0, length <= 4096 * 512 else { throw .invalid("DMA-buf length out of range") }
+            let fd = ioasid_sys_memfd(length, m.open_flags & 0o2000000 != 0 ? 1 : 0)
+            guard fd >= 0 else { throw .noMemory("cannot make the DMA-buf") }
+            var device: UInt64 = 0, inode: UInt64 = 0, size: UInt64 = 0
+            var mappable: Int32 = 0
+            _ = ioasid_sys_file_info(Int32(fd), &device, &inode, &size, &mappable)
+            DMABufRegistry.shared.register(FileIdentity(device: device, inode: inode))
+            return Int(fd)
+        case UAPI.IOMMU_TEST_OP_DMABUF_REVOKE:
+            let m = c.dmabuf_revoke
+            var device: UInt64 = 0, inode: UInt64 = 0, size: UInt64 = 0
+            var mappable: Int32 = 0
+            guard ioasid_sys_file_info(m.dmabuf_fd, &device, &inode, &size, &mappable) == 0 else { throw .badDescriptor("not an open descriptor") }
+            guard DMABufRegistry.shared.setRevoked(FileIdentity(device: device, inode: inode), m.revoked != 0) else {
+                throw .notSupported("not a test DMA-buf")
+            }
         default:
             throw .notSupported("unknown test op")
         }

@@ -43,6 +43,9 @@ public enum Mock {
 public final class MockIOMMU: IOMMUDriver, @unchecked Sendable {
     public static let shared = MockIOMMU()
 
+    /// The mock IOMMU models the guest-owned PASID table, as the kernel's does.
+    public var userPASIDTable: Bool { true }
+
     public func hardwareInfo(device: any DeviceModel, type: UInt32?) throws(IOMMUError) -> HardwareInfo {
         if let t = type, t != 0, t != Mock.hwInfoType { throw .notSupported("unknown info type") }
         var data = [UInt8](repeating: 0, count: 8)
@@ -272,8 +275,7 @@ public final class MockVIOMMU: VIOMMUModel, @unchecked Sendable {
         d.outData = d.inData
         d.mmapOffset = mmapOffset
         d.mmapLength = 8192
-        let n = min(Int(data.length), MemoryLayout<Data>.size)
-        try withUnsafeBytes(of: &d) { b throws(IOMMUError) in try memory.copyOut(UnsafeRawBufferPointer(rebasing: b[0..<n]), to: data.address) }
+        try data.store(d, minimumLength: 8, memory: memory)
     }
 
     public func allocateNestedDomain(flags: HWPTFlags, data: DriverData, memory: any UserMemory) throws(IOMMUError) -> any IOMMUDomain {
@@ -285,10 +287,8 @@ public final class MockVIOMMU: VIOMMUModel, @unchecked Sendable {
         if entries.count == 0 && entries.type == Mock.viommuType { return }
         guard entries.type == Mock.viommuType else { throw .invalid("invalidation type") }
         struct Entry { var flags: UInt32; var vdevID: UInt32; var cacheID: UInt32 }
-        // The kernel copies the whole array first (entry length must match exactly or be larger with zeros).
-        var all: [Entry] = []
-        for i in 0..<entries.count { all.append(try entries.load(Entry.self, at: i, minimumLength: 12, memory: memory)) }
-        for e in all {
+        // The whole array is copied first, with the extensible-struct rules per entry.
+        for e in try entries.loadAll(Entry.self, memory: memory) {
             guard e.flags & ~1 == 0 else { throw .notSupported("invalidation flags") }
             guard e.cacheID < UInt32(Mock.deviceCacheCount) else { throw .invalid("cache entry out of range") }
             guard let v = self.vdevices[UInt64(e.vdevID)], let dev = v.device.model as? MockDevice else { throw .invalid("no such virtual device") }

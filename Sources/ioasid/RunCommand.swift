@@ -61,6 +61,11 @@ struct RunCommand: ParsableCommand {
         launch.environment["IOASID_ENGINE"] = .set(products.engine)
         launch.environment["IOASID_TEST_DRIVER"] = .set(noTestDriver ? "0" : "1")
         launch.environment["IOASID_TRACE"] = try trace.map { .set(try TraceDestination.prepare($0)) } ?? .unset
+        // A crash inside the engine must end the program at once, as a kernel oops ends the
+        // ioctl: the Swift runtime's interactive backtracer would otherwise hold it for minutes.
+        if Launch.variable("SWIFT_BACKTRACE") == nil {
+            launch.environment["SWIFT_BACKTRACE"] = .set("enable=no")
+        }
         launch.runAndExitLikeChild()
     }
 

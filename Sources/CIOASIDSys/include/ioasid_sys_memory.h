@@ -35,3 +35,9 @@ long ioasid_sys_fionread(int fd, int *value);
 #endif
 
 #endif
+
+#ifndef IOASID_SYS_MEMORY_H2
+#define IOASID_SYS_MEMORY_H2
+/* A memfd of `size` bytes (close-on-exec when `cloexec`); the fd or -errno. */
+long ioasid_sys_memfd(uint64_t size, int cloexec);
+#endif
