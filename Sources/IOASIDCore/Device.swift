@@ -46,12 +46,11 @@ extension ContextState {
         }
     }
 
-    /// Attaches `hwpt` to `device` at `pasid`; `EINVAL` if something else is attached there.
+    /// Attaches `hwpt` to `device` at `pasid`; `EBUSY` if something is attached there already.
     func attachHWPT(_ hwpt: HWPT, device: Device, pasid: PASID?) throws(IOMMUError) {
-        if let old = device.attachments[pasid] {
-            if old !== hwpt { throw .invalid("already attached to another HWPT") }
-            throw .busy("already attached")
-        }
+        // Attach never overwrites: a second attach of the same device at the same PASID is
+        // EBUSY whatever the HWPT (replace is the way to change it).
+        if device.attachments[pasid] != nil { throw .busy("already attached; use replace") }
         try checkAttachable(hwpt, device: device, pasid: pasid)
         try device.model.attach(hwpt.baseDomain, pasid: pasid, replacing: nil)
         device.attachments[pasid] = hwpt
@@ -111,8 +110,9 @@ extension ContextState {
                 }
             }
             if replace, device.attachments[pasid] == nil { throw .invalid("nothing attached to replace") }
-            let flags: HWPTFlags = pasid != nil ? [.pasid] : []
-            let hwpt = try allocatePaging(ioas: ioas, device: device, pasid: pasid, flags: flags, data: nil, attachImmediately: !replace)
+            // Auto domains are allocated without IOMMU_HWPT_ALLOC_PASID, so an IOAS cannot be
+            // attached to a PASID directly (EINVAL), as in the kernel.
+            let hwpt = try allocatePaging(ioas: ioas, device: device, pasid: pasid, flags: [], data: nil, attachImmediately: !replace)
             if replace {
                 do throws(IOMMUError) { try replaceHWPT(hwpt, device: device, pasid: pasid) } catch {
                     abortHWPT(hwpt)
@@ -155,7 +155,7 @@ extension Context {
     /// Attaches `device` (at `pasid`, or its RID when nil) to `pt`: a HWPT, or an IOAS, for which
     /// an automatic paging HWPT is found or made. Returns the HWPT attached.
     ///
-    /// - Throws: `EINVAL` if something else is attached there, if the HWPT is not PASID
+    /// - Throws: `EBUSY` if something is attached there already; `EINVAL` if the HWPT is not PASID
     ///   compatible (or the RID's HWPT is not, for a PASID), or the PASID is beyond the device's
     ///   width; `ENOENT` for missing objects.
     public func attach(_ device: Device.ID, pasid: PASID? = nil, to pt: ObjectID) throws(IOMMUError) -> HWPT.ID {

@@ -113,13 +113,16 @@ extension Context {
     ///
     /// - Throws: `ENOENT` if an area would be split or nothing is mapped there; `EBUSY` if a
     ///   HW queue locks an area; `EDEADLOCK` if an access does not let go of its pages.
-    public func unmap(_ ioas: IOAS.ID, iova: UInt64, length: UInt64) throws(IOMMUError) -> UInt64 {
+    ///
+    /// - Parameter requireMapped: when false, a span with nothing mapped returns 0 instead of
+    ///   `ENOENT` (the VFIO type1 semantics).
+    public func unmap(_ ioas: IOAS.ID, iova: UInt64, length: UInt64, requireMapped: Bool = true) throws(IOMMUError) -> UInt64 {
         try locked { s throws(IOMMUError) in
             let target = try s.object(ioas.object, as: IOAS.self)
             guard length != 0 else { throw .invalid("zero length") }
             guard let range = IOVARange(start: iova, length: length) else { throw .overflow("IOVA + length overflows") }
             let n = try s.unmap(target, range: range, all: false)
-            if n == 0 { throw .noEntry("nothing mapped there") }
+            if n == 0 && requireMapped { throw .noEntry("nothing mapped there") }
             return n
         }
     }
@@ -309,5 +312,47 @@ extension ContextState {
             start = e.range.last + 1
         }
         return unmapped
+    }
+}
+
+extension Context {
+    /// Splits the areas of `ioas` so that each IOVA in `lasts` ends an area, sharing the pinned
+    /// pages between the pieces; the VFIO type1 (v1) unmap needs it to punch holes in mappings.
+    ///
+    /// - Throws: `EINVAL` if a cut is not aligned to the IOAS or an area is pinned by an access
+    ///   or locked by a HW queue.
+    public func cutAreas(_ ioas: IOAS.ID, after lasts: [UInt64]) throws(IOMMUError) {
+        try locked { s throws(IOMMUError) in
+            let target = try s.object(ioas.object, as: IOAS.self)
+            for last in lasts { try s.splitArea(target, after: last) }
+        }
+    }
+}
+
+extension ContextState {
+    func splitArea(_ ioas: IOAS, after last: UInt64) throws(IOMMUError) {
+        guard let i = ioas.table.areas.index(containing: last) else { return }
+        let e = ioas.table.areas[i]
+        guard e.range.last != last else { return }
+        guard (last &+ 1) & (ioas.table.iovaAlignment - 1) == 0 else { throw .invalid("cut is not aligned") }
+        guard e.value.accessPins == 0, e.value.locks == 0 else { throw .invalid("area is in use") }
+        let leftLength = last - e.range.start + 1
+        let rightLength = e.range.last - last
+        var left = Area(pages: e.value.pages, pagesOffset: e.value.pagesOffset, readable: e.value.readable, writable: e.value.writable)
+        var right = Area(pages: e.value.pages, pagesOffset: e.value.pagesOffset + leftLength, readable: e.value.readable, writable: e.value.writable)
+        if e.value.pinnedForDomains {
+            try e.value.pages.pin(offset: left.pagesOffset, length: leftLength, state: self)
+            do throws(IOMMUError) { try e.value.pages.pin(offset: right.pagesOffset, length: rightLength, state: self) } catch {
+                e.value.pages.unpin(offset: left.pagesOffset, length: leftLength, state: self)
+                throw error
+            }
+            e.value.pages.unpin(offset: e.value.pagesOffset, length: leftLength + rightLength, state: self)
+            left.pinnedForDomains = true
+            right.pinnedForDomains = true
+        }
+        ioas.table.areas.remove(at: i)
+        ioas.table.areas.insert(IOVARange(start: e.range.start, last: last), left)
+        ioas.table.areas.insert(IOVARange(start: last + 1, last: e.range.last), right)
+        e.value.pages.areaCount += 1
     }
 }

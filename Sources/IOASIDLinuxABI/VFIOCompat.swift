@@ -70,9 +70,13 @@ enum VFIOCompat {
             guard m.iova == 0, m.size == 0 else { throw .invalid("unmap-all takes no range") }
             unmapped = try f.context.unmapAll(ioas)
         } else {
-            do throws(IOMMUError) { unmapped = try f.context.unmap(ioas, iova: m.iova, length: m.size) } catch {
-                if case .noEntry = error { unmapped = 0 } else { throw error }
+            // Type1 (v1) may unmap part of a mapping: cut the areas at the span's edges first.
+            if try !f.context.hugePages(ioas), m.size != 0 {
+                var cuts = [m.iova &+ m.size &- 1]
+                if m.iova != 0 { cuts.append(m.iova - 1) }
+                try f.context.cutAreas(ioas, after: cuts)
             }
+            unmapped = try f.context.unmap(ioas, iova: m.iova, length: m.size, requireMapped: false)
         }
         m.size = unmapped
         withUnsafeBytes(of: &m) { p.copyMemory(from: $0.baseAddress!, byteCount: minimum) }

@@ -147,8 +147,9 @@ public final class MockPagingDomain: PagingDomain, @unchecked Sendable {
     public var dirtyTracking = false
     struct Extent: Sendable { var source: MappedPages; var readable: Bool; var writable: Bool }
     var extents = IntervalMap<Extent>()
-    /// Dirty mock pages (index = IOVA / 2048).
-    var dirty = Set<UInt64>()
+    /// Dirty page-table entries: start IOVA → entry size. The huge variant maps aligned 1 MiB
+    /// blocks with one entry, so a write dirties the whole block, as the kernel's page table does.
+    var dirty: [UInt64: UInt64] = [:]
 
     init(huge: Bool, dirtyCapable: Bool) {
         self.huge = huge
@@ -179,8 +180,7 @@ public final class MockPagingDomain: PagingDomain, @unchecked Sendable {
             }
         }
         if !dirty.isEmpty {
-            var p = iova / Mock.pageSize
-            while p <= r.last / Mock.pageSize { dirty.remove(p); p += 1 }
+            for (start, size) in dirty where start <= r.last && start &+ size &- 1 >= r.start { dirty.removeValue(forKey: start) }
         }
     }
 
@@ -196,19 +196,31 @@ public final class MockPagingDomain: PagingDomain, @unchecked Sendable {
 
     public func readAndClearDirty(iova: UInt64, length: UInt64, keep: Bool, mark: (UInt64, UInt64) -> Void) throws(IOMMUError) {
         guard !dirty.isEmpty, let r = IOVARange(start: iova, length: length) else { return }
-        var p = r.start / Mock.pageSize
-        while p <= r.last / Mock.pageSize {
-            if dirty.contains(p) {
-                mark(p * Mock.pageSize, Mock.pageSize)
-                if !keep { dirty.remove(p) }
-            }
-            p += 1
+        for (start, size) in dirty.sorted(by: { $0.key < $1.key }) where start <= r.last && start &+ size &- 1 >= r.start {
+            let s = max(start, r.start), l = min(start &+ size &- 1, r.last)
+            mark(s, l - s + 1)
+            if !keep { dirty.removeValue(forKey: start) }
         }
     }
 
-    /// Marks the mock page holding `iova` dirty, as a device write would (`IOMMU_TEST_OP_DIRTY`).
+    /// The page-table entry holding `iova`: a 1 MiB block in the huge variant when the mapping
+    /// covers the aligned block and its memory is aligned alike, else one smallest page.
+    func entry(containing iova: UInt64) -> (start: UInt64, size: UInt64)? {
+        guard let e = extents.entry(containing: iova) else { return nil }
+        if huge {
+            let block = iova & ~(Mock.hugePageSize - 1)
+            let host = e.value.source.pages.hostAddress(e.value.source.offset + (block &- e.range.start))
+            if block >= e.range.start, block + Mock.hugePageSize - 1 <= e.range.last, host % Mock.hugePageSize == 0 {
+                return (block, Mock.hugePageSize)
+            }
+            return (iova & ~4095, 4096)
+        }
+        return (iova & ~(Mock.pageSize - 1), Mock.pageSize)
+    }
+
+    /// Marks the entry holding `iova` dirty, as a device write would (`IOMMU_TEST_OP_DIRTY`).
     public func setDirty(_ iova: UInt64) {
-        if extents.entry(containing: iova) != nil { dirty.insert(iova / Mock.pageSize) }
+        if let e = entry(containing: iova) { dirty[e.start] = e.size }
     }
 }
 
