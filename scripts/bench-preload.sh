@@ -1,0 +1,206 @@
+#!/bin/bash
+# The C parts of the benchmark (Sources/ioasid-benchmark), compiled at run time with cc.
+#
+# usage: scripts/bench-preload.sh build [OUTDIR]
+#          builds OUTDIR/fdbench (libc ioctl/read/close on foreign fds) and
+#          OUTDIR/libmalloccount.so (a malloc-call counter to LD_PRELOAD); prints both paths
+#        scripts/bench-preload.sh run [ROUNDS]
+#          builds, then runs fdbench ROUNDS times plainly and ROUNDS times with
+#          LD_PRELOAD=.build/release/libioasid-preload.so, interleaved, printing each run's
+#          lines prefixed with "plain" or "preload" (the benchmark does the statistics)
+#
+# fdbench prints one line per operation: NAME MEDIAN_NS MIN_NS LIBC_MEDIAN_NS LIBC_MIN_NS (ns per
+# call, median and minimum over 15 repetitions). The first pair is the ordinary call (through
+# the PLT, so through the preload's wrapper when preloaded); the second pair is glibc's own
+# function called through a pointer from dlsym(dlopen("libc.so.6")), timed right after in the
+# same repetition: an in-process baseline that never passes through the preload.
+# Operations, all on descriptors that are not ioasid's:
+#   ioctl_fionread  ioctl(pipe, FIONREAD, &n) on a pipe holding 64 bytes
+#   read_eventfd    read(eventfd, 8 bytes) on a semaphore eventfd with a huge count (every
+#                   read succeeds and returns 1)
+#   close           close() of a descriptor made by dup() (the dup()s are not timed)
+#
+# libmalloccount.so replaces malloc, calloc, realloc, free, memalign, aligned_alloc,
+# posix_memalign, valloc and pvalloc, counts the calls of each allocating function in
+# `ioasid_bench_malloc_calls` (relaxed atomic, readable with dlsym) and forwards to glibc's
+# __libc_* functions.
+#
+# environment: CC (default cc), IOASID_BENCH_CONFIG (release, default; or debug)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CC=${CC:-cc}
+CONFIG=${IOASID_BENCH_CONFIG:-release}
+
+build() {
+	local out=$1
+	mkdir -p "$out"
+	cat > "$out/fdbench.c" <<'EOF'
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <time.h>
+#include <unistd.h>
+
+static uint64_t now(void) {
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
+}
+
+static int cmp(const void *a, const void *b) {
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
+}
+
+#define REPS 15
+static void report(const char *name, double *v, double *d) {
+	qsort(v, REPS, sizeof(double), cmp);
+	qsort(d, REPS, sizeof(double), cmp);
+	printf("%s %.3f %.3f %.3f %.3f\n", name, v[REPS / 2], v[0], d[REPS / 2], d[0]);
+}
+
+typedef int (*ioctl_fn)(int, unsigned long, ...);
+typedef ssize_t (*read_fn)(int, void *, size_t);
+typedef int (*close_fn)(int);
+
+/* Each repetition times the ordinary call (through the PLT: the preload's wrapper when it is
+ * preloaded) and, right after, glibc's own function called through a pointer from
+ * dlsym(libc.so.6); the second is the in-process baseline. */
+int main(int argc, char **argv) {
+	long iterations = argc > 1 ? atol(argv[1]) : 200000;
+	double r[REPS], d[REPS];
+	void *libc = dlopen("libc.so.6", RTLD_NOW | RTLD_NOLOAD);
+	if (!libc) { fprintf(stderr, "no libc.so.6\n"); return 2; }
+	ioctl_fn volatile libc_ioctl = (ioctl_fn)dlsym(libc, "ioctl");
+	read_fn volatile libc_read = (read_fn)dlsym(libc, "read");
+	close_fn volatile libc_close = (close_fn)dlsym(libc, "close");
+	int p[2];
+	if (pipe(p) != 0) { perror("pipe"); return 2; }
+	char bytes[64] = {0};
+	if (write(p[1], bytes, sizeof(bytes)) != (ssize_t)sizeof(bytes)) { perror("write"); return 2; }
+	int efd = eventfd(0xfffffff0u, EFD_SEMAPHORE | EFD_NONBLOCK);
+	if (efd < 0) { perror("eventfd"); return 2; }
+
+	for (int rep = -2; rep < REPS; rep++) { /* two warm-up repetitions */
+		int n = 0;
+		uint64_t t0 = now();
+		for (long i = 0; i < iterations; i++)
+			if (ioctl(p[0], FIONREAD, &n) != 0 || n != 64) { perror("ioctl"); return 2; }
+		uint64_t t1 = now();
+		ioctl_fn f = libc_ioctl;
+		for (long i = 0; i < iterations; i++)
+			if (f(p[0], FIONREAD, &n) != 0 || n != 64) { perror("ioctl"); return 2; }
+		uint64_t t2 = now();
+		if (rep >= 0) { r[rep] = (double)(t1 - t0) / iterations; d[rep] = (double)(t2 - t1) / iterations; }
+	}
+	report("ioctl_fionread", r, d);
+
+	for (int rep = -2; rep < REPS; rep++) {
+		uint64_t v;
+		uint64_t t0 = now();
+		for (long i = 0; i < iterations; i++)
+			if (read(efd, &v, sizeof(v)) != (ssize_t)sizeof(v)) { perror("read"); return 2; }
+		uint64_t t1 = now();
+		read_fn f = libc_read;
+		for (long i = 0; i < iterations; i++)
+			if (f(efd, &v, sizeof(v)) != (ssize_t)sizeof(v)) { perror("read"); return 2; }
+		uint64_t t2 = now();
+		if (rep >= 0) { r[rep] = (double)(t1 - t0) / iterations; d[rep] = (double)(t2 - t1) / iterations; }
+	}
+	report("read_eventfd", r, d);
+
+	enum { BATCH = 500 };
+	int fds[BATCH];
+	long batches = iterations / BATCH > 0 ? iterations / BATCH : 1;
+	for (int rep = -2; rep < REPS; rep++) {
+		uint64_t total = 0, direct = 0;
+		for (long b = 0; b < batches; b++) {
+			for (int i = 0; i < BATCH; i++)
+				if ((fds[i] = dup(efd)) < 0) { perror("dup"); return 2; }
+			uint64_t t0 = now();
+			for (int i = 0; i < BATCH; i++)
+				if (close(fds[i]) != 0) { perror("close"); return 2; }
+			total += now() - t0;
+			for (int i = 0; i < BATCH; i++)
+				if ((fds[i] = dup(efd)) < 0) { perror("dup"); return 2; }
+			close_fn f = libc_close;
+			t0 = now();
+			for (int i = 0; i < BATCH; i++)
+				if (f(fds[i]) != 0) { perror("close"); return 2; }
+			direct += now() - t0;
+		}
+		if (rep >= 0) { r[rep] = (double)total / (batches * BATCH); d[rep] = (double)direct / (batches * BATCH); }
+	}
+	report("close", r, d);
+	return 0;
+}
+EOF
+	cat > "$out/malloccount.c" <<'EOF'
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stddef.h>
+#include <stdatomic.h>
+
+extern void *__libc_malloc(size_t);
+extern void *__libc_calloc(size_t, size_t);
+extern void *__libc_realloc(void *, size_t);
+extern void __libc_free(void *);
+extern void *__libc_memalign(size_t, size_t);
+extern void *__libc_valloc(size_t);
+extern void *__libc_pvalloc(size_t);
+
+_Atomic unsigned long ioasid_bench_malloc_calls;
+_Atomic unsigned long ioasid_bench_free_calls;
+
+#define COUNT(c) atomic_fetch_add_explicit(&(c), 1, memory_order_relaxed)
+
+void *malloc(size_t n) { COUNT(ioasid_bench_malloc_calls); return __libc_malloc(n); }
+void *calloc(size_t n, size_t s) { COUNT(ioasid_bench_malloc_calls); return __libc_calloc(n, s); }
+void *realloc(void *p, size_t n) { COUNT(ioasid_bench_malloc_calls); return __libc_realloc(p, n); }
+void free(void *p) { if (p) COUNT(ioasid_bench_free_calls); __libc_free(p); }
+void *memalign(size_t a, size_t n) { COUNT(ioasid_bench_malloc_calls); return __libc_memalign(a, n); }
+void *aligned_alloc(size_t a, size_t n) { COUNT(ioasid_bench_malloc_calls); return __libc_memalign(a, n); }
+void *valloc(size_t n) { COUNT(ioasid_bench_malloc_calls); return __libc_valloc(n); }
+void *pvalloc(size_t n) { COUNT(ioasid_bench_malloc_calls); return __libc_pvalloc(n); }
+int posix_memalign(void **out, size_t a, size_t n) {
+	COUNT(ioasid_bench_malloc_calls);
+	if (a < sizeof(void *) || (a & (a - 1)) != 0) return EINVAL;
+	void *p = __libc_memalign(a, n);
+	if (!p && n) return ENOMEM;
+	*out = p;
+	return 0;
+}
+EOF
+	"$CC" -O2 -o "$out/fdbench" "$out/fdbench.c" -ldl
+	"$CC" -O2 -shared -fPIC -o "$out/libmalloccount.so" "$out/malloccount.c"
+	echo "$out/fdbench"
+	echo "$out/libmalloccount.so"
+}
+
+case "${1:-}" in
+build)
+	build "${2:-$ROOT/.build/bench}"
+	;;
+run)
+	rounds=${2:-5}
+	out=$ROOT/.build/bench
+	build "$out" > /dev/null
+	preload=$ROOT/.build/$CONFIG/libioasid-preload.so
+	[ -f "$preload" ] || { echo "no $preload: run swift build -c $CONFIG first" >&2; exit 2; }
+	for ((i = 0; i < rounds; i++)); do
+		"$out/fdbench" | sed 's/^/plain /'
+		LD_PRELOAD=$preload "$out/fdbench" | sed 's/^/preload /'
+	done
+	;;
+*)
+	sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
+	exit 2
+	;;
+esac
