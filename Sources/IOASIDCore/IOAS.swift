@@ -211,46 +211,62 @@ extension IOPageTable {
 }
 
 extension ContextState {
-    /// Places one new area over `pages` and fills the domains.
+    /// Places one new area over `pages` and fills the domains (the map fast path: no array
+    /// is built, nothing is copied).
     func insertArea(_ ioas: IOAS, pages: Pages, offset: UInt64, length: UInt64, iova: UInt64?, access: MapAccess) throws(IOMMUError) -> UInt64 {
-        try insertAreas(ioas, slices: [PagesSlice(pages: pages, offset: offset, length: length)], length: length, iova: iova, access: access)
+        let start = try placeIOVA(ioas, firstAddress: pages.base + offset, length: length, iova: iova)
+        try placeArea(ioas, pages: pages, offset: offset, length: length, at: start, access: access)
+        return start
     }
 
-    /// Places areas for `slices` back to back at `iova` (or picked IOVA), pins and fills domains;
-    /// undoes everything on failure.
+    /// Places areas for `slices` back to back at `iova` (or picked IOVA), pins and fills
+    /// domains; undoes everything on failure.
     func insertAreas(_ ioas: IOAS, slices: [PagesSlice], length: UInt64, iova: UInt64?, access: MapAccess) throws(IOMMUError) -> UInt64 {
-        let table = ioas.table
-        guard length & (table.iovaAlignment - 1) == 0, length != 0 else { throw .invalid("length is not aligned to the IOAS") }
-        let start: UInt64
-        if let iova {
-            _ = try table.checkIOVA(iova, length: length)
-            start = iova
-        } else {
-            let first = slices[0]
-            start = try table.allocateIOVA(address: first.pages.base + first.offset, length: length, options: options)
-        }
-        var placed: [IOVARange] = []
+        let start = try placeIOVA(ioas, firstAddress: slices[0].pages.base + slices[0].offset, length: length, iova: iova)
         var cursor = start
         do throws(IOMMUError) {
             for slice in slices {
-                if access.contains(.write) && !slice.pages.writable { throw .notPermitted("pages are not writeable") }
-                guard (slice.offset % options.pageSize) & (ioas.table.iovaAlignment - 1) == 0 else {
-                    throw .invalid("page offset is not aligned to the IOAS")
-                }
-                guard let range = IOVARange(start: cursor, length: slice.length) else { throw .overflow("IOVA overflows") }
-                let area = Area(pages: slice.pages, pagesOffset: slice.offset, readable: access.contains(.read),
-                                writable: access.contains(.write))
-                guard ioas.table.areas.insert(range, area) else { throw .exists("IOVA is already mapped") }
-                slice.pages.areaCount += 1
-                placed.append(range)
-                if !ioas.table.domains.isEmpty { try fillDomains(ioas, areaAt: range.start) }
-                cursor = range.last &+ 1
+                try placeArea(ioas, pages: slice.pages, offset: slice.offset, length: slice.length, at: cursor, access: access)
+                cursor = cursor &+ slice.length
             }
         } catch {
-            for r in placed.reversed() { removeArea(ioas, at: r.start) }
+            var at = start
+            while at != cursor, let i = ioas.table.areas.index(containing: at) {
+                let next = ioas.table.areas[i].range.last &+ 1
+                removeArea(ioas, at: at)
+                at = next
+            }
             throw error
         }
         return start
+    }
+
+    /// Checks or picks the IOVA of a new mapping.
+    private func placeIOVA(_ ioas: IOAS, firstAddress: UInt64, length: UInt64, iova: UInt64?) throws(IOMMUError) -> UInt64 {
+        guard length & (ioas.table.iovaAlignment - 1) == 0, length != 0 else { throw .invalid("length is not aligned to the IOAS") }
+        if let iova {
+            _ = try ioas.table.checkIOVA(iova, length: length)
+            return iova
+        }
+        return try ioas.table.allocateIOVA(address: firstAddress, length: length, options: options)
+    }
+
+    /// Inserts one area and fills the domains; removes it again on failure.
+    private func placeArea(_ ioas: IOAS, pages: Pages, offset: UInt64, length: UInt64, at start: UInt64, access: MapAccess) throws(IOMMUError) {
+        if access.contains(.write) && !pages.writable { throw .notPermitted("pages are not writeable") }
+        guard (offset % options.pageSize) & (ioas.table.iovaAlignment - 1) == 0 else {
+            throw .invalid("page offset is not aligned to the IOAS")
+        }
+        guard let range = IOVARange(start: start, length: length) else { throw .overflow("IOVA overflows") }
+        let area = Area(pages: pages, pagesOffset: offset, readable: access.contains(.read), writable: access.contains(.write))
+        guard ioas.table.areas.insert(range, area) else { throw .exists("IOVA is already mapped") }
+        pages.areaCount += 1
+        if !ioas.table.domains.isEmpty {
+            do throws(IOMMUError) { try fillDomains(ioas, areaAt: range.start) } catch {
+                removeArea(ioas, at: range.start)
+                throw error
+            }
+        }
     }
 
     /// Pins the area at `iova` and maps it into every domain of the IOAS.
@@ -260,15 +276,15 @@ extension ContextState {
         let length = e.range.last - e.range.start + 1
         try e.value.pages.pin(offset: e.value.pagesOffset, length: length, state: self)
         ioas.table.areas[i].value.pinnedForDomains = true
-        var done: [HWPTPaging] = []
+        var mapped = 0
         for hwpt in ioas.table.domains {
             do throws(IOMMUError) {
                 try hwpt.domain.map(iova: e.range.start, length: length,
                                     source: MappedPages(pages: e.value.pages, offset: e.value.pagesOffset),
                                     readable: e.value.readable, writable: e.value.writable)
-                done.append(hwpt)
+                mapped += 1
             } catch {
-                for d in done { d.domain.unmap(iova: e.range.start, length: length) }
+                for d in ioas.table.domains.prefix(mapped) { d.domain.unmap(iova: e.range.start, length: length) }
                 e.value.pages.unpin(offset: e.value.pagesOffset, length: length, state: self)
                 ioas.table.areas[i].value.pinnedForDomains = false
                 throw error

@@ -54,6 +54,7 @@ public final class Pages: @unchecked Sendable {
     /// The number of distinct pages pinned.
     public var pinnedPageCount: UInt64 {
         if pins.isEmpty { return 0 }
+        if pins.count == 1 { return pins[0].last - pins[0].first + 1 }
         let sorted = pins.sorted { $0.first < $1.first }
         var total: UInt64 = 0
         var curFirst = sorted[0].first, curLast = sorted[0].last

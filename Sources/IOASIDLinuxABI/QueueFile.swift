@@ -32,6 +32,29 @@ final class QueueFile: LinuxFile, @unchecked Sendable {
     static let responseSize = MemoryLayout<iommu_hwpt_page_response>.size
 
     func read(into buffer: UnsafeMutableRawBufferPointer) -> Int {
+        let r = readQueue(into: buffer)
+        trace("read", count: buffer.count, result: r)
+        return r
+    }
+
+    func write(from buffer: UnsafeRawBufferPointer) -> Int {
+        let r = writeQueue(from: buffer)
+        trace("write", count: buffer.count, result: r)
+        return r
+    }
+
+    private func trace(_ call: String, count: Int, result: Int) {
+        guard let t = owner?.configuration.trace else { return }
+        let what: String
+        switch queue {
+        case .fault(let q): what = "fault queue \(q.objectID.rawValue)"
+        case .vevent(let q): what = "vEVENT queue \(q.objectID.rawValue)"
+        default: what = "file"
+        }
+        t("\(call) fd=\(fd) (\(what)) count=\(count) -> " + (result < 0 ? "-\(Trace.errnoName(Int32(-result)))" : "\(result)"))
+    }
+
+    private func readQueue(into buffer: UnsafeMutableRawBufferPointer) -> Int {
         switch queue {
         case .fault(let q):
             guard buffer.count % Self.recordSize == 0 else { return -29 } // ESPIPE
@@ -64,7 +87,7 @@ final class QueueFile: LinuxFile, @unchecked Sendable {
         }
     }
 
-    func write(from buffer: UnsafeRawBufferPointer) -> Int {
+    private func writeQueue(from buffer: UnsafeRawBufferPointer) -> Int {
         guard case .fault(let q) = queue else { return -Int(EINVAL_) }
         guard buffer.count % Self.responseSize == 0 else { return -29 }
         var done = 0

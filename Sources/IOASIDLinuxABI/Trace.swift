@@ -14,7 +14,9 @@ enum Trace {
                 f.name == "id" || (!member.isEmpty && f.name.hasPrefix(member + "."))
             }
         }
-        for f in fields where !f.name.hasPrefix("__") && f.name != "size" && f.name != "op" && !f.name.contains("__reserved") {
+        // The in/out halves of a union share bytes: after the call only the "out" name is meaningful.
+        for f in fields where !f.name.hasPrefix("__") && f.name != "size" && f.name != "op" && !f.name.contains("__reserved")
+            && f.name != "in_data_type" {
             let v: UInt64
             switch f.size {
             case 1: v = UInt64(buffer.load(fromByteOffset: f.offset, as: UInt8.self))
