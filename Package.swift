@@ -38,7 +38,7 @@ let package = Package(
         ]),
         .executableTarget(name: "ioasid-benchmark", dependencies: ["IOASIDLinuxABI", "IOASIDCore", "IOASIDTestDriver", "CIOASIDSys"]),
         .testTarget(name: "IOASIDStructuresTests", dependencies: ["IOASIDStructures"]),
-        .testTarget(name: "IOASIDCoreTests", dependencies: ["IOASIDCore", "IOASIDTestDriver"]),
+        .testTarget(name: "IOASIDCoreTests", dependencies: ["IOASIDCore", "IOASIDTestDriver", "IOASIDLinuxABI", "IOASIDStructures"]),
         .testTarget(name: "IOASIDLinuxABITests", dependencies: ["IOASIDLinuxABI", "CIOASIDSys"]),
     ]
 )

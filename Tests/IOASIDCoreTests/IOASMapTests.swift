@@ -1,0 +1,165 @@
+import IOASIDCore
+import IOASIDStructures
+import IOASIDTestDriver
+import Testing
+
+@Suite("IOAS map and unmap")
+struct IOASMapTests {
+    @Test func autoIOVAIsAlignedFreeAndRecorded() throws {
+        try PinLock.shared {
+            let (c, _) = makeContext()
+            defer { c.close() }
+            let ioas = try c.allocateIOAS()
+            let buf = UserBuffer(pages: 8)
+            let a = try c.map(ioas, source: .user(address: buf.address), length: 4 * 4096, iova: nil, access: .readWrite)
+            let b = try c.map(ioas, source: .user(address: buf.address(page: 4)), length: 4 * 4096, iova: nil, access: .read)
+            #expect(a % 4096 == 0 && b % 4096 == 0)
+            #expect(a != b)
+            let areas = try c.areas(ioas)
+            #expect(areas.count == 2)
+            #expect(Set(areas.map(\.range.start)) == [a, b])
+            for e in areas { #expect(e.range.length == 4 * 4096) }
+            // No domain and no access: nothing is pinned yet (the kernel pins lazily).
+            #expect(pinCount(buf.address) == 0)
+        }
+    }
+
+    @Test func fixedIOVAIsHonouredAndOverlapIsEEXIST() throws {
+        try PinLock.shared {
+            let (c, _) = makeContext()
+            defer { c.close() }
+            let ioas = try c.allocateIOAS()
+            let buf = UserBuffer(pages: 8)
+            let iova: UInt64 = 0x4000_0000
+            #expect(try c.map(ioas, source: .user(address: buf.address), length: 4 * 4096, iova: iova, access: .readWrite) == iova)
+            expectErrno(17) { try c.map(ioas, source: .user(address: buf.address), length: 4096, iova: iova, access: .read) }
+            expectErrno(17, "overlaps the last page") {
+                try c.map(ioas, source: .user(address: buf.address), length: 2 * 4096, iova: iova + 3 * 4096, access: .read)
+            }
+            // Adjacent is fine.
+            #expect(try c.map(ioas, source: .user(address: buf.address), length: 4096, iova: iova + 4 * 4096, access: .read) == iova + 4 * 4096)
+            #expect(try c.areas(ioas).count == 2)
+        }
+    }
+
+    @Test func domainAlignmentMakesUnalignedMapsEINVALAndPinsOnMap() throws {
+        try PinLock.shared {
+            let f = try Fixture()
+            defer { f.context.close() }
+            // The mock domain's page is 2 KiB: lengths and IOVA must be multiples of it.
+            expectErrno(22) { try f.context.map(f.ioas, source: .user(address: f.buffer.address(page: 8)), length: 100, iova: nil, access: .read) }
+            expectErrno(22) {
+                try f.context.map(f.ioas, source: .user(address: f.buffer.address(page: 8)), length: 4096, iova: (1 << 25) + 512, access: .read)
+            }
+            // Below the aperture is reserved by the domain.
+            expectErrno(22) { try f.context.map(f.ioas, source: .user(address: f.buffer.address(page: 8)), length: 4096, iova: 0, access: .read) }
+            // With a domain, map pins: the fixture's four pages are pinned once each.
+            for p in 0..<4 { #expect(pinCount(f.buffer.address(page: p)) == 1) }
+            #expect(pinCount(f.buffer.address(page: 4)) == 0)
+            // Unmapped user memory faults when pinned.
+            expectErrno(14) { try f.context.map(f.ioas, source: .user(address: 0x1000), length: 4096, iova: 1 << 26, access: .read) }
+            #expect(try f.context.areas(f.ioas).count == 1, "a failed map leaves no area behind")
+            try f.driver.checkMap(f.hwpt, iova: f.iova, length: 4 * 4096, address: f.buffer.address)
+        }
+    }
+
+    @Test func unmapWholeAreasReturnsBytes() throws {
+        try PinLock.shared {
+            let (c, _) = makeContext()
+            defer { c.close() }
+            let ioas = try c.allocateIOAS()
+            let buf = UserBuffer(pages: 8)
+            let base: UInt64 = 1 << 30
+            for i in 0..<4 {
+                _ = try c.map(ioas, source: .user(address: buf.address(page: i)), length: 4096, iova: base + UInt64(i) * 4096, access: .read)
+            }
+            // A span covering areas 1 and 2 exactly.
+            #expect(try c.unmap(ioas, iova: base + 4096, length: 2 * 4096) == 2 * 4096)
+            #expect(try c.areas(ioas).map(\.range.start) == [base, base + 3 * 4096])
+            // A span larger than what is mapped unmaps what lies wholly inside.
+            #expect(try c.unmap(ioas, iova: 0, length: base + 4096) == 4096)
+            expectErrno(2, "nothing mapped there") { try c.unmap(ioas, iova: base, length: 4096) }
+            expectErrno(22, "zero length") { try c.unmap(ioas, iova: base, length: 0) }
+            expectErrno(75, "overflow") { try c.unmap(ioas, iova: .max - 10, length: 4096) }
+        }
+    }
+
+    /// IOAS.swift: "an area that sticks out stops the walk with ENOENT after the ones before it
+    /// are gone" (the kernel's iopt_unmap_iova_range removes areas as it walks).
+    @Test func unmapThatWouldSplitIsENOENTAndEarlierAreasAreGone() throws {
+        try PinLock.shared {
+            let (c, _) = makeContext()
+            defer { c.close() }
+            let ioas = try c.allocateIOAS()
+            let buf = UserBuffer(pages: 8)
+            let base: UInt64 = 1 << 30
+            _ = try c.map(ioas, source: .user(address: buf.address), length: 4096, iova: base, access: .read)
+            _ = try c.map(ioas, source: .user(address: buf.address), length: 4 * 4096, iova: base + 4096, access: .read)
+            // Starts inside the second area: ENOENT, nothing removed.
+            expectErrno(2) { try c.unmap(ioas, iova: base + 2 * 4096, length: 4096) }
+            #expect(try c.areas(ioas).count == 2)
+            // Covers the first area and half of the second: ENOENT, the first is gone.
+            expectErrno(2) { try c.unmap(ioas, iova: base, length: 3 * 4096) }
+            #expect(try c.areas(ioas).map(\.range.start) == [base + 4096])
+        }
+    }
+
+    @Test func unmapAllEmptiesAndUnpins() throws {
+        try PinLock.shared {
+            let f = try Fixture()
+            defer { f.context.close() }
+            _ = try f.context.map(f.ioas, source: .user(address: f.buffer.address(page: 8)), length: 2 * 4096, iova: nil, access: .read)
+            #expect(pinCount(f.buffer.address(page: 8)) == 1)
+            #expect(try f.context.unmapAll(f.ioas) == 6 * 4096)
+            #expect(try f.context.areas(f.ioas).isEmpty)
+            #expect(try f.context.unmapAll(f.ioas) == 0, "unmap-all of nothing is fine")
+            for p in [0, 3, 8, 9] { #expect(pinCount(f.buffer.address(page: p)) == 0) }
+            #expect(f.context.chargedPages(.perUser) == 0)
+        }
+    }
+
+    @Test func copySharesPinnedPages() throws {
+        try PinLock.shared {
+            let f = try Fixture()
+            defer { f.context.close() }
+            let dst = try f.context.allocateIOAS()
+            let h2 = try f.driver.mockDomain(dst.object)
+            let at = try f.context.copy(from: f.ioas, sourceIOVA: f.iova + 4096, to: dst, destinationIOVA: nil, length: 2 * 4096, access: .read)
+            // Pages 1 and 2 are shared: still one `Pages` pins them.
+            for p in 0..<4 { #expect(pinCount(f.buffer.address(page: p)) == 1, "page \(p)") }
+            try f.driver.checkMap(h2.hwpt, iova: at, length: 2 * 4096, address: f.buffer.address(page: 1))
+            try f.driver.checkRefs(address: f.buffer.address(page: 1), length: 2 * 4096, refs: 1)
+            // Unmapping the source keeps the copy's pages pinned.
+            _ = try f.context.unmapAll(f.ioas)
+            #expect(pinCount(f.buffer.address(page: 0)) == 0)
+            #expect(pinCount(f.buffer.address(page: 1)) == 1)
+            #expect(pinCount(f.buffer.address(page: 2)) == 1)
+            #expect(pinCount(f.buffer.address(page: 3)) == 0)
+            _ = try f.context.unmapAll(dst)
+            #expect(pinCount(f.buffer.address(page: 1)) == 0)
+            // Copy of a span that is not mapped.
+            expectErrno(2) { try f.context.copy(from: f.ioas, sourceIOVA: f.iova, to: dst, destinationIOVA: nil, length: 4096, access: .read) }
+        }
+    }
+
+    @Test func copyAcrossAdjacentAreasAndHoles() throws {
+        try PinLock.shared {
+            let (c, _) = makeContext()
+            defer { c.close() }
+            let a = try c.allocateIOAS(), b = try c.allocateIOAS()
+            let buf = UserBuffer(pages: 8)
+            let base: UInt64 = 1 << 30
+            _ = try c.map(a, source: .user(address: buf.address), length: 2 * 4096, iova: base, access: .readWrite)
+            _ = try c.map(a, source: .user(address: buf.address(page: 4)), length: 2 * 4096, iova: base + 2 * 4096, access: .readWrite)
+            let at = try c.copy(from: a, sourceIOVA: base + 4096, to: b, destinationIOVA: 1 << 31, length: 2 * 4096, access: .readWrite)
+            #expect(at == 1 << 31)
+            let areas = try c.areas(b)
+            #expect(areas.map(\.range) == [IOVARange(start: 1 << 31, length: 4096)!, IOVARange(start: (1 << 31) + 4096, length: 4096)!])
+            // A hole in the source span.
+            _ = try c.unmap(a, iova: base, length: 2 * 4096)
+            _ = try c.map(a, source: .user(address: buf.address), length: 4096, iova: base, access: .read)
+            expectErrno(2) { try c.copy(from: a, sourceIOVA: base, to: b, destinationIOVA: nil, length: 3 * 4096, access: .read) }
+            expectErrno(17, "destination taken") { try c.copy(from: a, sourceIOVA: base, to: b, destinationIOVA: 1 << 31, length: 4096, access: .read) }
+        }
+    }
+}
