@@ -130,3 +130,12 @@ long ioasid_sys_memfd(uint64_t size, int cloexec)
 	}
 	return fd;
 }
+
+int ioasid_sys_has_capability(int cap)
+{
+	struct { uint32_t version; int pid; } hdr = { 0x20080522, 0 };
+	struct { uint32_t effective, permitted, inheritable; } data[2];
+	if (cap < 0 || cap >= 64 || syscall(SYS_capget, &hdr, data) != 0)
+		return 0;
+	return (data[cap / 32].effective >> (cap % 32)) & 1;
+}

@@ -21,8 +21,8 @@ public final class IOMMUFile: LinuxFile, @unchecked Sendable {
     public init(host: any DescriptorHost, configuration: EngineConfiguration, memory: any UserMemory = ProcessMemory.shared) {
         self.host = host
         self.configuration = configuration
-        let isRoot = ioasid_sys_lock_limit_pages(4096) == -1
-        context = Context(memory: memory, options: ContextOptions(mayChangeAccounting: isRoot))
+        // IOMMU_OPTION_RLIMIT_MODE may be set only with CAP_SYS_RESOURCE (24), as in the kernel.
+        context = Context(memory: memory, options: ContextOptions(mayChangeAccounting: ioasid_sys_has_capability(24) != 0))
         testDriver = configuration.testDriver ? TestDriver(context: context) : nil
     }
 

@@ -41,3 +41,9 @@ long ioasid_sys_fionread(int fd, int *value);
 /* A memfd of `size` bytes (close-on-exec when `cloexec`); the fd or -errno. */
 long ioasid_sys_memfd(uint64_t size, int cloexec);
 #endif
+
+#ifndef IOASID_SYS_MEMORY_H3
+#define IOASID_SYS_MEMORY_H3
+/* 1 if the calling thread has capability `cap` (e.g. 24, CAP_SYS_RESOURCE) in its effective set. */
+int ioasid_sys_has_capability(int cap);
+#endif
