@@ -231,7 +231,8 @@ if [ $PRELOAD = 1 ]; then
 		IOASID=$(cd "$ROOT" && swift build -c "$CONFIG" --show-bin-path)/ioasid
 	fi
 	[ -x "$IOASID" ] || die "no ioasid launcher at $IOASID"
-	RUNNER=("$IOASID" run --)
+	# The selftest expects root in a VM (CAP_SYS_RESOURCE for IOMMU_OPTION_RLIMIT_MODE).
+	RUNNER=("$IOASID" run --privileged --)
 fi
 
 # The Swift runtime's crash backtracer hangs in a crashed test process until the

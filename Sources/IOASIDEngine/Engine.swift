@@ -38,6 +38,7 @@ final class Engine: DescriptorHost {
     init(environment: EngineEnvironment) {
         self.traceSink = environment.traceSink
         var configuration = EngineConfiguration(testDriver: environment.testDriver)
+        configuration.privileged = environment.privileged
         if let sink = environment.traceSink {
             configuration.trace = { line in sink.write(line) }
         }

@@ -5,22 +5,28 @@ import Glibc
 ///
 /// - `IOASID_TEST_DRIVER`: `0`, `false`, `no` or `off` disables `IOMMU_TEST_CMD` (the kernel's
 ///   `CONFIG_IOMMUFD_TEST`); anything else, or unset, enables it.
+/// - `IOASID_PRIVILEGED`: `1` makes the engine treat the program as holding the capabilities the
+///   kernel checks (`CAP_SYS_RESOURCE` for `IOMMU_OPTION_RLIMIT_MODE`), as a root program in a
+///   VM would; otherwise the program's real capabilities decide.
 /// - `IOASID_TRACE`: unset or empty disables tracing; `-` or `stderr` traces to fd 2; anything
 ///   else is a file the engine appends to (created with mode 0644 if missing).
 struct EngineEnvironment {
     var testDriver: Bool
     var traceSink: TraceSink?
+    var privileged = false
 
-    init(testDriver: Bool, traceSink: TraceSink?) {
+    init(testDriver: Bool, traceSink: TraceSink?, privileged: Bool = false) {
         self.testDriver = testDriver
         self.traceSink = traceSink
+        self.privileged = privileged
     }
 
     /// Reads the process environment.
     init() {
         self.init(
             testDriver: Self.parseSwitch(Self.variable("IOASID_TEST_DRIVER"), default: true),
-            traceSink: TraceSink.open(Self.variable("IOASID_TRACE")))
+            traceSink: TraceSink.open(Self.variable("IOASID_TRACE")),
+            privileged: Self.parseSwitch(Self.variable("IOASID_PRIVILEGED"), default: false))
     }
 
     static func variable(_ name: String) -> String? {

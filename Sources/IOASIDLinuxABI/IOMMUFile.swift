@@ -22,7 +22,7 @@ public final class IOMMUFile: LinuxFile, @unchecked Sendable {
         self.host = host
         self.configuration = configuration
         // IOMMU_OPTION_RLIMIT_MODE may be set only with CAP_SYS_RESOURCE (24), as in the kernel.
-        context = Context(memory: memory, options: ContextOptions(mayChangeAccounting: ioasid_sys_has_capability(24) != 0))
+        context = Context(memory: memory, options: ContextOptions(mayChangeAccounting: configuration.privileged || ioasid_sys_has_capability(24) != 0))
         testDriver = configuration.testDriver ? TestDriver(context: context) : nil
     }
 

@@ -46,6 +46,8 @@ public struct EngineConfiguration: Sendable {
     public var testDriver: Bool
     /// Receives one decoded line per ioctl when tracing.
     public var trace: (@Sendable (String) -> Void)?
+    /// Treat the caller as holding the capabilities the kernel checks, whatever it really holds.
+    public var privileged = false
 
     public init(testDriver: Bool = true, trace: (@Sendable (String) -> Void)? = nil) {
         self.testDriver = testDriver

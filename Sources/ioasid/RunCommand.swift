@@ -6,7 +6,7 @@ struct RunCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "run",
         abstract: "Run a program against ioasid's /dev/iommu.",
-        usage: "ioasid run [--trace[=<file>]] [--no-test-driver] [--] <program> [<arguments> ...]",
+        usage: "ioasid run [--trace[=<file>]] [--privileged] [--no-test-driver] [--] <program> [<arguments> ...]",
         discussion: """
             The program runs with libioasid-preload.so in LD_PRELOAD (prepended to any existing \
             value). When it first opens /dev/iommu, the preload loads libIOASIDEngine.so and \
@@ -22,6 +22,7 @@ struct RunCommand: ParsableCommand {
               LD_PRELOAD          the preload library, prepended
               IOASID_ENGINE       the engine library the preload loads
               IOASID_TEST_DRIVER  1, or 0 with --no-test-driver
+              IOASID_PRIVILEGED   1 with --privileged, else unset
               IOASID_TRACE        the trace destination with --trace, else unset
 
             Both libraries are looked up next to the ioasid executable (then in ../lib and \
@@ -39,6 +40,9 @@ struct RunCommand: ParsableCommand {
             "Trace each iommufd call: to stderr with a bare --trace or --trace=-, else appended to <file> (truncated first).",
             valueName: "file"))
     var trace: String?
+
+    @Flag(name: .customLong("privileged"), help: "Act as if the program held the capabilities the kernel checks (CAP_SYS_RESOURCE), like root in a VM.")
+    var privileged = false
 
     @Flag(name: .customLong("no-test-driver"), help: "Do not serve IOMMU_TEST_CMD (like a kernel without CONFIG_IOMMUFD_TEST).")
     var noTestDriver = false
@@ -60,6 +64,7 @@ struct RunCommand: ParsableCommand {
         launch.environment["LD_PRELOAD"] = .set(Launch.prepending(products.preload, toSearchList: Launch.variable("LD_PRELOAD")))
         launch.environment["IOASID_ENGINE"] = .set(products.engine)
         launch.environment["IOASID_TEST_DRIVER"] = .set(noTestDriver ? "0" : "1")
+        launch.environment["IOASID_PRIVILEGED"] = privileged ? .set("1") : .unset
         launch.environment["IOASID_TRACE"] = try trace.map { .set(try TraceDestination.prepare($0)) } ?? .unset
         // A crash inside the engine must end the program at once, as a kernel oops ends the
         // ioctl: the Swift runtime's interactive backtracer would otherwise hold it for minutes.
