@@ -21,9 +21,10 @@
 #   close           close() of a descriptor made by dup() (the dup()s are not timed)
 #
 # libmalloccount.so replaces malloc, calloc, realloc, free, memalign, aligned_alloc,
-# posix_memalign, valloc and pvalloc, counts the calls of each allocating function in
-# `ioasid_bench_malloc_calls` (relaxed atomic, readable with dlsym) and forwards to glibc's
-# __libc_* functions.
+# posix_memalign, valloc and pvalloc, counts the calls of the allocating functions in
+# `ioasid_bench_malloc_calls`, of free in `ioasid_bench_free_calls` and the live heap bytes
+# (malloc_usable_size) in `ioasid_bench_live_bytes` (relaxed atomics, read with dlsym), and
+# forwards to glibc's __libc_* functions.
 #
 # environment: CC (default cc), IOASID_BENCH_CONFIG (release, default; or debug)
 set -euo pipefail
@@ -145,6 +146,7 @@ EOF
 	cat > "$out/malloccount.c" <<'EOF'
 #define _GNU_SOURCE
 #include <errno.h>
+#include <malloc.h>
 #include <stddef.h>
 #include <stdatomic.h>
 
@@ -156,23 +158,42 @@ extern void *__libc_memalign(size_t, size_t);
 extern void *__libc_valloc(size_t);
 extern void *__libc_pvalloc(size_t);
 
+/* Calls of the allocating functions, calls of free, and the bytes of live blocks (their
+ * malloc_usable_size). Read with dlsym; relaxed atomics, so any thread may allocate. */
 _Atomic unsigned long ioasid_bench_malloc_calls;
 _Atomic unsigned long ioasid_bench_free_calls;
+_Atomic long ioasid_bench_live_bytes;
 
 #define COUNT(c) atomic_fetch_add_explicit(&(c), 1, memory_order_relaxed)
+static inline void *added(void *p) {
+	if (p) atomic_fetch_add_explicit(&ioasid_bench_live_bytes, (long)malloc_usable_size(p), memory_order_relaxed);
+	return p;
+}
+static inline void removed(void *p) {
+	if (p) atomic_fetch_sub_explicit(&ioasid_bench_live_bytes, (long)malloc_usable_size(p), memory_order_relaxed);
+}
 
-void *malloc(size_t n) { COUNT(ioasid_bench_malloc_calls); return __libc_malloc(n); }
-void *calloc(size_t n, size_t s) { COUNT(ioasid_bench_malloc_calls); return __libc_calloc(n, s); }
-void *realloc(void *p, size_t n) { COUNT(ioasid_bench_malloc_calls); return __libc_realloc(p, n); }
-void free(void *p) { if (p) COUNT(ioasid_bench_free_calls); __libc_free(p); }
-void *memalign(size_t a, size_t n) { COUNT(ioasid_bench_malloc_calls); return __libc_memalign(a, n); }
-void *aligned_alloc(size_t a, size_t n) { COUNT(ioasid_bench_malloc_calls); return __libc_memalign(a, n); }
-void *valloc(size_t n) { COUNT(ioasid_bench_malloc_calls); return __libc_valloc(n); }
-void *pvalloc(size_t n) { COUNT(ioasid_bench_malloc_calls); return __libc_pvalloc(n); }
+void *malloc(size_t n) { COUNT(ioasid_bench_malloc_calls); return added(__libc_malloc(n)); }
+void *calloc(size_t n, size_t s) { COUNT(ioasid_bench_malloc_calls); return added(__libc_calloc(n, s)); }
+void *realloc(void *p, size_t n) {
+	COUNT(ioasid_bench_malloc_calls);
+	long before = p ? (long)malloc_usable_size(p) : 0;
+	void *q = __libc_realloc(p, n);
+	if (q || n == 0) {
+		atomic_fetch_sub_explicit(&ioasid_bench_live_bytes, before, memory_order_relaxed);
+		added(q);
+	}
+	return q;
+}
+void free(void *p) { if (p) COUNT(ioasid_bench_free_calls); removed(p); __libc_free(p); }
+void *memalign(size_t a, size_t n) { COUNT(ioasid_bench_malloc_calls); return added(__libc_memalign(a, n)); }
+void *aligned_alloc(size_t a, size_t n) { COUNT(ioasid_bench_malloc_calls); return added(__libc_memalign(a, n)); }
+void *valloc(size_t n) { COUNT(ioasid_bench_malloc_calls); return added(__libc_valloc(n)); }
+void *pvalloc(size_t n) { COUNT(ioasid_bench_malloc_calls); return added(__libc_pvalloc(n)); }
 int posix_memalign(void **out, size_t a, size_t n) {
 	COUNT(ioasid_bench_malloc_calls);
 	if (a < sizeof(void *) || (a & (a - 1)) != 0) return EINVAL;
-	void *p = __libc_memalign(a, n);
+	void *p = added(__libc_memalign(a, n));
 	if (!p && n) return ENOMEM;
 	*out = p;
 	return 0;
