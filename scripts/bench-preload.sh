@@ -12,8 +12,9 @@
 # fdbench prints one line per operation: NAME MEDIAN_NS MIN_NS LIBC_MEDIAN_NS LIBC_MIN_NS (ns per
 # call, median and minimum over 15 repetitions). The first pair is the ordinary call (through
 # the PLT, so through the preload's wrapper when preloaded); the second pair is glibc's own
-# function called through a pointer from dlsym(dlopen("libc.so.6")), timed right after in the
-# same repetition: an in-process baseline that never passes through the preload.
+# function called through a pointer from dlsym(dlopen("libc.so.6")), timed in the same
+# repetition (half the calls each, the order alternating between repetitions): an in-process
+# baseline that never passes through the preload.
 # Operations, all on descriptors that are not ioasid's:
 #   ioctl_fionread  ioctl(pipe, FIONREAD, &n) on a pipe holding 64 bytes
 #   read_eventfd    read(eventfd, 8 bytes) on a semaphore eventfd with a huge count (every
@@ -91,29 +92,41 @@ int main(int argc, char **argv) {
 
 	for (int rep = -2; rep < REPS; rep++) { /* two warm-up repetitions */
 		int n = 0;
-		uint64_t t0 = now();
-		for (long i = 0; i < iterations; i++)
-			if (ioctl(p[0], FIONREAD, &n) != 0 || n != 64) { perror("ioctl"); return 2; }
-		uint64_t t1 = now();
-		ioctl_fn f = libc_ioctl;
-		for (long i = 0; i < iterations; i++)
-			if (f(p[0], FIONREAD, &n) != 0 || n != 64) { perror("ioctl"); return 2; }
-		uint64_t t2 = now();
-		if (rep >= 0) { r[rep] = (double)(t1 - t0) / iterations; d[rep] = (double)(t2 - t1) / iterations; }
+		uint64_t plt = 0, direct = 0;
+		for (int k = 0; k < 2; k++) { /* alternate which goes first, so order bias cancels */
+			uint64_t t0 = now();
+			if ((k ^ rep) & 1) {
+				for (long i = 0; i < iterations / 2; i++)
+					if (ioctl(p[0], FIONREAD, &n) != 0 || n != 64) { perror("ioctl"); return 2; }
+				plt += now() - t0;
+			} else {
+				ioctl_fn f = libc_ioctl;
+				for (long i = 0; i < iterations / 2; i++)
+					if (f(p[0], FIONREAD, &n) != 0 || n != 64) { perror("ioctl"); return 2; }
+				direct += now() - t0;
+			}
+		}
+		if (rep >= 0) { r[rep] = (double)plt / (iterations / 2); d[rep] = (double)direct / (iterations / 2); }
 	}
 	report("ioctl_fionread", r, d);
 
 	for (int rep = -2; rep < REPS; rep++) {
 		uint64_t v;
-		uint64_t t0 = now();
-		for (long i = 0; i < iterations; i++)
-			if (read(efd, &v, sizeof(v)) != (ssize_t)sizeof(v)) { perror("read"); return 2; }
-		uint64_t t1 = now();
-		read_fn f = libc_read;
-		for (long i = 0; i < iterations; i++)
-			if (f(efd, &v, sizeof(v)) != (ssize_t)sizeof(v)) { perror("read"); return 2; }
-		uint64_t t2 = now();
-		if (rep >= 0) { r[rep] = (double)(t1 - t0) / iterations; d[rep] = (double)(t2 - t1) / iterations; }
+		uint64_t plt = 0, direct = 0;
+		for (int k = 0; k < 2; k++) {
+			uint64_t t0 = now();
+			if ((k ^ rep) & 1) {
+				for (long i = 0; i < iterations / 2; i++)
+					if (read(efd, &v, sizeof(v)) != (ssize_t)sizeof(v)) { perror("read"); return 2; }
+				plt += now() - t0;
+			} else {
+				read_fn f = libc_read;
+				for (long i = 0; i < iterations / 2; i++)
+					if (f(efd, &v, sizeof(v)) != (ssize_t)sizeof(v)) { perror("read"); return 2; }
+				direct += now() - t0;
+			}
+		}
+		if (rep >= 0) { r[rep] = (double)plt / (iterations / 2); d[rep] = (double)direct / (iterations / 2); }
 	}
 	report("read_eventfd", r, d);
 
@@ -123,19 +136,21 @@ int main(int argc, char **argv) {
 	for (int rep = -2; rep < REPS; rep++) {
 		uint64_t total = 0, direct = 0;
 		for (long b = 0; b < batches; b++) {
-			for (int i = 0; i < BATCH; i++)
-				if ((fds[i] = dup(efd)) < 0) { perror("dup"); return 2; }
-			uint64_t t0 = now();
-			for (int i = 0; i < BATCH; i++)
-				if (close(fds[i]) != 0) { perror("close"); return 2; }
-			total += now() - t0;
-			for (int i = 0; i < BATCH; i++)
-				if ((fds[i] = dup(efd)) < 0) { perror("dup"); return 2; }
-			close_fn f = libc_close;
-			t0 = now();
-			for (int i = 0; i < BATCH; i++)
-				if (f(fds[i]) != 0) { perror("close"); return 2; }
-			direct += now() - t0;
+			for (int k = 0; k < 2; k++) {
+				for (int i = 0; i < BATCH; i++)
+					if ((fds[i] = dup(efd)) < 0) { perror("dup"); return 2; }
+				uint64_t t0 = now();
+				if ((k ^ b ^ rep) & 1) {
+					for (int i = 0; i < BATCH; i++)
+						if (close(fds[i]) != 0) { perror("close"); return 2; }
+					total += now() - t0;
+				} else {
+					close_fn f = libc_close;
+					for (int i = 0; i < BATCH; i++)
+						if (f(fds[i]) != 0) { perror("close"); return 2; }
+					direct += now() - t0;
+				}
+			}
 		}
 		if (rep >= 0) { r[rep] = (double)total / (batches * BATCH); d[rep] = (double)direct / (batches * BATCH); }
 	}
