@@ -22,7 +22,7 @@ struct SplitMix64: RandomNumberGenerator {
 @Suite("Stress: one context, many threads")
 struct StressTests {
     static let threads = 4
-    static let operationsPerThread = Int(ProcessInfo.processInfo.environment["IOASID_STRESS_OPS"] ?? "") ?? 1500
+    static let operationsPerThread = Int(ProcessInfo.processInfo.environment["IOASID_STRESS_OPS"] ?? "") ?? 5000
     static let timeLimit: Double = 8 // seconds of work at most (under TSan the op count may not be reached)
 
     @Test func concurrentMapUnmapCopyAttachDetach() throws {
