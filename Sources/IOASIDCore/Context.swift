@@ -102,7 +102,7 @@ public final class ContextState: @unchecked Sendable {
     public let options: ContextOptions
     public internal(set) var accountingMode: AccountingMode = .perUser
     /// Pages currently charged, per accounting mode.
-    public internal(set) var chargedPages: [AccountingMode: UInt64] = [:]
+    public internal(set) var chargedPages = ChargedPages()
     /// Work to run after the lock is released.
     var pendingSignals: [@Sendable () -> Void] = []
     /// The IOAS used by the VFIO compatibility ioctls.
@@ -246,5 +246,18 @@ extension ContextState {
     public func tombstone(_ o: IOMMUObject) {
         o.isLive = false
         o.destroyed(in: self)
+    }
+}
+
+/// Pages charged per accounting mode; three counters, no hashing on the pin path.
+public struct ChargedPages: Sendable {
+    var none: UInt64 = 0, perUser: UInt64 = 0, perProcess: UInt64 = 0
+    public subscript(mode: AccountingMode, default defaultValue: UInt64 = 0) -> UInt64 {
+        get {
+            switch mode { case .none: none; case .perUser: perUser; case .perProcess: perProcess }
+        }
+        set {
+            switch mode { case .none: none = newValue; case .perUser: perUser = newValue; case .perProcess: perProcess = newValue }
+        }
     }
 }

@@ -31,7 +31,7 @@ public final class Pages: @unchecked Sendable {
     var chargedPages: UInt64 = 0
     /// How many areas refer to the pages.
     var areaCount = 0
-    weak var memory: (any UserMemory)?
+    let memory: any UserMemory
 
     init(base: UInt64, byteLength: UInt64, writable: Bool, source: Source, pageSize: UInt64, memory: any UserMemory) {
         self.base = base
@@ -44,7 +44,7 @@ public final class Pages: @unchecked Sendable {
     }
 
     deinit {
-        if case .file(let m) = source { memory?.unmapFile(m) }
+        if case .file(let m) = source { memory.unmapFile(m) }
         PinRegistry.shared.remove(self)
     }
 
@@ -126,21 +126,24 @@ public final class Pages: @unchecked Sendable {
 /// (the kernel's page reference count, which is process-wide).
 public final class PinRegistry: Sendable {
     public static let shared = PinRegistry()
-    private let live = Mutex<[ObjectIdentifier: WeakPages]>([:])
+    /// Live pages, unretained: each `Pages` removes itself in `deinit`, so an entry never
+    /// outlives its object (no weak references on the map path).
+    private let live = Mutex<[ObjectIdentifier: UnretainedPages]>([:])
 
-    struct WeakPages: @unchecked Sendable { weak var pages: Pages? }
+    struct UnretainedPages: @unchecked Sendable { let pages: Unmanaged<Pages> }
 
-    func add(_ p: Pages) { live.withLock { $0[ObjectIdentifier(p)] = WeakPages(pages: p) } }
+    func add(_ p: Pages) { live.withLock { $0[ObjectIdentifier(p)] = UnretainedPages(pages: .passUnretained(p)) } }
     func remove(_ p: Pages) { _ = live.withLock { $0.removeValue(forKey: ObjectIdentifier(p)) } }
 
     /// How many pinned `Pages` hold the page at user `address` whose identity is `identity`.
     public func pinCount(address: UInt64, identity: PageIdentity) -> Int {
-        let all = live.withLock { $0.values.compactMap(\.pages) }
-        return all.reduce(0) { $0 + ($1.pinsPage(address: address, identity: identity) ? 1 : 0) }
+        live.withLock { all in
+            all.values.reduce(0) { $0 + ($1.pages.takeUnretainedValue().pinsPage(address: address, identity: identity) ? 1 : 0) }
+        }
     }
 
     /// The number of live `Pages` objects; for leak tests.
-    public var liveCount: Int { live.withLock { $0.values.filter { $0.pages != nil }.count } }
+    public var liveCount: Int { live.withLock { $0.count } }
 }
 
 extension ContextState {

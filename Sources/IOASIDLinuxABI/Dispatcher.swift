@@ -71,9 +71,10 @@ extension IOMMUFile {
         guard index >= 0, index < Dispatcher.table.count else {
             return vfioIoctl(request: request, argument: argument)
         }
+        // As the kernel does, the size is read before the request is matched (EFAULT first).
+        guard let user = argument, UInt(bitPattern: user) >= 4096 else { return -14 }
         guard let op = Dispatcher.table[index], op.request == request & 0xffff_ffff else { return -Int(ENOTTY_) }
         if op.request == IOCTL.IOMMU_TEST_CMD, testDriver == nil { return -Int(ENOTTY_) }
-        guard let user = argument, UInt(bitPattern: user) >= 4096 else { return -14 }
         let userSize = Int(user.load(as: UInt32.self))
         return withUnsafeTemporaryAllocation(byteCount: Dispatcher.maximumSize, alignment: 16) { raw -> Int in
             let buffer = raw.baseAddress!

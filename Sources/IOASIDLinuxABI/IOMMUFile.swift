@@ -192,8 +192,15 @@ public final class IOMMUFile: LinuxFile, @unchecked Sendable {
         let info = try f.context.hardwareInfo(Device.ID(c.dev_id), type: c.flags & 1 != 0 ? c.in_data_type : nil)
         let copy = min(Int(c.data_len), info.data.count)
         if copy > 0 { try f.context.memory.copyOut(bytes: Array(info.data[0..<copy]), to: c.data_uptr) }
-        if copy < Int(c.data_len) {
-            try f.context.memory.copyOut(bytes: [UInt8](repeating: 0, count: Int(c.data_len) - copy), to: c.data_uptr + UInt64(copy))
+        // Clear the rest of the caller's buffer in fixed chunks (its length is the caller's).
+        var at = c.data_uptr + UInt64(copy)
+        var rest = Int(c.data_len) - copy
+        var zeros: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0)
+        while rest > 0 {
+            let n = min(rest, 64)
+            try withUnsafeBytes(of: &zeros) { b throws(IOMMUError) in try f.context.memory.copyOut(UnsafeRawBufferPointer(rebasing: b[0..<n]), to: at) }
+            at += UInt64(n)
+            rest -= n
         }
         c.data_len = UInt32(info.data.count)
         c.out_data_type = info.type

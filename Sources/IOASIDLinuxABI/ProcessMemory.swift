@@ -9,7 +9,14 @@ public final class ProcessMemory: UserMemory, @unchecked Sendable {
     public static let shared = ProcessMemory()
     let pageSize: UInt64 = 4096
 
-    public init() {}
+    /// CAP_IPC_LOCK and RLIMIT_MEMLOCK, read once: pinning must not cost system calls beyond
+    /// the mapping check. A program that changes its limit later keeps the first reading.
+    let lockLimit: UInt64?
+
+    public init() {
+        let n = ioasid_sys_lock_limit_pages(4096)
+        lockLimit = n < 0 ? nil : UInt64(n)
+    }
 
     public func pin(address: UInt64, length: UInt64, writable: Bool) throws(IOMMUError) {
         if ioasid_sys_check_range(address, length, writable ? 1 : 0) != 0 { throw .fault("user memory is not mapped") }
@@ -53,8 +60,5 @@ public final class ProcessMemory: UserMemory, @unchecked Sendable {
         return .address(address & ~(pageSize - 1))
     }
 
-    public func lockLimitPages() -> UInt64? {
-        let n = ioasid_sys_lock_limit_pages(Int(pageSize))
-        return n < 0 ? nil : UInt64(n)
-    }
+    public func lockLimitPages() -> UInt64? { lockLimit }
 }

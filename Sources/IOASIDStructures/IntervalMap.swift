@@ -14,7 +14,7 @@ public struct IntervalMap<Value>: Sendable where Value: Sendable {
 
     @usableFromInline var entries: [Entry] = []
 
-    public init() {}
+    @inlinable public init() {}
 
     /// The number of spans.
     @inlinable public var count: Int { entries.count }
@@ -24,7 +24,7 @@ public struct IntervalMap<Value>: Sendable where Value: Sendable {
     @inlinable public var all: [Entry] { entries }
 
     /// Reserves room for `n` spans.
-    public mutating func reserveCapacity(_ n: Int) { entries.reserveCapacity(n) }
+    @inlinable public mutating func reserveCapacity(_ n: Int) { entries.reserveCapacity(n) }
 
     /// The index of the first entry whose last address is >= `address`. O(log n).
     @inlinable
@@ -73,7 +73,7 @@ public struct IntervalMap<Value>: Sendable where Value: Sendable {
     }
 
     /// Inserts a span that must not overlap any other; returns false (and changes nothing) if it does.
-    @discardableResult
+    @inlinable @discardableResult
     public mutating func insert(_ range: IOVARange, _ value: Value) -> Bool {
         let i = firstIndex(endingAtOrAfter: range.start)
         if i < entries.count, entries[i].range.start <= range.last { return false }
@@ -82,11 +82,11 @@ public struct IntervalMap<Value>: Sendable where Value: Sendable {
     }
 
     /// Removes the entry at index `i` and returns it.
-    @discardableResult
+    @inlinable @discardableResult
     public mutating func remove(at i: Int) -> Entry { entries.remove(at: i) }
 
     /// Removes every entry, keeping capacity.
-    public mutating func removeAll() { entries.removeAll(keepingCapacity: true) }
+    @inlinable public mutating func removeAll() { entries.removeAll(keepingCapacity: true) }
 
     /// Calls `body` with each entry that overlaps `range`, in ascending order.
     @inlinable

@@ -261,17 +261,22 @@ public struct TestDriver: Sendable {
                 user += pageSize
             }
         }
-        let id = owner.nextID
-        owner.nextID += 1
-        owner.items.append(.init(id: id, iova: iova, length: length))
-        return id
+        // The items change under the context lock, where unmap notifications change them too.
+        return try context.withState { _ throws(IOMMUError) in
+            let id = owner.nextID
+            owner.nextID += 1
+            owner.items.append(.init(id: id, iova: iova, length: length))
+            return id
+        }
     }
 
     /// Unpins an item made by `accessPages`.
     public func destroyAccessPages(_ owner: MockAccess, item: UInt32) throws(IOMMUError) {
-        guard let i = owner.items.firstIndex(where: { $0.id == item }) else { throw .noEntry("no such item") }
-        let it = owner.items.remove(at: i)
-        context.unpinPages(owner.access, iova: it.iova, length: it.length)
+        try context.withState { s throws(IOMMUError) in
+            guard let i = owner.items.firstIndex(where: { $0.id == item }) else { throw .noEntry("no such item") }
+            let it = owner.items.remove(at: i)
+            s.unpin(access: owner.access, iova: it.iova, length: it.length)
+        }
     }
 
     /// Reads or writes through a mock access between IOVA and user memory at `address`.
