@@ -8,12 +8,10 @@
 #
 # Uses its own build folder (.build-tsan) so sanitized objects never mix with the normal build.
 #
-# Caveat (Swift 6.3.1, Linux): ThreadSanitizer does not see the happens-before edges of
-# Synchronization.Mutex (the standard library is not instrumented), so accesses that are
-# correctly serialized by Context's lock are reported as "Swift access race". A four-thread
-# counter behind a Mutex reproduces it outside this package. Until Context's lock is visible
-# to TSan, read the reports by hand: a race with neither stack inside Context.locked /
-# Context.withState is real. The script prints the distinct report locations at the end.
+# Context's lock is a pthread mutex (ContextLock) because ThreadSanitizer does not model
+# Synchronization.Mutex on Linux (a futex in an uninstrumented standard library): with it, TSan
+# reported false races between accesses the lock serializes. With the pthread lock the stress
+# suite runs clean; any report now is worth reading.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=0 second_deadlock_stack=1}

@@ -13,7 +13,7 @@ import IOASIDStructures
 /// framework (to signal a file descriptor, to wake a reader) while the lock is held: such work
 /// is collected in `ContextState.pendingSignals` and run after unlocking.
 public final class Context: @unchecked Sendable {
-    let lock = Mutex(())
+    let lock = ContextLock()
     let state: ContextState
 
     /// Creates a context that reads and pins user memory through `memory`.
