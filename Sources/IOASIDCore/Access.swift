@@ -11,12 +11,8 @@ public protocol AccessOwner: AnyObject, Sendable {
 /// An in-process user of an IOAS that reads, writes and pins through it without a device, as
 /// mdev drivers do (the kernel's `iommufd_access`).
 public final class Access: IOMMUObject, @unchecked Sendable {
-    /// The typed ID of an access.
-    public struct ID: Hashable, Sendable {
-        public let object: ObjectID
-        public init(_ object: ObjectID) { self.object = object }
-        public var rawValue: UInt32 { object.rawValue }
-    }
+    /// The typed ID of this kind of object.
+    public typealias ID = TypedID<Access>
     public weak var owner: (any AccessOwner)?
     /// Whether the access pins pages (and so needs page-aligned IOVA).
     public let pinsPages: Bool

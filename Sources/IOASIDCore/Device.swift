@@ -2,13 +2,8 @@ import IOASIDStructures
 
 /// A device bound to a context (the kernel's `iommufd_device`), attached by RID and by PASID.
 public final class Device: IOMMUObject, @unchecked Sendable {
-    /// The typed ID of a bound device.
-    public struct ID: Hashable, Sendable {
-        public let object: ObjectID
-        public init(_ object: ObjectID) { self.object = object }
-        public init(_ raw: UInt32) { object = ObjectID(raw) }
-        public var rawValue: UInt32 { object.rawValue }
-    }
+    /// The typed ID of this kind of object.
+    public typealias ID = TypedID<Device>
 
     public let model: any DeviceModel
     /// Whether the device was bound by a driver that owns its lifetime (the user cannot destroy it).

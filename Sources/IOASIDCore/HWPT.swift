@@ -3,13 +3,8 @@ import IOASIDStructures
 /// A hardware page table ("domain"): paging (filled from an IOAS) or nested (a guest stage-1
 /// table over a paging parent). The kernel's `iommufd_hw_pagetable`.
 public class HWPT: IOMMUObject, @unchecked Sendable {
-    /// The typed ID of a HWPT.
-    public struct ID: Hashable, Sendable {
-        public let object: ObjectID
-        public init(_ object: ObjectID) { self.object = object }
-        public init(_ raw: UInt32) { object = ObjectID(raw) }
-        public var rawValue: UInt32 { object.rawValue }
-    }
+    /// The typed ID of this kind of object.
+    public typealias ID = TypedID<HWPT>
     /// The driver's domain.
     public let baseDomain: any IOMMUDomain
     /// Whether the HWPT may be attached to a PASID (`IOMMU_HWPT_ALLOC_PASID`).

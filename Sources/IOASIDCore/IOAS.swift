@@ -3,13 +3,8 @@ import IOASIDStructures
 /// An I/O address space: areas of IOVA mapped to user memory, with allowed and reserved spans,
 /// and the paging HWPTs that mirror it (the kernel's `iommufd_ioas`).
 public final class IOAS: IOMMUObject, @unchecked Sendable {
-    /// The typed ID of an IOAS.
-    public struct ID: Hashable, Sendable {
-        public let object: ObjectID
-        public init(_ object: ObjectID) { self.object = object }
-        public init(_ raw: UInt32) { object = ObjectID(raw) }
-        public var rawValue: UInt32 { object.rawValue }
-    }
+    /// The typed ID of this kind of object.
+    public typealias ID = TypedID<IOAS>
 
     var table = IOPageTable()
     /// Paging HWPTs allocated on this IOAS (auto domains included), in creation order.

@@ -57,3 +57,14 @@ open class IOMMUObject: @unchecked Sendable {
     /// Called under the context lock when the object leaves the table; releases what it holds.
     open func destroyed(in state: ContextState) {}
 }
+
+/// The ID of an object of type `Object` (`IOAS.ID`, `HWPT.ID`, …): the same number as its
+/// `ObjectID`, typed so a HWPT ID cannot be passed where an IOAS ID is expected.
+public struct TypedID<Object: IOMMUObject>: Hashable, Sendable {
+    /// The untyped ID.
+    public let object: ObjectID
+    public init(_ object: ObjectID) { self.object = object }
+    public init(_ raw: UInt32) { object = ObjectID(raw) }
+    /// The number user space sees.
+    public var rawValue: UInt32 { object.rawValue }
+}

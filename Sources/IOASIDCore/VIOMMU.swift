@@ -1,11 +1,8 @@
 /// The host's representation of a guest's IOMMU (the kernel's `iommufd_viommu`): it owns the
 /// nesting parent, the guest's device IDs (vDevices), event queues and HW queues.
 public final class VIOMMU: IOMMUObject, @unchecked Sendable {
-    public struct ID: Hashable, Sendable {
-        public let object: ObjectID
-        public init(_ object: ObjectID) { self.object = object }
-        public var rawValue: UInt32 { object.rawValue }
-    }
+    /// The typed ID of this kind of object.
+    public typealias ID = TypedID<VIOMMU>
     public let type: UInt32
     public let parent: HWPTPaging
     public let model: any VIOMMUModel

@@ -36,6 +36,19 @@ public final class IOMMUFile: LinuxFile, @unchecked Sendable {
 
     public func release() { context.close() }
 
+    /// Gives a new queue object its descriptor; the open descriptor holds the object (destroy
+    /// is `EBUSY` until it is closed). Without a descriptor the object is destroyed again.
+    func install(_ file: QueueFile, for queue: IOMMUObject) throws(IOMMUError) -> Int32 {
+        let fd = host.install(file)
+        guard fd >= 0 else {
+            try? context.destroy(queue.objectID)
+            throw .noMemory("no descriptor for the queue")
+        }
+        file.fd = fd
+        context.retainQueue(queue, true)
+        return fd
+    }
+
     // MARK: - handlers
 
     static let destroy: IoctlOp.Handler = { f, u throws(IOMMUError) in
@@ -258,13 +271,7 @@ public final class IOMMUFile: LinuxFile, @unchecked Sendable {
         let file = QueueFile(owner: f)
         let queue = try f.context.allocateFaultQueue { [weak file] readable in file?.setReadable(readable) }
         file.queue = .fault(queue)
-        let fd = f.host.install(file)
-        if fd < 0 {
-            try? f.context.destroy(queue.objectID)
-            throw .noMemory("no descriptor for the queue")
-        }
-        file.fd = fd
-        f.context.retainQueue(queue, true)
+        let fd = try f.install(file, for: queue)
         c.out_fault_id = queue.objectID.rawValue
         c.out_fault_fd = UInt32(bitPattern: fd)
         u.respond(c)
@@ -304,13 +311,7 @@ public final class IOMMUFile: LinuxFile, @unchecked Sendable {
             file?.setReadable(readable)
         }
         file.queue = .vevent(queue)
-        let fd = f.host.install(file)
-        if fd < 0 {
-            try? f.context.destroy(queue.objectID)
-            throw .noMemory("no descriptor for the queue")
-        }
-        file.fd = fd
-        f.context.retainQueue(queue, true)
+        let fd = try f.install(file, for: queue)
         c.out_veventq_id = queue.objectID.rawValue
         c.out_veventq_fd = UInt32(bitPattern: fd)
         u.respond(c)
