@@ -193,6 +193,7 @@ static struct {
     long (*mmap)(void *address, size_t length, int protection, int flags, int fd, long offset);
     int (*dup)(int oldfd, int newfd);
     int (*close)(int fd);
+    int (*munmap)(void *address, size_t length); /* optional */
 } engine;
 
 enum { ENGINE_UNLOADED = 0, ENGINE_READY = 1, ENGINE_FAILED = -1 };
@@ -245,6 +246,7 @@ static int load_engine_locked(void) {
     ENGINE_SYMBOL(dup, "ioasid_engine_dup");
     ENGINE_SYMBOL(close, "ioasid_engine_close");
 #undef ENGINE_SYMBOL
+    *(void **)&engine.munmap = dlsym(handle, "ioasid_engine_munmap");
     return ENGINE_READY;
 }
 
@@ -403,6 +405,21 @@ static void forget(int fd) {
         set_owned(fd, 0);
         engine.close(fd);
     }
+}
+
+/* munmap: a region an engine file mapped (a vIOMMU's) is unmapped by the engine, which then
+ * lets its owner go; everything else goes to libc. Before the engine is loaded this costs one
+ * atomic load. */
+typedef int (*munmap_fn)(void *, size_t);
+IOASID_EXPORT int munmap(void *address, size_t length) {
+    if (unlikely(atomic_load_explicit(&engine_state, memory_order_acquire) == ENGINE_READY) &&
+        engine.munmap != NULL && engine.munmap(address, length) == 1)
+        return 0;
+    static _Atomic(void *) real_munmap;
+    void *real = atomic_load(&real_munmap);
+    if (real == NULL) atomic_store(&real_munmap, real = dlsym(RTLD_NEXT, "munmap"));
+    if (real == NULL) return (int)syscall(SYS_munmap, address, length);
+    return ((munmap_fn)real)(address, length);
 }
 
 IOASID_EXPORT int close(int fd) {

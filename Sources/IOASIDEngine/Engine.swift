@@ -192,3 +192,19 @@ private func result(_ value: Int32) -> String {
     let names: [Int32: String] = [EBADF: "EBADF", EMFILE: "EMFILE", ENFILE: "ENFILE", ENOMEM: "ENOMEM", EINVAL: "EINVAL"]
     return "-" + (names[-value] ?? "errno \(-value)")
 }
+
+/// Regions the engine's files mapped into the program (`mmap` of `/dev/iommu`), so `munmap`
+/// of one reaches its file: a vIOMMU cannot be destroyed while its region is mapped.
+enum MappedRegions {
+    private static let regions = Mutex<[(address: UInt, file: IOMMUFile)]>([])
+
+    static func record(_ address: UInt, _ file: IOMMUFile) { regions.withLock { $0.append((address, file)) } }
+
+    /// The file that mapped the region at `address`, removed from the list.
+    static func take(_ address: UInt) -> IOMMUFile? {
+        regions.withLock { r in
+            guard let i = r.firstIndex(where: { $0.address == address }) else { return nil }
+            return r.remove(at: i).file
+        }
+    }
+}

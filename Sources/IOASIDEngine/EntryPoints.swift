@@ -42,7 +42,17 @@ public func ioasid_engine_mmap(
     _ address: UnsafeMutableRawPointer?, _ length: UInt, _ protection: Int32, _ flags: Int32, _ fd: Int32, _ offset: Int
 ) -> Int {
     guard let file = Engine.shared.file(for: fd) else { return -Int(EBADF) }
-    return file.mmap(address: address, length: Int(clamping: length), protection: protection, flags: flags, offset: offset)
+    let result = file.mmap(address: address, length: Int(clamping: length), protection: protection, flags: flags, offset: offset)
+    if result >= 0, let iommu = file as? IOMMUFile { MappedRegions.record(UInt(result), iommu) }
+    return result
+}
+
+/// `munmap(address, length)`: 1 when the region was one an engine file mapped (and is now
+/// unmapped), 0 when it is the program's own (the preload then calls the real munmap).
+@_cdecl("ioasid_engine_munmap")
+public func ioasid_engine_munmap(_ address: UnsafeMutableRawPointer?, _ length: UInt) -> Int32 {
+    guard let address, let file = MappedRegions.take(UInt(bitPattern: address)) else { return 0 }
+    return file.unmapRegion(address: address, length: Int(clamping: length)) ? 1 : 0
 }
 
 /// The program duplicated an engine fd (dup, dup2, dup3, F_DUPFD): `newfd` now names the same file.

@@ -83,19 +83,22 @@ let iommufdRows: [IoctlRow] = [
     IoctlRow(name: "IOMMU_TEST_CMD", request: IOCTL.IOMMU_TEST_CMD, type: iommu_test_cmd.self, last: "last"),
 ]
 
-/// Memory for ioctl arguments: `pages` readable pages, optionally followed by an unmapped page.
+/// Memory for ioctl arguments: `pages` readable pages, optionally followed by an inaccessible
+/// guard page. The guard stays mapped (PROT_NONE): an unmapped hole could be filled by another
+/// test's mmap running in parallel, and then it would not fault.
 final class ArgumentPages: @unchecked Sendable {
     let base: UnsafeMutableRawPointer
     let pages: Int
+    let total: Int
     init(pages: Int = 1, guardPage: Bool = false) {
         self.pages = pages
-        let total = (pages + (guardPage ? 1 : 0)) * 4096
+        total = (pages + (guardPage ? 1 : 0)) * 4096
         let p = mmap(nil, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)!
         precondition(p != MAP_FAILED)
         base = p
-        if guardPage { munmap(p + pages * 4096, 4096) }
+        if guardPage { mprotect(p + pages * 4096, 4096, PROT_NONE) }
     }
-    deinit { munmap(base, pages * 4096) }
+    deinit { munmap(base, total) }
     var address: UInt64 { UInt64(UInt(bitPattern: base)) }
     func zero() { base.initializeMemory(as: UInt8.self, repeating: 0, count: pages * 4096) }
     func setSize(_ size: Int) { base.storeBytes(of: UInt32(truncatingIfNeeded: size), as: UInt32.self) }

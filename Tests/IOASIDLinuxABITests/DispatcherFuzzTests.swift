@@ -4,7 +4,7 @@
 // no object and no Pages object may remain.
 //
 // Pointer fields are only ever 0, 0x10 (never mapped) or point into a scratch region this test
-// owns, followed by an unmapped guard page; lengths that make the framework write through a
+// owns, followed by an inaccessible (PROT_NONE) guard page; lengths that make the framework write through a
 // pointer, or that make mappings whose host pages could be written through an access, are kept
 // inside the scratch region. Descriptor fields name a memfd of the test, the in-memory host's
 // descriptors (never real), or nothing.
