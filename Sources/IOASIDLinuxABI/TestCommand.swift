@@ -1,5 +1,6 @@
 import CIOASIDSys
 import IOASIDCore
+import IOASIDStructures
 import IOASIDTestDriver
 
 extension IOMMUFile {
@@ -12,7 +13,7 @@ extension IOMMUFile {
         case UAPI.IOMMU_TEST_OP_ADD_RESERVED:
             let a = c.add_reserved
             guard a.length != 0 else { throw .invalid("zero length") }
-            guard let r = IOVARangeOf(a.start, a.length) else { throw .overflow("start + length overflows") }
+            guard let r = IOVARange(start: a.start, length: a.length) else { throw .overflow("start + length overflows") }
             try f.context.addReserved(IOAS.ID(id), r)
         case UAPI.IOMMU_TEST_OP_MOCK_DOMAIN, UAPI.IOMMU_TEST_OP_MOCK_DOMAIN_FLAGS:
             let flags = c.op == UAPI.IOMMU_TEST_OP_MOCK_DOMAIN_FLAGS ? c.mock_domain_flags.dev_flags : 0
@@ -120,6 +121,3 @@ extension IOMMUFile {
         return a
     }
 }
-
-import IOASIDStructures
-func IOVARangeOf(_ start: UInt64, _ length: UInt64) -> IOVARange? { IOVARange(start: start, length: length) }
