@@ -47,7 +47,7 @@ struct IOPageTable {
     /// Whether `IOMMU_OPTION_HUGE_PAGES` was turned off (forces PAGE_SIZE alignment).
     var disableLargePages = false
 
-    init() { areas.reserveCapacity(16) }
+    init() {}
 
     // MARK: placement
 
