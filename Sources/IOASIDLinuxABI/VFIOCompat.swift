@@ -43,12 +43,22 @@ enum VFIOCompat {
         return p
     }
 
-    static func map(_ f: IOMMUFile, _ argument: UnsafeMutableRawPointer?) throws(IOMMUError) -> Int {
+    /// Reads a VFIO argument up to the end of `last` (VFIO structs are sized by `argsz`, which
+    /// must reach that field); returns it, the caller's pointer and that size.
+    static func argument<T: UAPIStruct>(_ type: T.Type, _ argument: UnsafeMutableRawPointer?, last: String) throws(IOMMUError)
+        -> (value: T, user: UnsafeMutableRawPointer, minimum: Int) {
         let p = try user(argument)
-        let minimum = vfio_iommu_type1_dma_map.layoutField(named: "size")!.end
-        var m = vfio_iommu_type1_dma_map()
-        withUnsafeMutableBytes(of: &m) { $0.baseAddress!.copyMemory(from: p, byteCount: minimum) }
-        guard Int(m.argsz) >= minimum, m.flags & ~UInt32(3) == 0 else { throw .invalid("bad map request") }
+        let minimum = T.layoutField(named: last)!.end
+        var value = T()
+        withUnsafeMutableBytes(of: &value) { $0.baseAddress!.copyMemory(from: p, byteCount: minimum) }
+        let argsz = withUnsafeBytes(of: &value) { $0.load(as: UInt32.self) }
+        guard Int(argsz) >= minimum else { throw .invalid("argsz below the last mandatory field") }
+        return (value, p, minimum)
+    }
+
+    static func map(_ f: IOMMUFile, _ argument: UnsafeMutableRawPointer?) throws(IOMMUError) -> Int {
+        let (m, _, _) = try Self.argument(vfio_iommu_type1_dma_map.self, argument, last: "size")
+        guard m.flags & ~UInt32(3) == 0 else { throw .invalid("unknown map flags") }
         let ioas = try f.context.compatibilityIOAS(create: false)
         var access: MapAccess = []
         if m.flags & 1 != 0 { access.insert(.read) }
@@ -59,11 +69,8 @@ enum VFIOCompat {
     }
 
     static func unmap(_ f: IOMMUFile, _ argument: UnsafeMutableRawPointer?) throws(IOMMUError) -> Int {
-        let p = try user(argument)
-        let minimum = vfio_iommu_type1_dma_unmap.layoutField(named: "size")!.end
-        var m = vfio_iommu_type1_dma_unmap()
-        withUnsafeMutableBytes(of: &m) { $0.baseAddress!.copyMemory(from: p, byteCount: minimum) }
-        guard Int(m.argsz) >= minimum, m.flags & ~UAPI.VFIO_DMA_UNMAP_FLAG_ALL == 0 else { throw .invalid("bad unmap request") }
+        var (m, p, minimum) = try Self.argument(vfio_iommu_type1_dma_unmap.self, argument, last: "size")
+        guard m.flags & ~UAPI.VFIO_DMA_UNMAP_FLAG_ALL == 0 else { throw .invalid("unknown unmap flags") }
         let ioas = try f.context.compatibilityIOAS(create: false)
         var unmapped: UInt64 = 0
         if m.flags & UAPI.VFIO_DMA_UNMAP_FLAG_ALL != 0 {
@@ -84,11 +91,7 @@ enum VFIOCompat {
     }
 
     static func info(_ f: IOMMUFile, _ argument: UnsafeMutableRawPointer?) throws(IOMMUError) -> Int {
-        let p = try user(argument)
-        let minimum = vfio_iommu_type1_info.layoutField(named: "iova_pgsizes")!.end
-        var info = vfio_iommu_type1_info()
-        withUnsafeMutableBytes(of: &info) { $0.baseAddress!.copyMemory(from: p, byteCount: minimum) }
-        guard Int(info.argsz) >= minimum else { throw .invalid("argsz too small") }
+        var (info, p, _) = try Self.argument(vfio_iommu_type1_info.self, argument, last: "iova_pgsizes")
         let copyBack = min(Int(info.argsz), MemoryLayout<vfio_iommu_type1_info>.size)
         let ioas = try f.context.compatibilityIOAS(create: false)
         let (ranges, _) = try f.context.iovaRanges(ioas)
