@@ -3,7 +3,9 @@ import PackageDescription
 
 // Layers (DESIGN.md §4), lowest first; each target depends only on targets above it in this list.
 //   IOASIDStructures  — pure data structures (IOVA ranges, interval map, allocator, bitmaps)
+//   IOASIDSoftIOMMU   — the software IOMMU: page-table formats in modelled memory (layer 2)
 //   IOASIDCore        — the IOASID object model (contexts, IOAS, HWPT, devices, accesses, queues)
+//   IOASIDSets        — host PASID allocation with IOASID sets and quotas
 //   IOASIDTestDriver  — the mock driver matching the kernel's IOMMUFD_TEST driver
 //   IOASIDLinuxABI    — ioctl numbers, struct layouts, the size rules and the dispatcher
 //   IOASIDEngine      — the in-process engine behind the preload library (fd table, C entry points)
@@ -25,7 +27,11 @@ let package = Package(
     ],
     targets: [
         .target(name: "IOASIDStructures"),
+        // Layer 2: the software IOMMU (page-table formats in modelled memory, IOTLBs, VT-d, SMMUv3).
+        .target(name: "IOASIDSoftIOMMU", dependencies: ["IOASIDStructures"]),
         .target(name: "IOASIDCore", dependencies: ["IOASIDStructures"]),
+        // The IOASID layer of the original design: host PASID allocation with per-VM sets.
+        .target(name: "IOASIDSets", dependencies: ["IOASIDCore"]),
         .target(name: "IOASIDTestDriver", dependencies: ["IOASIDCore"]),
         .target(name: "CIOASIDSys"),
         .target(name: "IOASIDLinuxABI", dependencies: ["IOASIDStructures", "IOASIDCore", "IOASIDTestDriver", "CIOASIDSys"]),
@@ -38,6 +44,8 @@ let package = Package(
         ]),
         .executableTarget(name: "ioasid-benchmark", dependencies: ["IOASIDLinuxABI", "IOASIDCore", "IOASIDTestDriver", "CIOASIDSys"]),
         .testTarget(name: "IOASIDStructuresTests", dependencies: ["IOASIDStructures"]),
+        .testTarget(name: "IOASIDSoftIOMMUTests", dependencies: ["IOASIDSoftIOMMU"]),
+        .testTarget(name: "IOASIDSetsTests", dependencies: ["IOASIDSets"]),
         .testTarget(name: "IOASIDCoreTests", dependencies: ["IOASIDCore", "IOASIDTestDriver", "IOASIDLinuxABI", "IOASIDStructures"]),
         .testTarget(name: "IOASIDLinuxABITests", dependencies: ["IOASIDLinuxABI", "CIOASIDSys"]),
     ]

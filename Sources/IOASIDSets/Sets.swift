@@ -1,0 +1,1 @@
+// Host PASID allocation with IOASID sets. See docs/architecture.md.

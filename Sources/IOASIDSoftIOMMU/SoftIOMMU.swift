@@ -1,0 +1,1 @@
+// The software IOMMU (layer 2). See docs/architecture.md.
