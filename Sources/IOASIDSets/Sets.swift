@@ -1,1 +1,0 @@
-// Host PASID allocation with IOASID sets. See docs/architecture.md.
