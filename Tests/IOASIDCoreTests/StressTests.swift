@@ -1,3 +1,4 @@
+import IOASIDStructures
 import Dispatch
 import Foundation
 import IOASIDCore
@@ -6,18 +7,6 @@ import IOASIDTestDriver
 import Synchronization
 import Testing
 
-/// SplitMix64: small, seedable, good enough to pick operations.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 @Suite("Stress: one context, many threads")
 struct StressTests {

@@ -1,3 +1,4 @@
+import IOASIDStructures
 // A randomized test of the ioctl dispatcher: random iommufd requests and IOMMU_TEST_CMD ops
 // with random sizes, flags, IDs and bytes, on one IOMMUFile. Every call must return 0 (or a
 // descriptor, for DMABUF_GET) or a negative errno, and never crash; after the file is closed
@@ -18,19 +19,6 @@ import IOASIDCore
 import IOASIDLinuxABI
 import Testing
 
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func chance(_ percent: Int) -> Bool { Int.random(in: 0..<100, using: &self) < percent }
-    mutating func pick<T>(_ xs: [T]) -> T { xs.randomElement(using: &self)! }
-}
 
 /// Same lock as the core tests' `PinLock` (same per-process file): `PinRegistry.liveCount` is
 /// process-wide, so comparing it needs every Pages-making test out of the way.
@@ -337,4 +325,9 @@ struct DispatcherFuzzTests {
             #expect(PinRegistry.shared.liveCount == liveBefore, "no Pages object outlives the context")
         }
     }
+}
+
+extension SplitMix64 {
+    mutating func chance(_ percent: Int) -> Bool { Int.random(in: 0..<100, using: &self) < percent }
+    mutating func pick<T>(_ xs: [T]) -> T { xs.randomElement(using: &self)! }
 }

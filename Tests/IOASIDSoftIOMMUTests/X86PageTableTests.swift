@@ -1,18 +1,9 @@
+import IOASIDStructures
 import Testing
 @testable import IOASIDSoftIOMMU
 
-/// SplitMix64: a small seeded generator so every property run is reproducible.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
+/// The project's seeded generator (IOASIDStructures).
+typealias SeededGenerator = SplitMix64
 
 private let K4: UInt64 = 0x1000, M2: UInt64 = 0x20_0000, G1: UInt64 = 0x4000_0000
 
