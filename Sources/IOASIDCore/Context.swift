@@ -109,6 +109,8 @@ public final class ContextState: @unchecked Sendable {
     var vfioCompatIOAS: ObjectID?
     /// Driver-private state kept per context (the test driver stores its mock objects here).
     public var driverState: [ObjectIdentifier: AnyObject] = [:]
+    /// Authorizes PASID attachments when set (see ``PASIDGate``); nil follows the kernel.
+    public internal(set) var pasidGate: (any PASIDGate)?
 
     init(memory: any UserMemory, options: ContextOptions) {
         self.memory = memory

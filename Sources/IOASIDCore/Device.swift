@@ -47,9 +47,15 @@ extension ContextState {
         // EBUSY whatever the HWPT (replace is the way to change it).
         if device.attachments[pasid] != nil { throw .busy("already attached; use replace") }
         try checkAttachable(hwpt, device: device, pasid: pasid)
-        try device.model.attach(hwpt.baseDomain, pasid: pasid, replacing: nil)
+        let gate = pasid == nil ? nil : pasidGate
+        if let gate, let p = pasid { try gate.authorize(pasid: p, device: device) }
+        do throws(IOMMUError) { try device.model.attach(hwpt.baseDomain, pasid: pasid, replacing: nil) } catch {
+            if let gate, let p = pasid { gate.refused(pasid: p, device: device) }
+            throw error
+        }
         device.attachments[pasid] = hwpt
         hwpt.users += 1
+        if let gate, let p = pasid { gate.attached(pasid: p, device: device) }
     }
 
     private func checkAttachable(_ hwpt: HWPT, device: Device, pasid: PASID?) throws(IOMMUError) {
@@ -66,6 +72,7 @@ extension ContextState {
         device.model.detach(pasid: pasid)
         hwpt.fault?.autoRespond(device: device, pasid: pasid, state: self)
         releaseAttachment(hwpt)
+        if let p = pasid { pasidGate?.detached(pasid: p, device: device) }
         return hwpt
     }
 

@@ -2,8 +2,7 @@
 import IOASIDCore
 import Synchronization
 
-/// A Process Address Space ID. PASID 0 is reserved for "no PASID" and is never allocated.
-public typealias PASID = UInt32
+// `PASID` is the core's (a UInt32). PASID 0 is reserved for "no PASID" and is never allocated.
 
 /// Names one IOASID set of one allocator. Never reused by that allocator.
 public struct IOASIDSetID: Hashable, Comparable, Sendable, CustomStringConvertible {
