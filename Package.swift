@@ -34,7 +34,7 @@ let package = Package(
         .target(name: "IOASIDSets", dependencies: ["IOASIDCore"]),
         .target(name: "IOASIDTestDriver", dependencies: ["IOASIDCore"]),
         .target(name: "CIOASIDSys"),
-        .target(name: "IOASIDLinuxABI", dependencies: ["IOASIDStructures", "IOASIDCore", "IOASIDTestDriver", "CIOASIDSys"]),
+        .target(name: "IOASIDLinuxABI", dependencies: ["IOASIDStructures", "IOASIDCore", "IOASIDSets", "IOASIDTestDriver", "CIOASIDSys"]),
         .target(name: "IOASIDEngine", dependencies: ["IOASIDLinuxABI", "CIOASIDSys"]),
         .target(name: "CIOASIDPreload", linkerSettings: [.linkedLibrary("dl")]),
         .executableTarget(name: "ioasid", dependencies: [

@@ -68,12 +68,22 @@ extension IOMMUFile {
         let nr = Int(request & 0xff)
         let index = nr - Dispatcher.base
         guard (request >> 8) & 0xff == 0x3b else { return -Int(ENOTTY_) }
-        guard index >= 0, index < Dispatcher.table.count else {
+        let op: IoctlOp
+        if index >= 0, index < Dispatcher.table.count {
+            // As the kernel does, the size is read before the request is matched (EFAULT first).
+            guard let user = argument, UInt(bitPattern: user) >= 4096 else { return -14 }
+            guard let row = Dispatcher.table[index], row.request == request & 0xffff_ffff else { return -Int(ENOTTY_) }
+            op = row
+        } else if nr >= Int(IOASIDUAPI.IOASID_CMD_BASE), nr - Int(IOASIDUAPI.IOASID_CMD_BASE) < IOMMUFile.ioasidTable.count {
+            // The IOASID layer's own requests (include/ioasid/ioasid.h).
+            guard let user = argument, UInt(bitPattern: user) >= 4096 else { return -14 }
+            let row = IOMMUFile.ioasidTable[nr - Int(IOASIDUAPI.IOASID_CMD_BASE)]
+            guard row.request == request & 0xffff_ffff else { return -Int(ENOTTY_) }
+            op = row
+        } else {
             return vfioIoctl(request: request, argument: argument)
         }
-        // As the kernel does, the size is read before the request is matched (EFAULT first).
-        guard let user = argument, UInt(bitPattern: user) >= 4096 else { return -14 }
-        guard let op = Dispatcher.table[index], op.request == request & 0xffff_ffff else { return -Int(ENOTTY_) }
+        let user = argument!
         if op.request == IOCTL.IOMMU_TEST_CMD, testDriver == nil { return -Int(ENOTTY_) }
         let userSize = Int(user.load(as: UInt32.self))
         return withUnsafeTemporaryAllocation(byteCount: Dispatcher.maximumSize, alignment: 16) { raw -> Int in

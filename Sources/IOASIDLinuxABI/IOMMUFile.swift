@@ -1,5 +1,6 @@
 import CIOASIDSys
 import IOASIDCore
+import IOASIDSets
 import IOASIDStructures
 import IOASIDTestDriver
 import Synchronization
@@ -34,7 +35,10 @@ public final class IOMMUFile: LinuxFile, @unchecked Sendable {
         mapRegion(address: address, length: length, protection: protection, flags: flags, offset: offset)
     }
 
-    public func release() { context.close() }
+    public func release() {
+        context.close()
+        releaseIOASIDSet()
+    }
 
     /// Gives a new queue object its descriptor; the open descriptor holds the object (destroy
     /// is `EBUSY` until it is closed). Without a descriptor the object is destroyed again.

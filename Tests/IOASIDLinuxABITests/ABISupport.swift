@@ -105,9 +105,11 @@ final class ArgumentPages: @unchecked Sendable {
 }
 
 /// An `IOMMUFile` with the test driver on an in-memory host.
-func makeFile(testDriver: Bool = true) -> (IOMMUFile, MemoryHost) {
+func makeFile(testDriver: Bool = true, configuration adjust: (inout EngineConfiguration) -> Void = { _ in }) -> (IOMMUFile, MemoryHost) {
     let host = MemoryHost()
-    return (IOMMUFile(host: host, configuration: EngineConfiguration(testDriver: testDriver)), host)
+    var configuration = EngineConfiguration(testDriver: testDriver)
+    adjust(&configuration)
+    return (IOMMUFile(host: host, configuration: configuration), host)
 }
 
 extension IOMMUFile {

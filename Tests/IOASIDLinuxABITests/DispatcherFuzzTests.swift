@@ -270,6 +270,15 @@ struct DispatcherFuzzer {
             let req = IOCTL._IO(UInt(rng.pick([0x3b, 0x54, 0x00] as [Int])), UInt.random(in: 0x95...0xff, using: &rng))
             if IOCTL.name(of: req) != nil { return nil }
             argument.zero()
+            if IOASIDUAPI.allRequests.contains(where: { $0.request == req }) {
+                // The IOASID layer's requests: random small fields, a plausible size.
+                for off in stride(from: 4, to: 32, by: 4) {
+                    argument.base.storeBytes(of: UInt32(rng.pick([0, 1, 2, 3, 64, 0xffff_ffff] as [Int])), toByteOffset: off, as: UInt32.self)
+                }
+                argument.setSize(rng.pick([0, 8, 24, 32, 40]))
+                let r = file.ioctl(request: req, argument: argument.base)
+                return r == 0 || (-4095 ... -1).contains(r) ? nil : "IOASID request \(String(req, radix: 16)) returned \(r)"
+            }
             let r = file.ioctl(request: req, argument: argument.base)
             return r == -25 ? nil : "unknown request \(String(req, radix: 16)) returned \(r)"
         default:

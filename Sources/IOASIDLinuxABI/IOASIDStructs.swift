@@ -1,0 +1,92 @@
+// The IOASID layer's own ioctls (include/ioasid/ioasid.h): host PASID allocation from IOASID
+// sets. Layouts are checked against that header by IOASIDHeaderTests.
+
+/// Request numbers and flags of include/ioasid/ioasid.h.
+public enum IOASIDUAPI {
+    /// The ioctl type byte, shared with iommufd (`';'`).
+    public static let IOASID_TYPE: UInt = IOCTL.IOMMUFD_TYPE
+    /// The first command number; the kernel's iommufd uses 0x80…0xa0.
+    public static let IOASID_CMD_BASE: UInt = 0xc0
+    public static let IOASID_SET_ALLOC: UInt = IOCTL._IO(IOASID_TYPE, IOASID_CMD_BASE + 0)
+    public static let IOASID_SET_INFO: UInt = IOCTL._IO(IOASID_TYPE, IOASID_CMD_BASE + 1)
+    public static let IOASID_PASID_ALLOC: UInt = IOCTL._IO(IOASID_TYPE, IOASID_CMD_BASE + 2)
+    public static let IOASID_PASID_FREE: UInt = IOCTL._IO(IOASID_TYPE, IOASID_CMD_BASE + 3)
+
+    /// `enum ioasid_set_flags`.
+    public static let IOASID_SET_UNLIMITED: UInt32 = 1 << 0
+    public static let IOASID_SET_OWNER_VM: UInt32 = 1 << 1
+    /// `enum ioasid_pasid_alloc_flags`.
+    public static let IOASID_PASID_ALLOC_GUEST_ID: UInt32 = 1 << 0
+
+    /// Every request with its C name, for tests and tools.
+    public static let allRequests: [(name: String, request: UInt)] = [
+        ("IOASID_SET_ALLOC", IOASID_SET_ALLOC), ("IOASID_SET_INFO", IOASID_SET_INFO),
+        ("IOASID_PASID_ALLOC", IOASID_PASID_ALLOC), ("IOASID_PASID_FREE", IOASID_PASID_FREE),
+    ]
+    /// Every struct of the header.
+    public static let structTypes: [any UAPIStruct.Type] = [
+        ioasid_set_alloc.self, ioasid_set_info.self, ioasid_pasid_alloc.self, ioasid_pasid_free.self,
+    ]
+}
+
+/// Creates an IOASID set this file acts for. The corresponding ioctl is `IOASID_SET_ALLOC`.
+public struct ioasid_set_alloc: UAPIStruct {
+    public var size: UInt32 = 0
+    public var flags: UInt32 = 0
+    public var quota: UInt32 = 0
+    public var out_set_id: UInt32 = 0
+    public var vm_id: UInt64 = 0
+
+    public init() {}
+    public static var cName: String { "ioasid_set_alloc" }
+    public static let layoutFields: [UAPIField] = [
+        uapiField("size", \.size), uapiField("flags", \.flags), uapiField("quota", \.quota),
+        uapiField("out_set_id", \.out_set_id), uapiField("vm_id", \.vm_id),
+    ]
+}
+
+/// Reports the set this file acts for. The corresponding ioctl is `IOASID_SET_INFO`.
+public struct ioasid_set_info: UAPIStruct {
+    public var size: UInt32 = 0
+    public var out_flags: UInt32 = 0
+    public var out_set_id: UInt32 = 0
+    public var out_quota: UInt32 = 0
+    public var out_count: UInt32 = 0
+    public var out_pasid_bits: UInt32 = 0
+    public var out_available: UInt64 = 0
+
+    public init() {}
+    public static var cName: String { "ioasid_set_info" }
+    public static let layoutFields: [UAPIField] = [
+        uapiField("size", \.size), uapiField("out_flags", \.out_flags), uapiField("out_set_id", \.out_set_id),
+        uapiField("out_quota", \.out_quota), uapiField("out_count", \.out_count),
+        uapiField("out_pasid_bits", \.out_pasid_bits), uapiField("out_available", \.out_available),
+    ]
+}
+
+/// Allocates a PASID to this file's set. The corresponding ioctl is `IOASID_PASID_ALLOC`.
+public struct ioasid_pasid_alloc: UAPIStruct {
+    public var size: UInt32 = 0
+    public var flags: UInt32 = 0
+    public var min: UInt32 = 0
+    public var max: UInt32 = 0
+    public var guest_pasid: UInt32 = 0
+    public var out_pasid: UInt32 = 0
+
+    public init() {}
+    public static var cName: String { "ioasid_pasid_alloc" }
+    public static let layoutFields: [UAPIField] = [
+        uapiField("size", \.size), uapiField("flags", \.flags), uapiField("min", \.min), uapiField("max", \.max),
+        uapiField("guest_pasid", \.guest_pasid), uapiField("out_pasid", \.out_pasid),
+    ]
+}
+
+/// Frees a PASID of this file's set. The corresponding ioctl is `IOASID_PASID_FREE`.
+public struct ioasid_pasid_free: UAPIStruct {
+    public var size: UInt32 = 0
+    public var pasid: UInt32 = 0
+
+    public init() {}
+    public static var cName: String { "ioasid_pasid_free" }
+    public static let layoutFields: [UAPIField] = [uapiField("size", \.size), uapiField("pasid", \.pasid)]
+}

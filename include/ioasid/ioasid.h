@@ -1,0 +1,125 @@
+/*
+ * ioasid.h — the IOASID layer's ioctls on a /dev/iommu file descriptor.
+ *
+ * These requests extend the iommufd interface of <linux/iommufd.h> with what the original
+ * /dev/ioasid design wanted and upstream Linux does not have: host PASID allocation from IOASID
+ * sets with quotas. They use the iommufd ioctl type (';') with command numbers from 0xc0, a
+ * range the kernel's iommufd does not use (the real kernel answers them with ENOTTY).
+ *
+ * Every argument is an extensible struct whose first member is its size, with the same rules as
+ * iommufd: a smaller size than the last mandatory field is EINVAL, bytes past the known struct
+ * must be zero (E2BIG otherwise). See docs/ioasid-abi.md for the semantics and errors.
+ */
+#ifndef IOASID_IOASID_H
+#define IOASID_IOASID_H
+
+#include <linux/ioctl.h>
+#include <linux/types.h>
+
+#define IOASID_TYPE ';'
+#define IOASID_CMD_BASE 0xc0
+
+enum {
+	IOASID_CMD_SET_ALLOC = IOASID_CMD_BASE,
+	IOASID_CMD_SET_INFO,
+	IOASID_CMD_PASID_ALLOC,
+	IOASID_CMD_PASID_FREE,
+};
+
+/**
+ * enum ioasid_set_flags - flags of struct ioasid_set_alloc and struct ioasid_set_info
+ * @IOASID_SET_UNLIMITED: the set takes PASIDs from the unreserved system capacity with no quota
+ *                        of its own (needs privilege: CAP_SYS_ADMIN, or `ioasid run --privileged`)
+ * @IOASID_SET_OWNER_VM: the set is owned by the VM @vm_id rather than by the calling process
+ */
+enum ioasid_set_flags {
+	IOASID_SET_UNLIMITED = 1 << 0,
+	IOASID_SET_OWNER_VM = 1 << 1,
+};
+
+/**
+ * struct ioasid_set_alloc - ioctl(IOASID_SET_ALLOC)
+ * @size: sizeof(struct ioasid_set_alloc)
+ * @flags: enum ioasid_set_flags
+ * @quota: how many PASIDs the set may hold at once (carved out of the system capacity now);
+ *         must be 0 with IOASID_SET_UNLIMITED
+ * @out_set_id: the new set
+ * @vm_id: the owning VM with IOASID_SET_OWNER_VM, else 0
+ *
+ * Creates an IOASID set and makes this file act for it: from now on a PASID can be attached to a
+ * device of this file only if the set owns it. One set per file (EEXIST); closing the file frees
+ * the set's PASIDs (detaching them) and the set, returning its quota.
+ */
+struct ioasid_set_alloc {
+	__u32 size;
+	__u32 flags;
+	__u32 quota;
+	__u32 out_set_id;
+	__aligned_u64 vm_id;
+};
+#define IOASID_SET_ALLOC _IO(IOASID_TYPE, IOASID_CMD_SET_ALLOC)
+
+/**
+ * struct ioasid_set_info - ioctl(IOASID_SET_INFO)
+ * @size: sizeof(struct ioasid_set_info)
+ * @out_flags: enum ioasid_set_flags of the set
+ * @out_set_id: the set this file acts for
+ * @out_quota: its quota (0 when unlimited)
+ * @out_count: PASIDs it holds now (free-pending ones included)
+ * @out_pasid_bits: the system PASID width
+ * @out_available: system capacity neither reserved, carved out by quotas nor held
+ */
+struct ioasid_set_info {
+	__u32 size;
+	__u32 out_flags;
+	__u32 out_set_id;
+	__u32 out_quota;
+	__u32 out_count;
+	__u32 out_pasid_bits;
+	__aligned_u64 out_available;
+};
+#define IOASID_SET_INFO _IO(IOASID_TYPE, IOASID_CMD_SET_INFO)
+
+/**
+ * enum ioasid_pasid_alloc_flags - flags of struct ioasid_pasid_alloc
+ * @IOASID_PASID_ALLOC_GUEST_ID: record @guest_pasid as the set-private ID of the new PASID (the
+ *                               PASID the guest uses for it)
+ */
+enum ioasid_pasid_alloc_flags {
+	IOASID_PASID_ALLOC_GUEST_ID = 1 << 0,
+};
+
+/**
+ * struct ioasid_pasid_alloc - ioctl(IOASID_PASID_ALLOC)
+ * @size: sizeof(struct ioasid_pasid_alloc)
+ * @flags: enum ioasid_pasid_alloc_flags
+ * @min: lowest acceptable PASID (>= 1)
+ * @max: highest acceptable PASID; 0 means the system maximum
+ * @guest_pasid: with IOASID_PASID_ALLOC_GUEST_ID, the guest's PASID for it
+ * @out_pasid: the lowest free PASID in [min, max], now owned by this file's set
+ */
+struct ioasid_pasid_alloc {
+	__u32 size;
+	__u32 flags;
+	__u32 min;
+	__u32 max;
+	__u32 guest_pasid;
+	__u32 out_pasid;
+};
+#define IOASID_PASID_ALLOC _IO(IOASID_TYPE, IOASID_CMD_PASID_ALLOC)
+
+/**
+ * struct ioasid_pasid_free - ioctl(IOASID_PASID_FREE)
+ * @size: sizeof(struct ioasid_pasid_free)
+ * @pasid: a PASID of this file's set
+ *
+ * Detaches the PASID from every device it is attached to (in every file acting for the set),
+ * then frees it. DMA tagged with it is blocked from then on.
+ */
+struct ioasid_pasid_free {
+	__u32 size;
+	__u32 pasid;
+};
+#define IOASID_PASID_FREE _IO(IOASID_TYPE, IOASID_CMD_PASID_FREE)
+
+#endif /* IOASID_IOASID_H */
