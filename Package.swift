@@ -31,7 +31,7 @@ let package = Package(
         .target(name: "IOASIDSoftIOMMU", dependencies: ["IOASIDStructures"]),
         .target(name: "IOASIDCore", dependencies: ["IOASIDStructures"]),
         // The IOASID layer of the original design: host PASID allocation with per-VM sets.
-        .target(name: "IOASIDSets", dependencies: ["IOASIDCore"]),
+        .target(name: "IOASIDSets", dependencies: ["IOASIDCore", "IOASIDStructures"]),
         .target(name: "IOASIDTestDriver", dependencies: ["IOASIDCore"]),
         .target(name: "CIOASIDSys"),
         .target(name: "IOASIDLinuxABI", dependencies: ["IOASIDStructures", "IOASIDCore", "IOASIDSets", "IOASIDTestDriver", "CIOASIDSys"]),

@@ -1,7 +1,7 @@
 // The IOASID layer: contexts act for IOASID sets, and a PASID reaches a device only through
 // the set that owns it (issue 4 item 3; DESIGN.md §1).
 import IOASIDCore
-import Synchronization
+import IOASIDStructures
 
 /// Binds contexts to IOASID sets and authorizes their PASID attachments.
 ///
@@ -22,7 +22,7 @@ import Synchronization
 public final class IOASIDLayer: Sendable {
     /// The host-wide PASID allocator the sets live in.
     public let allocator: PASIDAllocator
-    private let enrolled = Mutex<[IOASIDSetID: [Context]]>([:])
+    private let enrolled = Locked<[IOASIDSetID: [Context]]>([:])
 
     /// Creates a layer over `allocator`.
     public init(allocator: PASIDAllocator) { self.allocator = allocator }

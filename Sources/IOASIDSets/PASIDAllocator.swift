@@ -1,6 +1,6 @@
 // Host PASID allocation with IOASID sets (DESIGN.md §1, §4; issue 4 item 1).
 import IOASIDCore
-import Synchronization
+import IOASIDStructures
 
 // `PASID` is the core's (a UInt32). PASID 0 is reserved for "no PASID" and is never allocated.
 
@@ -90,7 +90,7 @@ public struct PASIDNotifierToken: Hashable, Sendable {
 /// - **Sets.** Operations that name a PASID also name the set the caller acts for; a PASID of
 ///   another set is refused with `EPERM` (the caller must not touch what it does not own).
 ///   `freeSet` needs the set to be empty (`EBUSY` otherwise; use `freeAll(in:)` first).
-/// - **Locking.** One `Mutex` guards all state. The `find` hook runs under that lock and must not
+/// - **Locking.** One lock (`Locked`, a pthread mutex TSan can see) guards all state. The `find` hook runs under that lock and must not
 ///   call back into the allocator. Notifiers run after the lock is dropped, on the calling thread,
 ///   highest priority first (ties: registration order), set notifiers and global notifiers merged.
 ///   Notifications from different threads may interleave.
@@ -105,7 +105,7 @@ public final class PASIDAllocator: Sendable {
     /// The number of allocatable PASIDs: `2^pasidWidth − 1`.
     public var systemCapacity: Int { Int(maxPASID) }
 
-    private let state: Mutex<State>
+    private let state: Locked<State>
 
     /// - Throws: `EINVAL` unless `1 <= pasidWidth <= 20`.
     public init(pasidWidth: Int = PASIDAllocator.defaultPASIDWidth) throws(IOMMUError) {
@@ -114,7 +114,7 @@ public final class PASIDAllocator: Sendable {
         self.maxPASID = (1 << UInt32(pasidWidth)) - 1
         var tree = FreeIDTree(size: 1 << pasidWidth)
         tree.insert(0)  // PASID 0 means "no PASID"
-        self.state = Mutex(State(tree: tree, capacity: Int(maxPASID)))
+        self.state = Locked(State(tree: tree, capacity: Int(maxPASID)))
     }
 
     // MARK: capacity
