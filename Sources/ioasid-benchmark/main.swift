@@ -11,6 +11,7 @@
 //   3. map + unmap of 1 GiB with one mock domain: ns per 4 KiB page, and mapping memory per GiB
 //   4. malloc calls per round trip (this program re-run under a malloc-counting LD_PRELOAD)
 //   5. wall time of the kernel's iommufd selftest under `ioasid run` (scripts/conformance.sh)
+//   6. IOASID sets: PASID alloc+free with 1 / 10 000 / 1 000 000 outstanding; a PASID end to end
 //
 // `--malloc-child` is the internal mode of section 4 (prints "key value" lines).
 
@@ -548,6 +549,8 @@ if let root, let built, !arguments.contains("--skip-foreign") {
         print("")
     }
 }
+
+setsBenchmark()
 
 // Section 5: the selftest's wall time.
 if let root, !arguments.contains("--skip-conformance") {
