@@ -7,6 +7,7 @@ import PackageDescription
 //   IOASIDCore        — the IOASID object model (contexts, IOAS, HWPT, devices, accesses, queues)
 //   IOASIDSets        — host PASID allocation with IOASID sets and quotas
 //   IOASIDTestDriver  — the mock driver matching the kernel's IOMMUFD_TEST driver
+//   IOASIDSoftDrivers — VT-d and SMMUv3 drivers under the core, on the software IOMMU
 //   IOASIDLinuxABI    — ioctl numbers, struct layouts, the size rules and the dispatcher
 //   IOASIDEngine      — the in-process engine behind the preload library (fd table, C entry points)
 //   CIOASIDPreload    — the tiny C interposer (libioasid-preload.so)
@@ -33,6 +34,8 @@ let package = Package(
         // The IOASID layer of the original design: host PASID allocation with per-VM sets.
         .target(name: "IOASIDSets", dependencies: ["IOASIDCore", "IOASIDStructures"]),
         .target(name: "IOASIDTestDriver", dependencies: ["IOASIDCore"]),
+        // Drivers under the core on the software IOMMU: VT-d scalable mode and SMMUv3.
+        .target(name: "IOASIDSoftDrivers", dependencies: ["IOASIDCore", "IOASIDSoftIOMMU", "IOASIDStructures"]),
         .target(name: "CIOASIDSys"),
         .target(name: "IOASIDLinuxABI", dependencies: ["IOASIDStructures", "IOASIDCore", "IOASIDSets", "IOASIDTestDriver", "CIOASIDSys"]),
         .target(name: "IOASIDEngine", dependencies: ["IOASIDLinuxABI", "CIOASIDSys"]),
@@ -45,6 +48,7 @@ let package = Package(
         .executableTarget(name: "ioasid-benchmark", dependencies: ["IOASIDLinuxABI", "IOASIDCore", "IOASIDSets", "IOASIDTestDriver", "IOASIDSoftIOMMU", "CIOASIDSys"]),
         .testTarget(name: "IOASIDStructuresTests", dependencies: ["IOASIDStructures"]),
         .testTarget(name: "IOASIDSoftIOMMUTests", dependencies: ["IOASIDSoftIOMMU", "IOASIDStructures"]),
+        .testTarget(name: "IOASIDSoftDriversTests", dependencies: ["IOASIDSoftDrivers", "IOASIDSoftIOMMU", "IOASIDCore", "IOASIDStructures"]),
         .testTarget(name: "IOASIDSetsTests", dependencies: ["IOASIDSets", "IOASIDStructures", "IOASIDCore", "IOASIDTestDriver", "IOASIDLinuxABI"]),
         .testTarget(name: "IOASIDCoreTests", dependencies: ["IOASIDCore", "IOASIDTestDriver", "IOASIDLinuxABI", "IOASIDStructures"]),
         .testTarget(name: "IOASIDLinuxABITests", dependencies: ["IOASIDLinuxABI", "CIOASIDSys", "IOASIDStructures"]),

@@ -1,0 +1,5 @@
+// Drivers under the core for the software IOMMU (layer 3 of ../shared/DESIGN.md §4): the core's
+// IOMMUDriver / DeviceModel / PagingDomain protocols implemented on the modelled hardware.
+//
+//   VTd/     Intel VT-d scalable mode (host-allocated PASIDs: the host programs each PASID entry)
+//   SMMUv3/  Arm SMMUv3 (guest-owned PASID table: the host binds the guest's CD table)
