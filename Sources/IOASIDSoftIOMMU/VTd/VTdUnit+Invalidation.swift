@@ -16,6 +16,8 @@
 //   wait           status write of the 32-bit data, ICS.IWC when IF is set.
 //   page group response  delivered to the device.
 
+import IOASIDStructures
+
 extension VTdUnit {
     /// Processes the invalidation queue from IQH to IQT (with queued invalidation enabled and no
     /// pending queue error), as hardware does when software moves the tail.

@@ -223,6 +223,14 @@ extension VTdUnit {
         return VTdFault(code, stage: stage, level: f.level)
     }
 
+    /// The rights a walk granted, for a request of privilege `privileged` (execute only where
+    /// the unit supports execute requests).
+    func permissions(_ rights: AccessRights, privileged: Bool) -> AccessPermissions {
+        var p = Self.permissions(rights, privileged: privileged)
+        if !extendedCapability.executeRequests { p.remove(.execute) }
+        return p
+    }
+
     /// The rights a walk granted, for a request of privilege `privileged`.
     static func permissions(_ rights: AccessRights, privileged: Bool) -> AccessPermissions {
         var p: AccessPermissions = []
@@ -250,7 +258,8 @@ extension VTdUnit {
             guard address >> UInt64(configuration.hostAddressWidth) == 0 else {
                 return .failure(VTdFault(.addressBeyondWidth, stage: .second))
             }
-            return .success(Translation(inputBase: address, outputBase: address, pageShift: 12, permissions: .all))
+            return .success(Translation(inputBase: address, outputBase: address, pageShift: 12,
+                                        permissions: extendedCapability.executeRequests ? .all : .readWrite))
         case .secondStage:
             let tag = TranslationTag(domain: did, space: nil)
             if let t = iotlb.lookup(tag, address: address), t.permissions.isSuperset(of: needed) { return .success(t) }
@@ -260,7 +269,7 @@ extension VTdUnit {
             switch secondStageFormat(e).walk(root: e.secondStageTable, input: address, access: access, update: true, port: &port) {
             case .translated(let pt, _, _, _):
                 var t = Translation(inputBase: address, outputBase: pt.output, pageShift: UInt8(pt.pageSize.trailingZeroBitCount),
-                                    permissions: Self.permissions(pt.rights, privileged: true))
+                                    permissions: permissions(pt.rights, privileged: true))
                 guard t.permissions.isSuperset(of: needed) else { return .failure(Self.missing(needed, t, .second, pt.level)) }
                 // A write must reach the leaf to set D: a translation made by another access does not grant it.
                 if access.kind != .write && e.secondStageAccessedDirtyEnable { t.permissions.remove(.write) }
@@ -278,7 +287,7 @@ extension VTdUnit {
             switch firstStageFormat(e).walk(root: e.firstStageTable, input: address, access: access, update: true, port: &port) {
             case .translated(let pt, _, _, _):
                 var t = Translation(inputBase: address, outputBase: pt.output, pageShift: UInt8(pt.pageSize.trailingZeroBitCount),
-                                    permissions: Self.permissions(pt.rights, privileged: r.privileged))
+                                    permissions: permissions(pt.rights, privileged: r.privileged))
                 guard t.permissions.isSuperset(of: needed) else { return .failure(Self.missing(needed, t, .first, pt.level)) }
                 // First-stage leaves always track D: only a write walk grants write.
                 if access.kind != .write { t.permissions.remove(.write) }
