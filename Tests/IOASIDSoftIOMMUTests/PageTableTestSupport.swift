@@ -23,24 +23,30 @@ struct PageReferenceModel<Permissions: Hashable> {
     struct Page: Equatable {
         var physical: UInt64
         var permissions: Permissions
-        var dirty = false
     }
     var pages: [UInt64: Page] = [:]
+    /// Page numbers written since they were mapped or last reported dirty.
+    var dirty: Set<UInt64> = []
 
-    func anyMapped(_ iova: UInt64, _ size: UInt64) -> Bool {
-        stride(from: iova, to: iova + size, by: Int(kib4)).contains { pages[$0 / kib4] != nil }
+    /// The mapped page numbers in `[iova, iova + size)`, visiting whichever is smaller: the range or the model.
+    func mappedPages(_ iova: UInt64, _ size: UInt64) -> [UInt64] {
+        let first = iova / kib4, end = (iova + size) / kib4
+        if end - first > UInt64(pages.count) { return pages.keys.filter { $0 >= first && $0 < end } }
+        return (first..<end).filter { pages[$0] != nil }
     }
+    func anyMapped(_ iova: UInt64, _ size: UInt64) -> Bool { !mappedPages(iova, size).isEmpty }
     mutating func map(_ iova: UInt64, _ physical: UInt64, _ size: UInt64, _ permissions: Permissions) {
         for off in stride(from: UInt64(0), to: size, by: Int(kib4)) {
             pages[(iova + off) / kib4] = Page(physical: physical + off, permissions: permissions)
         }
     }
     mutating func unmap(_ iova: UInt64, _ size: UInt64) -> UInt64 {
-        var removed: UInt64 = 0
-        for va in stride(from: iova, to: iova + size, by: Int(kib4)) where pages.removeValue(forKey: va / kib4) != nil {
-            removed += kib4
+        let mapped = mappedPages(iova, size)
+        for page in mapped {
+            pages.removeValue(forKey: page)
+            dirty.remove(page)
         }
-        return removed
+        return UInt64(mapped.count) * kib4
     }
     func page(_ iova: UInt64) -> Page? { pages[iova / kib4] }
 }
@@ -151,7 +157,7 @@ func checkAgainstReferenceModel<Format: PageTableFormat>(_ subject: FormatUnderT
                     #expect(t.output == page.physical + va % kib4 && t.rights == expected)
                     if access.kind == .write && subject.tracksDirty {
                         let leaf = va & ~(t.pageSize - 1)
-                        for p in stride(from: leaf, to: leaf + t.pageSize, by: Int(kib4)) { model.pages[p / kib4]?.dirty = true }
+                        for p in stride(from: leaf, to: leaf + t.pageSize, by: Int(kib4)) { model.dirty.insert(p / kib4) }
                     }
                 } else {
                     denied += 1
@@ -166,15 +172,12 @@ func checkAgainstReferenceModel<Format: PageTableFormat>(_ subject: FormatUnderT
             let size = Bool.random(using: &rng) ? window : kib4 * UInt64.random(in: 1...16384, using: &rng)
             let start = windowBase + UInt64.random(in: 0...(window - size) / kib4, using: &rng) * kib4
             let reported = try table.readAndClearDirty(iova: start, size: size)
-            var covered = Set<UInt64>()
             for r in reported {
                 for p in stride(from: r.iova, to: r.iova + r.length, by: Int(kib4)) {
-                    #expect(model.pages[p / kib4]?.dirty == true, "reported clean page \(String(p, radix: 16))")
-                    covered.insert(p / kib4)
-                    model.pages[p / kib4]?.dirty = false
+                    #expect(model.dirty.remove(p / kib4) != nil, "reported clean page \(String(p, radix: 16))")
                 }
             }
-            for (key, page) in model.pages where page.dirty && key * kib4 >= start && key * kib4 < start + size {
+            for key in model.dirty where key * kib4 >= start && key * kib4 < start + size {
                 Issue.record("dirty page \(String(key * kib4, radix: 16)) not reported")
             }
             dirtyReports += reported.count
@@ -225,7 +228,7 @@ func checkAgainstReferenceModel<Format: PageTableFormat>(_ subject: FormatUnderT
     for r in try table.readAndClearDirty(iova: windowBase, size: window, clear: false) {
         for p in stride(from: r.iova, to: r.iova + r.length, by: Int(kib4)) { dirtyNow.insert(p / kib4) }
     }
-    #expect(dirtyNow == Set(model.pages.filter { $0.value.dirty }.keys))
+    #expect(dirtyNow == model.dirty)
     #expect(table.tableFrameCount == memory.allocatedFrameCount)
     #expect(maps > 0 && unmaps > 0 && allowed > 0 && denied > 0)
     if classes.count > 1 { #expect(superpages > 0 && splits > 0, "blocks mapped and split") }
