@@ -12,22 +12,29 @@ public enum VTdUAPI {
     public static let hwInfoErrata772415: UInt32 = 1 << 0
     /// `IOMMU_HWPT_DATA_VTD_S1`.
     public static let hwptDataVTdS1: UInt32 = 1
-    /// `IOMMU_VTD_S1_SRE`, `IOMMU_VTD_S1_EAFE`, `IOMMU_VTD_S1_WPE` (`iommu_hwpt_vtd_s1.flags`).
+    /// `IOMMU_VTD_S1_SRE` (`iommu_hwpt_vtd_s1.flags`): supervisor requests.
     public static let s1SupervisorRequests: UInt64 = 1 << 0
+    /// `IOMMU_VTD_S1_EAFE`: extended accessed flag.
     public static let s1ExtendedAccessedFlag: UInt64 = 1 << 1
+    /// `IOMMU_VTD_S1_WPE`: write protect (with SRE).
     public static let s1WriteProtect: UInt64 = 1 << 2
     /// `IOMMU_HWPT_INVALIDATE_DATA_VTD_S1`.
     public static let invalidateDataVTdS1: UInt32 = 0
     /// `IOMMU_VTD_INV_FLAGS_LEAF`.
     public static let invalidateLeaf: UInt32 = 1 << 0
-    /// `IOMMU_HW_CAP_PCI_PASID_EXEC`, `IOMMU_HW_CAP_PCI_PASID_PRIV`, `IOMMU_HW_CAP_PCI_ATS_NOT_SUPPORTED`.
+    /// `IOMMU_HW_CAP_PCI_PASID_EXEC`: the PASID capability allows execute requests.
     public static let capPASIDExec: UInt64 = 1 << 1
+    /// `IOMMU_HW_CAP_PCI_PASID_PRIV`: the PASID capability allows privileged requests.
     public static let capPASIDPriv: UInt64 = 1 << 2
+    /// `IOMMU_HW_CAP_PCI_ATS_NOT_SUPPORTED`: the device cannot use ATS.
     public static let capATSNotSupported: UInt64 = 1 << 3
-    /// `IOMMU_PGFAULT_PERM_READ`, `_WRITE`, `_EXEC`, `_PRIV` (`iommu_hwpt_pgfault.perm`).
+    /// `IOMMU_PGFAULT_PERM_READ` (`iommu_hwpt_pgfault.perm`).
     public static let faultPermRead: UInt32 = 1 << 0
+    /// `IOMMU_PGFAULT_PERM_WRITE`.
     public static let faultPermWrite: UInt32 = 1 << 1
+    /// `IOMMU_PGFAULT_PERM_EXEC`.
     public static let faultPermExec: UInt32 = 1 << 2
+    /// `IOMMU_PGFAULT_PERM_PRIV`.
     public static let faultPermPriv: UInt32 = 1 << 3
 }
 

@@ -184,16 +184,25 @@ public enum VTdInvalidation: Hashable, Sendable {
     /// response code: 0 success, 1 invalid request, 0xF response failure.
     case pageGroupResponse(requesterID: UInt16, pasid: UInt32?, code: UInt8, groupIndex: UInt16)
 
-    /// Type codes.
+    /// The descriptor type codes (bits 11:9 and 3:0 of the first word).
     public enum TypeCode {
+        /// 1: context-cache invalidation.
         public static let contextCache: UInt8 = 1
+        /// 2: IOTLB invalidation.
         public static let iotlb: UInt8 = 2
+        /// 3: device-TLB invalidation.
         public static let deviceTLB: UInt8 = 3
+        /// 4: interrupt entry cache invalidation (interrupt remapping; not modelled).
         public static let interruptEntryCache: UInt8 = 4
+        /// 5: invalidation wait.
         public static let wait: UInt8 = 5
+        /// 6: PASID-based IOTLB invalidation.
         public static let pasidIOTLB: UInt8 = 6
+        /// 7: PASID-cache invalidation.
         public static let pasidCache: UInt8 = 7
+        /// 8: PASID-based device-TLB invalidation.
         public static let pasidDeviceTLB: UInt8 = 8
+        /// 9: page group response.
         public static let pageGroupResponse: UInt8 = 9
     }
 

@@ -156,9 +156,11 @@ public struct VTdContextEntry: Hashable, Sendable {
         memory.write64(address, words.0)
     }
 
+    /// Whether two entries have the same bits.
     public static func == (a: Self, b: Self) -> Bool {
         a.words.0 == b.words.0 && a.words.1 == b.words.1 && a.words.2 == b.words.2 && a.words.3 == b.words.3
     }
+    /// Hashes the entry's bits.
     public func hash(into h: inout Hasher) {
         h.combine(words.0); h.combine(words.1); h.combine(words.2); h.combine(words.3)
     }
@@ -339,7 +341,9 @@ public struct VTdPASIDEntry: Hashable, Sendable {
         for i in (0..<8).reversed() { memory.write64(address + UInt64(i) * 8, word(i)) }
     }
 
+    /// Whether two entries have the same bits.
     public static func == (a: Self, b: Self) -> Bool { (0..<8).allSatisfy { a.word($0) == b.word($0) } }
+    /// Hashes the entry's bits.
     public func hash(into h: inout Hasher) { for i in 0..<8 { h.combine(word(i)) } }
 }
 
