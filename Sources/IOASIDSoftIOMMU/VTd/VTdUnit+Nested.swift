@@ -5,11 +5,12 @@
 // nested-specific reasons (0x74–0x77).
 
 extension VTdUnit {
-    /// Walks the nested tables of `e` for `address`; the result is the combined translation of
+    /// Walks the nested tables of the PASID entry of `r` for `address`; the result is the combined translation of
     /// the largest page both stages map linearly (the smaller of the two pages).
-    func walkNested(_ e: VTdPASIDEntry, address: UInt64, access: PageAccess, privileged: Bool) -> Result<Translation, VTdFault> {
-        let s1 = firstStageFormat(e)
-        let s2 = secondStageFormat(e)
+    func walkNested(_ r: VTdResolution, address: UInt64, access: PageAccess) -> Result<Translation, VTdFault> {
+        let e = r.entry, privileged = r.privileged
+        let s1 = r.firstStage
+        let s2 = r.secondStage
         var port = NestedWalkPort(stage2: s2, root: e.secondStageTable, memory: memory, update: true)
         let t1: PageTranslation
         switch s1.walk(root: e.firstStageTable, input: address, access: access, update: true, port: &port) {

@@ -186,7 +186,7 @@ extension VTdUnit {
                 s.statistics.faultsOverflowed += 1
                 return nil
             }
-            if !s.faultRecords.contains(where: \.isFault) { s.firstPendingFault = i }
+            if !s.faultRecords.anyPending { s.firstPendingFault = i }
             s.faultRecords[i] = record
             s.nextFaultIndex = (i + 1) % n
             s.statistics.faultsRecorded += 1

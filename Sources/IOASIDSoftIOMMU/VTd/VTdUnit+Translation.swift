@@ -73,6 +73,10 @@ struct VTdResolution {
     var privileged: Bool
     /// FPD anywhere on the way.
     var faultsDisabled: Bool
+    /// The first-stage format the entry selects (meaningful for PGTT first stage and nested).
+    var firstStage: X86FirstStageFormat
+    /// The second-stage format the entry selects (meaningful for PGTT second stage and nested).
+    var secondStage: VTdSecondStageFormat
 }
 
 /// How a request reaches the unit.
@@ -101,8 +105,11 @@ extension VTdUnit {
             if kind != .untranslated, !context.deviceTLBEnable {
                 return .failure(VTdFault(.deviceTLBNotEnabled, faultsDisabled: faultsDisabled))
             }
-            if kind == .translated { return .success(VTdResolution(context: context, entry: VTdPASIDEntry(), pasid: pasid ?? 0,
-                                                                   privileged: privileged, faultsDisabled: faultsDisabled)) }
+            if kind == .translated {
+                return .success(VTdResolution(context: context, entry: VTdPASIDEntry(), pasid: pasid ?? 0, privileged: privileged,
+                                              faultsDisabled: faultsDisabled, firstStage: defaultFirstStage,
+                                              secondStage: defaultSecondStage))
+            }
             // PASID.
             let effective: UInt32
             var priv = privileged
@@ -148,7 +155,8 @@ extension VTdUnit {
                 if !isSupported(e) {
                     return .failure(VTdFault(.pasidEntryInvalid, faultsDisabled: faultsDisabled || e.faultProcessingDisable))
                 }
-                cached = CachedPASID(entry: e, directoryFaultsDisabled: dir.faultProcessingDisable)
+                cached = CachedPASID(entry: e, directoryFaultsDisabled: dir.faultProcessingDisable, firstStage: firstStageFormat(e),
+                                     secondStage: e.secondStageLevels != nil ? secondStageFormat(e) : defaultSecondStage)
                 s.pasidCache[key] = cached
             }
             faultsDisabled = faultsDisabled || cached.directoryFaultsDisabled || cached.entry.faultProcessingDisable
@@ -159,7 +167,8 @@ extension VTdUnit {
                 return .failure(VTdFault(.executeNotEnabled, faultsDisabled: faultsDisabled))
             }
             return .success(VTdResolution(context: context, entry: cached.entry, pasid: effective, privileged: priv,
-                                          faultsDisabled: faultsDisabled))
+                                          faultsDisabled: faultsDisabled, firstStage: cached.firstStage,
+                                          secondStage: cached.secondStage))
         }
     }
 
@@ -266,7 +275,7 @@ extension VTdUnit {
             let ticket = iotlb.fillTicket()
             countWalk()
             var port = DirectWalkPort(memory: memory)
-            switch secondStageFormat(e).walk(root: e.secondStageTable, input: address, access: access, update: true, port: &port) {
+            switch r.secondStage.walk(root: e.secondStageTable, input: address, access: access, update: true, port: &port) {
             case .translated(let pt, _, _, _):
                 var t = Translation(inputBase: address, outputBase: pt.output, pageShift: UInt8(pt.pageSize.trailingZeroBitCount),
                                     permissions: permissions(pt.rights, privileged: true))
@@ -284,7 +293,7 @@ extension VTdUnit {
             let ticket = iotlb.fillTicket()
             countWalk()
             var port = DirectWalkPort(memory: memory)
-            switch firstStageFormat(e).walk(root: e.firstStageTable, input: address, access: access, update: true, port: &port) {
+            switch r.firstStage.walk(root: e.firstStageTable, input: address, access: access, update: true, port: &port) {
             case .translated(let pt, _, _, _):
                 var t = Translation(inputBase: address, outputBase: pt.output, pageShift: UInt8(pt.pageSize.trailingZeroBitCount),
                                     permissions: permissions(pt.rights, privileged: r.privileged))
@@ -301,7 +310,7 @@ extension VTdUnit {
             if let t = nestedIOTLB.lookup(tag, address: address), t.permissions.isSuperset(of: needed) { return .success(t) }
             let ticket = nestedIOTLB.fillTicket()
             countWalk()
-            switch walkNested(e, address: address, access: access, privileged: r.privileged) {
+            switch walkNested(r, address: address, access: access) {
             case .success(var t):
                 guard t.permissions.isSuperset(of: needed) else { return .failure(Self.missing(needed, t, .first, 1)) }
                 if access.kind != .write { t.permissions.remove(.write) }

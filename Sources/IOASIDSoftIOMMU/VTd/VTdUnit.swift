@@ -111,10 +111,13 @@ public final class VTdUnit: TranslationAgent, @unchecked Sendable {
     /// A weak reference to a connected device.
     struct WeakEndpoint { weak var endpoint: (any DeviceEndpoint)? }
 
-    /// A PASID-cache entry: the PASID table entry and the FPD of its directory entry.
+    /// A PASID-cache entry: the PASID table entry, the FPD of its directory entry, and the
+    /// page-table formats the entry selects (built once, on the miss).
     struct CachedPASID {
         var entry: VTdPASIDEntry
         var directoryFaultsDisabled: Bool
+        var firstStage: X86FirstStageFormat
+        var secondStage: VTdSecondStageFormat
     }
 
     /// Everything `state` guards.
@@ -126,7 +129,7 @@ public final class VTdUnit: TranslationAgent, @unchecked Sendable {
         var scalableMode = false
         /// PFO, IQE, ICE, ITE (PPF and FRI are computed from the records).
         var faultStatus: UInt32 = 0
-        var faultRecords: [VTdFaultRecord]
+        var faultRecords: FaultRecordFile
         var nextFaultIndex = 0
         var firstPendingFault = 0
         var invalidationQueueAddress: UInt64 = 0
@@ -146,6 +149,10 @@ public final class VTdUnit: TranslationAgent, @unchecked Sendable {
         var statistics = VTdStatistics()
     }
 
+    /// Formats for resolutions that use no table of that stage (never walked).
+    let defaultFirstStage = X86FirstStageFormat()
+    let defaultSecondStage: VTdSecondStageFormat
+
     let state: Mutex<State>
     /// Serializes invalidation-queue processing (taken before `state`).
     let queueLock = Mutex<Void>(())
@@ -161,8 +168,30 @@ public final class VTdUnit: TranslationAgent, @unchecked Sendable {
         extendedCapability = configuration.extendedCapability
         self.iotlb = TranslationCache(iotlb)
         nestedIOTLB = TranslationCache(iotlb)
-        state = Mutex(State(faultRecords: Array(repeating: VTdFaultRecord(low: 0, high: 0),
-                                                count: configuration.faultRecordingRegisters)))
+        defaultSecondStage = VTdSecondStageFormat(addressWidth: 48, hostAddressWidth: configuration.hostAddressWidth)
+        let records = UnsafeMutablePointer<VTdFaultRecord>.allocate(capacity: configuration.faultRecordingRegisters)
+        records.initialize(repeating: VTdFaultRecord(low: 0, high: 0), count: configuration.faultRecordingRegisters)
+        state = Mutex(State(faultRecords: FaultRecordFile(base: records, count: configuration.faultRecordingRegisters)))
+    }
+
+    deinit {
+        state.withLock { $0.faultRecords.base.deallocate() }
+    }
+
+    /// The fault recording registers: fixed storage (recording a fault never allocates), only
+    /// touched with `state` locked.
+    struct FaultRecordFile {
+        let base: UnsafeMutablePointer<VTdFaultRecord>
+        let count: Int
+        subscript(i: Int) -> VTdFaultRecord {
+            get { base[i] }
+            nonmutating set { base[i] = newValue }
+        }
+        /// Whether any register holds a fault.
+        var anyPending: Bool {
+            for i in 0..<count where base[i].isFault { return true }
+            return false
+        }
     }
 
     // MARK: Interrupts and statistics
