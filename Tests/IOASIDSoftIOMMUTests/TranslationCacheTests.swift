@@ -292,7 +292,7 @@ private func page(_ input: UInt64, _ output: UInt64, shift: UInt8 = 12, _ perms:
         let pagesPerRound: UInt64 = 32
         @Sendable func tag(_ r: UInt64) -> TranslationTag { TranslationTag(domain: UInt16(2 + r % 4), space: UInt32(r % 4)) }
         @Sendable func input(_ p: UInt64) -> UInt64 { p % 16 == 15 ? p * M2 : p * K4 }
-        DispatchQueue.concurrentPerform(iterations: 3) { worker in
+        onThreads(3) { worker in
             if worker == 0 {
                 for r in 1...rounds {
                     for p in 0..<pagesPerRound {
