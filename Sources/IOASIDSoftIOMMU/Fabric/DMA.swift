@@ -94,6 +94,16 @@ public struct Translation: Hashable, Sendable {
         self.global = global
     }
 
+    /// A translation from fields already checked and aligned (the caches' decoders).
+    @inlinable
+    init(uncheckedInputBase inputBase: UInt64, outputBase: UInt64, pageShift: UInt8, permissions: AccessPermissions, global: Bool) {
+        self.inputBase = inputBase
+        self.outputBase = outputBase
+        self.pageShift = pageShift
+        self.permissions = permissions
+        self.global = global
+    }
+
     /// A non-leaf translation for a paging-structure cache: the `1 << pageShift` bytes of input
     /// addresses at `inputBase` are translated by the table at `tableAddress` (4 KiB aligned),
     /// which is kept as ``outputBase`` unaligned to the span; ``output(for:)`` has no meaning.
