@@ -162,17 +162,21 @@ import Synchronization
     /// DMA-like bulk copies on several threads while another thread changes page-table words
     /// and allocates and frees frames: every copy reads back what it wrote, every atomic update
     /// is kept. (scripts/tsan.sh runs the Stress tests under ThreadSanitizer.)
-    @Test func stressBulkCopiesWhileTablesChange() throws {
+    @Test func bulkCopiesWhileTablesChangeUnderStress() throws {
         let memory = PhysicalMemory()
         _ = try memory.attachRAM(at: 0x8000_0000, length: 0x4_0000)
         let table = try #require(memory.allocateFrame())
         let failures = Atomic<Int>(0)
         let stop = Atomic<Bool>(false)
+        let copies = Atomic<Int>(0)
         onThreads(4) { worker in
             switch worker {
             case 0:
-                // A "walker" setting accessed bits concurrently with a "mapper" rewriting entries.
-                for i in 0..<20_000 {
+                // A "walker" setting accessed bits concurrently with a "mapper" rewriting entries,
+                // until the copiers have made 1000 copies.
+                var i = 0
+                while i < 20_000 || copies.load(ordering: .relaxed) < 1000 {
+                    i += 1
                     let slot = table + UInt64(i % 511) * 8
                     memory.write64(slot, UInt64(i) << 12 | 1)
                     memory.or64(slot, 1 << 5)
@@ -199,6 +203,7 @@ import Synchronization
                     let data = (0..<n).map { _ in UInt8.random(in: 0...255, using: &rng) }
                     try! memory.write(data, at: at)
                     if try! memory.read(count: n, at: at) != data { failures.wrappingAdd(1, ordering: .relaxed) }
+                    copies.wrappingAdd(1, ordering: .relaxed)
                 }
             }
         }

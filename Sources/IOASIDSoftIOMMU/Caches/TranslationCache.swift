@@ -54,7 +54,9 @@ import Synchronization
 
 /// The translation stages an entry was made from (both for a nested, combined entry).
 public struct TranslationStages: OptionSet, Hashable, Sendable {
+    /// The bits: 1 first stage, 2 second stage.
     public let rawValue: UInt8
+    /// The stages with bits `rawValue`.
     public init(rawValue: UInt8) { self.rawValue = rawValue }
     /// Made from a first-stage (stage-1) table.
     public static let first = TranslationStages(rawValue: 1)
@@ -239,6 +241,7 @@ public final class TranslationCache: @unchecked Sendable {
         public var invalidations: UInt64 = 0
         /// hits / (hits + misses), or 0 before any lookup.
         public var hitRate: Double { hits + misses == 0 ? 0 : Double(hits) / Double(hits + misses) }
+        /// All counters zero.
         public init() {}
     }
 

@@ -4,7 +4,9 @@ import IOASIDStructures
 
 /// Access rights: what a request asks for, what a translation grants.
 public struct AccessPermissions: OptionSet, Hashable, Sendable, CustomStringConvertible {
+    /// The bits: 1 read, 2 write, 4 execute.
     public let rawValue: UInt8
+    /// The rights with bits `rawValue`.
     public init(rawValue: UInt8) { self.rawValue = rawValue }
 
     /// Read (a memory read request; ATS: the R bit).
