@@ -165,6 +165,10 @@ private func retarget<F>(_ table: PageTable<F>, _ iova: UInt64, to physical: UIn
         #expect(m.unit.takeFaults().map(\.reason) == [.contextEntryNotPresent, .contextEntryNotPresent, .contextEntryNotPresent])
     }
 
+}
+
+/// Concurrency (run under ThreadSanitizer by scripts/tsan.sh, which selects "Stress").
+@Suite struct VTdInvalidationStressTests {
     /// Several threads translate while one thread remaps a page and invalidates, publishing a
     /// generation after each invalidation completed: no translation that starts after a
     /// generation was published returns a page from before it.

@@ -1,12 +1,11 @@
 import IOASIDStructures
-import Synchronization
 import Testing
 @testable import IOASIDSoftIOMMU
 
 /// A device endpoint that records what the IOMMU sends it (for tests of the unit alone).
 final class RecordingEndpoint: DeviceEndpoint, @unchecked Sendable {
     let requesterID: RequesterID
-    private let log = Mutex<(invalidations: [ATCInvalidation], responses: [PageResponse])>(([], []))
+    private let log = Locked<(invalidations: [ATCInvalidation], responses: [PageResponse])>(([], []))
     init(_ rid: RequesterID) { requesterID = rid }
     func invalidate(_ request: ATCInvalidation) -> ATCInvalidationCompletion {
         log.withLock { $0.invalidations.append(request) }

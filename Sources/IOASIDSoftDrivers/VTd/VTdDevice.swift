@@ -2,7 +2,7 @@
 
 import IOASIDCore
 import IOASIDSoftIOMMU
-import Synchronization
+import IOASIDStructures
 
 /// A device behind a ``VTdDriver``: the core's ``DeviceModel`` for a ``PCIFunction``.
 ///
@@ -23,7 +23,7 @@ public final class VTdDevice: DeviceModel, @unchecked Sendable {
         weak var context: Context?
         var deviceID: Device.ID?
     }
-    let state = Mutex(State())
+    let state = Locked(State())
 
     init(driver: VTdDriver, function: PCIFunction) {
         vtd = driver

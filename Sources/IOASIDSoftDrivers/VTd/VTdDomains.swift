@@ -14,7 +14,6 @@
 import IOASIDCore
 import IOASIDSoftIOMMU
 import IOASIDStructures
-import Synchronization
 
 /// A domain that wants to know where it is attached.
 protocol VTdDomainAttachments: AnyObject {
@@ -51,7 +50,7 @@ public final class VTdPagingDomain: PagingDomain, VTdDomainAttachments, @uncheck
         var extents = IntervalMap<Extent>()
         var dirtyTracking = false
     }
-    let state = Mutex(State())
+    let state = Locked(State())
 
     init(driver: VTdDriver, nestParent: Bool, dirtyCapable: Bool) throws(IOMMUError) {
         let c = driver.unit.configuration
@@ -253,7 +252,7 @@ public final class VTdNestedDomain: IOMMUDomain, VTdDomainAttachments, @unchecke
     public let configuration: VTdStage1Data
     /// The domain ID that tags its combined translations.
     public let domainID: UInt16
-    let state = Mutex<[VTdAttachment]>([])
+    let state = Locked<[VTdAttachment]>([])
 
     init(parent: VTdPagingDomain, configuration: VTdStage1Data) throws(IOMMUError) {
         self.parent = parent

@@ -27,7 +27,6 @@ import Dispatch
 import IOASIDCore
 import IOASIDSoftIOMMU
 import IOASIDStructures
-import Synchronization
 
 /// The software VT-d driver: one VT-d unit, its host tables and queues, and the devices behind it.
 public final class VTdDriver: IOMMUDriver, @unchecked Sendable {
@@ -60,9 +59,9 @@ public final class VTdDriver: IOMMUDriver, @unchecked Sendable {
         /// A page request service is scheduled.
         var serviceScheduled = false
     }
-    let state = Mutex(State())
+    let state = Locked(State())
     /// Serializes page request service.
-    let serviceLock = Mutex<Void>(())
+    let serviceLock = Locked<Void>(())
     let serviceQueue = DispatchQueue(label: "ioasid.vtd.prq")
 
     /// Creates a driver over a new unit on `memory`: sets up the invalidation and page request

@@ -11,7 +11,7 @@
 //
 // These are "software": they only use the unit's registers and memory, as a driver would.
 
-import Synchronization
+import IOASIDStructures
 
 /// Why an invalidation submission failed.
 public enum VTdInvalidationError: Error, Hashable, Sendable {
@@ -62,7 +62,7 @@ public final class VTdInvalidationQueue: @unchecked Sendable {
     public static let capacity = 128
 
     /// The next status value and the software tail (the lock serializes submissions).
-    private let state = Mutex<(sequence: UInt32, tail: UInt64)>((1, 0))
+    private let state = Locked<(sequence: UInt32, tail: UInt64)>((1, 0))
 
     /// Allocates the queue and status frames in the unit's memory and enables queued invalidation.
     public init?(unit: VTdUnit) {
@@ -137,7 +137,7 @@ public final class VTdPageRequestQueue: @unchecked Sendable {
     public let base: UInt64
     /// Requests the queue holds at most (one slot stays empty).
     public static let capacity = 127
-    private let lock = Mutex<Void>(())
+    private let lock = Locked<Void>(())
 
     /// Allocates the queue in the unit's memory and programs the page request queue registers.
     public init?(unit: VTdUnit) {
@@ -207,7 +207,7 @@ public final class VTdHostTables: @unchecked Sendable {
         var contextTables: [UInt16: UInt64] = [:]   // bus << 1 | upper
         var devices: [UInt16: Device] = [:]
     }
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     /// Allocates the root table, points the unit at it and makes the unit drop whatever it
     /// cached (global context, PASID-cache and IOTLB invalidations). Translation stays as it was;

@@ -22,8 +22,9 @@
 // Not-present and faulting entries are never cached (CAP.CM = 0). Paging-structure caches are
 // not modelled, so IH (leaf-only) only matters to the entries the caches hold.
 //
-// Locks. `state` (a Mutex) guards the registers, the context and PASID caches, fault records
-// and the endpoint table; it is never held while calling a device or running a walk. The
+// Locks. `state` (a pthread-based `Locked`, which ThreadSanitizer models) guards the
+// registers, the context and PASID caches, fault records and the endpoint table; it is never
+// held while calling a device or running a walk. The
 // IOTLBs are lock-free translation caches (per-set seqlocks). `queueLock` serializes
 // invalidation-queue processing; it is taken before `state` and may be held while calling a
 // device (ATC invalidation, page group response). Interrupt callbacks run with no lock held.
@@ -33,7 +34,7 @@
 // (and the wait descriptor after it) completed, no translate call that starts afterwards sees an
 // entry it covered.
 
-import Synchronization
+import IOASIDStructures
 
 /// Register offsets of the VT-d register file (VT-d spec §10.4) that the model implements.
 public enum VTdRegister {
@@ -153,9 +154,9 @@ public final class VTdUnit: TranslationAgent, @unchecked Sendable {
     let defaultFirstStage = X86FirstStageFormat()
     let defaultSecondStage: VTdSecondStageFormat
 
-    let state: Mutex<State>
+    let state: Locked<State>
     /// Serializes invalidation-queue processing (taken before `state`).
-    let queueLock = Mutex<Void>(())
+    let queueLock = Locked<Void>(())
 
     /// Creates a unit over `memory` with `configuration`, its IOTLBs of geometry `iotlb`.
     /// Translation is disabled until software sets a root table and TE.
@@ -171,7 +172,7 @@ public final class VTdUnit: TranslationAgent, @unchecked Sendable {
         defaultSecondStage = VTdSecondStageFormat(addressWidth: 48, hostAddressWidth: configuration.hostAddressWidth)
         let records = UnsafeMutablePointer<VTdFaultRecord>.allocate(capacity: configuration.faultRecordingRegisters)
         records.initialize(repeating: VTdFaultRecord(low: 0, high: 0), count: configuration.faultRecordingRegisters)
-        state = Mutex(State(faultRecords: FaultRecordFile(base: records, count: configuration.faultRecordingRegisters)))
+        state = Locked(State(faultRecords: FaultRecordFile(base: records, count: configuration.faultRecordingRegisters)))
     }
 
     deinit {
