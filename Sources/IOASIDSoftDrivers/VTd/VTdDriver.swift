@@ -54,12 +54,13 @@ public final class VTdDriver: IOMMUDriver, @unchecked Sendable {
         /// Domain IDs in use (0 and 1 are reserved, as in the Linux driver).
         var domainIDs: Set<UInt16> = []
         var nextDomainID: UInt16 = 2
-        /// Devices by requester ID.
-        var devices: [UInt16: VTdDevice] = [:]
+        /// Devices by requester ID (weak: the device keeps the driver alive, not the reverse).
+        var devices: [UInt16: WeakDevice] = [:]
         /// A page request service is scheduled.
         var serviceScheduled = false
     }
     let state = Locked(State())
+    struct WeakDevice { weak var device: VTdDevice? }
     /// Serializes page request service.
     let serviceLock = Locked<Void>(())
     let serviceQueue = DispatchQueue(label: "ioasid.vtd.prq")
@@ -101,13 +102,18 @@ public final class VTdDriver: IOMMUDriver, @unchecked Sendable {
 
     /// Adds a PCI function behind the unit: programs its context entry (PASIDs, device TLB and
     /// page requests as the function and the unit support them), enables its PASID, ATS and PRI
-    /// capabilities, and returns the device model to bind to a context.
+    /// capabilities, and returns the device model to bind to a context. The driver holds it
+    /// weakly: whoever uses it (a context it is bound to, the caller) keeps it alive.
     ///
     /// - Throws: `EEXIST` if the requester ID is taken, `ENOMEM` without frames.
     public func addDevice(_ function: PCIFunction) throws(IOMMUError) -> VTdDevice {
         let rid = function.requesterID
-        let exists = state.withLock { $0.devices[rid.rawValue] != nil }
+        let (exists, stale) = state.withLock { s -> (Bool, Bool) in
+            guard let slot = s.devices[rid.rawValue] else { return (false, false) }
+            return slot.device != nil ? (true, false) : (false, true)
+        }
         if exists { throw .exists("requester ID in use") }
+        if stale { try? tables.removeDevice(rid) }  // a device model that went away without removeDevice
         let device = VTdDevice(driver: self, function: function)
         do {
             try tables.addDevice(rid, pasids: device.maxPASIDs, deviceTLB: device.usesDeviceTLB,
@@ -121,7 +127,7 @@ public final class VTdDriver: IOMMUDriver, @unchecked Sendable {
         control.pri = device.usesPageRequests
         control.pageRequestAllocation = device.usesPageRequests ? function.capabilities.pageRequestCapacity ?? 0 : 0
         function.control = control
-        state.withLock { $0.devices[rid.rawValue] = device }
+        state.withLock { $0.devices[rid.rawValue] = WeakDevice(device: device) }
         return device
     }
 
@@ -138,7 +144,7 @@ public final class VTdDriver: IOMMUDriver, @unchecked Sendable {
     }
 
     /// The device with requester ID `rid`.
-    public func device(_ rid: RequesterID) -> VTdDevice? { state.withLock { $0.devices[rid.rawValue] } }
+    public func device(_ rid: RequesterID) -> VTdDevice? { state.withLock { $0.devices[rid.rawValue]?.device } }
 
     // MARK: Domain IDs
 
