@@ -226,6 +226,34 @@ import Testing
         withExtendedLifetime(cfg) {}
     }
 
+    /// A nested HWPT at a PASID; the host unmapping guest memory under it (stage 2) drops the
+    /// combined translations and the device's ATC entries at once.
+    @Test func nestedHWPTAtAPASIDAndHostUnmapUnderIt() throws {
+        let x = try VTdSetup()
+        let (d, id) = try x.device()
+        let guest = Guest()
+        let ioas = try x.context.allocateIOAS()
+        _ = try x.context.map(ioas, source: .user(address: guest.buffer.address), length: 0x10000, iova: Guest.gpa, access: .readWrite)
+        let parent = try x.context.allocateHWPT(device: id, parent: ioas.object, flags: [.nestParent, .pasid], data: nil)
+        let cfg = UserValue([VTdStage1Data(pageTableAddress: guest.g(0), addressWidth: 48)])
+        let nested = try x.context.allocateHWPT(device: id, parent: parent.object, flags: [.pasid],
+                                                data: DriverData(type: 1, address: cfg.address, length: 24))
+        _ = try x.context.attach(id, pasid: 12, to: nested.object)
+        let e = try #require(x.driver.tables.pasidEntry(d.requesterID, pasid: 12))
+        #expect(e.pgtt == .nested && e.secondStageTable == (d.attachedDomain(pasid: 12) as? VTdNestedDomain)?.parent.table.root)
+        #expect(dmaWrite(d, pasid: 12, 0x4000_0008, [0x12]) && guest.buffer[4 * 0x1000 + 8] == 0x12)
+        #expect(!dmaWrite(d, 0x4000_0008, [0x13]))                  // the RID has nothing attached
+        // The host takes GPA page 4 away: the next DMA through the guest's table must fault.
+        _ = try x.context.unmap(ioas, iova: Guest.gpa, length: 0x10000)
+        _ = try x.context.map(ioas, source: .user(address: guest.buffer.address), length: 0x4000, iova: Guest.gpa, access: .readWrite)
+        #expect(!dmaWrite(d, pasid: 12, 0x4000_0010, [0x14]))
+        #expect(guest.buffer[4 * 0x1000 + 0x10] == 0)
+        // Detach at the PASID: blocked.
+        try x.context.detach(id, pasid: 12)
+        #expect(x.driver.tables.pasidEntry(d.requesterID, pasid: 12)?.present == false)
+        withExtendedLifetime(cfg) {}
+    }
+
     @Test func nestedAllocationAndInvalidationErrors() throws {
         let x = try VTdSetup()
         let (_, id) = try x.device()
