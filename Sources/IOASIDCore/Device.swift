@@ -194,9 +194,9 @@ extension Context {
     public func hardwareInfo(_ device: Device.ID, type: UInt32? = nil) throws(IOMMUError) -> HardwareInfo {
         try locked { s throws(IOMMUError) in
             let d = try s.object(device.object, as: Device.self)
-            var info = try d.model.driver.hardwareInfo(device: d.model, type: type)
+            var info = try d.model.driver.hardwareInfo(device: d.model.iommuDevice, type: type)
             if d.model.maxPASIDs > 0 { info.maxPASIDLog2 = UInt8(31 - UInt32(d.model.maxPASIDs).leadingZeroBitCount) }
-            if d.model.driver.supportsDirtyTracking(device: d.model) { info.capabilities |= 1 }
+            if d.model.driver.supportsDirtyTracking(device: d.model.iommuDevice) { info.capabilities |= 1 }
             return info
         }
     }

@@ -163,6 +163,14 @@ public protocol DeviceModel: AnyObject, Sendable {
     func detach(pasid: PASID?)
     /// Answers a page request the device made (from the fault queue's page response).
     func pageResponse(pasid: PASID?, group: UInt32, code: UInt32)
+    /// The device the IOMMU driver sees when it allocates domains or reports hardware info for
+    /// this one: itself for a physical function; the parent function for a device that lives on
+    /// a PASID of another (mediated, vDPA).
+    var iommuDevice: any DeviceModel { get }
+}
+
+extension DeviceModel {
+    public var iommuDevice: any DeviceModel { self }
 }
 
 /// A domain (hardware page table) of a driver.

@@ -161,13 +161,13 @@ extension ContextState {
     func allocatePaging(ioas: IOAS, device: Device, pasid: PASID?, flags: HWPTFlags, data: DriverData?,
                         attachImmediately: Bool) throws(IOMMUError) -> HWPTPaging {
         guard flags.isSubset(of: .all) else { throw .notSupported("unknown HWPT flags") }
-        if flags.contains(.dirtyTracking), !device.model.driver.supportsDirtyTracking(device: device.model) {
+        if flags.contains(.dirtyTracking), !device.model.driver.supportsDirtyTracking(device: device.model.iommuDevice) {
             throw .notSupported("the IOMMU cannot track dirty pages")
         }
         if flags.contains(.faultIDValid), flags.contains(.nestParent) {
             throw .notSupported("a nesting parent cannot take faults")
         }
-        let domain = try device.model.driver.allocatePagingDomain(device: device.model, flags: flags.subtracting(.faultIDValid),
+        let domain = try device.model.driver.allocatePagingDomain(device: device.model.iommuDevice, flags: flags.subtracting(.faultIDValid),
                                                                   data: data, memory: memory)
         let hwpt = HWPTPaging(domain: domain, ioas: ioas, flags: flags)
         reserve(hwpt)
@@ -212,7 +212,7 @@ extension Context {
             case let paging as HWPTPaging:
                 guard flags.isSubset(of: [.faultIDValid, .pasid]), let data else { throw .notSupported("flags or data not valid for nesting") }
                 guard !paging.isAutoDomain, paging.isNestParent else { throw .invalid("parent is not a nesting parent") }
-                let domain = try dev.model.driver.allocateNestedDomain(device: dev.model, parent: paging.domain,
+                let domain = try dev.model.driver.allocateNestedDomain(device: dev.model.iommuDevice, parent: paging.domain,
                                                                        flags: flags.subtracting(.faultIDValid), data: data, memory: s.memory)
                 let nested = HWPTNested(domain: domain, parent: paging, viommu: nil, flags: flags)
                 s.reserve(nested)

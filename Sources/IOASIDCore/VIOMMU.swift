@@ -103,7 +103,7 @@ extension Context {
             let d = try s.object(device.object, as: Device.self)
             let p = try s.object(parent.object, as: HWPTPaging.self)
             guard p.isNestParent else { throw .invalid("HWPT is not a nesting parent") }
-            let model = try d.model.driver.allocateVIOMMU(device: d.model, parent: p.domain, type: type,
+            let model = try d.model.driver.allocateVIOMMU(device: d.model.iommuDevice, parent: p.domain, type: type,
                                                           data: (data?.length ?? 0) == 0 ? nil : data, memory: s.memory)
             let v = VIOMMU(type: type, parent: p, model: model, driver: d.model.driver)
             s.reserve(v)
