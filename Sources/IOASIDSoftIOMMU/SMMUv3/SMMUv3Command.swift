@@ -339,9 +339,11 @@ extension SMMUv3Command {
             try check(sidMask, 0x1F)
             self = .cfgiSTERange(streamID: sid, range: UInt8(w1 & 0x1F))
         case .cfgiCD:
+            try needStage1()
             try check(sidMask | ssidMask, 1)
             self = .cfgiCD(streamID: sid, substreamID: ssid, leaf: w1 & 1 != 0)
         case .cfgiCDAll:
+            try needStage1()
             try check(sidMask, 0)
             self = .cfgiCDAll(streamID: sid)
         case .tlbiNHAll:
