@@ -29,7 +29,7 @@ let package = Package(
     targets: [
         .target(name: "IOASIDStructures"),
         // Layer 2: the software IOMMU (page-table formats in modelled memory, IOTLBs, VT-d, SMMUv3).
-        .target(name: "IOASIDSoftIOMMU", dependencies: ["IOASIDStructures"]),
+        .target(name: "IOASIDSoftIOMMU", dependencies: ["IOASIDStructures", "CIOASIDSys"]),
         .target(name: "IOASIDCore", dependencies: ["IOASIDStructures"]),
         // The IOASID layer of the original design: host PASID allocation with per-VM sets.
         .target(name: "IOASIDSets", dependencies: ["IOASIDCore", "IOASIDStructures"]),

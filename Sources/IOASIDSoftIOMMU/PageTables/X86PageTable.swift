@@ -35,7 +35,9 @@ public enum X86PTE {
 
 /// Permissions of a mapping. A present x86 page is always readable.
 public struct X86Permissions: OptionSet, Hashable, Sendable, CustomStringConvertible {
+    /// The raw bits (not the entry's bits).
     public let rawValue: UInt8
+    /// Creates permissions from raw bits.
     public init(rawValue: UInt8) { self.rawValue = rawValue }
     /// R/W = 1.
     public static let write = X86Permissions(rawValue: 1 << 0)
@@ -48,6 +50,7 @@ public struct X86Permissions: OptionSet, Hashable, Sendable, CustomStringConvert
     /// Everything.
     public static let all: X86Permissions = [.write, .user, .execute]
 
+    /// `rwxu` style: `r`, then `w`, `x` or `-`, then `u` (user) or `s` (supervisor).
     public var description: String {
         "r" + (contains(.write) ? "w" : "-") + (contains(.execute) ? "x" : "-") + (contains(.user) ? "u" : "s")
     }
@@ -55,7 +58,9 @@ public struct X86Permissions: OptionSet, Hashable, Sendable, CustomStringConvert
 
 /// Memory-type and TLB attributes of a leaf (PWT, PCD, G).
 public struct X86PageAttributes: OptionSet, Hashable, Sendable {
+    /// The raw bits (not the entry's bits).
     public let rawValue: UInt8
+    /// Creates attributes from raw bits.
     public init(rawValue: UInt8) { self.rawValue = rawValue }
     /// PWT.
     public static let writeThrough = X86PageAttributes(rawValue: 1 << 0)
@@ -67,8 +72,11 @@ public struct X86PageAttributes: OptionSet, Hashable, Sendable {
 
 /// The page sizes of x86-64 paging.
 public enum X86PageSize: UInt64, CaseIterable, Sendable {
+    /// 4 KiB, mapped by a PTE.
     case size4K = 0x1000
+    /// 2 MiB, mapped by a PDE with PS = 1.
     case size2M = 0x20_0000
+    /// 1 GiB, mapped by a PDPTE with PS = 1.
     case size1G = 0x4000_0000
 
     /// The size in bytes.
@@ -79,20 +87,8 @@ public enum X86PageSize: UInt64, CaseIterable, Sendable {
     }
 }
 
-/// An access to translate.
-public struct X86Access: Hashable, Sendable {
-    /// What the access does.
-    public enum Kind: Hashable, Sendable { case read, write, execute }
-    /// Read, write or instruction fetch.
-    public var kind: Kind
-    /// A user-mode (U/S-checked) access; supervisor accesses are not checked against U/S.
-    public var user: Bool
-    /// Creates an access.
-    public init(_ kind: Kind, user: Bool = false) { self.kind = kind; self.user = user }
-    public static let read = X86Access(.read)
-    public static let write = X86Access(.write)
-    public static let execute = X86Access(.execute)
-}
+/// An access to translate (the shared ``PageAccess``: read, write or execute, user or supervisor).
+public typealias X86Access = PageAccess
 
 /// Why a translation failed.
 public enum X86PageFault: Error, Hashable, Sendable {
@@ -106,7 +102,8 @@ public enum X86PageFault: Error, Hashable, Sendable {
     case userAccessToSupervisor
     /// An instruction fetch from a page with NX = 1 at some level.
     case executeNoExecute
-    /// A reserved bit was set (PS in a PML4E/PML5E, or address bits above MAXPHYADDR).
+    /// A reserved bit was set (PS in a PML4E/PML5E, address bits above MAXPHYADDR, or address
+    /// bits below a large page's alignment).
     case reservedBit(level: Int)
 }
 
@@ -118,6 +115,13 @@ public struct X86Translation: Hashable, Sendable {
     public var permissions: X86Permissions
     /// The size of the leaf page that mapped the address.
     public var pageSize: X86PageSize
+
+    /// Creates a translation.
+    public init(physical: UInt64, permissions: X86Permissions, pageSize: X86PageSize) {
+        self.physical = physical
+        self.permissions = permissions
+        self.pageSize = pageSize
+    }
 }
 
 /// Errors of map and unmap.
@@ -140,72 +144,136 @@ public struct X86DirtyRange: Hashable, Sendable {
     public var iova: UInt64
     /// The leaf's size in bytes.
     public var length: UInt64
+
+    /// Creates a range.
+    public init(iova: UInt64, length: UInt64) {
+        self.iova = iova
+        self.length = length
+    }
 }
 
 /// A leaf mapping reported by ``X86PageTable/forEachMapping(_:)``.
 public struct X86Mapping: Hashable, Sendable {
+    /// The canonical IOVA of the whole leaf.
     public var iova: UInt64
+    /// The physical address of the whole leaf.
     public var physical: UInt64
+    /// The leaf's size.
     public var pageSize: X86PageSize
     /// The entry's own permissions (intermediate entries created by this table allow everything).
     public var permissions: X86Permissions
     /// The raw leaf entry.
     public var entry: UInt64
+
+    /// Creates a mapping record.
+    public init(iova: UInt64, physical: UInt64, pageSize: X86PageSize, permissions: X86Permissions, entry: UInt64) {
+        self.iova = iova
+        self.physical = physical
+        self.pageSize = pageSize
+        self.permissions = permissions
+        self.entry = entry
+    }
 }
 
-/// An x86-64 first-stage page table (4- or 5-level) whose paging structures live in
-/// ``PhysicalMemory`` frames with bit-exact entries, as read by the CPU or by VT-d first-stage
-/// translation.
+// MARK: - The format
+
+/// The x86-64 first-stage paging format (Intel SDM Vol. 3A §4.5; VT-d first-stage translation),
+/// 4- or 5-level, for the generic ``PageTable`` engine.
 ///
-/// Intermediate entries written by this type are P|R/W|U/S (permissions are carried by leaves);
-/// the walker nevertheless combines the permissions of every level as hardware does, so tables
-/// written by someone else (a guest) are translated correctly.
-public final class X86PageTable {
-    /// The memory the tables live in.
-    public let memory: PhysicalMemory
-    /// 4 or 5.
-    public let levels: Int
-    /// Whether 1 GiB pages are used when a range is suitably aligned (CPUID.80000001H:EDX.Page1GB).
-    public let supports1GiB: Bool
-    /// The physical address of the top-level table (what CR3 / the PASID entry's FSPTPTR holds).
-    public let root: UInt64
-    /// The number of paging-structure frames in use, including the root.
-    public private(set) var tableFrameCount: Int = 1
+/// Entries: P bit 0, R/W 1, U/S 2, PWT 3, PCD 4, A 5, D 6 (leaves), PS 7 (PDPTE / PDE leaves;
+/// PAT in a PTE), G 8 (leaves), PAT 12 (large leaves), address 51:12, XD 63. Bits 62:52 are
+/// ignored (software-available / protection keys). Reserved: address bits 51:MAXPHYADDR, PS in a
+/// PML5E / PML4E, PS in a PDPTE without 1 GiB support, and the address bits below a large page's
+/// alignment (20:13, 29:13). The walker models CR0.WP = 1 and EFER.NXE = 1; SMEP, SMAP and
+/// protection keys are not modelled.
+public struct X86FirstStageFormat: PageTableFormat {
+    /// Leaf permissions: R/W, U/S and the absence of XD.
+    public typealias Permissions = X86Permissions
+    /// Leaf attributes: PWT, PCD, G.
+    public typealias Attributes = X86PageAttributes
 
-    /// The number of IOVA bits translated: 48 for 4-level, 57 for 5-level.
-    public var addressBits: Int { 12 + 9 * levels }
-
-    /// Creates an empty table, allocating its root frame from `memory`.
-    public init(memory: PhysicalMemory, levels: Int = 4, supports1GiB: Bool = true) throws(X86PageTableError) {
-        precondition(levels == 4 || levels == 5, "x86-64 paging has 4 or 5 levels")
-        guard let root = memory.allocateFrame() else { throw .outOfMemory }
-        self.memory = memory
-        self.levels = levels
-        self.supports1GiB = supports1GiB
-        self.root = root
+    /// What a walk accumulates: W and U/S are ANDed over the levels, XD ORed.
+    public struct WalkState: Sendable {
+        /// R/W = 1 in every table entry so far.
+        public var write = true
+        /// U/S = 1 in every table entry so far.
+        public var user = true
+        /// XD = 1 in some table entry so far.
+        public var noExecute = false
+        /// The state before the root entry.
+        public init() {}
     }
 
-    // MARK: Geometry
+    /// 4 or 5.
+    public let levels: Int
+    /// Whether a PDPTE may map a 1 GiB page (CPUID.80000001H:EDX.Page1GB). Without it, PS in a
+    /// PDPTE is a reserved bit and `map` uses 2 MiB pages at most.
+    public let supports1GiB: Bool
+    /// MAXPHYADDR: the physical-address width (at most 52).
+    public let physicalAddressBits: Int
 
-    @inline(__always) static func shift(_ level: Int) -> UInt64 { UInt64(12 + 9 * (level - 1)) }
-    @inline(__always) static func span(_ level: Int) -> UInt64 { 1 << shift(level) }
-    @inline(__always) static func index(_ iova: UInt64, _ level: Int) -> UInt64 { (iova >> shift(level)) & 511 }
+    /// Creates a format.
+    public init(levels: Int = 4, supports1GiB: Bool = true, physicalAddressBits: Int = X86PTE.maxPhysicalAddressBits) {
+        precondition(levels == 4 || levels == 5, "x86-64 paging has 4 or 5 levels")
+        precondition((32...52).contains(physicalAddressBits), "MAXPHYADDR is 32 … 52")
+        self.levels = levels
+        self.supports1GiB = supports1GiB
+        self.physicalAddressBits = physicalAddressBits
+    }
 
-    /// Whether `iova` is canonical: bits 63 … addressBits-1 are all equal.
-    public func isCanonical(_ iova: UInt64) -> Bool {
-        let top = Int64(bitPattern: iova) >> (addressBits - 1)
+    /// The entry bits of a table entry written by ``PageTable``: P, R/W, U/S.
+    public static let tableBits = X86PTE.present | X86PTE.writable | X86PTE.user
+
+    /// The root's level, `levels`.
+    @inlinable public var topLevel: Int { levels }
+    /// 48 for 4-level paging, 57 for 5-level.
+    @inlinable public var inputAddressBits: Int { 12 + 9 * levels }
+    /// MAXPHYADDR.
+    @inlinable public var outputAddressBits: Int { physicalAddressBits }
+    /// No PWT, PCD or G.
+    @inlinable public var defaultAttributes: X86PageAttributes { [] }
+    /// x86 numbers levels as the engine does (PT = 1 … PML5 = 5).
+    @inlinable public func architecturalLevel(_ level: Int) -> Int { level }
+
+    /// 4 KiB and 2 MiB always, 1 GiB with ``supports1GiB``.
+    @inlinable
+    public func mayMapLeaf(atLevel level: Int) -> Bool {
+        level == 1 || level == 2 || (level == 3 && supports1GiB)
+    }
+
+    /// Whether bits 63 … inputAddressBits-1 of `input` are all equal.
+    @inlinable
+    public func isCanonical(_ input: UInt64) -> Bool {
+        let top = Int64(bitPattern: input) >> (inputAddressBits - 1)
         return top == 0 || top == -1
     }
 
-    private func checkRange(_ iova: UInt64, _ size: UInt64) throws(X86PageTableError) {
-        guard size > 0, iova & 0xFFF == 0, size & 0xFFF == 0 else { throw .misaligned }
-        let (end, overflow) = iova.addingReportingOverflow(size - 1)
-        guard !overflow, isCanonical(iova), isCanonical(end) else { throw .outOfRange }
-        // Both ends canonical but in different halves means the range crosses the hole.
-        guard (iova >> 63) == (end >> 63) else { throw .outOfRange }
+    /// A non-canonical address faults (the CPU raises #GP, VT-d reports a non-canonical fault);
+    /// reported as an address-size fault at the root level.
+    @inlinable
+    public func inputFault(_ input: UInt64) -> PageTableFault? {
+        isCanonical(input) ? nil : PageTableFault(.addressSize, level: levels)
     }
 
-    private static func leafBits(_ permissions: X86Permissions, _ attributes: X86PageAttributes, large: Bool) -> UInt64 {
+    /// Both ends canonical and in the same half of the address space.
+    public func isValidInputRange(first: UInt64, last: UInt64) -> Bool {
+        isCanonical(first) && isCanonical(last) && first >> 63 == last >> 63
+    }
+
+    /// Sign-extends from bit inputAddressBits-1 (the canonical form).
+    public func externalInput(_ masked: UInt64) -> UInt64 {
+        let shift = UInt64(64 - inputAddressBits)
+        return UInt64(bitPattern: Int64(bitPattern: masked << shift) >> shift)
+    }
+
+    /// Every combination is encodable (a present page is always readable).
+    public func validate(_ permissions: X86Permissions) -> PageTableError? { nil }
+
+    /// `table | P | R/W | U/S`.
+    public func tableEntry(_ table: UInt64, level: Int) -> UInt64 { table | Self.tableBits }
+
+    /// P, R/W, U/S, XD from `permissions`; PWT, PCD, G from `attributes`; PS above level 1.
+    public func leafEntry(_ output: UInt64, level: Int, permissions: X86Permissions, attributes: X86PageAttributes) -> UInt64 {
         var bits = X86PTE.present
         if permissions.contains(.write) { bits |= X86PTE.writable }
         if permissions.contains(.user) { bits |= X86PTE.user }
@@ -213,11 +281,30 @@ public final class X86PageTable {
         if attributes.contains(.writeThrough) { bits |= X86PTE.writeThrough }
         if attributes.contains(.cacheDisable) { bits |= X86PTE.cacheDisable }
         if attributes.contains(.global) { bits |= X86PTE.global }
-        if large { bits |= X86PTE.pageSize }
-        return bits
+        if level > 1 { bits |= X86PTE.pageSize }
+        return output | bits
     }
 
-    private static func permissions(of entry: UInt64) -> X86Permissions {
+    @inlinable @inline(__always)
+    func isLeaf(_ entry: UInt64, _ level: Int) -> Bool {
+        level == 1 || ((level == 2 || level == 3) && entry & X86PTE.pageSize != 0)
+    }
+
+    /// Invalid if P = 0; a leaf at level 1 or with PS at levels 2–3; otherwise a table.
+    public func kind(of entry: UInt64, level: Int) -> PageTableEntryKind {
+        entry & X86PTE.present == 0 ? .invalid : isLeaf(entry, level) ? .leaf : .table
+    }
+
+    /// Bits 51:12.
+    public func tableAddress(_ entry: UInt64, level: Int) -> UInt64 { entry & X86PTE.addressMask }
+
+    /// Bits 51:12 above the page's alignment (so PAT, bit 12, is not part of a large page's address).
+    public func leafAddress(_ entry: UInt64, level: Int) -> UInt64 {
+        entry & X86PTE.addressMask & ~(Radix.span(level) - 1)
+    }
+
+    /// R/W, U/S and XD of the leaf alone.
+    public func permissions(ofLeaf entry: UInt64, level: Int) -> X86Permissions {
         var p: X86Permissions = []
         if entry & X86PTE.writable != 0 { p.insert(.write) }
         if entry & X86PTE.user != 0 { p.insert(.user) }
@@ -225,18 +312,147 @@ public final class X86PageTable {
         return p
     }
 
-    private static let tableBits = X86PTE.present | X86PTE.writable | X86PTE.user
-
-    @inline(__always) private func isLeaf(_ entry: UInt64, _ level: Int) -> Bool {
-        level == 1 || ((level == 2 || level == 3) && entry & X86PTE.pageSize != 0)
+    /// PWT, PCD and G of the leaf.
+    public func attributes(ofLeaf entry: UInt64, level: Int) -> X86PageAttributes {
+        var a: X86PageAttributes = []
+        if entry & X86PTE.writeThrough != 0 { a.insert(.writeThrough) }
+        if entry & X86PTE.cacheDisable != 0 { a.insert(.cacheDisable) }
+        if entry & X86PTE.global != 0 { a.insert(.global) }
+        return a
     }
 
-    /// The address mask of a leaf at `level`.
-    private static func leafAddressMask(_ level: Int) -> UInt64 {
-        X86PTE.addressMask & ~(span(level) - 1)
+    /// The leaf's flags (including A, D and XD); PS is dropped when the children are PTEs, where
+    /// bit 7 is PAT, and the PAT bit moves between bit 12 (large) and bit 7 (PTE).
+    public func splitChildBits(_ entry: UInt64, level: Int) -> UInt64 {
+        let pat = entry & X86PTE.patLarge != 0
+        var bits = entry & ~X86PTE.addressMask
+        if level - 1 == 1 {
+            bits &= ~X86PTE.pageSize
+            if pat { bits |= X86PTE.pat4K }
+        } else if pat {
+            bits |= X86PTE.patLarge
+        }
+        return bits
     }
 
-    // MARK: Map
+    /// `table | P | R/W | U/S`, keeping the leaf's A.
+    public func tableEntry(replacingLeaf entry: UInt64, table: UInt64, level: Int) -> UInt64 {
+        table | Self.tableBits | (entry & X86PTE.accessed)
+    }
+
+    /// Everything allowed so far.
+    @inlinable public var initialWalkState: WalkState { WalkState() }
+
+    /// Address bits 51:MAXPHYADDR (reserved when MAXPHYADDR < 52).
+    @inlinable var reservedAddressBits: UInt64 {
+        X86PTE.addressMask & ~Radix.mask(bits: physicalAddressBits)
+    }
+
+    /// P = 0 is a translation fault; then the reserved-bit checks; a table entry's R/W, U/S and
+    /// XD limit the levels below it.
+    @inlinable
+    public func walkStep(_ entry: UInt64, level: Int, state: inout WalkState) -> PageTableWalkStep {
+        guard entry & X86PTE.present != 0 else { return .fault(.translation) }
+        if entry & reservedAddressBits != 0 { return .fault(.reservedBit) }
+        let ps = entry & X86PTE.pageSize != 0
+        if ps && (level >= 4 || (level == 3 && !supports1GiB)) { return .fault(.reservedBit) }
+        if level == 1 || ps {
+            let span = Radix.span(level)
+            // A large page's address bits below its alignment, above PAT (bit 12), are reserved.
+            if level > 1 && entry & (span - 1) & ~UInt64(0x1FFF) != 0 { return .fault(.reservedBit) }
+            return .leaf(entry & X86PTE.addressMask & ~(span - 1))
+        }
+        state.write = state.write && entry & X86PTE.writable != 0
+        state.user = state.user && entry & X86PTE.user != 0
+        state.noExecute = state.noExecute || entry & X86PTE.noExecute != 0
+        return .table(entry & X86PTE.addressMask)
+    }
+
+    /// W and U/S must be allowed at every level, XD at any level forbids execution (checked in
+    /// that order: write, execute, user). A successful access sets A in the leaf, and D for a write.
+    @inlinable
+    public func checkLeaf(_ entry: UInt64, level: Int, state: WalkState, access: PageAccess) -> PageTableLeafCheck {
+        let write = state.write && entry & X86PTE.writable != 0
+        let user = state.user && entry & X86PTE.user != 0
+        let noExecute = state.noExecute || entry & X86PTE.noExecute != 0
+        switch access.kind {
+        case .write where !write: return .fault(.permission(.write))
+        case .execute where noExecute: return .fault(.permission(.execute))
+        default: break
+        }
+        if access.user && !user { return .fault(.permission(.privilege)) }
+        var rights: AccessRights = .read
+        if write { rights.insert(.write) }
+        if !noExecute { rights.insert(.execute) }
+        if user {
+            rights.insert(.userRead)
+            if write { rights.insert(.userWrite) }
+            if !noExecute { rights.insert(.userExecute) }
+        }
+        let updated = entry | X86PTE.accessed | (access.kind == .write ? X86PTE.dirty : 0)
+        return .allowed(rights, updatedLeaf: updated)
+    }
+
+    /// Sets A.
+    @inlinable
+    public func updatedTableEntry(_ entry: UInt64, level: Int) -> UInt64 { entry | X86PTE.accessed }
+
+    /// D = 1.
+    public func isDirty(leaf entry: UInt64, level: Int) -> Bool { entry & X86PTE.dirty != 0 }
+    /// Clears D.
+    public func cleaned(leaf entry: UInt64, level: Int) -> UInt64 { entry & ~X86PTE.dirty }
+}
+
+// MARK: - The table
+
+/// An x86-64 first-stage page table (4- or 5-level) whose paging structures live in
+/// ``PhysicalMemory`` frames with bit-exact entries, as read by the CPU or by VT-d first-stage
+/// translation: ``PageTable`` with ``X86FirstStageFormat`` behind x86-specific result types.
+///
+/// Intermediate entries written by this type are P|R/W|U/S (permissions are carried by leaves);
+/// the walker nevertheless combines the permissions of every level as hardware does, so tables
+/// written by someone else (a guest) are translated correctly.
+public final class X86PageTable {
+    /// The generic table this type presents.
+    public let pageTable: PageTable<X86FirstStageFormat>
+
+    /// The memory the tables live in.
+    public var memory: PhysicalMemory { pageTable.memory }
+    /// The format (levels, 1 GiB support, MAXPHYADDR).
+    public var format: X86FirstStageFormat { pageTable.format }
+    /// 4 or 5.
+    public var levels: Int { pageTable.format.levels }
+    /// Whether 1 GiB pages are used when a range is suitably aligned (CPUID.80000001H:EDX.Page1GB).
+    public var supports1GiB: Bool { pageTable.format.supports1GiB }
+    /// The physical address of the top-level table (what CR3 / the PASID entry's FSPTPTR holds).
+    public var root: UInt64 { pageTable.root }
+    /// The number of paging-structure frames in use, including the root.
+    public var tableFrameCount: Int { pageTable.tableFrameCount }
+    /// The number of IOVA bits translated: 48 for 4-level, 57 for 5-level.
+    public var addressBits: Int { pageTable.format.inputAddressBits }
+
+    /// Creates an empty table, allocating its root frame from `memory`.
+    public init(memory: PhysicalMemory, levels: Int = 4, supports1GiB: Bool = true) throws(X86PageTableError) {
+        let format = X86FirstStageFormat(levels: levels, supports1GiB: supports1GiB)
+        do {
+            pageTable = try PageTable(memory: memory, format: format)
+        } catch {
+            throw Self.x86Error(error)
+        }
+    }
+
+    private static func x86Error(_ error: PageTableError) -> X86PageTableError {
+        switch error {
+        case .misaligned: .misaligned
+        case .outOfRange: .outOfRange
+        case .physicalAddressTooLarge: .physicalAddressTooLarge
+        case .alreadyMapped: .alreadyMapped
+        case .outOfMemory, .unsupportedPermissions, .unsupportedConfiguration: .outOfMemory
+        }
+    }
+
+    /// Whether `iova` is canonical: bits 63 … addressBits-1 are all equal.
+    public func isCanonical(_ iova: UInt64) -> Bool { format.isCanonical(iova) }
 
     /// Maps `[iova, iova + size)` to `[physical, physical + size)` with `permissions`.
     ///
@@ -244,261 +460,69 @@ public final class X86PageTable {
     /// 4 KiB pages elsewhere. Fails without changing anything if any page of the range is mapped.
     public func map(iova: UInt64, physical: UInt64, size: UInt64, permissions: X86Permissions,
                     attributes: X86PageAttributes = []) throws(X86PageTableError) {
-        try checkRange(iova, size)
-        guard physical & 0xFFF == 0 else { throw .misaligned }
-        let (physEnd, overflow) = physical.addingReportingOverflow(size - 1)
-        guard !overflow, physEnd >> X86PTE.maxPhysicalAddressBits == 0 else { throw .physicalAddressTooLarge }
-        guard !isAnyMapped(iova: iova, size: size) else { throw .alreadyMapped }
-        var offset: UInt64 = 0
-        while offset < size {
-            let va = iova &+ offset, pa = physical + offset, remaining = size - offset
-            var page = X86PageSize.size4K
-            for candidate in [X86PageSize.size1G, .size2M] where candidate != .size1G || supports1GiB {
-                if va % candidate.bytes == 0, pa % candidate.bytes == 0, remaining >= candidate.bytes {
-                    page = candidate; break
-                }
-            }
-            let slot = try entryAddress(for: va, level: page.level, create: true)!
-            memory.write64(slot, pa | Self.leafBits(permissions, attributes, large: page != .size4K))
-            offset += page.bytes
-        }
-    }
-
-    /// The address of the entry for `iova` at `level`, creating intermediate tables if `create`.
-    /// Returns nil if a table on the way is absent and `create` is false. Must not meet a leaf above `level`.
-    private func entryAddress(for iova: UInt64, level target: Int, create: Bool) throws(X86PageTableError) -> UInt64? {
-        var table = root
-        var level = levels
-        while true {
-            let slot = table + Self.index(iova, level) * 8
-            if level == target { return slot }
-            let entry = memory.read64(slot)
-            if entry & X86PTE.present == 0 {
-                guard create else { return nil }
-                guard let frame = memory.allocateFrame() else { throw .outOfMemory }
-                tableFrameCount += 1
-                memory.write64(slot, frame | Self.tableBits)
-                table = frame
-            } else {
-                precondition(!isLeaf(entry, level), "unexpected leaf above target level")
-                table = entry & X86PTE.addressMask
-            }
-            level -= 1
+        do {
+            try pageTable.map(iova: iova, physical: physical, size: size, permissions: permissions, attributes: attributes)
+        } catch {
+            throw Self.x86Error(error)
         }
     }
 
     /// Whether any page of `[iova, iova + size)` is mapped.
     public func isAnyMapped(iova: UInt64, size: UInt64) -> Bool {
-        anyMapped(table: root, level: levels, base: 0, start: iova, end: iova &+ size)
+        pageTable.isAnyMapped(iova: iova, size: size)
     }
-
-    private static func vaMask(_ levels: Int) -> UInt64 { (1 << UInt64(12 + 9 * levels)) - 1 }
-
-    /// Recursive range check. `base` is the IOVA (low addressBits only) of entry 0 of `table`.
-    private func anyMapped(table: UInt64, level: Int, base: UInt64, start: UInt64, end: UInt64) -> Bool {
-        let mask = Self.vaMask(levels)
-        let s = start & mask, e = (end &- 1) & mask  // inclusive, within the translated bits
-        let span = Self.span(level)
-        let first = max(s, base), last = min(e, base + span * 512 - 1)
-        if first > last { return false }
-        var i = (first - base) / span
-        let lastIndex = (last - base) / span
-        while i <= lastIndex {
-            let entry = memory.read64(table + i * 8)
-            if entry & X86PTE.present != 0 {
-                if isLeaf(entry, level) { return true }
-                if anyMapped(table: entry & X86PTE.addressMask, level: level - 1, base: base + i * span,
-                             start: start, end: end) { return true }
-            }
-            i += 1
-        }
-        return false
-    }
-
-    // MARK: Unmap
 
     /// Unmaps every page in `[iova, iova + size)`, splitting 2 MiB / 1 GiB leaves that the range
     /// covers only partly (the rest of such a leaf stays mapped with the same bits). Frees
     /// paging-structure frames that become empty. Returns the number of bytes that were mapped.
     @discardableResult
     public func unmap(iova: UInt64, size: UInt64) throws(X86PageTableError) -> UInt64 {
-        try checkRange(iova, size)
-        let mask = Self.vaMask(levels)
-        return try unmapRange(table: root, level: levels, base: 0, first: iova & mask, last: (iova + size - 1) & mask)
-    }
-
-    /// `first`/`last` are inclusive, masked to the translated bits.
-    private func unmapRange(table: UInt64, level: Int, base: UInt64, first f: UInt64, last l: UInt64) throws(X86PageTableError) -> UInt64 {
-        let span = Self.span(level)
-        let first = max(f, base), last = min(l, base + span * 512 - 1)
-        if first > last { return 0 }
-        var removed: UInt64 = 0
-        var i = (first - base) / span
-        let lastIndex = (last - base) / span
-        while i <= lastIndex {
-            let slot = table + i * 8
-            var entry = memory.read64(slot)
-            let entryBase = base + i * span
-            if entry & X86PTE.present != 0 {
-                let covered = first <= entryBase && entryBase + span - 1 <= last
-                if isLeaf(entry, level) {
-                    if covered {
-                        memory.write64(slot, 0)
-                        removed += span
-                        i += 1
-                        continue
-                    }
-                    try split(slot: slot, level: level)
-                    entry = memory.read64(slot)
-                }
-                let child = entry & X86PTE.addressMask
-                removed += try unmapRange(table: child, level: level - 1, base: entryBase, first: first, last: last)
-                if isEmpty(child) {
-                    memory.write64(slot, 0)
-                    memory.freeFrame(child)
-                    tableFrameCount -= 1
-                }
-            }
-            i += 1
+        do {
+            return try pageTable.unmap(iova: iova, size: size)
+        } catch {
+            throw Self.x86Error(error)
         }
-        return removed
     }
-
-    private func isEmpty(_ table: UInt64) -> Bool {
-        for i in 0..<UInt64(512) where memory.read64(table + i * 8) != 0 { return false }
-        return true
-    }
-
-    /// Replaces the large leaf at `slot` (level 2 or 3) by a table of 512 leaves one level down
-    /// with the same permissions, attributes and A/D bits.
-    private func split(slot: UInt64, level: Int) throws(X86PageTableError) {
-        let entry = memory.read64(slot)
-        guard let frame = memory.allocateFrame() else { throw .outOfMemory }
-        tableFrameCount += 1
-        let physical = entry & Self.leafAddressMask(level)
-        let pat = entry & X86PTE.patLarge != 0
-        var bits = entry & ~X86PTE.addressMask & ~X86PTE.patLarge  // flags incl. PS, NX
-        let childSpan = Self.span(level - 1)
-        if level - 1 == 1 {
-            bits &= ~X86PTE.pageSize  // PS position is PAT in a PTE
-            if pat { bits |= X86PTE.pat4K }
-        } else if pat {
-            bits |= X86PTE.patLarge
-        }
-        for i in 0..<UInt64(512) {
-            memory.write64(frame + i * 8, (physical + i * childSpan) | bits)
-        }
-        // The new table entry: the leaf's permissions live in the children now; keep A.
-        memory.write64(slot, frame | Self.tableBits | (entry & X86PTE.accessed))
-    }
-
-    // MARK: Walk
 
     /// Translates `iova` for `access`, walking the tables as hardware does.
     ///
     /// W and U/S must be allowed at every level, NX at any level forbids execution. On success
     /// (and only then), with `setAccessedDirty`, the walker sets A in every entry it used and,
     /// for a write, D in the leaf — as the CPU and VT-d first-stage translation do.
+    @inlinable
     public func translate(_ iova: UInt64, access: X86Access = .read, setAccessedDirty: Bool = true) -> Result<X86Translation, X86PageFault> {
-        guard isCanonical(iova) else { return .failure(.nonCanonical) }
-        var table = root
-        var level = levels
-        var write = true, user = true, noExecute = false
-        // Slots used, top-down; at most 5. A tuple avoids a per-call allocation.
-        var slots: (UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0)
-        var used = 0
-        while true {
-            let slot = table + Self.index(iova, level) * 8
-            let entry = memory.read64(slot)
-            guard entry & X86PTE.present != 0 else { return .failure(.notPresent(level: level)) }
-            if entry >> X86PTE.maxPhysicalAddressBits & 0x7FF != 0 { return .failure(.reservedBit(level: level)) }
-            if level >= 4 && entry & X86PTE.pageSize != 0 { return .failure(.reservedBit(level: level)) }
-            withUnsafeMutableBytes(of: &slots) { $0.storeBytes(of: slot, toByteOffset: used * 8, as: UInt64.self) }
-            used += 1
-            write = write && entry & X86PTE.writable != 0
-            user = user && entry & X86PTE.user != 0
-            noExecute = noExecute || entry & X86PTE.noExecute != 0
-            if isLeaf(entry, level) {
-                switch access.kind {
-                case .write where !write: return .failure(.writeToReadOnly)
-                case .execute where noExecute: return .failure(.executeNoExecute)
-                default: break
-                }
-                if access.user && !user { return .failure(.userAccessToSupervisor) }
-                if setAccessedDirty {
-                    withUnsafeBytes(of: &slots) { raw in
-                        for k in 0..<used {
-                            let s = raw.load(fromByteOffset: k * 8, as: UInt64.self)
-                            let isLast = k == used - 1
-                            memory.or64(s, X86PTE.accessed | (isLast && access.kind == .write ? X86PTE.dirty : 0))
-                        }
-                    }
-                }
-                let size: X86PageSize = level == 1 ? .size4K : level == 2 ? .size2M : .size1G
-                let physical = (entry & Self.leafAddressMask(level)) | (iova & (size.bytes - 1))
-                var perms: X86Permissions = []
-                if write { perms.insert(.write) }
-                if user { perms.insert(.user) }
-                if !noExecute { perms.insert(.execute) }
-                return .success(X86Translation(physical: physical, permissions: perms, pageSize: size))
+        switch pageTable.translate(iova, access: access, updateAccessedDirty: setAccessedDirty) {
+        case .success(let t):
+            var permissions: X86Permissions = []
+            if t.rights.contains(.write) { permissions.insert(.write) }
+            if t.rights.contains(.userRead) { permissions.insert(.user) }
+            if t.rights.contains(.execute) { permissions.insert(.execute) }
+            let size: X86PageSize = t.pageSize == X86PageSize.size1G.bytes ? .size1G
+                : t.pageSize == X86PageSize.size2M.bytes ? .size2M : .size4K
+            return .success(X86Translation(physical: t.output, permissions: permissions, pageSize: size))
+        case .failure(let f):
+            switch f.reason {
+            case .translation, .accessFlag: return .failure(.notPresent(level: f.level))
+            case .addressSize: return .failure(.nonCanonical)
+            case .reservedBit: return .failure(.reservedBit(level: f.level))
+            case .permission(.write), .permission(.read): return .failure(.writeToReadOnly)
+            case .permission(.execute): return .failure(.executeNoExecute)
+            case .permission(.privilege): return .failure(.userAccessToSupervisor)
             }
-            table = entry & X86PTE.addressMask
-            level -= 1
         }
     }
 
     /// The raw entries of the walk for `iova`, top-down, ending at the leaf or the first
     /// non-present entry. For inspection and tests; sets no bits.
     public func entries(for iova: UInt64) -> [(level: Int, address: UInt64, value: UInt64)] {
-        var result: [(level: Int, address: UInt64, value: UInt64)] = []
-        var table = root
-        var level = levels
-        while level >= 1 {
-            let slot = table + Self.index(iova, level) * 8
-            let entry = memory.read64(slot)
-            result.append((level, slot, entry))
-            if entry & X86PTE.present == 0 || isLeaf(entry, level) { break }
-            table = entry & X86PTE.addressMask
-            level -= 1
-        }
-        return result
+        pageTable.entries(for: iova).map { ($0.level, $0.address, $0.value) }
     }
-
-    // MARK: Enumeration and dirty tracking
 
     /// Calls `body` for every leaf, in IOVA order (IOVAs sign-extended to canonical form).
     public func forEachMapping(_ body: (X86Mapping) -> Void) {
-        visitLeaves(table: root, level: levels, base: 0, first: 0, last: Self.vaMask(levels)) { slot, entry, level, va in
-            let size: X86PageSize = level == 1 ? .size4K : level == 2 ? .size2M : .size1G
-            body(X86Mapping(iova: va, physical: entry & Self.leafAddressMask(level), pageSize: size,
-                            permissions: Self.permissions(of: entry), entry: entry))
-        }
-    }
-
-    private func canonical(_ va: UInt64) -> UInt64 {
-        let shift = UInt64(64 - addressBits)
-        return UInt64(bitPattern: Int64(bitPattern: va << shift) >> shift)
-    }
-
-    private func visitLeaves(table: UInt64, level: Int, base: UInt64, first f: UInt64, last l: UInt64,
-                             _ body: (UInt64, UInt64, Int, UInt64) -> Void) {
-        let span = Self.span(level)
-        let first = max(f, base), last = min(l, base + span * 512 - 1)
-        if first > last { return }
-        var i = (first - base) / span
-        let lastIndex = (last - base) / span
-        while i <= lastIndex {
-            let slot = table + i * 8
-            let entry = memory.read64(slot)
-            if entry & X86PTE.present != 0 {
-                if isLeaf(entry, level) {
-                    body(slot, entry, level, canonical(base + i * span))
-                } else {
-                    visitLeaves(table: entry & X86PTE.addressMask, level: level - 1, base: base + i * span,
-                                first: first, last: last, body)
-                }
-            }
-            i += 1
+        pageTable.forEachMapping { m in
+            let size: X86PageSize = m.level == 1 ? .size4K : m.level == 2 ? .size2M : .size1G
+            body(X86Mapping(iova: m.iova, physical: m.physical, pageSize: size, permissions: m.permissions, entry: m.entry))
         }
     }
 
@@ -506,14 +530,11 @@ public final class X86PageTable {
     /// leaf's range, and (if `clear`) clears D in those leaves — the IOMMU dirty-tracking
     /// read-and-clear. The caller must invalidate cached translations afterwards.
     public func readAndClearDirty(iova: UInt64, size: UInt64, clear: Bool = true) throws(X86PageTableError) -> [X86DirtyRange] {
-        try checkRange(iova, size)
-        let mask = Self.vaMask(levels)
-        var result: [X86DirtyRange] = []
-        visitLeaves(table: root, level: levels, base: 0, first: iova & mask, last: (iova + size - 1) & mask) { slot, entry, level, va in
-            guard entry & X86PTE.dirty != 0 else { return }
-            result.append(X86DirtyRange(iova: va, length: Self.span(level)))
-            if clear { memory.write64(slot, entry & ~X86PTE.dirty) }
+        do {
+            return try pageTable.readAndClearDirty(iova: iova, size: size, clear: clear)
+                .map { X86DirtyRange(iova: $0.iova, length: $0.length) }
+        } catch {
+            throw Self.x86Error(error)
         }
-        return result
     }
 }

@@ -1,0 +1,518 @@
+// A PCI function that does DMA through an IOMMU: PASID, ATS (with an ATC) and PRI.
+//
+// The DMA engine moves a buffer page by page. For each page it needs a translation:
+//   - with ATS enabled, from its ATC, or by an ATS translation request whose result it caches;
+//     the access then goes out as a translated request (the IOMMU only checks it);
+//   - without ATS, by sending the access untranslated and letting the IOMMU translate it.
+// When the page is not accessible (an ATS completion without the rights, or a recoverable fault
+// of an untranslated request) and PRI is enabled, the function sends a page request group for
+// the page and parks the operation: the synchronous API returns `.waitingForPageResponse`, and
+// `resume(_:)` continues it once the response has arrived (the `...WaitingForPages` async
+// variants do that themselves). A success response lets it retry; Invalid Request fails it;
+// Response Failure fails it and stops the function's PRI (as PCIe specifies).
+//
+// ATC invalidation is exact: each page's translate-and-access runs as a reader of `inFlight`,
+// and `invalidate(_:)` removes the entries and then takes the writer side, so it returns (the
+// Invalidate Completion) only after every access that might still use a removed translation
+// has finished. A translation obtained while an invalidation ran is used for that one access
+// (which completes before the invalidation does) but not cached (the cache's fill ticket).
+//
+// Locks: `state` (control bits, page request bookkeeping) is a leaf lock. `inFlight` is held
+// across calls into the IOMMU; so an IOMMU must not call `invalidate(_:)` while holding a lock
+// its translate methods take.
+
+import IOASIDStructures
+
+/// Why a function's DMA (or page request) failed.
+public enum DMAError: Error, Hashable, Sendable {
+    /// A PASID was given but the function has no PASID capability or it is not enabled.
+    case pasidNotEnabled
+    /// The PASID does not fit in the capability's Max PASID Width: the function never sends it.
+    case pasidOutOfRange(PASID)
+    /// Privileged or execute access was asked without a PASID, or the capability lacks it.
+    case unsupportedAccess
+    /// The IOMMU refused an untranslated request (unrecoverable, or PRI not available).
+    case fault(FaultRecord)
+    /// An ATS completion granted too few rights and PRI is not available.
+    case noTranslation(address: UInt64)
+    /// An ATS translation request failed (Unsupported Request or Completer Abort).
+    case translationRequestFailed(ATSCompletion)
+    /// The page request group was answered with Invalid Request or Response Failure.
+    case pageRequestFailed(PageResponseCode)
+    /// PRI is not enabled, or stopped after a Response Failure (until software re-enables it).
+    case pageRequestsStopped
+    /// Sending the page requests would exceed the Outstanding Page Request Allocation.
+    case pageRequestLimit
+    /// The translated address is not backed by RAM (the memory's error).
+    case memory(PhysicalMemoryError)
+}
+
+/// A DMA operation parked until the response to its page request group arrives.
+/// `Value` is what the operation produces: `[UInt8]` for a read, `Void` for a write.
+public struct PendingDMA<Value>: Hashable, @unchecked Sendable {
+    let operation: PCIFunction.Operation
+    /// The page request group the operation waits for.
+    public let groupIndex: UInt16
+    /// The page (untranslated address) it asked for.
+    public let address: UInt64
+
+    public static func == (a: Self, b: Self) -> Bool { a.operation === b.operation && a.groupIndex == b.groupIndex }
+    public func hash(into h: inout Hasher) { h.combine(ObjectIdentifier(operation)); h.combine(groupIndex) }
+}
+
+/// The outcome of a synchronous DMA call.
+public enum DMAResult<Value> {
+    /// All bytes moved; a read's data.
+    case completed(Value)
+    /// A page was not accessible: a page request group was sent; call
+    /// ``PCIFunction/resume(_:)-(PendingDMA<[UInt8]>)`` after the response has arrived.
+    case waitingForPageResponse(PendingDMA<Value>)
+    /// The DMA failed; bytes before the failing page may have moved.
+    case failed(DMAError)
+}
+
+extension DMAResult: Sendable where Value: Sendable {}
+
+/// A PCI function (an endpoint) with a requester ID and optional PASID, ATS and PRI
+/// capabilities, doing DMA through a ``TranslationAgent``. Thread-safe.
+public final class PCIFunction: DeviceEndpoint, @unchecked Sendable {
+    /// What the function's capability structures advertise.
+    public struct Capabilities: Hashable, Sendable {
+        /// PASID capability: Max PASID Width (1–20); nil without the capability.
+        public var pasidWidth: Int?
+        /// PASID capability: Execute Permission Supported.
+        public var executePermission: Bool
+        /// PASID capability: Privileged Mode Supported.
+        public var privilegedMode: Bool
+        /// ATS capability, with the geometry of the function's ATC; nil without it.
+        public var ats: TranslationCache.Configuration?
+        /// PRI capability: Outstanding Page Request Capacity; nil without it (PRI needs ATS).
+        public var pageRequestCapacity: Int?
+
+        /// Creates capabilities; the defaults are a plain function without PASID, ATS or PRI.
+        public init(pasidWidth: Int? = nil, executePermission: Bool = false, privilegedMode: Bool = false,
+                    ats: TranslationCache.Configuration? = nil, pageRequestCapacity: Int? = nil) {
+            precondition(pasidWidth.map { (1...PASID.maxWidth).contains($0) } ?? true, "Max PASID Width is 1...20")
+            precondition(pageRequestCapacity == nil || ats != nil, "PRI requires ATS")
+            precondition(pageRequestCapacity.map { $0 > 0 } ?? true, "PRI capacity must be positive")
+            self.pasidWidth = pasidWidth
+            self.executePermission = executePermission
+            self.privilegedMode = privilegedMode
+            self.ats = ats
+            self.pageRequestCapacity = pageRequestCapacity
+        }
+    }
+
+    /// The enable bits and settings software writes into the capabilities.
+    public struct Control: Hashable, Sendable {
+        /// PASID Enable.
+        public var pasid = false
+        /// ATS Enable. Clearing it empties the ATC.
+        public var ats = false
+        /// PRI Enable. Setting it clears a stop after Response Failure.
+        public var pri = false
+        /// Outstanding Page Request Allocation (at most the capacity; 0: the capacity).
+        public var pageRequestAllocation = 0
+        /// Creates control bits (everything disabled).
+        public init(pasid: Bool = false, ats: Bool = false, pri: Bool = false, pageRequestAllocation: Int = 0) {
+            self.pasid = pasid
+            self.ats = ats
+            self.pri = pri
+            self.pageRequestAllocation = pageRequestAllocation
+        }
+    }
+
+    /// The PRI status bits.
+    public struct PRIStatus: Hashable, Sendable {
+        /// Response Failure was received; no page requests are sent until PRI is re-enabled.
+        public var responseFailure = false
+        /// A response named a group with no outstanding requests (Unexpected PRG Index).
+        public var unexpectedResponse = false
+    }
+
+    /// The function's requester ID.
+    public let requesterID: RequesterID
+    /// Its capabilities.
+    public let capabilities: Capabilities
+    /// The IOMMU in front of it.
+    public let iommu: any TranslationAgent
+    /// The address translation cache (with the ATS capability): domain 0, space = PASID.
+    public let atc: TranslationCache?
+
+    /// A DMA operation in progress (parked while it waits for a page response).
+    final class Operation: @unchecked Sendable {
+        let isWrite: Bool
+        let pasid: PASID?
+        let privileged: Bool
+        let execute: Bool
+        let address: UInt64
+        /// A write's source or a read's destination.
+        var data: [UInt8]
+        /// Bytes moved so far (accessed only by the one caller running the operation).
+        var done = 0
+        /// Set under `state` by `receive(_:)`.
+        var response: PageResponseCode?
+        var continuation: CheckedContinuation<Void, Never>?
+
+        init(isWrite: Bool, pasid: PASID?, privileged: Bool, execute: Bool, address: UInt64, data: [UInt8]) {
+            self.isWrite = isWrite
+            self.pasid = pasid
+            self.privileged = privileged
+            self.execute = execute
+            self.address = address
+            self.data = data
+        }
+    }
+
+    /// What `lock` protects.
+    private struct State {
+        var control = Control()
+        var priStatus = PRIStatus()
+        /// Outstanding groups: requests in the group, and the operation waiting for it (none for
+        /// groups sent with `requestPages`).
+        var groups: [UInt16: (requests: Int, operation: Operation?)] = [:]
+        var outstandingRequests = 0
+        var nextGroup: UInt16 = 0
+    }
+    private let lock = PthreadMutex()
+    private var state = State()
+    /// DMA accesses are readers; ATC invalidation drains them as the writer.
+    private let inFlight = ReadMostlyLock()
+
+    /// Creates a function and connects it to `iommu`.
+    public init(requesterID: RequesterID, capabilities: Capabilities = Capabilities(), iommu: any TranslationAgent) {
+        self.requesterID = requesterID
+        self.capabilities = capabilities
+        self.iommu = iommu
+        atc = capabilities.ats.map { TranslationCache($0) }
+        iommu.connect(self)
+    }
+
+    // MARK: Configuration
+
+    /// The enable bits. Setting bits the capabilities lack traps.
+    public var control: Control {
+        get { lock.withLock { state.control } }
+        set {
+            precondition(!newValue.pasid || capabilities.pasidWidth != nil, "no PASID capability")
+            precondition(!newValue.ats || capabilities.ats != nil, "no ATS capability")
+            precondition(!newValue.pri || capabilities.pageRequestCapacity != nil, "no PRI capability")
+            precondition(newValue.pageRequestAllocation >= 0 && newValue.pageRequestAllocation <= (capabilities.pageRequestCapacity ?? 0),
+                         "allocation beyond the capacity")
+            let flush = lock.withLock {
+                let old = state.control
+                state.control = newValue
+                if newValue.pri && !old.pri { state.priStatus = PRIStatus() }
+                return old.ats && !newValue.ats
+            }
+            if flush { _ = invalidate(.all()) }
+        }
+    }
+
+    /// Enables every capability the function has (with the full page request allocation).
+    public func enableAll() {
+        control = Control(pasid: capabilities.pasidWidth != nil, ats: capabilities.ats != nil,
+                          pri: capabilities.pageRequestCapacity != nil, pageRequestAllocation: capabilities.pageRequestCapacity ?? 0)
+    }
+
+    /// The PRI status bits.
+    public var priStatus: PRIStatus { lock.withLock { state.priStatus } }
+
+    /// Page requests sent and not yet answered.
+    public var outstandingPageRequests: Int { lock.withLock { state.outstandingRequests } }
+
+    // MARK: DMA
+
+    /// Reads `count` bytes at untranslated `address` in the address space of `pasid` (none: the
+    /// requester's own).
+    public func read(pasid: PASID? = nil, address: UInt64, count: Int, privileged: Bool = false,
+                     execute: Bool = false) -> DMAResult<[UInt8]> {
+        let op = Operation(isWrite: false, pasid: pasid, privileged: privileged, execute: execute, address: address,
+                           data: [UInt8](repeating: 0, count: count))
+        return finish(op, run(op))
+    }
+
+    /// Writes `bytes` at untranslated `address` in the address space of `pasid`.
+    public func write(pasid: PASID? = nil, address: UInt64, bytes: [UInt8], privileged: Bool = false) -> DMAResult<Void> {
+        let op = Operation(isWrite: true, pasid: pasid, privileged: privileged, execute: false, address: address, data: bytes)
+        return finish(op, run(op))
+    }
+
+    /// Continues a read parked for a page response: still waiting if the response has not
+    /// arrived; else it retries (success) or fails.
+    public func resume(_ pending: PendingDMA<[UInt8]>) -> DMAResult<[UInt8]> {
+        finish(pending.operation, proceed(pending.operation, pending.groupIndex))
+    }
+
+    /// Continues a write parked for a page response (see the read variant).
+    public func resume(_ pending: PendingDMA<Void>) -> DMAResult<Void> {
+        finish(pending.operation, proceed(pending.operation, pending.groupIndex))
+    }
+
+    /// Whether the response for `pending`'s group has arrived (so ``resume(_:)-(PendingDMA<[UInt8]>)`` will not wait).
+    public func isAnswered<V>(_ pending: PendingDMA<V>) -> Bool {
+        lock.withLock { pending.operation.response != nil }
+    }
+
+    /// Reads like ``read(pasid:address:count:privileged:execute:)``, but waits for page responses
+    /// and retries until the read completes or fails.
+    public func readWaitingForPages(pasid: PASID? = nil, address: UInt64, count: Int, privileged: Bool = false,
+                                    execute: Bool = false) async throws(DMAError) -> [UInt8] {
+        var result = read(pasid: pasid, address: address, count: count, privileged: privileged, execute: execute)
+        while true {
+            switch result {
+            case .completed(let data): return data
+            case .failed(let error): throw error
+            case .waitingForPageResponse(let p):
+                await waitForResponse(p.operation)
+                result = resume(p)
+            }
+        }
+    }
+
+    /// Writes like ``write(pasid:address:bytes:privileged:)``, but waits for page responses and
+    /// retries until the write completes or fails.
+    public func writeWaitingForPages(pasid: PASID? = nil, address: UInt64, bytes: [UInt8],
+                                     privileged: Bool = false) async throws(DMAError) {
+        var result = write(pasid: pasid, address: address, bytes: bytes, privileged: privileged)
+        while true {
+            switch result {
+            case .completed: return
+            case .failed(let error): throw error
+            case .waitingForPageResponse(let p):
+                await waitForResponse(p.operation)
+                result = resume(p)
+            }
+        }
+    }
+
+    private func waitForResponse(_ op: Operation) async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let now: Bool = lock.withLock {
+                if op.response != nil { return true }
+                op.continuation = c
+                return false
+            }
+            if now { c.resume() }
+        }
+    }
+
+    /// Where an operation stands after running.
+    private enum Outcome {
+        case completed
+        case waiting(group: UInt16, address: UInt64)
+        case failed(DMAError)
+    }
+
+    private func finish<V>(_ op: Operation, _ outcome: Outcome) -> DMAResult<V> {
+        switch outcome {
+        case .completed: .completed((op.isWrite ? () as Any : op.data as Any) as! V)
+        case .waiting(let group, let address):
+            .waitingForPageResponse(PendingDMA(operation: op, groupIndex: group, address: address))
+        case .failed(let e): .failed(e)
+        }
+    }
+
+    /// Continues `op` after its page response (or reports that it still waits).
+    private func proceed(_ op: Operation, _ group: UInt16) -> Outcome {
+        let response: PageResponseCode? = lock.withLock {
+            let r = op.response
+            if r != nil { op.response = nil }
+            return r
+        }
+        switch response {
+        case nil: return .waiting(group: group, address: (op.address + UInt64(op.done)) & ~0xFFF)
+        case .success: return run(op)
+        case .invalidRequest: return .failed(.pageRequestFailed(.invalidRequest))
+        case .responseFailure: return .failed(.pageRequestFailed(.responseFailure))
+        }
+    }
+
+    /// Moves the rest of `op`'s bytes, page by page.
+    private func run(_ op: Operation) -> Outcome {
+        let control = lock.withLock { state.control }
+        if let pasid = op.pasid {
+            guard control.pasid, let width = capabilities.pasidWidth else { return .failed(.pasidNotEnabled) }
+            guard pasid.fits(width: width) else { return .failed(.pasidOutOfRange(pasid)) }
+            if op.privileged && !capabilities.privilegedMode { return .failed(.unsupportedAccess) }
+            if op.execute && !capabilities.executePermission { return .failed(.unsupportedAccess) }
+        } else if op.privileged || op.execute {
+            return .failed(.unsupportedAccess)
+        }
+        var access: AccessPermissions = op.isWrite ? .write : .read
+        if op.execute { access.insert(.execute) }
+        while op.done < op.data.count {
+            let address = op.address &+ UInt64(op.done)
+            let step = pageStep(op, address, access, useATS: control.ats)
+            switch step {
+            case .moved(let n): op.done += n
+            case .failed(let e): return .failed(e)
+            case .needsPage(let fault):
+                guard control.pri else { return .failed(fault) }
+                switch sendPageRequests(pasid: op.pasid, privileged: op.privileged, pages: [(address & ~0xFFF, access)], waiting: op) {
+                case .success(let group): return .waiting(group: group, address: address & ~0xFFF)
+                case .failure(let e): return .failed(e)
+                }
+            }
+        }
+        return .completed
+    }
+
+    private enum Step {
+        case moved(Int)
+        case needsPage(DMAError)
+        case failed(DMAError)
+    }
+
+    /// Translates the page containing `address` and moves the bytes of `op` that fall in it.
+    private func pageStep(_ op: Operation, _ address: UInt64, _ access: AccessPermissions, useATS: Bool) -> Step {
+        inFlight.withReadLock {
+            // Untranslated requests stop at the 4 KiB boundary (a PCIe request never crosses one);
+            // translated ones at the end of the ATC's translation.
+            var request = DMARequest(requesterID: requesterID, pasid: op.pasid, privileged: op.privileged, address: address,
+                                     access: access, length: min(UInt64(op.data.count - op.done), (address | 0xFFF) &- address &+ 1))
+            if useATS, let atc {
+                let tag = TranslationTag(pasid: op.pasid, privileged: op.privileged)
+                var cached = atc.lookup(tag, address: address)
+                if let t = cached, !t.permissions.isSuperset(of: access) { cached = nil }
+                if cached == nil {
+                    let ticket = atc.fillTicket()
+                    // A translation request always asks for read; ask for write too (NW = 0) so that
+                    // reads and writes can share the entry.
+                    let ats = ATSTranslationRequest(requesterID: requesterID, pasid: op.pasid, privileged: op.privileged,
+                                                    address: address, access: access.union(.readWrite))
+                    switch iommu.translate(ats) {
+                    case .translated(let t) where t.contains(address):
+                        if !t.permissions.isEmpty { atc.insert(t, tag: tag, covering: address, ifUnchangedSince: ticket) }
+                        guard t.permissions.isSuperset(of: access) else { return .needsPage(.noTranslation(address: address)) }
+                        cached = t
+                    case .translated: return .failed(.translationRequestFailed(.completerAbort))
+                    case let other: return .failed(.translationRequestFailed(other))
+                    }
+                }
+                let t = cached!
+                request.address = t.output(for: address)
+                request.length = min(UInt64(op.data.count - op.done), t.inputBase &+ (t.size &- 1) &- address &+ 1)
+                request.addressType = .translated
+            }
+            let target: Translation
+            switch iommu.translate(request) {
+            case .success(let t): target = t
+            case .failure(let fault):
+                let recoverable = fault.recoverable && request.addressType == .untranslated
+                return recoverable ? .needsPage(.fault(fault)) : .failed(.fault(fault))
+            }
+            // Stay within the page the IOMMU translated.
+            let n = Int(min(request.length, target.inputBase &+ (target.size &- 1) &- request.address &+ 1))
+            let output = target.output(for: request.address)
+            let done = op.done
+            let memory = iommu.memory
+            let result: Result<Void, PhysicalMemoryError>
+            if op.isWrite {
+                result = op.data.withUnsafeBytes { b in
+                    Result { () throws(PhysicalMemoryError) in
+                        try memory.write(UnsafeRawBufferPointer(rebasing: b[done..<(done + n)]), at: output)
+                    }
+                }
+            } else {
+                result = op.data.withUnsafeMutableBytes { b in
+                    Result { () throws(PhysicalMemoryError) in
+                        try memory.read(UnsafeMutableRawBufferPointer(rebasing: b[done..<(done + n)]), at: output)
+                    }
+                }
+            }
+            if case .failure(let e) = result { return .failed(.memory(e)) }
+            return .moved(n)
+        }
+    }
+
+    // MARK: Page requests
+
+    /// Sends one page request group for `pages` (the last request marked last-in-group) and
+    /// returns its group index. Fails when PRI is disabled or stopped, or the requests would
+    /// exceed the Outstanding Page Request Allocation. The response is counted when it arrives.
+    public func requestPages(pasid: PASID? = nil, privileged: Bool = false,
+                             _ pages: [(address: UInt64, access: AccessPermissions)]) -> Result<UInt16, DMAError> {
+        if let pasid {
+            guard let width = capabilities.pasidWidth, control.pasid else { return .failure(.pasidNotEnabled) }
+            guard pasid.fits(width: width) else { return .failure(.pasidOutOfRange(pasid)) }
+        }
+        return sendPageRequests(pasid: pasid, privileged: privileged, pages: pages, waiting: nil)
+    }
+
+    private func sendPageRequests(pasid: PASID?, privileged: Bool, pages: [(address: UInt64, access: AccessPermissions)],
+                                  waiting op: Operation?) -> Result<UInt16, DMAError> {
+        precondition(!pages.isEmpty, "a page request group has at least one request")
+        let group: Result<UInt16, DMAError> = lock.withLock {
+            guard state.control.pri, !state.priStatus.responseFailure else { return .failure(.pageRequestsStopped) }
+            let allocation = state.control.pageRequestAllocation == 0 ? capabilities.pageRequestCapacity ?? 0
+                : state.control.pageRequestAllocation
+            guard state.outstandingRequests + pages.count <= allocation, state.groups.count <= Int(PageRequest.maxGroupIndex) else {
+                return .failure(.pageRequestLimit)
+            }
+            var g = state.nextGroup
+            while state.groups[g] != nil { g = (g + 1) & PageRequest.maxGroupIndex }
+            state.nextGroup = (g + 1) & PageRequest.maxGroupIndex
+            state.groups[g] = (pages.count, op)
+            state.outstandingRequests += pages.count
+            return .success(g)
+        }
+        guard case .success(let g) = group else { return group }
+        for (i, page) in pages.enumerated() {
+            iommu.pageRequest(PageRequest(requesterID: requesterID, pasid: pasid, privileged: privileged, address: page.address,
+                                          access: page.access, groupIndex: g, lastInGroup: i == pages.count - 1))
+        }
+        return group
+    }
+
+    // MARK: DeviceEndpoint
+
+    /// Explicitly asks the IOMMU to translate `address` (an ATS translation request) and caches
+    /// a successful result with any rights in the ATC. Fails when ATS is not enabled.
+    public func requestTranslation(pasid: PASID? = nil, address: UInt64, access: AccessPermissions = .readWrite,
+                                   privileged: Bool = false) -> ATSCompletion {
+        guard let atc, control.ats else { return .unsupportedRequest }
+        return inFlight.withReadLock {
+            let ticket = atc.fillTicket()
+            let completion = iommu.translate(ATSTranslationRequest(requesterID: requesterID, pasid: pasid, privileged: privileged,
+                                                                   address: address, access: access))
+            if case .translated(let t) = completion, !t.permissions.isEmpty, t.contains(address) {
+                atc.insert(t, tag: TranslationTag(pasid: pasid, privileged: privileged), covering: address, ifUnchangedSince: ticket)
+            }
+            return completion
+        }
+    }
+
+    /// Removes the translations `request` covers from the ATC (with a PASID and without Global
+    /// Invalidate: that PASID's entries and the global ones; otherwise every entry in the range),
+    /// waits for DMA in flight, and completes.
+    public func invalidate(_ request: ATCInvalidation) -> ATCInvalidationCompletion {
+        if let atc {
+            let spaces: TranslationCacheInvalidation.Spaces =
+                if let pasid = request.pasid, !request.global { .only(pasid.rawValue, includingGlobal: true) } else { .all }
+            atc.invalidate(TranslationCacheInvalidation(domain: 0, spaces: spaces,
+                                                        range: request.range == .all ? nil : request.range))
+        }
+        inFlight.withWriteLock {}  // every access that might use a removed translation has finished
+        return ATCInvalidationCompletion(requesterID: requesterID, tag: request.tag)
+    }
+
+    /// Takes the response to one of the function's page request groups: frees its requests,
+    /// and lets the operation waiting for it (if any) retry or fail. Response Failure stops PRI.
+    /// A response for a group with nothing outstanding sets the Unexpected PRG Index status.
+    public func receive(_ response: PageResponse) {
+        let continuation: CheckedContinuation<Void, Never>? = lock.withLock {
+            guard let group = state.groups.removeValue(forKey: response.groupIndex) else {
+                state.priStatus.unexpectedResponse = true
+                return nil
+            }
+            state.outstandingRequests -= group.requests
+            if response.code == .responseFailure { state.priStatus.responseFailure = true }
+            guard let op = group.operation else { return nil }
+            op.response = response.code
+            defer { op.continuation = nil }
+            return op.continuation
+        }
+        continuation?.resume()
+    }
+}

@@ -1,0 +1,38 @@
+// The two sides of the link between devices and the IOMMU.
+
+/// The IOMMU as devices see it (the PCIe "translation agent"): the only way a device model
+/// reaches memory. The VT-d and SMMUv3 models implement it, as does the test IOMMU.
+public protocol TranslationAgent: AnyObject, Sendable {
+    /// The memory behind the IOMMU: where translated requests land.
+    var memory: PhysicalMemory { get }
+
+    /// Translates an untranslated request, or checks a translated one (which then translates to
+    /// itself). Returns the translation of the page containing `request.address`, or the fault
+    /// the IOMMU recorded. The hot path of every DMA: it should allocate nothing.
+    func translate(_ request: DMARequest) -> Result<Translation, FaultRecord>
+
+    /// Answers an ATS translation request. Never records a fault: a page without access is a
+    /// successful completion granting no rights.
+    func translate(_ request: ATSTranslationRequest) -> ATSCompletion
+
+    /// Accepts a page request message (PRI). The IOMMU queues it for the fault owner, whose
+    /// ``PageResponse`` reaches the device through ``DeviceEndpoint/receive(_:)``.
+    func pageRequest(_ request: PageRequest)
+
+    /// Connects a device, so that ATC invalidations and page responses can reach it. The agent
+    /// keeps only a weak reference.
+    func connect(_ endpoint: any DeviceEndpoint)
+}
+
+/// A device as the IOMMU sees it: where ATC invalidations and page responses are delivered.
+public protocol DeviceEndpoint: AnyObject, Sendable {
+    /// The device's requester ID.
+    var requesterID: RequesterID { get }
+
+    /// Removes the translations `request` covers from the device's ATC and returns the
+    /// completion once none is cached or in use any more.
+    func invalidate(_ request: ATCInvalidation) -> ATCInvalidationCompletion
+
+    /// Delivers the response to one of the device's page request groups.
+    func receive(_ response: PageResponse)
+}
