@@ -38,7 +38,7 @@ let package = Package(
         .target(name: "IOASIDSoftDrivers", dependencies: ["IOASIDCore", "IOASIDSoftIOMMU", "IOASIDStructures"]),
         .target(name: "CIOASIDSys"),
         .target(name: "IOASIDLinuxABI", dependencies: ["IOASIDStructures", "IOASIDCore", "IOASIDSets", "IOASIDTestDriver", "CIOASIDSys"]),
-        .target(name: "IOASIDEngine", dependencies: ["IOASIDLinuxABI", "CIOASIDSys"]),
+        .target(name: "IOASIDEngine", dependencies: ["IOASIDLinuxABI", "IOASIDCore", "IOASIDTestDriver", "CIOASIDSys"]),
         .target(name: "CIOASIDPreload", linkerSettings: [.linkedLibrary("dl")]),
         .executableTarget(name: "ioasid", dependencies: [
             "IOASIDLinuxABI",

@@ -194,6 +194,7 @@ static struct {
     int (*dup)(int oldfd, int newfd);
     int (*close)(int fd);
     int (*munmap)(void *address, size_t length); /* optional */
+    int (*open_device)(int index, int flags);    /* optional */
 } engine;
 
 enum { ENGINE_UNLOADED = 0, ENGINE_READY = 1, ENGINE_FAILED = -1 };
@@ -247,6 +248,7 @@ static int load_engine_locked(void) {
     ENGINE_SYMBOL(close, "ioasid_engine_close");
 #undef ENGINE_SYMBOL
     *(void **)&engine.munmap = dlsym(handle, "ioasid_engine_munmap");
+    *(void **)&engine.open_device = dlsym(handle, "ioasid_engine_open_device");
     return ENGINE_READY;
 }
 
@@ -274,21 +276,31 @@ static inline long from_engine(long result) {
 }
 
 /* ---------------------------------------------------------------------------------------------
- * open and friends: only the exact path "/dev/iommu" goes to the engine.
+ * open and friends: the exact path "/dev/iommu" goes to the engine, and so do the VFIO device
+ * cdevs "/dev/vfio/devices/vfioN" when `ioasid run --machine` configured a modelled machine
+ * (IOASID_MACHINE set): then the program sees that machine's devices and no others.
  */
 
-static inline int is_iommu_path(const char *path) {
-    return path != NULL && path[0] == '/' && strcmp(path, "/dev/iommu") == 0;
+enum { PATH_NOT_ENGINE = -2, PATH_IOMMU = -1 };
+
+/* PATH_IOMMU, a device index N >= 0, or PATH_NOT_ENGINE. */
+static inline int engine_path_kind(const char *path) {
+    if (path == NULL || path[0] != '/' || path[1] != 'd') return PATH_NOT_ENGINE;
+    if (strcmp(path, "/dev/iommu") == 0) return PATH_IOMMU;
+    static const char prefix[] = "/dev/vfio/devices/vfio";
+    if (strncmp(path, prefix, sizeof prefix - 1) != 0) return PATH_NOT_ENGINE;
+    const char *digits = path + sizeof prefix - 1;
+    if (*digits < '0' || *digits > '9' || getenv("IOASID_MACHINE") == NULL) return PATH_NOT_ENGINE;
+    long index = 0;
+    for (; *digits >= '0' && *digits <= '9'; digits++) {
+        index = index * 10 + (*digits - '0');
+        if (index > 1 << 20) return PATH_NOT_ENGINE;
+    }
+    return *digits == '\0' ? (int)index : PATH_NOT_ENGINE;
 }
 
-static int open_iommu(int flags) {
-    int saved_errno = errno; /* loading the engine may leave errno set; a successful open does not */
-    if (!ensure_engine()) {
-        errno = ENXIO;
-        return -1;
-    }
-    int fd = engine.open(flags);
-    if (fd < 0) return (int)from_engine(fd);
+/* Claims an engine descriptor for the preload's fast path, or undoes it. */
+static int claim_engine_fd(int fd, int saved_errno) {
     if (set_owned(fd, 1) != 0) {
         engine.close(fd);
         REAL(close, close_fn)(fd);
@@ -297,6 +309,25 @@ static int open_iommu(int flags) {
     }
     errno = saved_errno;
     return fd;
+}
+
+static int open_engine_path(int kind, int flags) {
+    int saved_errno = errno; /* loading the engine may leave errno set; a successful open does not */
+    if (!ensure_engine()) {
+        errno = ENXIO;
+        return -1;
+    }
+    int fd;
+    if (kind == PATH_IOMMU) {
+        fd = engine.open(flags);
+    } else if (engine.open_device != NULL) {
+        fd = engine.open_device(kind, flags);
+    } else {
+        errno = ENOENT;
+        return -1;
+    }
+    if (fd < 0) return (int)from_engine(fd);
+    return claim_engine_fd(fd, saved_errno);
 }
 
 /* Whether open's variadic mode argument is present (glibc's __OPEN_NEEDS_MODE). */
@@ -315,45 +346,53 @@ static inline int needs_mode(int flags) {
 
 IOASID_EXPORT int open(const char *path, int flags, ...) {
     MODE_ARGUMENT(flags, flags);
-    if (unlikely(is_iommu_path(path))) return open_iommu(flags);
+    int kind = engine_path_kind(path);
+    if (unlikely(kind != PATH_NOT_ENGINE)) return open_engine_path(kind, flags);
     return REAL(open, open_fn)(path, flags, mode);
 }
 
 IOASID_EXPORT int open64(const char *path, int flags, ...) {
     MODE_ARGUMENT(flags, flags);
-    if (unlikely(is_iommu_path(path))) return open_iommu(flags);
+    int kind = engine_path_kind(path);
+    if (unlikely(kind != PATH_NOT_ENGINE)) return open_engine_path(kind, flags);
     return REAL(open64, open_fn)(path, flags, mode);
 }
 
 IOASID_EXPORT int openat(int dirfd, const char *path, int flags, ...) {
     MODE_ARGUMENT(flags, flags);
-    if (unlikely(is_iommu_path(path))) return open_iommu(flags);
+    int kind = engine_path_kind(path);
+    if (unlikely(kind != PATH_NOT_ENGINE)) return open_engine_path(kind, flags);
     return REAL(openat, openat_fn)(dirfd, path, flags, mode);
 }
 
 IOASID_EXPORT int openat64(int dirfd, const char *path, int flags, ...) {
     MODE_ARGUMENT(flags, flags);
-    if (unlikely(is_iommu_path(path))) return open_iommu(flags);
+    int kind = engine_path_kind(path);
+    if (unlikely(kind != PATH_NOT_ENGINE)) return open_engine_path(kind, flags);
     return REAL(openat64, openat_fn)(dirfd, path, flags, mode);
 }
 
 IOASID_EXPORT int __open_2(const char *path, int flags) {
-    if (unlikely(is_iommu_path(path))) return open_iommu(flags);
+    int kind = engine_path_kind(path);
+    if (unlikely(kind != PATH_NOT_ENGINE)) return open_engine_path(kind, flags);
     return REAL(__open_2, open2_fn)(path, flags);
 }
 
 IOASID_EXPORT int __open64_2(const char *path, int flags) {
-    if (unlikely(is_iommu_path(path))) return open_iommu(flags);
+    int kind = engine_path_kind(path);
+    if (unlikely(kind != PATH_NOT_ENGINE)) return open_engine_path(kind, flags);
     return REAL(__open64_2, open2_fn)(path, flags);
 }
 
 IOASID_EXPORT int __openat_2(int dirfd, const char *path, int flags) {
-    if (unlikely(is_iommu_path(path))) return open_iommu(flags);
+    int kind = engine_path_kind(path);
+    if (unlikely(kind != PATH_NOT_ENGINE)) return open_engine_path(kind, flags);
     return REAL(__openat_2, openat2_fn)(dirfd, path, flags);
 }
 
 IOASID_EXPORT int __openat64_2(int dirfd, const char *path, int flags) {
-    if (unlikely(is_iommu_path(path))) return open_iommu(flags);
+    int kind = engine_path_kind(path);
+    if (unlikely(kind != PATH_NOT_ENGINE)) return open_engine_path(kind, flags);
     return REAL(__openat64_2, openat2_fn)(dirfd, path, flags);
 }
 

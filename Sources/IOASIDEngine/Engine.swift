@@ -35,8 +35,15 @@ final class Engine: DescriptorHost {
     /// `ioasid_preload_claim` when the preload is loaded (nil when the engine runs without it).
     private let claim: PreloadClaim?
 
+    /// The modelled machine's devices (`IOASID_MACHINE`), or the reason the specification was refused.
+    private let machine: Result<Machine, Machine.SpecError>
+
     init(environment: EngineEnvironment) {
         self.traceSink = environment.traceSink
+        do throws(Machine.SpecError) { machine = .success(try Machine.parse(environment.machine ?? "")) } catch {
+            machine = .failure(error)
+            environment.traceSink?.write("IOASID_MACHINE: \(error)")
+        }
         var configuration = EngineConfiguration(testDriver: environment.testDriver)
         configuration.privileged = environment.privileged
         if let sink = environment.traceSink {
@@ -59,6 +66,22 @@ final class Engine: DescriptorHost {
         return fd
     }
 
+
+    /// Opens `/dev/vfio/devices/vfio<index>` of the modelled machine: a new `VFIODeviceFile`, or
+    /// -ENOENT when the machine has no such device.
+    func openDevice(index: Int32, flags: Int32) -> Int32 {
+        guard case .success(let m) = machine, index >= 0, Int(index) < m.devices.count else {
+            trace { "open /dev/vfio/devices/vfio\(index) -> -ENOENT" }
+            return -ENOENT
+        }
+        let file = VFIODeviceFile(host: self, model: m.devices[Int(index)], name: "vfio\(index)", trace: configuration.trace)
+        var eventFlags = IOASID_SYS_EFD_NONBLOCK
+        if flags & O_CLOEXEC != 0 { eventFlags |= IOASID_SYS_EFD_CLOEXEC }
+        let fd = install(file, eventFlags: eventFlags, readable: false)
+        if fd < 0 { file.release() }
+        trace { "open /dev/vfio/devices/vfio\(index) flags=\(hex(flags)) -> \(result(fd))" }
+        return fd
+    }
 
     /// Records that `newfd` now names the file `oldfd` names; 0 or -errno.
     func duplicate(_ oldfd: Int32, as newfd: Int32) -> Int32 {

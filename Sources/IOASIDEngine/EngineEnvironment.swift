@@ -10,10 +10,13 @@ import Glibc
 ///   VM would; otherwise the program's real capabilities decide.
 /// - `IOASID_TRACE`: unset or empty disables tracing; `-` or `stderr` traces to fd 2; anything
 ///   else is a file the engine appends to (created with mode 0644 if missing).
+/// - `IOASID_MACHINE`: the modelled machine's devices (`Machine`), served as
+///   `/dev/vfio/devices/vfioN`; unset: none.
 struct EngineEnvironment {
     var testDriver: Bool
     var traceSink: TraceSink?
     var privileged = false
+    var machine: String?
 
     init(testDriver: Bool, traceSink: TraceSink?, privileged: Bool = false) {
         self.testDriver = testDriver
@@ -27,6 +30,7 @@ struct EngineEnvironment {
             testDriver: Self.parseSwitch(Self.variable("IOASID_TEST_DRIVER"), default: true),
             traceSink: TraceSink.open(Self.variable("IOASID_TRACE")),
             privileged: Self.parseSwitch(Self.variable("IOASID_PRIVILEGED"), default: false))
+        machine = Self.variable("IOASID_MACHINE")
     }
 
     static func variable(_ name: String) -> String? {

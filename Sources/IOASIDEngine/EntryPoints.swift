@@ -11,6 +11,13 @@ public func ioasid_engine_open(_ flags: Int32) -> Int32 {
     Engine.shared.openIOMMU(flags: flags)
 }
 
+/// `open("/dev/vfio/devices/vfio<index>", flags)` when a modelled machine is configured:
+/// a new fd naming that device's VFIO cdev, or -errno (-ENOENT: no such device).
+@_cdecl("ioasid_engine_open_device")
+public func ioasid_engine_open_device(_ index: Int32, _ flags: Int32) -> Int32 {
+    Engine.shared.openDevice(index: index, flags: flags)
+}
+
 /// `ioctl(fd, request, argument)` on an engine fd.
 @_cdecl("ioasid_engine_ioctl")
 public func ioasid_engine_ioctl(_ fd: Int32, _ request: UInt, _ argument: UnsafeMutableRawPointer?) -> Int {

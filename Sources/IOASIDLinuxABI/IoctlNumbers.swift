@@ -143,6 +143,12 @@ public enum IOCTL {
     public static let VFIO_IOMMU_UNMAP_DMA: UInt = _IO(VFIO_TYPE, VFIO_BASE + 14)
     /// Dirty page tracking of type1; iommufd recognises it and refuses it.
     public static let VFIO_IOMMU_DIRTY_PAGES: UInt = _IO(VFIO_TYPE, VFIO_BASE + 17)
+    /// Argument `vfio_device_bind_iommufd` (on a device cdev).
+    public static let VFIO_DEVICE_BIND_IOMMUFD: UInt = _IO(VFIO_TYPE, VFIO_BASE + 18)
+    /// Argument `vfio_device_attach_iommufd_pt` (on a device cdev).
+    public static let VFIO_DEVICE_ATTACH_IOMMUFD_PT: UInt = _IO(VFIO_TYPE, VFIO_BASE + 19)
+    /// Argument `vfio_device_detach_iommufd_pt` (on a device cdev).
+    public static let VFIO_DEVICE_DETACH_IOMMUFD_PT: UInt = _IO(VFIO_TYPE, VFIO_BASE + 20)
 
     // MARK: Names
 
@@ -177,6 +183,9 @@ public enum IOCTL {
         ("VFIO_IOMMU_MAP_DMA", VFIO_IOMMU_MAP_DMA),
         ("VFIO_IOMMU_UNMAP_DMA", VFIO_IOMMU_UNMAP_DMA),
         ("VFIO_IOMMU_DIRTY_PAGES", VFIO_IOMMU_DIRTY_PAGES),
+        ("VFIO_DEVICE_BIND_IOMMUFD", VFIO_DEVICE_BIND_IOMMUFD),
+        ("VFIO_DEVICE_ATTACH_IOMMUFD_PT", VFIO_DEVICE_ATTACH_IOMMUFD_PT),
+        ("VFIO_DEVICE_DETACH_IOMMUFD_PT", VFIO_DEVICE_DETACH_IOMMUFD_PT),
     ]
 
     private static let names: [UInt: String] = Dictionary(

@@ -323,6 +323,9 @@ public enum UAPI {
         vfio_iommu_type1_info_dma_avail.self,
         vfio_iommu_type1_dma_map.self,
         vfio_iommu_type1_dma_unmap.self,
+        vfio_device_bind_iommufd.self,
+        vfio_device_attach_iommufd_pt.self,
+        vfio_device_detach_iommufd_pt.self,
     ]
 }
 
@@ -1815,5 +1818,60 @@ public struct vfio_iommu_type1_dma_unmap: UAPIStruct {
         uapiField("iova", \.iova),
         uapiField("size", \.size),
         uapiFlexibleArray("data"),
+    ]
+}
+
+// MARK: - vfio.h, device cdev (/dev/vfio/devices/vfioN)
+
+/// Binds a VFIO device cdev to an iommufd. The corresponding ioctl is `VFIO_DEVICE_BIND_IOMMUFD`.
+public struct vfio_device_bind_iommufd: UAPIStruct {
+    public var argsz: UInt32 = 0
+    public var flags: UInt32 = 0
+    public var iommufd: Int32 = 0
+    public var out_devid: UInt32 = 0
+    public var token_uuid_ptr: UInt64 = 0
+
+    public init() {}
+    public static var cName: String { "vfio_device_bind_iommufd" }
+    public static let layoutFields: [UAPIField] = [
+        uapiField("argsz", \.argsz),
+        uapiField("flags", \.flags),
+        uapiField("iommufd", \.iommufd),
+        uapiField("out_devid", \.out_devid),
+        uapiField("token_uuid_ptr", \.token_uuid_ptr),
+    ]
+}
+
+/// Attaches a bound device (or one of its PASIDs) to an IOAS or HWPT. The corresponding ioctl is
+/// `VFIO_DEVICE_ATTACH_IOMMUFD_PT`.
+public struct vfio_device_attach_iommufd_pt: UAPIStruct {
+    public var argsz: UInt32 = 0
+    public var flags: UInt32 = 0
+    public var pt_id: UInt32 = 0
+    public var pasid: UInt32 = 0
+
+    public init() {}
+    public static var cName: String { "vfio_device_attach_iommufd_pt" }
+    public static let layoutFields: [UAPIField] = [
+        uapiField("argsz", \.argsz),
+        uapiField("flags", \.flags),
+        uapiField("pt_id", \.pt_id),
+        uapiField("pasid", \.pasid),
+    ]
+}
+
+/// Detaches a bound device (or one of its PASIDs). The corresponding ioctl is
+/// `VFIO_DEVICE_DETACH_IOMMUFD_PT`.
+public struct vfio_device_detach_iommufd_pt: UAPIStruct {
+    public var argsz: UInt32 = 0
+    public var flags: UInt32 = 0
+    public var pasid: UInt32 = 0
+
+    public init() {}
+    public static var cName: String { "vfio_device_detach_iommufd_pt" }
+    public static let layoutFields: [UAPIField] = [
+        uapiField("argsz", \.argsz),
+        uapiField("flags", \.flags),
+        uapiField("pasid", \.pasid),
     ]
 }

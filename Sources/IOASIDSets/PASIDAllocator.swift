@@ -421,7 +421,9 @@ public final class PASIDAllocator: Sendable {
             if let set, s.sets[set] == nil { throw .noEntry("no such IOASID set") }
             let token = PASIDNotifierToken(rawValue: s.nextNotifier)
             s.nextNotifier += 1
-            s.notifiers.append(Notifier(token: token, set: set, priority: priority, handler: handler))
+            // Kept in delivery order: higher priority first, ties in registration order.
+            let at = s.notifiers.firstIndex { $0.priority < priority } ?? s.notifiers.endIndex
+            s.notifiers.insert(Notifier(token: token, set: set, priority: priority, handler: handler), at: at)
             return token
         }
     }
@@ -530,13 +532,15 @@ private struct State: ~Copyable {
         return notes
     }
 
+    /// The deliveries of one event, in order (`notifiers` is kept sorted). No allocation when
+    /// nobody listens.
     func notes(_ event: PASIDEvent, _ pasid: PASID, device: UInt32?) -> [Delivery] {
+        guard !notifiers.isEmpty else { return [] }
         let e = entries[pasid]!
         let note = PASIDNotification(event: event, pasid: pasid, set: e.set, owner: sets[e.set]!.owner,
                                      privateID: e.privateID, device: device)
-        return notifiers.enumerated()
-            .filter { $0.element.set == nil || $0.element.set == e.set }
-            .sorted { ($0.element.priority, -$0.offset) > ($1.element.priority, -$1.offset) }
-            .map { Delivery(handler: $0.element.handler, note: note) }
+        var out: [Delivery] = []
+        for n in notifiers where n.set == nil || n.set == e.set { out.append(Delivery(handler: n.handler, note: note)) }
+        return out
     }
 }

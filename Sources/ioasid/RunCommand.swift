@@ -6,7 +6,7 @@ struct RunCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "run",
         abstract: "Run a program against ioasid's /dev/iommu.",
-        usage: "ioasid run [--trace[=<file>]] [--privileged] [--no-test-driver] [--] <program> [<arguments> ...]",
+        usage: "ioasid run [--trace[=<file>]] [--privileged] [--no-test-driver] [--machine <spec>] [--] <program> [<arguments> ...]",
         discussion: """
             The program runs with libioasid-preload.so in LD_PRELOAD (prepended to any existing \
             value). When it first opens /dev/iommu, the preload loads libIOASIDEngine.so and \
@@ -24,6 +24,12 @@ struct RunCommand: ParsableCommand {
               IOASID_TEST_DRIVER  1, or 0 with --no-test-driver
               IOASID_PRIVILEGED   1 with --privileged, else unset
               IOASID_TRACE        the trace destination with --trace, else unset
+              IOASID_MACHINE      the --machine specification, else unset
+
+            The modelled machine (--machine): the devices a program can bind through VFIO \
+            cdevs, /dev/vfio/devices/vfio0, vfio1, ... in the order given, each a comma-\
+            separated KIND[:COUNT]. Kinds: mock (a PASID-capable device of the test \
+            driver). Without --machine no /dev/vfio path is served. See docs/machine.md.
 
             Both libraries are looked up next to the ioasid executable (then in ../lib and \
             ../lib/ioasid).
@@ -32,6 +38,7 @@ struct RunCommand: ParsableCommand {
               ioasid run -- ./iommufd                  run the kernel's iommufd selftest
               ioasid run --trace -- ./my-vmm           trace each iommufd call to stderr
               ioasid run --trace=calls.log -- ./my-vmm trace to calls.log
+              ioasid run --machine mock:2 -- ./my-vmm  two devices at /dev/vfio/devices/vfio0, vfio1
             """)
 
     @Option(
@@ -46,6 +53,9 @@ struct RunCommand: ParsableCommand {
 
     @Flag(name: .customLong("no-test-driver"), help: "Do not serve IOMMU_TEST_CMD (like a kernel without CONFIG_IOMMUFD_TEST).")
     var noTestDriver = false
+
+    @Option(name: .customLong("machine"), help: ArgumentHelp("The modelled machine's devices, served as /dev/vfio/devices/vfioN: comma-separated KIND[:COUNT].", valueName: "spec"))
+    var machine: String?
 
     @Argument(parsing: .captureForPassthrough, help: ArgumentHelp("The program to run, then its arguments.", valueName: "program"))
     var command: [String] = []
@@ -65,6 +75,7 @@ struct RunCommand: ParsableCommand {
         launch.environment["IOASID_ENGINE"] = .set(products.engine)
         launch.environment["IOASID_TEST_DRIVER"] = .set(noTestDriver ? "0" : "1")
         launch.environment["IOASID_PRIVILEGED"] = privileged ? .set("1") : .unset
+        launch.environment["IOASID_MACHINE"] = machine.map { .set($0) } ?? .unset
         launch.environment["IOASID_TRACE"] = try trace.map { .set(try TraceDestination.prepare($0)) } ?? .unset
         // A crash inside the engine must end the program at once, as a kernel oops ends the
         // ioctl: the Swift runtime's interactive backtracer would otherwise hold it for minutes.
@@ -82,8 +93,11 @@ struct RunCommand: ParsableCommand {
     static func normalize(_ arguments: [String]) -> [String] {
         guard let run = arguments.firstIndex(of: "run") else { return arguments }
         var arguments = arguments
+        var skipValue = false
         for index in arguments.indices.dropFirst(run + 1) {
             let argument = arguments[index]
+            if skipValue { skipValue = false; continue }
+            if argument == "--machine" { skipValue = true; continue }  // its value follows
             if argument == "--" || !argument.hasPrefix("-") { break }
             if argument == "--trace" { arguments[index] = "--trace=-" }
             if argument == "--help" || argument == "-h" { return ["help", "run"] }

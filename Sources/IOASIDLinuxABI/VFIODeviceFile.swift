@@ -1,0 +1,153 @@
+import CIOASIDSys
+import Glibc
+import IOASIDCore
+import IOASIDStructures
+
+/// A VFIO device cdev (`/dev/vfio/devices/vfioN`) of a modelled device: how a C program binds a
+/// device of the modelled machine to its `/dev/iommu` and attaches it, as with real VFIO.
+///
+/// Served: `VFIO_DEVICE_BIND_IOMMUFD`, `VFIO_DEVICE_ATTACH_IOMMUFD_PT` (attach, or replace when
+/// attached; with `VFIO_DEVICE_ATTACH_PASID` per PASID) and `VFIO_DEVICE_DETACH_IOMMUFD_PT`, with
+/// the kernel's argument checks and errnos. Before the bind every other request is `EINVAL`, as
+/// in the kernel. Closing the cdev unbinds the device (everything it had attached is detached).
+/// Unlike the kernel, the cdev does not keep the iommufd alive: if `/dev/iommu` is closed first,
+/// the device is unbound with it.
+public final class VFIODeviceFile: LinuxFile, @unchecked Sendable {
+    /// The host that installed the descriptors (to find the iommufd named in the bind).
+    public let host: any DescriptorHost
+    /// The modelled device behind the cdev.
+    public let model: any DeviceModel
+    /// `vfioN`.
+    public let name: String
+    private let trace: (@Sendable (String) -> Void)?
+    private struct Binding { var file: IOMMUFile; var device: Device.ID; var attached = false; var pasids: Set<PASID> = [] }
+    private let binding = Locked<Binding?>(nil)
+
+    public init(host: any DescriptorHost, model: any DeviceModel, name: String, trace: (@Sendable (String) -> Void)? = nil) {
+        self.host = host
+        self.model = model
+        self.name = name
+        self.trace = trace
+    }
+
+    /// The device's ID in the iommufd it is bound to, if bound.
+    public var boundDevice: (file: IOMMUFile, device: Device.ID)? { binding.withLock { b in b.map { ($0.file, $0.device) } } }
+
+    public func ioctl(request: UInt, argument: UnsafeMutableRawPointer?) -> Int {
+        let r: Int
+        let what: String
+        do throws(IOMMUError) {
+            switch IOCTL.normalized(request) {
+            case IOCTL.VFIO_DEVICE_BIND_IOMMUFD: what = "VFIO_DEVICE_BIND_IOMMUFD"; r = try bind(argument)
+            case IOCTL.VFIO_DEVICE_ATTACH_IOMMUFD_PT: what = "VFIO_DEVICE_ATTACH_IOMMUFD_PT"; r = try attach(argument)
+            case IOCTL.VFIO_DEVICE_DETACH_IOMMUFD_PT: what = "VFIO_DEVICE_DETACH_IOMMUFD_PT"; r = try detach(argument)
+            default:
+                what = IOCTL.name(of: request) ?? "ioctl 0x\(String(request, radix: 16))"
+                guard binding.withLock({ $0 != nil }) else { throw .invalid("the device is not bound to an iommufd") }
+                throw .invalid("request not served by this device")
+            }
+        } catch {
+            trace?("\(name) \(IOCTL.name(of: request) ?? "ioctl") -> -\(Trace.errnoName(error.errno)) (\(error.reason))")
+            return -Int(error.errno)
+        }
+        trace?("\(name) \(what) -> \(r)")
+        return r
+    }
+
+    public func release() {
+        guard let b = binding.withLock({ b -> Binding? in defer { b = nil }; return b }) else { return }
+        try? b.file.context.unbind(b.device)
+    }
+
+    // MARK: requests
+
+    private func copyIn<T: UAPIStruct>(_ value: inout T, from argument: UnsafeMutableRawPointer?, bytes: Int, at offset: Int = 0) throws(IOMMUError) {
+        let address = UInt64(UInt(bitPattern: argument)) + UInt64(offset)
+        let rc = withUnsafeMutableBytes(of: &value) { ioasid_sys_copy_in($0.baseAddress! + offset, address, bytes) }
+        if rc != 0 { throw .fault("argument not readable") }
+    }
+
+    private func copyOut(_ value: UInt32, to argument: UnsafeMutableRawPointer?, at offset: Int) throws(IOMMUError) {
+        var v = value
+        let rc = ioasid_sys_copy_out(UInt64(UInt(bitPattern: argument)) + UInt64(offset), &v, 4)
+        if rc != 0 { throw .fault("argument not writeable") }
+    }
+
+    private func bind(_ argument: UnsafeMutableRawPointer?) throws(IOMMUError) -> Int {
+        var size: UInt32 = 0
+        guard ioasid_sys_copy_in(&size, UInt64(UInt(bitPattern: argument)), 4) == 0 else { throw .fault("argument not readable") }
+        let minimum = vfio_device_bind_iommufd.layoutField(named: "out_devid")!.end
+        guard Int(size) >= minimum else { throw .invalid("argsz below out_devid") }
+        var c = vfio_device_bind_iommufd()
+        try copyIn(&c, from: argument, bytes: min(Int(size), MemoryLayout<vfio_device_bind_iommufd>.size))
+        if Int(size) > MemoryLayout<vfio_device_bind_iommufd>.size, let p = argument {
+            try StructCopy.checkZeroTail(p + MemoryLayout<vfio_device_bind_iommufd>.size, count: Int(size) - MemoryLayout<vfio_device_bind_iommufd>.size)
+        }
+        guard c.iommufd >= 0, c.flags & ~UInt32(1) == 0 else { throw .invalid("bad iommufd or flags") }
+        guard binding.withLock({ $0 == nil }) else { throw .invalid("the device is bound already") }
+        // The modelled devices have no VF token to match.
+        guard c.flags == 0 else { throw .invalid("the device takes no VF token") }
+        guard let file = host.file(for: c.iommufd) as? IOMMUFile else {
+            throw fcntl(c.iommufd, F_GETFD) < 0 ? .badDescriptor("not a descriptor") : .badFileState("not an iommufd")
+        }
+        let device = try file.context.bind(model, ownedByDriver: true)
+        do throws(IOMMUError) { try copyOut(device.rawValue, to: argument, at: 12) } catch {
+            try? file.context.unbind(device)
+            throw error
+        }
+        binding.withLock { $0 = Binding(file: file, device: device) }
+        return 0
+    }
+
+    private func bound() throws(IOMMUError) -> Binding {
+        guard let b = binding.withLock({ $0 }) else { throw .invalid("the device is not bound to an iommufd") }
+        return b
+    }
+
+    private func attach(_ argument: UnsafeMutableRawPointer?) throws(IOMMUError) -> Int {
+        var b = try bound()
+        var c = vfio_device_attach_iommufd_pt()
+        try copyIn(&c, from: argument, bytes: 12)
+        guard Int(c.argsz) >= 12 else { throw .invalid("argsz below pt_id") }
+        guard c.flags & ~UInt32(1) == 0 else { throw .invalid("unknown flags") }
+        let pasid: PASID?
+        if c.flags & 1 != 0 {
+            guard c.argsz >= 16 else { throw .invalid("argsz below pasid") }
+            try copyIn(&c, from: argument, bytes: 4, at: 12)
+            pasid = c.pasid
+        } else {
+            pasid = nil
+        }
+        let context = b.file.context
+        let replacing = pasid.map { b.pasids.contains($0) } ?? b.attached
+        let hwpt = replacing ? try context.replace(b.device, pasid: pasid, with: ObjectID(c.pt_id))
+                             : try context.attach(b.device, pasid: pasid, to: ObjectID(c.pt_id))
+        do throws(IOMMUError) { try copyOut(hwpt.rawValue, to: argument, at: 8) } catch {
+            if !replacing { try? context.detach(b.device, pasid: pasid) }
+            throw error
+        }
+        if let pasid { b.pasids.insert(pasid) } else { b.attached = true }
+        let updated = b
+        binding.withLock { $0 = updated }
+        return 0
+    }
+
+    private func detach(_ argument: UnsafeMutableRawPointer?) throws(IOMMUError) -> Int {
+        var b = try bound()
+        var c = vfio_device_detach_iommufd_pt()
+        try copyIn(&c, from: argument, bytes: 8)
+        guard Int(c.argsz) >= 8 else { throw .invalid("argsz below flags") }
+        guard c.flags & ~UInt32(1) == 0 else { throw .invalid("unknown flags") }
+        if c.flags & 1 != 0 {
+            guard c.argsz >= 12 else { throw .invalid("argsz below pasid") }
+            try copyIn(&c, from: argument, bytes: 4, at: 8)
+            if b.pasids.remove(c.pasid) != nil { try b.file.context.detach(b.device, pasid: c.pasid) }
+        } else if b.attached {
+            try b.file.context.detach(b.device, pasid: nil)
+            b.attached = false
+        }
+        let updated = b
+        binding.withLock { $0 = updated }
+        return 0
+    }
+}
