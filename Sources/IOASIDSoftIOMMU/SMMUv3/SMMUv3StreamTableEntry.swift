@@ -117,6 +117,12 @@ public struct SMMUv3StreamTableEntry: Hashable, Sendable, CustomStringConvertibl
         set { words[1] = SMMUv3Field.set(words[1], 7, 6, newValue) }
     }
 
+    /// `PPAR`, bit [82]: automatic PRI responses (on PRI queue overflow) carry the PASID.
+    public var ppar: Bool {
+        get { SMMUv3Field.flag(words[1], 18) }
+        set { words[1] = SMMUv3Field.setFlag(words[1], 18, newValue) }
+    }
+
     /// `MEV`, bit [83]: events of this stream may be merged.
     public var mev: Bool {
         get { SMMUv3Field.flag(words[1], 19) }
