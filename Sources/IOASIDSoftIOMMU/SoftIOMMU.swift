@@ -1,4 +1,18 @@
 // The software IOMMU (layer 2 of ../shared/DESIGN.md §4). See docs/architecture.md.
 //
 //   Memory/      PhysicalMemory — modelled physical memory and its frame allocator
-//   PageTables/  X86PageTable   — x86-64 first-stage paging (VT-d first stage, the CPU)
+//   PageTables/  one radix engine, many formats (4 KiB granule, 512 entries per table):
+//     PageTableFormat.swift — the shared vocabulary (PageAccess, AccessRights, PageTableFault,
+//                             PageTranslation, PageTableError) and the PageTableFormat protocol:
+//                             what the bits of an entry mean, per level, and the walker's rules
+//     PageTable.swift       — PageTable<Format>: map (largest aligned pages/blocks), unmap (splits
+//                             large leaves), enumeration, dirty read-and-clear, table-frame count
+//     PageTableWalk.swift   — the hardware walk for every format, through a port (direct memory,
+//                             or stage 2); hardware A/D/AF/dirty updates only on success
+//     X86PageTable.swift    — X86FirstStageFormat (x86-64 4/5-level; VT-d first stage, the CPU)
+//                             and X86PageTable, its x86-typed face
+//     VTdSecondStage.swift  — VTdSecondStageFormat (AGAW 39/48/57, SSADE, SSEE)
+//     ArmVMSAv8.swift       — what Arm stage 1 and stage 2 share (descriptor types, OA, SH, AF, DBM)
+//     ArmStage1.swift       — ArmStage1Format (TxSZ, APTable/XNTable, HA/HD)
+//     ArmStage2.swift       — ArmStage2Format (T0SZ/SL0, S2AP, XN[1:0], HA/HD)
+//     NestedWalk.swift      — NestedPageTable<Stage1, Stage2>: the two-dimensional walk

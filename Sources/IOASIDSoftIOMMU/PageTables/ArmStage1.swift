@@ -88,9 +88,10 @@ public struct ArmStage1Attributes: Hashable, Sendable {
 /// UXNTable, PXNTable; TCR.HPD = 0), treats an EL0-writable page as PXN, checks faults in the
 /// Arm priority order (translation, address size, access flag, permission), raises an
 /// access-flag fault on AF = 0 unless hardware AF update (TCR.HA) is on — then it sets AF — and
-/// with hardware dirty state (TCR.HD, effective only with HA) lets a write to a DBM = 1,
-/// AP[2] = 1 page succeed and clears AP[2]. Hardware updates are made only when the access
-/// succeeds. WXN, PAN and the TTBR1 range are not modelled.
+/// with hardware dirty state (TCR.HD, effective only with HA) treats DBM = 1 as an effective
+/// AP[2] of 0, so a write to a DBM = 1, AP[2] = 1 page succeeds (unless APTable forbids it) and
+/// clears AP[2]. Hardware updates are made only when the access succeeds. WXN, PAN and the
+/// TTBR1 range are not modelled.
 public struct ArmStage1Format: PageTableFormat {
     /// Leaf permissions: AP[2:1], PXN, UXN.
     public typealias Permissions = ArmStage1Permissions
@@ -251,14 +252,14 @@ public struct ArmStage1Format: PageTableFormat {
             updated |= ArmDescriptor.accessFlag
         }
         let ap2 = entry & ArmStage1Descriptor.ap2ReadOnly != 0
+        // With dirty state in effect, DBM = 1 makes the effective AP[2] 0 before any permission
+        // is derived: a write is allowed (and makes the page dirty by clearing AP[2]).
+        let dbm = dirtyStateEnabled && entry & ArmDescriptor.dirtyBitModifier != 0
         let userData = entry & ArmStage1Descriptor.ap1User != 0 && !state.noUser
-        let readOnly = ap2 || state.readOnly
-        // Writable-clean: the write is allowed and makes the page dirty by clearing AP[2].
-        let writableClean = dirtyStateEnabled && ap2 && !state.readOnly && entry & ArmDescriptor.dirtyBitModifier != 0
-        let canWrite = !readOnly || writableClean
-        // A location writable at EL0 is never executable at EL1 (by the descriptor's current AP).
+        let canWrite = !(ap2 && !dbm) && !state.readOnly
+        // A location writable at EL0 is never executable at EL1.
         let privilegedExecuteNever = entry & ArmStage1Descriptor.privilegedExecuteNever != 0
-            || state.privilegedExecuteNever || (userData && !readOnly)
+            || state.privilegedExecuteNever || (userData && canWrite)
         let userExecuteNever = entry & ArmStage1Descriptor.userExecuteNever != 0 || state.userExecuteNever
         switch access.kind {
         case .read:
@@ -266,7 +267,7 @@ public struct ArmStage1Format: PageTableFormat {
         case .write:
             if access.user && !userData { return .fault(.permission(.privilege)) }
             if !canWrite { return .fault(.permission(.write)) }
-            if readOnly { updated &= ~ArmStage1Descriptor.ap2ReadOnly }
+            if ap2 { updated &= ~ArmStage1Descriptor.ap2ReadOnly }
         case .execute:
             if access.user ? userExecuteNever : privilegedExecuteNever { return .fault(.permission(.execute)) }
         }

@@ -94,7 +94,7 @@ public final class PageTable<Format: PageTableFormat> {
             let entry = memory.read64(slot)
             switch format.kind(of: entry, level: level) {
             case .invalid:
-                precondition(entry == 0, "map over a non-zero invalid entry")
+                // Nothing is mapped below an invalid entry, whatever its other bits hold.
                 guard let frame = memory.allocateFrame() else { throw .outOfMemory }
                 tableFrameCount += 1
                 memory.write64(slot, format.tableEntry(frame, level: level))

@@ -73,11 +73,13 @@ public struct AccessRights: OptionSet, Hashable, Sendable, CustomStringConvertib
     /// The same read/write/execute rights for privileged and unprivileged accesses.
     @inlinable
     public static func uniform(read: Bool, write: Bool, execute: Bool) -> AccessRights {
-        var r: AccessRights = []
-        if read { r.formUnion([.read, .userRead]) }
-        if write { r.formUnion([.write, .userWrite]) }
-        if execute { r.formUnion([.execute, .userExecute]) }
-        return r
+        // Raw bits rather than set literals: literals build an array in unoptimised builds, and
+        // this is on the translation path.
+        var raw: UInt8 = 0
+        if read { raw |= AccessRights.read.rawValue | AccessRights.userRead.rawValue }
+        if write { raw |= AccessRights.write.rawValue | AccessRights.userWrite.rawValue }
+        if execute { raw |= AccessRights.execute.rawValue | AccessRights.userExecute.rawValue }
+        return AccessRights(rawValue: raw)
     }
 
     /// Whether `access` is allowed.

@@ -447,7 +447,9 @@ public final class X86PageTable {
         case .outOfRange: .outOfRange
         case .physicalAddressTooLarge: .physicalAddressTooLarge
         case .alreadyMapped: .alreadyMapped
-        case .outOfMemory, .unsupportedPermissions, .unsupportedConfiguration: .outOfMemory
+        case .outOfMemory: .outOfMemory
+        // The x86 format encodes every permission and has no unsupported configuration.
+        case .unsupportedPermissions, .unsupportedConfiguration: preconditionFailure("not an x86 page-table error: \(error)")
         }
     }
 
