@@ -276,7 +276,7 @@ extension SMMUv3 {
     func readContextWord(_ s: inout State, stream: StreamConfig, sid: UInt32, ssid: UInt32?, address: UInt64) -> Result<UInt64, ConfigurationFault> {
         var pa = address
         if stream.stage2 {
-            var port = CountingPort(memory: memory)
+            var port = DirectWalkPort(memory: memory)
             switch stream.s2.walk(root: stream.s2Root, input: address, access: .read, update: true, port: &port) {
             case .translated(let t, _, _, _):
                 pa = t.output

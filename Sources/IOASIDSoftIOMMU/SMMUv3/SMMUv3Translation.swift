@@ -8,70 +8,6 @@
 
 import IOASIDStructures
 
-/// A walk port reading descriptors directly from physical memory, counting reads and keeping
-/// the last descriptor read (the leaf, once a walk succeeds).
-struct CountingPort: PageTableWalkPort {
-    let memory: PhysicalMemory
-    var reads = 0
-    var last: UInt64 = 0
-
-    init(memory: PhysicalMemory) { self.memory = memory }
-
-    mutating func read(_ address: UInt64, level: Int) -> UInt64? {
-        reads += 1
-        last = memory.read64(address)
-        return last
-    }
-
-    mutating func update(_ address: UInt64, level: Int, set: UInt64, clear: UInt64) -> Bool {
-        hardwareUpdate(memory, address, set: set, clear: clear)
-        return true
-    }
-}
-
-/// The port of the stage-1 walk in a nested configuration: every descriptor address is an IPA
-/// that stage 2 translates (with read permission; hardware updates need write permission)
-/// before the descriptor is read or updated. A stage-2 fault stops the walk and is kept.
-struct NestedTablePort: PageTableWalkPort {
-    let memory: PhysicalMemory
-    let s2: ArmStage2Format
-    let s2Root: UInt64
-    var reads = 0
-    var last: UInt64 = 0
-    /// The stage-2 fault that stopped the walk: the fault, the IPA, and whether it was a write.
-    var fault: (fault: PageTableFault, ipa: UInt64, write: Bool)?
-
-    init(memory: PhysicalMemory, s2: ArmStage2Format, s2Root: UInt64) {
-        self.memory = memory
-        self.s2 = s2
-        self.s2Root = s2Root
-    }
-
-    private mutating func physical(_ ipa: UInt64, write: Bool) -> UInt64? {
-        var port = CountingPort(memory: memory)
-        let outcome = s2.walk(root: s2Root, input: ipa, access: write ? .write : .read, update: true, port: &port)
-        reads += port.reads
-        switch outcome {
-        case .translated(let t, _, _, _): return t.output
-        case .fault(let f): fault = (f, ipa, write); return nil
-        case .portFault: return nil
-        }
-    }
-
-    mutating func read(_ address: UInt64, level: Int) -> UInt64? {
-        guard let pa = physical(address, write: false) else { return nil }
-        reads += 1
-        last = memory.read64(pa)
-        return last
-    }
-
-    mutating func update(_ address: UInt64, level: Int, set: UInt64, clear: UInt64) -> Bool {
-        guard let pa = physical(address, write: true) else { return false }
-        hardwareUpdate(memory, pa, set: set, clear: clear)
-        return true
-    }
-}
-
 /// A successful walk.
 struct SMMUv3WalkResult {
     /// The output (physical) address of the input address.
@@ -153,35 +89,37 @@ extension SMMUv3 {
                                                 ipa: 0, tableWrite: false, reads: 0))
             }
             if stream.stage2 {
-                var port = NestedTablePort(memory: memory, s2: stream.s2, s2Root: stream.s2Root)
+                // The 2D walk: each stage-1 descriptor address (an IPA) through stage 2 first.
+                var port = NestedWalkPort(stage2: stream.s2, root: stream.s2Root, memory: memory, update: true)
                 let outcome = ctx.s1.walk(root: ctx.root, input: address, access: access, update: true, port: &port)
                 reads += port.reads
                 switch outcome {
-                case .translated(let t, _, _, _):
+                case .translated(let t, _, let leafLevel, _):
                     input = t.output
                     size = t.pageSize
                     rights = t.rights
-                    global = port.last & ArmStage1Descriptor.notGlobal == 0
+                    global = memory.read64(port.access(at: leafLevel).host) & ArmStage1Descriptor.notGlobal == 0
                 case .fault(let f):
                     return .failure(SMMUv3WalkFault(fault: f, stage: .first, faultClass: .input, ipa: 0, tableWrite: false, reads: reads))
                 case .portFault:
-                    let s2 = port.fault!
-                    return .failure(SMMUv3WalkFault(fault: s2.fault, stage: .second, faultClass: .tableDescriptor, ipa: s2.ipa,
-                                                    tableWrite: s2.write, reads: reads))
+                    // Stage 2 refused a stage-1 descriptor access: a read, or the write of a
+                    // hardware update (which only a missing write permission refuses).
+                    return .failure(SMMUv3WalkFault(fault: port.fault, stage: .second, faultClass: .tableDescriptor,
+                                                    ipa: port.faultAddress, tableWrite: port.fault.reason == .permission(.write),
+                                                    reads: reads))
                 }
             } else {
-                var port = CountingPort(memory: memory)
+                var port = DirectWalkPort(memory: memory)
                 let outcome = ctx.s1.walk(root: ctx.root, input: address, access: access, update: true, port: &port)
                 reads += port.reads
                 switch outcome {
-                case .translated(let t, _, _, _):
+                case .translated(let t, let leafSlot, _, _):
                     return .success(SMMUv3WalkResult(output: t.output, pageSize: t.pageSize, rights: t.rights,
-                                                     global: port.last & ArmStage1Descriptor.notGlobal == 0, reads: reads))
+                                                     global: memory.read64(leafSlot) & ArmStage1Descriptor.notGlobal == 0, reads: reads))
                 case .fault(let f):
                     return .failure(SMMUv3WalkFault(fault: f, stage: .first, faultClass: .input, ipa: 0, tableWrite: false, reads: reads))
                 case .portFault:
-                    return .failure(SMMUv3WalkFault(fault: PageTableFault(.translation, level: 0), stage: .first, faultClass: .input,
-                                                    ipa: 0, tableWrite: false, reads: reads))
+                    preconditionFailure("the direct port never faults")
                 }
             }
         }
@@ -193,7 +131,7 @@ extension SMMUv3 {
             }
             return .success(SMMUv3WalkResult(output: input, pageSize: min(size, 4096), rights: rights, global: global, reads: reads))
         }
-        var port = CountingPort(memory: memory)
+        var port = DirectWalkPort(memory: memory)
         let outcome = stream.s2.walk(root: stream.s2Root, input: input, access: access, update: true, port: &port)
         reads += port.reads
         switch outcome {
