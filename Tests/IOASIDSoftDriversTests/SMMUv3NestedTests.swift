@@ -280,3 +280,28 @@ struct NestedRig {
         #expect(n.guest.buffer[5 * 4096] == 0xC3)
     }
 }
+
+@Suite struct SMMUv3TeardownTests {
+    @Test func closingTheContextDetachesEverythingAndFreesTheStructures() throws {
+        let (n, _, _) = try SMMUv3NestedTests.attachedGuest()
+        _ = try n.rig.context.allocateVEventQueue(viommu: n.viommu, type: 1, depth: 4)
+        let driver = n.rig.driver
+        let free = driver.state.withLock { $0.arena.free.map(\.count) }
+        n.rig.context.close()
+        #expect(n.rig.ste == SMMUv3Driver.abortSTE)
+        #expect(n.rig.master.rid == nil && n.rig.master.vmaster == nil)
+        #expect(driver.state.withLock { $0.user.regions.isEmpty && $0.user.counts.isEmpty })
+        #expect(driver.memory.ramRegions.count == 1)   // the structure arena only
+        #expect(driver.state.withLock { $0.arena.free.map(\.count) } == free)
+        #expect(driver.state.withLock { $0.asids.used.isEmpty && $0.vmids.used.isEmpty })
+        // The device can be attached again in a new context.
+        let context = Context(memory: ProcessMemory.shared)
+        let id = try n.rig.master.bind(to: context)
+        let buffer = UserBuffer(pages: 1)
+        let ioas = try context.allocateIOAS()
+        _ = try context.map(ioas, source: .user(address: buffer.address), length: 4096, iova: 0x1000, access: .readWrite)
+        _ = try context.attach(id, to: ioas.object)
+        #expect(n.rig.master.function.write(address: 0x1000, bytes: [3]).completedValue != nil && buffer[0] == 3)
+        context.close()
+    }
+}

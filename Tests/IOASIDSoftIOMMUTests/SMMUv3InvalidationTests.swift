@@ -291,3 +291,69 @@ final class TwoStreams: @unchecked Sendable {
         #expect(tb.events().count == 1)
     }
 }
+
+import Synchronization
+
+@Suite struct SMMUv3ConcurrencyTests {
+    /// DMA from four threads while the mapping changes and is invalidated: a DMA that starts
+    /// after a CMD_SYNC completed never uses a translation that CMD_SYNC invalidated.
+    @Test func noTranslationIsUsedAfterItsInvalidationCompleted() throws {
+        let tb = SMMUv3Testbed()
+        let table = tb.stage1Table()
+        let rounds = 150
+        var pages: [UInt64] = []
+        for r in 0...rounds {
+            let p = tb.page()
+            try tb.memory.write([UInt8(truncatingIfNeeded: r), UInt8(r >> 8)], at: p)
+            pages.append(p)
+        }
+        try table.map(iova: 0x40_0000, physical: pages[0], size: 4096, permissions: [.write, .user], attributes: nonGlobal)
+        tb.setCD(table: SMMUv3Testbed.cdTable(0), index: 0, SMMUv3Testbed.cd(ttb0: table.root, asid: 1))
+        tb.setSTE(0x10, SMMUv3Testbed.stage1STE(cdTable: SMMUv3Testbed.cdTable(0)))
+        let devices = (0..<4).map { _ in makeFunction(0x10, on: tb.smmu) }
+        struct Shared: @unchecked Sendable { let table: ArmStage1PageTable; let pages: [UInt64] }
+        let shared = Shared(table: table, pages: pages)
+        let completed = Atomic<Int>(0)
+        let violations = Atomic<Int>(0)
+        let reads = Atomic<Int>(0)
+        onThreads(5) { t in
+            if t == 4 {
+                for r in 1...rounds {
+                    _ = try? shared.table.unmap(iova: 0x40_0000, size: 4096)
+                    try? shared.table.map(iova: 0x40_0000, physical: shared.pages[r], size: 4096, permissions: [.write, .user],
+                                          attributes: nonGlobal)
+                    tb.submit([.tlbiNHVA(vmid: 0, asid: 1, address: 0x40_0000, leaf: true, range: .single)])
+                    completed.store(r, ordering: .sequentiallyConsistent)
+                }
+                return
+            }
+            while completed.load(ordering: .sequentiallyConsistent) < rounds {
+                let before = completed.load(ordering: .sequentiallyConsistent)
+                if let v = devices[t].read(address: 0x40_0000, count: 2).completedValue {
+                    reads.add(1, ordering: .relaxed)
+                    if Int(v[0]) | Int(v[1]) << 8 < before { violations.add(1, ordering: .relaxed) }
+                }
+            }
+        }
+        #expect(violations.load(ordering: .relaxed) == 0)
+        #expect(reads.load(ordering: .relaxed) > 0)
+    }
+}
+
+@Suite struct SMMUv3FetchFaultTests {
+    @Test func structuresBeyondTheOutputAddressSizeAbortTheirFetch() throws {
+        let tb = SMMUv3Testbed()
+        let f = makeFunction(0x10, on: tb.smmu)
+        // A CD table pointer beyond 2^48: F_CD_FETCH with the fetch address.
+        tb.setSTE(0x10, SMMUv3Testbed.stage1STE(cdTable: 0x1_0000_0000_0000))
+        #expect(f.read(address: 0, count: 1).failed)
+        let e = try #require(tb.events().first)
+        #expect(e.id == .cdFetch && e.fetchAddress == 0x1_0000_0000_0000)
+        // A stream table beyond it: F_STE_FETCH.
+        tb.smmu.write64(.strtabBase, 0x2_0000_0000_0000)
+        tb.submit([.cfgiAll])
+        #expect(f.read(address: 0, count: 1).failed)
+        let s = try #require(tb.events().first)
+        #expect(s.id == .steFetch && s.fetchAddress == 0x2_0000_0000_0000 + 0x10 * 64)
+    }
+}

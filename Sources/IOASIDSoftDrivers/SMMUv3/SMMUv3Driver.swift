@@ -162,8 +162,11 @@ public final class SMMUv3Driver: IOMMUDriver, @unchecked Sendable {
     /// Removes a device: its STE aborts again and it leaves the driver. Unbind it from every
     /// context first.
     public func removeDevice(_ master: SMMUv3Master) {
+        var keep: [AnyObject] = []
+        defer { withExtendedLifetime(keep) {} }
         state.withLock { s in
             guard s.masters[master.streamID] === master else { return }
+            keep = master.references
             master.detachAll(&s)
             s.masters.removeValue(forKey: master.streamID)
         }

@@ -91,6 +91,20 @@ public final class SMMUv3Master: DeviceModel, @unchecked Sendable {
 
     var binding: Binding? { bindingLock.withLock { $0.binding } }
 
+    /// The domains and vIOMMU the master refers to (with the driver's `state` held). Callers
+    /// keep them past the lock, so that no domain is deinitialized — which takes that lock —
+    /// while it is held.
+    var references: [AnyObject] {
+        var r: [AnyObject] = Array(pasids.values)
+        switch rid {
+        case .paging(let d)?: r.append(d)
+        case .nested(let n)?: r.append(n)
+        case nil: break
+        }
+        if let v = vmaster { r.append(v.viommu) }
+        return r
+    }
+
     /// Remembers the PASID of an outstanding page request group (for its response).
     func noteGroup(_ group: UInt32, pasid: UInt32?) { bindingLock.withLock { $0.groups[group] = .some(pasid) } }
     func forgetGroup(_ group: UInt32) { _ = bindingLock.withLock { $0.groups.removeValue(forKey: group) } }
@@ -117,7 +131,10 @@ public final class SMMUv3Master: DeviceModel, @unchecked Sendable {
     ///   translating nested domain when the device has no vDevice in its vIOMMU; `ENOMEM` when the
     ///   CD table cannot be allocated.
     public func attach(_ domain: any IOMMUDomain, pasid: IOASIDCore.PASID?, replacing: (any IOMMUDomain)?) throws(IOMMUError) {
+        var keep: [AnyObject] = []
+        defer { withExtendedLifetime(keep) {} }
         try smmuDriver.state.withLock { (s: inout SMMUv3Driver.State) throws(IOMMUError) in
+            keep = references
             if let pasid {
                 try attachPASID(&s, domain, pasid: pasid)
             } else {
@@ -128,7 +145,10 @@ public final class SMMUv3Master: DeviceModel, @unchecked Sendable {
 
     /// Detaches whatever is at `pasid` (nil: the RID).
     public func detach(pasid: IOASIDCore.PASID?) {
+        var keep: [AnyObject] = []
+        defer { withExtendedLifetime(keep) {} }
         smmuDriver.state.withLock { s in
+            keep = references
             if let pasid { detachPASID(&s, pasid: pasid) } else { detachRID(&s) }
         }
     }

@@ -20,10 +20,13 @@ public enum SMMUv3UAPI {
     public static let capabilityPASIDPrivileged: UInt64 = 1 << 2
     /// `IOMMU_HW_CAP_PCI_ATS_NOT_SUPPORTED`.
     public static let capabilityATSNotSupported: UInt64 = 1 << 3
-    /// `IOMMU_PGFAULT_PERM_READ`, `_WRITE`, `_EXEC`, `_PRIV`.
+    /// `IOMMU_PGFAULT_PERM_READ`.
     public static let faultRead: UInt32 = 1 << 0
+    /// `IOMMU_PGFAULT_PERM_WRITE`.
     public static let faultWrite: UInt32 = 1 << 1
+    /// `IOMMU_PGFAULT_PERM_EXEC`.
     public static let faultExecute: UInt32 = 1 << 2
+    /// `IOMMU_PGFAULT_PERM_PRIV`.
     public static let faultPrivileged: UInt32 = 1 << 3
     /// `IOMMUFD_PAGE_RESP_SUCCESS`.
     public static let pageResponseSuccess: UInt32 = 0

@@ -135,9 +135,12 @@ public final class SMMUv3VIOMMU: VIOMMUModel, @unchecked Sendable {
             return e.master
         }
         if let master {
+            var keep: [AnyObject] = []
             driver.state.withLock { _ in
+                keep = master.references
                 if master.vmaster?.viommu === self { master.vmaster = nil }
             }
+            withExtendedLifetime(keep) {}
         }
     }
 

@@ -32,7 +32,9 @@ import IOASIDStructures
 
 /// The interrupts an SMMUv3 raises (the wired or MSI interrupts of §3.18).
 public struct SMMUv3Interrupts: OptionSet, Hashable, Sendable {
+    /// The raw bits.
     public let rawValue: UInt8
+    /// Interrupts from raw bits.
     public init(rawValue: UInt8) { self.rawValue = rawValue }
     /// Records were written to the event queue (or it overflowed).
     public static let eventQueue = SMMUv3Interrupts(rawValue: 1 << 0)
