@@ -20,6 +20,8 @@ final class SMMUv3Testbed: @unchecked Sendable {
 
     init(features: SMMUv3Features = SMMUv3Features(), queueLog2: UInt32 = 6, enable: Bool = true) {
         memory = PhysicalMemory()
+        // RAM for the structures (stream table, queues, CD tables): [1 MiB, 32 MiB).
+        _ = try! memory.attachRAM(at: 0x10_0000, length: 0x1F0_0000)
         smmu = SMMUv3(memory: memory, features: features)
         self.queueLog2 = queueLog2
         smmu.write64(.strtabBase, Self.streamTable)
