@@ -11,7 +11,8 @@
 //   3. map + unmap of 1 GiB with one mock domain: ns per 4 KiB page, and mapping memory per GiB
 //   4. malloc calls per round trip (this program re-run under a malloc-counting LD_PRELOAD)
 //   5. wall time of the kernel's iommufd selftest under `ioasid run` (scripts/conformance.sh)
-//   6. IOASID sets: PASID alloc+free with 1 / 10 000 / 1 000 000 outstanding; a PASID end to end
+//   6. IOASID sets: PASID alloc+free with 1 / 10 000 / 1 000 000 outstanding; a PASID end to end (SetsBench.swift)
+//   7. the software IOMMU's translation cache: hit lookup vs an array load, streaming vs random DMA (SoftIOMMUBench.swift)
 //
 // `--malloc-child` is the internal mode of section 4 (prints "key value" lines).
 
@@ -345,6 +346,7 @@ if arguments.contains("--malloc-child") {
     count("alloc_destroy") { f.allocDestroy() }
     count("map_unmap_4k") { f.mapUnmap(4096) }
     count("map_unmap_2m") { f.mapUnmap(2 << 20) }
+    count("iotlb_hit", softIOMMUHitLookup())
 
     // The heap the 1 GiB mapping keeps while it is mapped (areas, pages, pins, domain extents).
     let big = FastPath()
@@ -470,6 +472,8 @@ print("  an extent entry is \(extentEntry) bytes (IOVARange + MappedPages + 2 fl
 print("  floors of a radix page table per GiB: 2 MiB leaves 512 x 8 B = 4096 B; 4 KiB leaves 262144 x 8 B + 512 x 8 B = 2101248 B")
 print("")
 
+softIOMMUSection()
+
 // Section 4: malloc calls, in a child run under the counting preload.
 var built: (fdbench: String, malloccount: String)? = nil
 let root = packageRoot()
@@ -494,6 +498,7 @@ if let built {
             ["IOAS_ALLOC + DESTROY", v("alloc_destroy.mallocs"), v("alloc_destroy.frees"), sc("alloc_destroy")],
             ["MAP + UNMAP 4 KiB", v("map_unmap_4k.mallocs"), v("map_unmap_4k.frees"), sc("map_unmap_4k")],
             ["MAP + UNMAP 2 MiB", v("map_unmap_2m.mallocs"), v("map_unmap_2m.frees"), sc("map_unmap_2m")],
+            ["IOTLB hit lookup (section 7)", v("iotlb_hit.mallocs"), v("iotlb_hit.frees"), "-"],
             ["(control) one syscall", v("baseline.mallocs"), v("baseline.frees"), sc("baseline")],
         ])
         print("(syscalls/call: strace -f -c of 1000 calls minus the same program with 0 calls)")

@@ -207,7 +207,7 @@ private extension DMAResult {
     /// Devices DMA through their ATCs on several threads while the IOMMU remaps a page to a
     /// new physical page and invalidates. Once an invalidation has completed, no write may land
     /// in the old physical page any more.
-    @Test func stressATCInvalidationWaitsForDMAInFlight() throws {
+    @Test func atcInvalidationWaitsForDMAInFlightUnderStress() throws {
         let (memory, iommu, device) = try rig(.init(pasidWidth: 20, ats: .deviceTLB))
         let iova: UInt64 = 0x6000_0000
         iommu.map(rid, pasid: 1, iova: iova, physical: ram)

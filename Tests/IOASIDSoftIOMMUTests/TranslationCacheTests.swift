@@ -282,7 +282,7 @@ private func page(_ input: UInt64, _ output: UInt64, shift: UInt8 = 12, _ perms:
     /// inserted it; once round r's invalidation has returned (a reader reads `done` before its
     /// lookup), no lookup may return an entry of round r or earlier. Every hit is checked for a
     /// torn entry (page and output must agree).
-    @Test func stressLookupsRacingInvalidationsNeverSeeInvalidatedEntries() {
+    @Test func lookupsRacingInvalidationsNeverSeeInvalidatedEntriesUnderStress() {
         let cache = TranslationCache(.init(sizeClasses: [.init(pageShift: 12, sets: 32, ways: 4), .init(pageShift: 21, sets: 4, ways: 2)]))
         let done = Atomic<UInt64>(0)  // rounds whose invalidation returned
         let stop = Atomic<Bool>(false)

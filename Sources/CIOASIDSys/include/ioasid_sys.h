@@ -17,6 +17,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ioasid_sys_thread.h" /* the thread pointer, for per-thread counter stripes */
+
 #ifdef __cplusplus
 extern "C" {
 #endif

@@ -38,9 +38,9 @@
 // such a fill: every invalidation first advances an epoch, and an insert checks the epoch while
 // it holds its set locked.
 //
-// Statistics: hits and misses are counted in 16 per-thread stripes (chosen by thread), each
-// increment a relaxed load and store: a hit costs no atomic read-modify-write and no shared
-// cache line. They are exact on one thread; two threads that share a stripe at the same moment
+// Statistics: hits and misses are counted in 16 per-thread stripes (chosen by the thread
+// pointer), each increment a relaxed load and store: a hit costs no call, no atomic
+// read-modify-write and no shared cache line. They are exact on one thread; two threads that share a stripe at the same moment
 // may lose counts. Insertions, evictions and invalidated entries are exact.
 
 #if canImport(Glibc)
@@ -48,12 +48,15 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import CIOASIDSys
 import IOASIDStructures
 import Synchronization
 
 /// The translation stages an entry was made from (both for a nested, combined entry).
 public struct TranslationStages: OptionSet, Hashable, Sendable {
+    /// The bits: 1 first stage, 2 second stage.
     public let rawValue: UInt8
+    /// The stages with bits `rawValue`.
     public init(rawValue: UInt8) { self.rawValue = rawValue }
     /// Made from a first-stage (stage-1) table.
     public static let first = TranslationStages(rawValue: 1)
@@ -66,20 +69,15 @@ public struct TranslationStages: OptionSet, Hashable, Sendable {
 /// What a translation cache entry is looked up by, besides the address. See the comment at the
 /// top of TranslationCache.swift for what each field means in each architecture.
 public struct TranslationTag: Hashable, Sendable {
-    /// VT-d domain ID or SMMUv3 VMID; 0 in an ATC.
-    public var domain: UInt16
-    /// PASID or ASID (below 2^20), or nil for none.
-    public var space: UInt32?
-    /// Whether the translation is for privileged (supervisor) requests.
-    public var privileged: Bool
-    /// Whether the entry is a non-leaf (paging-structure) entry.
-    public var table: Bool
+    /// The key word: bits 19:0 space, 20 has-space, 21 privileged, 22 table, 47:32 domain,
+    /// 57:56 stages (ignored by lookups), 62 global, 63 valid. The tag is stored as its key so
+    /// that a lookup compares it as it is.
+    @usableFromInline var key: UInt64
 
     /// Creates a tag.
     @inlinable
     public init(domain: UInt16 = 0, space: UInt32? = nil, privileged: Bool = false, table: Bool = false) {
-        precondition(space.map { $0 < 1 << 20 } ?? true, "a PASID or ASID has at most 20 bits")
-        self.domain = domain
+        key = UInt64(domain) << 32 | TranslationCache.Bits.valid
         self.space = space
         self.privileged = privileged
         self.table = table
@@ -91,15 +89,36 @@ public struct TranslationTag: Hashable, Sendable {
         self.init(domain: domain, space: pasid?.rawValue, privileged: privileged)
     }
 
-    /// The key word: bits 19:0 space, 20 has-space, 21 privileged, 22 table, 47:32 domain,
-    /// 57:56 stages (ignored by lookups), 62 global, 63 valid.
+    /// VT-d domain ID or SMMUv3 VMID; 0 in an ATC.
     @inlinable
-    var key: UInt64 {
-        var k = UInt64(domain) << 32 | TranslationCache.Bits.valid
-        if let space { k |= UInt64(space) | TranslationCache.Bits.hasSpace }
-        if privileged { k |= TranslationCache.Bits.privileged }
-        if table { k |= TranslationCache.Bits.table }
-        return k
+    public var domain: UInt16 {
+        get { UInt16(truncatingIfNeeded: key >> 32) }
+        set { key = key & ~(0xFFFF << 32) | UInt64(newValue) << 32 }
+    }
+
+    /// PASID or ASID (below 2^20), or nil for none.
+    @inlinable
+    public var space: UInt32? {
+        get { key & TranslationCache.Bits.hasSpace != 0 ? UInt32(key & TranslationCache.Bits.spaceMask) : nil }
+        set {
+            precondition(newValue.map { $0 < 1 << 20 } ?? true, "a PASID or ASID has at most 20 bits")
+            key &= ~(TranslationCache.Bits.spaceMask | TranslationCache.Bits.hasSpace)
+            if let newValue { key |= UInt64(newValue) | TranslationCache.Bits.hasSpace }
+        }
+    }
+
+    /// Whether the translation is for privileged (supervisor) requests.
+    @inlinable
+    public var privileged: Bool {
+        get { key & TranslationCache.Bits.privileged != 0 }
+        set { key = newValue ? key | TranslationCache.Bits.privileged : key & ~TranslationCache.Bits.privileged }
+    }
+
+    /// Whether the entry is a non-leaf (paging-structure) entry.
+    @inlinable
+    public var table: Bool {
+        get { key & TranslationCache.Bits.table != 0 }
+        set { key = newValue ? key | TranslationCache.Bits.table : key & ~TranslationCache.Bits.table }
     }
 }
 
@@ -222,6 +241,7 @@ public final class TranslationCache: @unchecked Sendable {
         public var invalidations: UInt64 = 0
         /// hits / (hits + misses), or 0 before any lookup.
         public var hitRate: Double { hits + misses == 0 ? 0 : Double(hits) / Double(hits + misses) }
+        /// All counters zero.
         public init() {}
     }
 
@@ -249,13 +269,15 @@ public final class TranslationCache: @unchecked Sendable {
     }
 
     /// A size class as lookups use it. Set `i` of the class starts at word
-    /// `firstWord + i * setStride` of `storage`: sequence, victim, keys[ways], pages[ways], outputs[ways].
+    /// `firstWord + i * setStride` of `storage`: sequence, victim, then (key, page, output) for each
+    /// way, so a hit in one of the first ways touches one or two cache lines.
     @usableFromInline
     struct Geometry {
         @usableFromInline var shift: UInt64
         @usableFromInline var setMask: UInt64
         @usableFromInline var ways: Int
-        @usableFromInline var setStride: Int
+        /// log2 of the words per set (a power of two, whole 64-byte lines).
+        @usableFromInline var setShift: Int
         @usableFromInline var firstWord: Int
     }
 
@@ -290,10 +312,11 @@ public final class TranslationCache: @unchecked Sendable {
         geometry = .allocate(capacity: classes.count)
         var word = 0
         for (i, c) in classes.enumerated() {
-            let stride = (2 + 3 * c.ways + 7) & ~7  // whole 64-byte lines
+            var setShift = 3  // at least one 64-byte line
+            while 1 << setShift < 2 + 3 * c.ways { setShift += 1 }
             (geometry + i).initialize(to: Geometry(shift: UInt64(c.pageShift), setMask: UInt64(c.sets - 1),
-                                                   ways: c.ways, setStride: stride, firstWord: word))
-            word += c.sets * stride
+                                                   ways: c.ways, setShift: setShift, firstWord: word))
+            word += c.sets << setShift
         }
         storageWords = word
         storage = UnsafeMutableRawPointer.allocate(byteCount: word * 8, alignment: 64)
@@ -323,27 +346,29 @@ public final class TranslationCache: @unchecked Sendable {
     /// next table's address (see ``Translation/nextTable(_:inputBase:pageShift:permissions:)``);
     /// with several matching entries (a 4 KiB and a 2 MiB one), the smallest page wins. Allocates nothing, takes no lock, writes only
     /// this thread's statistics stripe.
-    @inlinable
+    @inlinable @inline(__always)
     public func lookup(_ tag: TranslationTag, address: UInt64) -> Translation? {
         let want = tag.key
-        let wantGlobal = tag.space == nil ? UInt64.max : (want & Bits.globalMatch) | Bits.global
+        // The key global entries have; all ones (matching nothing) when the tag has no space.
+        let wantGlobal = (want & Bits.globalMatch) | Bits.global | (((want & Bits.hasSpace) &>> 20) &- 1)
         let mix = Self.mix(tag.domain)
         var c = 0
         while c < classCount {
             let g = geometry[c]
-            let page = address >> g.shift
-            let set = storage + (g.firstWord &+ Int(truncatingIfNeeded: (page ^ mix) & g.setMask) &* g.setStride)
+            let page = address &>> g.shift
+            let set = storage + (g.firstWord &+ Int(truncatingIfNeeded: (page ^ mix) & g.setMask) &<< g.setShift)
             let s1 = set[0].load(ordering: .acquiring)
-            var way = 0
+            var entry = set + 2
+            let end = entry + 3 &* g.ways
             var hitKey: UInt64 = 0, hitOut: UInt64 = 0
-            while way < g.ways {
-                let k = set[2 &+ way].load(ordering: .relaxed) & Bits.compare
-                if (k == want || k == wantGlobal) && set[2 &+ g.ways &+ way].load(ordering: .relaxed) == page {
+            while entry < end {
+                let k = entry[0].load(ordering: .relaxed) & Bits.compare
+                if (k == want || k == wantGlobal) && entry[1].load(ordering: .relaxed) == page {
                     hitKey = k
-                    hitOut = set[2 &+ 2 &* g.ways &+ way].load(ordering: .relaxed)
+                    hitOut = entry[2].load(ordering: .relaxed)
                     break
                 }
-                way &+= 1
+                entry += 3
             }
             atomicMemoryFence(ordering: .acquiring)
             if s1 & 1 != 0 || set[0].load(ordering: .relaxed) != s1 { break }  // a writer was here: miss
@@ -357,37 +382,35 @@ public final class TranslationCache: @unchecked Sendable {
         return nil
     }
 
-    @inlinable
+    @inlinable @inline(__always)
     static func mix(_ domain: UInt16) -> UInt64 { (UInt64(domain) &* 0x9E37_79B9_7F4A_7C15) >> 40 }
 
-    @inlinable
+    @inlinable @inline(__always)
     static func decode(key: UInt64, output: UInt64, page: UInt64, classShift: UInt64) -> Translation {
-        let shift = (output >> 3) & 63
-        let mask = (UInt64(1) << shift) &- 1
-        let fragment = page << classShift
-        var t = Translation(inputBase: fragment & ~mask, outputBase: 0, pageShift: UInt8(truncatingIfNeeded: shift),
+        let shift = (output &>> 3) & 63
+        let mask = (UInt64(1) &<< shift) &- 1
+        let fragment = page &<< classShift
+        // A leaf's output is linear in the page; a table entry's is the next table's address.
+        let outputBase = key & Bits.table != 0 ? output & ~0xFFF : (output & ~0xFFF) &- (fragment & mask)
+        let t = Translation(uncheckedInputBase: fragment & ~mask, outputBase: outputBase,
+                            pageShift: UInt8(truncatingIfNeeded: shift),
                             permissions: AccessPermissions(rawValue: UInt8(truncatingIfNeeded: output & 7)),
                             global: key & Bits.global != 0)
-        // A leaf's output is linear in the page; a table entry's is the next table's address.
-        t.outputBase = key & Bits.table != 0 ? output & ~0xFFF : (output & ~0xFFF) &- (fragment & mask)
         return t
     }
 
     /// Adds one to counter `index` of this thread's stripe (a relaxed load and store).
-    @inlinable
+    @inlinable @inline(__always)
     func count(_ index: Int) {
         let p = counters + (Self.stripe() &* 16 &+ index)
         p.pointee.store(p.pointee.load(ordering: .relaxed) &+ 1, ordering: .relaxed)
     }
 
-    @inlinable
+    /// This thread's statistics stripe, from its thread pointer (one instruction, no call).
+    @inlinable @inline(__always)
     static func stripe() -> Int {
-        #if canImport(Glibc)
-        let t = UInt64(pthread_self())
-        #else
-        let t = UInt64(UInt(bitPattern: pthread_self()))
-        #endif
-        return Int(truncatingIfNeeded: (t &* 0x9E37_79B9_7F4A_7C15) >> 60)
+        let t = UInt64(UInt(ioasid_sys_thread_pointer()))
+        return Int(truncatingIfNeeded: (t &* 0x9E37_79B9_7F4A_7C15) &>> 60)
     }
 
     // MARK: Insert
@@ -430,17 +453,17 @@ public final class TranslationCache: @unchecked Sendable {
         let fragmentOut = tag.table ? translation.outputBase : translation.output(for: page << g.shift)
         precondition(fragmentOut & 0xFFF == 0, "a table is 4 KiB aligned")
         let out = fragmentOut | shift << 3 | UInt64(translation.permissions.rawValue & 7)
-        let set = storage + (g.firstWord + Int((page ^ Self.mix(tag.domain)) & g.setMask) * g.setStride)
+        let set = storage + (g.firstWord + Int((page ^ Self.mix(tag.domain)) & g.setMask) << g.setShift)
         let s = lockSet(set)
         if let ticket, epoch.load(ordering: .sequentiallyConsistent) != ticket.epoch {
             unlockSet(set, s, changed: false)
             return false
         }
-        let keys = set + 2, pages = set + 2 + g.ways, outs = set + 2 + 2 * g.ways
+        @inline(__always) func word(_ w: Int, _ field: Int) -> UnsafeMutablePointer<Atomic<UInt64>> { set + (2 + 3 * w + field) }
         var target = -1
         for w in 0..<g.ways {
-            let k = keys[w].load(ordering: .relaxed)
-            if k & Bits.compare == key & Bits.compare && pages[w].load(ordering: .relaxed) == page { target = w; break }
+            let k = word(w, 0).pointee.load(ordering: .relaxed)
+            if k & Bits.compare == key & Bits.compare && word(w, 1).pointee.load(ordering: .relaxed) == page { target = w; break }
             if target < 0 && k == 0 { target = w }
         }
         if target < 0 {
@@ -449,9 +472,9 @@ public final class TranslationCache: @unchecked Sendable {
             set[1].store(victim &+ 1, ordering: .relaxed)
             evictions.wrappingAdd(1, ordering: .relaxed)
         }
-        keys[target].store(key, ordering: .relaxed)
-        pages[target].store(page, ordering: .relaxed)
-        outs[target].store(out, ordering: .relaxed)
+        word(target, 0).pointee.store(key, ordering: .relaxed)
+        word(target, 1).pointee.store(page, ordering: .relaxed)
+        word(target, 2).pointee.store(out, ordering: .relaxed)
         unlockSet(set, s, changed: true)
         insertions.wrappingAdd(1, ordering: .relaxed)
         return true
@@ -518,16 +541,16 @@ public final class TranslationCache: @unchecked Sendable {
 
     private func invalidateSet(_ c: Int, _ index: Int, _ inv: TranslationCacheInvalidation) -> Int {
         let g = geometry[c]
-        let set = storage + (g.firstWord + index * g.setStride)
+        let set = storage + (g.firstWord + index << g.setShift)
         let s = lockSet(set)
         var removed = 0
         for w in 0..<g.ways {
-            let k = set[2 + w].load(ordering: .relaxed)
+            let k = set[2 + 3 * w].load(ordering: .relaxed)
             guard k != 0 else { continue }
-            let page = set[2 + g.ways + w].load(ordering: .relaxed)
-            let out = set[2 + 2 * g.ways + w].load(ordering: .relaxed)
+            let page = set[3 + 3 * w].load(ordering: .relaxed)
+            let out = set[4 + 3 * w].load(ordering: .relaxed)
             if Self.covers(inv, key: k, page: page, output: out, classShift: g.shift) {
-                set[2 + w].store(0, ordering: .relaxed)
+                set[2 + 3 * w].store(0, ordering: .relaxed)
                 removed += 1
             }
         }
@@ -597,13 +620,13 @@ public final class TranslationCache: @unchecked Sendable {
         for c in 0..<classCount {
             let g = geometry[c]
             for i in 0...Int(g.setMask) {
-                let set = storage + (g.firstWord + i * g.setStride)
+                let set = storage + (g.firstWord + i << g.setShift)
                 let s = lockSet(set)
                 for w in 0..<g.ways {
-                    let k = set[2 + w].load(ordering: .relaxed)
+                    let k = set[2 + 3 * w].load(ordering: .relaxed)
                     guard k != 0 else { continue }
-                    let page = set[2 + g.ways + w].load(ordering: .relaxed)
-                    let out = set[2 + 2 * g.ways + w].load(ordering: .relaxed)
+                    let page = set[3 + 3 * w].load(ordering: .relaxed)
+                    let out = set[4 + 3 * w].load(ordering: .relaxed)
                     let tag = TranslationTag(domain: UInt16(truncatingIfNeeded: k >> 32),
                                              space: k & Bits.hasSpace != 0 ? UInt32(k & Bits.spaceMask) : nil,
                                              privileged: k & Bits.privileged != 0, table: k & Bits.table != 0)
@@ -626,15 +649,15 @@ public final class TranslationCache: @unchecked Sendable {
             let g = geometry[c]
             let nextShift = c + 1 < classCount ? geometry[c + 1].shift : 64
             for i in 0...Int(g.setMask) {
-                let set = storage + (g.firstWord + i * g.setStride)
+                let set = storage + (g.firstWord + i << g.setShift)
                 precondition(set[0].load(ordering: .relaxed) & 1 == 0, "set left locked")
                 var seen: Set<[UInt64]> = []
                 for w in 0..<g.ways {
-                    let k = set[2 + w].load(ordering: .relaxed)
+                    let k = set[2 + 3 * w].load(ordering: .relaxed)
                     guard k != 0 else { continue }
                     precondition(k & Bits.valid != 0, "entry without valid bit")
-                    let page = set[2 + g.ways + w].load(ordering: .relaxed)
-                    let out = set[2 + 2 * g.ways + w].load(ordering: .relaxed)
+                    let page = set[3 + 3 * w].load(ordering: .relaxed)
+                    let out = set[4 + 3 * w].load(ordering: .relaxed)
                     let shift = (out >> 3) & 63
                     precondition(shift >= g.shift && (shift < nextShift || c == classCount - 1), "entry in the wrong size class")
                     precondition((page ^ Self.mix(UInt16(truncatingIfNeeded: k >> 32))) & g.setMask == UInt64(i), "entry in the wrong set")

@@ -56,7 +56,9 @@ public struct PendingDMA<Value>: Hashable, @unchecked Sendable {
     /// The page (untranslated address) it asked for.
     public let address: UInt64
 
+    /// The same parked operation and group.
     public static func == (a: Self, b: Self) -> Bool { a.operation === b.operation && a.groupIndex == b.groupIndex }
+    /// Hashes the operation's identity and the group.
     public func hash(into h: inout Hasher) { h.combine(ObjectIdentifier(operation)); h.combine(groupIndex) }
 }
 

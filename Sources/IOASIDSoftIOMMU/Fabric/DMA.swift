@@ -4,7 +4,9 @@ import IOASIDStructures
 
 /// Access rights: what a request asks for, what a translation grants.
 public struct AccessPermissions: OptionSet, Hashable, Sendable, CustomStringConvertible {
+    /// The bits: 1 read, 2 write, 4 execute.
     public let rawValue: UInt8
+    /// The rights with bits `rawValue`.
     public init(rawValue: UInt8) { self.rawValue = rawValue }
 
     /// Read (a memory read request; ATS: the R bit).
@@ -89,6 +91,16 @@ public struct Translation: Hashable, Sendable {
         let mask = (UInt64(1) << pageShift) - 1
         self.inputBase = inputBase & ~mask
         self.outputBase = outputBase & ~mask
+        self.pageShift = pageShift
+        self.permissions = permissions
+        self.global = global
+    }
+
+    /// A translation from fields already checked and aligned (the caches' decoders).
+    @inlinable
+    init(uncheckedInputBase inputBase: UInt64, outputBase: UInt64, pageShift: UInt8, permissions: AccessPermissions, global: Bool) {
+        self.inputBase = inputBase
+        self.outputBase = outputBase
         self.pageShift = pageShift
         self.permissions = permissions
         self.global = global

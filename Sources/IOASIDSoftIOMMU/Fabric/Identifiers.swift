@@ -23,6 +23,7 @@ public struct RequesterID: RawRepresentable, Hashable, Comparable, Sendable, Cus
     /// The function number (0–7).
     public var function: UInt8 { UInt8(rawValue & 7) }
 
+    /// Orders by raw value.
     public static func < (a: Self, b: Self) -> Bool { a.rawValue < b.rawValue }
 
     /// `bb:dd.f` in hexadecimal, as lspci prints it.
@@ -65,7 +66,9 @@ public struct PASID: RawRepresentable, Hashable, Comparable, Sendable, CustomStr
     /// Whether the PASID is representable in `width` bits (a PASID capability's Max PASID Width).
     public func fits(width: Int) -> Bool { width >= Self.maxWidth || rawValue < UInt32(1) << UInt32(Swift.max(0, width)) }
 
+    /// Orders by raw value.
     public static func < (a: Self, b: Self) -> Bool { a.rawValue < b.rawValue }
 
+    /// `PASID n` in decimal.
     public var description: String { "PASID \(rawValue)" }
 }

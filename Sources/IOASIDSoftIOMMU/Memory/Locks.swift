@@ -9,6 +9,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import CIOASIDSys
 import Synchronization
 
 /// A plain pthread mutex. Not recursive: a body must not take the same lock again.
@@ -38,7 +39,7 @@ final class PthreadMutex: @unchecked Sendable {
 /// A reader–writer lock for data that is read on every access and changed rarely (the RAM
 /// region table of ``PhysicalMemory``): a "big-reader" lock.
 ///
-/// A reader increments one of 16 counters, chosen by its thread and each on its own cache line,
+/// A reader increments one of 16 counters, chosen by its thread pointer and each on its own cache line,
 /// and then checks the writer flag; so readers on different threads share no written cache line
 /// and a read section costs two uncontended atomic operations. A writer takes a mutex (writers are
 /// serialized), raises the flag, and waits until every counter is zero; readers that arrive while
@@ -69,11 +70,7 @@ final class ReadMostlyLock: @unchecked Sendable {
 
     @inline(__always)
     private var myStripe: UnsafeMutablePointer<Atomic<Int>> {
-        #if canImport(Glibc)
-        let t = UInt64(pthread_self())
-        #else
-        let t = UInt64(UInt(bitPattern: pthread_self()))
-        #endif
+        let t = UInt64(UInt(ioasid_sys_thread_pointer()))
         let h = Int(truncatingIfNeeded: (t &* 0x9E37_79B9_7F4A_7C15) >> 60)
         return readers + h * Self.stride
     }

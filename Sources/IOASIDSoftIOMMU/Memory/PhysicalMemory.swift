@@ -83,6 +83,7 @@ public struct RAMRegion: Hashable, Sendable, CustomStringConvertible {
     /// Whether `address` lies in the region.
     public func contains(_ address: UInt64) -> Bool { address >= base && address <= last }
 
+    /// The region's span and backing, for diagnostics.
     public var description: String {
         "RAM [0x\(String(base, radix: 16)), 0x\(String(last, radix: 16))] \(backing)"
     }
