@@ -305,3 +305,19 @@ struct NestedRig {
         context.close()
     }
 }
+
+@Suite struct SMMUv3NestParentTests {
+    /// Unmapping guest RAM from the nesting parent invalidates the combined (stage 1 + 2) TLB
+    /// entries and the device's ATC (TLBI_S12_VMALL, ATC_INV): the guest's cached translation is
+    /// not used once the unmap returned.
+    @Test func unmappingGuestRAMInvalidatesCombinedEntries() throws {
+        let (n, _, _) = try SMMUv3NestedTests.attachedGuest()
+        #expect(n.read(0x1000_0000) == 0x10)
+        #expect(n.read(0x1000_0000) == 0x10)
+        try n.rig.context.cutAreas(n.ioas, after: [NestedRig.gpa + 4095])
+        _ = try n.rig.context.unmap(n.ioas, iova: NestedRig.gpa, length: 4096)
+        // The guest still maps IOVA 0x1000_0000 to GPA page 0, which is gone at stage 2.
+        #expect(n.read(0x1000_0000) == nil)
+        #expect(n.read(0x1000_0000, pasid: 3) == 0x11)   // other guest pages stay
+    }
+}
