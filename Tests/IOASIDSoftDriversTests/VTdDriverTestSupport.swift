@@ -6,7 +6,7 @@ import IOASIDSoftIOMMU
 import Testing
 
 /// Page-aligned memory owned by a test (user memory of this process, zero-filled).
-final class UserBuffer: @unchecked Sendable {
+final class VTdUserBuffer: @unchecked Sendable {
     let base: UnsafeMutableRawPointer
     let length: Int
 
@@ -29,7 +29,7 @@ final class UserBuffer: @unchecked Sendable {
 }
 
 /// A value placed in user memory (for driver data and invalidation arrays).
-final class UserValue<T>: @unchecked Sendable {
+final class VTdUserValue<T>: @unchecked Sendable {
     let pointer: UnsafeMutablePointer<T>
     let count: Int
     init(_ values: [T]) {
@@ -62,7 +62,7 @@ struct VTdSetup {
 }
 
 /// Runs `body`, which must fail with `errno`.
-func expectErrno<R>(_ errno: Int32, _ comment: Comment? = nil, sourceLocation: SourceLocation = #_sourceLocation,
+func expectVTdErrno<R>(_ errno: Int32, _ comment: Comment? = nil, sourceLocation: SourceLocation = #_sourceLocation,
                     _ body: () throws -> R) {
     do {
         let r = try body()

@@ -23,7 +23,7 @@ import Testing
         #expect(info.maxPASIDLog2 == 20)
         #expect(info.capabilities == 1 | 1 << 2)                 // DIRTY_TRACKING | PCI_PASID_PRIV
         #expect(try x.context.hardwareInfo(id, type: 1).type == 1)
-        expectErrno(95) { try x.context.hardwareInfo(id, type: 2) }   // ARM SMMUv3: EOPNOTSUPP
+        expectVTdErrno(95) { try x.context.hardwareInfo(id, type: 2) }   // ARM SMMUv3: EOPNOTSUPP
         // A device without ATS and PASID: ATS_NOT_SUPPORTED, no PASIDs.
         let (_, plain) = try x.device(RequesterID(bus: 0x10, device: 1, function: 0), pasid: false, ats: false)
         let p = try x.context.hardwareInfo(plain)
@@ -72,7 +72,7 @@ import Testing
     @Test func dmaLandsInTheUserBuffer() throws {
         let x = try VTdSetup()
         let (d, id) = try x.device()
-        let buffer = UserBuffer(pages: 4)
+        let buffer = VTdUserBuffer(pages: 4)
         let ioas = try x.context.allocateIOAS()
         _ = try x.context.map(ioas, source: .user(address: buffer.address), length: 0x3000, iova: 0x10_0000, access: .readWrite)
         let hwpt = try x.context.attach(id, to: ioas.object)
@@ -101,7 +101,7 @@ import Testing
     @Test func pasidAttachIsPerPASIDAndUnattachedPASIDsAreBlocked() throws {
         let x = try VTdSetup()
         let (d, id) = try x.device()
-        let a = UserBuffer(pages: 1), b = UserBuffer(pages: 1)
+        let a = VTdUserBuffer(pages: 1), b = VTdUserBuffer(pages: 1)
         let ioasA = try x.context.allocateIOAS(), ioasB = try x.context.allocateIOAS()
         _ = try x.context.map(ioasA, source: .user(address: a.address), length: 0x1000, iova: 0x4000, access: .readWrite)
         _ = try x.context.map(ioasB, source: .user(address: b.address), length: 0x1000, iova: 0x4000, access: .readWrite)
@@ -138,7 +138,7 @@ import Testing
     func dirtyTrackingThroughTheSecondStageDBit(ats: Bool) throws {
         let x = try VTdSetup()
         let (d, id) = try x.device(ats: ats)
-        let buffer = UserBuffer(pages: 4)
+        let buffer = VTdUserBuffer(pages: 4)
         let ioas = try x.context.allocateIOAS()
         _ = try x.context.map(ioas, source: .user(address: buffer.address), length: 0x4000, iova: 0x40_0000, access: .readWrite)
         let hwpt = try x.context.allocateHWPT(device: id, parent: ioas.object, flags: [.dirtyTracking], data: nil)
@@ -163,7 +163,7 @@ import Testing
         #expect(x.driver.tables.pasidEntry(d.requesterID, pasid: 0)?.secondStageAccessedDirtyEnable == false)
         // A domain allocated without dirty tracking refuses it.
         let plain = try x.context.allocateHWPT(device: id, parent: ioas.object, flags: [], data: nil)
-        expectErrno(95) { try x.context.setDirtyTracking(plain, enabled: true) }
+        expectVTdErrno(95) { try x.context.setDirtyTracking(plain, enabled: true) }
         withExtendedLifetime(buffer) {}
     }
 
@@ -173,7 +173,7 @@ import Testing
     /// mapping IOVA 0x40000000 → GPA page 4 and 0x40001000 → GPA page 6.
     struct Guest {
         static let gpa: UInt64 = 0x100_0000
-        let buffer = UserBuffer(pages: 16)
+        let buffer = VTdUserBuffer(pages: 16)
         func g(_ page: Int) -> UInt64 { Self.gpa + UInt64(page) * 0x1000 }
         init() {
             buffer.setWord(g(1) | 7, at: 0)                      // PML4[0] → PDPT
@@ -191,7 +191,7 @@ import Testing
         let ioas = try x.context.allocateIOAS()
         _ = try x.context.map(ioas, source: .user(address: guest.buffer.address), length: 0x10000, iova: Guest.gpa, access: .readWrite)
         let parent = try x.context.allocateHWPT(device: id, parent: ioas.object, flags: [.nestParent], data: nil)
-        let cfg = UserValue([VTdStage1Data(pageTableAddress: guest.g(0), addressWidth: 48)])
+        let cfg = VTdUserValue([VTdStage1Data(pageTableAddress: guest.g(0), addressWidth: 48)])
         let nested = try x.context.allocateHWPT(device: id, parent: parent.object, flags: [],
                                                 data: DriverData(type: 1, address: cfg.address, length: 24))
         _ = try x.context.attach(id, to: nested.object)
@@ -205,7 +205,7 @@ import Testing
         // The guest moves IOVA 0x40000000 to GPA page 5 and invalidates the wrong page first.
         guest.buffer.setWord(guest.g(5) | 7, at: 0x3000)
         func invalidate(_ entries: [VTdStage1Invalidation], entryLength: UInt32 = 24) throws -> UInt32 {
-            let array = UserValue(entries)
+            let array = VTdUserValue(entries)
             var handled: UInt32 = 0
             try x.context.invalidate(nested.object, entries: DriverArray(type: 0, address: array.address, entryLength: entryLength,
                                                                          count: UInt32(entries.count)), handled: &handled)
@@ -235,7 +235,7 @@ import Testing
         let ioas = try x.context.allocateIOAS()
         _ = try x.context.map(ioas, source: .user(address: guest.buffer.address), length: 0x10000, iova: Guest.gpa, access: .readWrite)
         let parent = try x.context.allocateHWPT(device: id, parent: ioas.object, flags: [.nestParent, .pasid], data: nil)
-        let cfg = UserValue([VTdStage1Data(pageTableAddress: guest.g(0), addressWidth: 48)])
+        let cfg = VTdUserValue([VTdStage1Data(pageTableAddress: guest.g(0), addressWidth: 48)])
         let nested = try x.context.allocateHWPT(device: id, parent: parent.object, flags: [.pasid],
                                                 data: DriverData(type: 1, address: cfg.address, length: 24))
         _ = try x.context.attach(id, pasid: 12, to: nested.object)
@@ -262,27 +262,27 @@ import Testing
         _ = try x.context.map(ioas, source: .user(address: guest.buffer.address), length: 0x10000, iova: Guest.gpa, access: .readWrite)
         let parent = try x.context.allocateHWPT(device: id, parent: ioas.object, flags: [.nestParent], data: nil)
         let plain = try x.context.allocateHWPT(device: id, parent: ioas.object, flags: [], data: nil)
-        let cfg = UserValue([VTdStage1Data(pageTableAddress: guest.g(0), addressWidth: 48)])
+        let cfg = VTdUserValue([VTdStage1Data(pageTableAddress: guest.g(0), addressWidth: 48)])
         let data = DriverData(type: 1, address: cfg.address, length: 24)
-        expectErrno(22) { try x.context.allocateHWPT(device: id, parent: plain.object, flags: [], data: data) }
-        expectErrno(95) { try x.context.allocateHWPT(device: id, parent: parent.object, flags: [],
+        expectVTdErrno(22) { try x.context.allocateHWPT(device: id, parent: plain.object, flags: [], data: data) }
+        expectVTdErrno(95) { try x.context.allocateHWPT(device: id, parent: parent.object, flags: [],
                                                      data: DriverData(type: 2, address: cfg.address, length: 24)) }
-        expectErrno(22) { try x.context.allocateHWPT(device: id, parent: parent.object, flags: [],
+        expectVTdErrno(22) { try x.context.allocateHWPT(device: id, parent: parent.object, flags: [],
                                                      data: DriverData(type: 1, address: cfg.address, length: 16)) }
         // A stage-1 address width the unit cannot run is refused when attached, as the kernel does.
-        let bad = UserValue([VTdStage1Data(pageTableAddress: guest.g(0), addressWidth: 39)])
+        let bad = VTdUserValue([VTdStage1Data(pageTableAddress: guest.g(0), addressWidth: 39)])
         let badNested = try x.context.allocateHWPT(device: id, parent: parent.object, flags: [],
                                                    data: DriverData(type: 1, address: bad.address, length: 24))
-        expectErrno(22) { try x.context.attach(id, to: badNested.object) }
-        let eafe = UserValue([VTdStage1Data(flags: 2, pageTableAddress: guest.g(0), addressWidth: 48)])  // EAFE without EAFS
+        expectVTdErrno(22) { try x.context.attach(id, to: badNested.object) }
+        let eafe = VTdUserValue([VTdStage1Data(flags: 2, pageTableAddress: guest.g(0), addressWidth: 48)])  // EAFE without EAFS
         let eafeNested = try x.context.allocateHWPT(device: id, parent: parent.object, flags: [],
                                                     data: DriverData(type: 1, address: eafe.address, length: 24))
-        expectErrno(22) { try x.context.attach(id, to: eafeNested.object) }
+        expectVTdErrno(22) { try x.context.attach(id, to: eafeNested.object) }
 
         let nested = try x.context.allocateHWPT(device: id, parent: parent.object, flags: [], data: data)
         _ = try x.context.attach(id, to: nested.object)
         func run(_ entries: [VTdStage1Invalidation], type: UInt32 = 0, entryLength: UInt32 = 24) -> (Int32?, UInt32) {
-            let array = UserValue(entries)
+            let array = VTdUserValue(entries)
             var handled: UInt32 = 0
             do {
                 try x.context.invalidate(nested.object, entries: DriverArray(type: type, address: array.address,
@@ -306,15 +306,15 @@ import Testing
         #expect(run([VTdStage1Invalidation(address: 0x1000, pageCount: .max)]) == (22, 0))     // U64_MAX needs addr 0
         #expect(run([ok], entryLength: 16) == (22, 0))                                         // shorter than the struct
         // Entries longer than the struct are EINVAL too (iommu_copy_struct_from_user_array).
-        let longer = UserValue<(VTdStage1Invalidation, UInt64)>([(ok, 0), (ok, 0)])
+        let longer = VTdUserValue<(VTdStage1Invalidation, UInt64)>([(ok, 0), (ok, 0)])
         var handled: UInt32 = 0
-        expectErrno(22) {
+        expectVTdErrno(22) {
             try x.context.invalidate(nested.object, entries: DriverArray(type: 0, address: longer.address, entryLength: 32, count: 2),
                                      handled: &handled)
         }
         #expect(handled == 0)
         // Paging HWPTs take no invalidation.
-        expectErrno(22) {
+        expectVTdErrno(22) {
             try x.context.invalidate(parent.object, entries: DriverArray(type: 0, address: longer.address, entryLength: 24, count: 1),
                                      handled: &handled)
         }
@@ -326,7 +326,7 @@ import Testing
     @Test func pageRequestReachesTheFaultQueueAndTheResponseLetsTheDeviceRetry() throws {
         let x = try VTdSetup()
         let (d, id) = try x.device()
-        let buffer = UserBuffer(pages: 2)
+        let buffer = VTdUserBuffer(pages: 2)
         let ioas = try x.context.allocateIOAS()
         let queue = try x.context.allocateFaultQueue()
         let hwpt = try x.context.allocateHWPT(device: id, parent: ioas.object, flags: [.faultIDValid, .pasid], data: nil,
@@ -366,7 +366,7 @@ import Testing
     @Test func pageRequestsAreServicedByTheInterruptThread() async throws {
         let x = try VTdSetup(delivery: .interruptThread)
         let (d, id) = try x.device()
-        let buffer = UserBuffer(pages: 1)
+        let buffer = VTdUserBuffer(pages: 1)
         let ioas = try x.context.allocateIOAS()
         let queue = try x.context.allocateFaultQueue()
         let hwpt = try x.context.allocateHWPT(device: id, parent: ioas.object, flags: [.faultIDValid], data: nil,
@@ -403,8 +403,8 @@ import Testing
         _ = try x.context.attach(atsID, to: ioas.object)
         _ = try x.context.attach(plainID, to: ioas.object)
         let rounds = 60
-        let buffers = (0...rounds).map { _ in UserBuffer(pages: 1) }
-        let generation = Generation()
+        let buffers = (0...rounds).map { _ in VTdUserBuffer(pages: 1) }
+        let generation = VTdGeneration()
         let finished = DispatchSemaphore(value: 0)
         for d in [ats, plain] {
             Thread {
@@ -439,7 +439,7 @@ import Testing
 }
 
 /// A generation counter shared with DMA threads.
-final class Generation: @unchecked Sendable {
+final class VTdGeneration: @unchecked Sendable {
     private let lock = NSLock()
     private var current = 0
     private var stopped = false
