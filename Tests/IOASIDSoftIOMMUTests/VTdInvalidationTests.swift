@@ -181,7 +181,7 @@ private func retarget<F>(_ table: PageTable<F>, _ iova: UInt64, to physical: UIn
         let fs = try m.firstStageTable()
         try fs.map(iova: 0x10_0000, physical: 0x5000_0000, size: 0x2000, permissions: [.write, .user])
         try m.tables.setPASIDEntry(dev, pasid: 9, VTdMachine.firstStage(fs.root, domain: 3))
-        let shared = SharedCounters()
+        let shared = VTdSharedCounters()
         let rounds = 150
         let finished = DispatchSemaphore(value: 0)
         for worker in 1...3 {

@@ -102,7 +102,7 @@ final class VTdMachine: @unchecked Sendable {
 }
 
 /// Atomics shared between a test and the threads or callbacks it starts.
-final class SharedCounters: Sendable {
+final class VTdSharedCounters: Sendable {
     let generation = Atomic<Int>(0)
     let stale = Atomic<Int>(0)
     let done = Atomic<Bool>(false)

@@ -3,7 +3,7 @@ import Testing
 @testable import IOASIDSoftIOMMU
 
 /// A device endpoint that records what the IOMMU sends it (for tests of the unit alone).
-final class RecordingEndpoint: DeviceEndpoint, @unchecked Sendable {
+final class VTdRecordingEndpoint: DeviceEndpoint, @unchecked Sendable {
     let requesterID: RequesterID
     private let log = Locked<(invalidations: [ATCInvalidation], responses: [PageResponse])>(([], []))
     init(_ rid: RequesterID) { requesterID = rid }
@@ -143,7 +143,7 @@ private let dev2 = RequesterID(bus: 1, device: 1, function: 0)    // 0x0108
         var c = VTdConfiguration()
         c.faultRecordingRegisters = 2
         let m = try VTdMachine(c)
-        let fired = SharedCounters()
+        let fired = VTdSharedCounters()
         m.unit.setFaultInterrupt { fired.count.add(1, ordering: .relaxed) }
         try m.tables.addDevice(dev, pasids: 0, deviceTLB: false, pageRequests: false)
         for a in [0x1000, 0x2000, 0x3000] as [UInt64] { _ = m.dma(dev, a) }  // no PASID table for RID_PASID: 0x51
@@ -213,11 +213,11 @@ private let dev2 = RequesterID(bus: 1, device: 1, function: 0)    // 0x0108
 
     @Test func pageRequestQueueAndHardwareResponses() throws {
         let m = try VTdMachine()
-        let ep = RecordingEndpoint(dev)
-        let ep2 = RecordingEndpoint(dev2)
+        let ep = VTdRecordingEndpoint(dev)
+        let ep2 = VTdRecordingEndpoint(dev2)
         m.unit.connect(ep)
         m.unit.connect(ep2)
-        let fired = SharedCounters()
+        let fired = VTdSharedCounters()
         m.unit.setPageRequestInterrupt { fired.count.add(1, ordering: .relaxed) }
         try m.tables.addDevice(dev, pasids: 64, deviceTLB: true, pageRequests: true)
         try m.tables.addDevice(dev2, pasids: 64, deviceTLB: true, pageRequests: false)
