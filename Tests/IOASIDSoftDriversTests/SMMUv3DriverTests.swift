@@ -8,7 +8,7 @@ import IOASIDLinuxABI
 @testable import IOASIDSoftDrivers
 @testable import IOASIDSoftIOMMU
 
-@Suite struct SMMUv3DriverTests {
+@Suite(.pinsUserMemory) struct SMMUv3DriverTests {
     @Test func uapiMirrorsAgreeWithTheCheckedLayouts() {
         func offsets<T>(_ type: T.Type, _ paths: [PartialKeyPath<T>]) -> [Int] { paths.map { MemoryLayout<T>.offset(of: $0)! } }
         #expect(MemoryLayout<SMMUv3HardwareInfoData>.size == iommu_hw_info_arm_smmuv3.byteSize)

@@ -89,7 +89,7 @@ struct NestedRig {
     }
 }
 
-@Suite struct SMMUv3NestedTests {
+@Suite(.pinsUserMemory) struct SMMUv3NestedTests {
     /// A guest with CD 0 (ASID 0x21, IOVA 0x1000_0000 → page 0) and CD 3 (ASID 0x23, its own
     /// table, IOVA 0x1000_0000 → page 1), attached.
     static func attachedGuest(ats: Bool = true) throws -> (NestedRig, ArmStage1PageTable, HWPT.ID) {
@@ -281,7 +281,7 @@ struct NestedRig {
     }
 }
 
-@Suite struct SMMUv3TeardownTests {
+@Suite(.pinsUserMemory) struct SMMUv3TeardownTests {
     @Test func closingTheContextDetachesEverythingAndFreesTheStructures() throws {
         let (n, _, _) = try SMMUv3NestedTests.attachedGuest()
         _ = try n.rig.context.allocateVEventQueue(viommu: n.viommu, type: 1, depth: 4)
@@ -306,7 +306,7 @@ struct NestedRig {
     }
 }
 
-@Suite struct SMMUv3NestParentTests {
+@Suite(.pinsUserMemory) struct SMMUv3NestParentTests {
     /// Unmapping guest RAM from the nesting parent invalidates the combined (stage 1 + 2) TLB
     /// entries and the device's ATC (TLBI_S12_VMALL, ATC_INV): the guest's cached translation is
     /// not used once the unmap returned.

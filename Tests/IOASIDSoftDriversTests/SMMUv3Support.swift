@@ -14,11 +14,11 @@ final class UserBuffer: @unchecked Sendable {
 
     init(pages: Int) {
         length = pages * 4096
-        base = UnsafeMutableRawPointer.allocate(byteCount: length, alignment: 4096)
+        base = TestArena.allocate(length)
         base.initializeMemory(as: UInt8.self, repeating: 0, count: length)
     }
 
-    deinit { base.deallocate() }
+    deinit { TestArena.release(base, length) }
 
     var address: UInt64 { UInt64(UInt(bitPattern: base)) }
     subscript(offset: Int) -> UInt8 {

@@ -12,11 +12,11 @@ final class VTdUserBuffer: @unchecked Sendable {
 
     init(pages: Int) {
         length = pages * 4096
-        base = UnsafeMutableRawPointer.allocate(byteCount: length, alignment: 4096)
+        base = TestArena.allocate(length)
         base.initializeMemory(as: UInt8.self, repeating: 0, count: length)
     }
 
-    deinit { base.deallocate() }
+    deinit { TestArena.release(base, length) }
 
     var address: UInt64 { UInt64(UInt(bitPattern: base)) }
     func address(page: Int) -> UInt64 { address + UInt64(page * 4096) }

@@ -6,7 +6,7 @@ import IOASIDSoftIOMMU
 import Testing
 
 /// The VT-d driver under the core, through the core's Swift API (`Context`).
-@Suite struct VTdDriverTests {
+@Suite(.pinsUserMemory) struct VTdDriverTests {
     // MARK: Hardware info and ABI mirrors
 
     @Test func hardwareInfoReportsVTdCapabilities() throws {
@@ -390,7 +390,7 @@ import Testing
 
 /// Concurrency through the core (run under ThreadSanitizer by scripts/tsan.sh, which selects
 /// "Stress"): DMA threads write while the owner moves a mapping between buffers.
-@Suite struct VTdDriverStressTests {
+@Suite(.pinsUserMemory) struct VTdDriverStressTests {
     /// The owner maps IOVA 0x100000 to buffer k, unmaps it, maps buffer k+1, … and publishes k
     /// after each unmap returned. Two DMA threads (one with ATS, one without) write the
     /// generation they read before each DMA. A write that started after generation k+1 was
