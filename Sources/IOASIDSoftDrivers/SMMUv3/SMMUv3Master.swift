@@ -77,9 +77,19 @@ public final class SMMUv3Master: DeviceModel, @unchecked Sendable {
     /// context's fault queue and events its vEVENT queues. Returns the core's device ID. (A
     /// device bound with `Context.bind` directly takes no faults: its page requests are denied.)
     public func bind(to context: Context, ownedByDriver: Bool = false) throws(IOMMUError) -> Device.ID {
-        let id = try context.bind(self, ownedByDriver: ownedByDriver)
-        bindingLock.withLock { $0.binding = Binding(context: context, device: id) }
-        return id
+        try context.bind(self, ownedByDriver: ownedByDriver)
+    }
+
+    /// Records where events and page requests go (the core calls this after any bind of the device).
+    public func bound(to context: Context, as device: Device.ID) {
+        bindingLock.withLock { $0.binding = Binding(context: context, device: device) }
+    }
+
+    /// Forgets the binding (the core calls this after an unbind or the context's close).
+    public func unbound(from context: Context, as device: Device.ID) {
+        bindingLock.withLock { s in
+            if let b = s.binding, b.context === context, b.device == device { s.binding = nil }
+        }
     }
 
     /// Unbinds the device from the context it was bound to with ``bind(to:ownedByDriver:)``.

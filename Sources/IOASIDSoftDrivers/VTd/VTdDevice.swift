@@ -57,12 +57,22 @@ public final class VTdDevice: DeviceModel, @unchecked Sendable {
     /// Binds the device to `context` (``Context/bind(_:ownedByDriver:)``) and remembers the
     /// binding, so the driver can report the device's page requests there.
     public func bind(to context: Context, ownedByDriver: Bool = false) throws(IOMMUError) -> Device.ID {
-        let id = try context.bind(self, ownedByDriver: ownedByDriver)
+        try context.bind(self, ownedByDriver: ownedByDriver)
+    }
+
+    /// Records where page requests go (the core calls this after any bind of the device).
+    public func bound(to context: Context, as device: Device.ID) {
         state.withLock { s in
             s.context = context
-            s.deviceID = id
+            s.deviceID = device
         }
-        return id
+    }
+
+    /// Forgets the binding (the core calls this after an unbind or the context's close).
+    public func unbound(from context: Context, as device: Device.ID) {
+        state.withLock { s in
+            if s.context === context, s.deviceID == device { s.context = nil; s.deviceID = nil }
+        }
     }
 
     /// The context and device ID of the last ``bind(to:ownedByDriver:)``, while the context lives.
