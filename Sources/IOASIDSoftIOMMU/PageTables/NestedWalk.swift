@@ -240,23 +240,28 @@ struct NestedWalkPort<Stage2: PageTableFormat>: PageTableWalkPort {
     }
 
     /// The stage-1 walker's update of an entry is a write through stage 2: the stage-2 leaf that
-    /// mapped the entry's page must allow writes, and records its own accessed/dirty state.
+    /// mapped the entry's page must still map it and allow writes, and records its own
+    /// accessed/dirty state; then the stage-1 entry is updated in host memory. Both are atomic
+    /// updates from the values read (``hardwareUpdate(_:_:expected:desired:)``): if software
+    /// changed either entry meanwhile, nothing more is written and the stage-1 walk restarts.
     @inlinable
-    mutating func update(_ address: UInt64, level: Int, set: UInt64, clear: UInt64) -> Bool {
+    mutating func update(_ address: UInt64, level: Int, expected: UInt64, desired: UInt64) -> PageTableEntryUpdate {
         let a = access(at: level)
         let leaf = memory.read64(a.leafSlot)
+        var scratch = a.state
+        guard case .leaf(let base) = stage2.walkStep(leaf, level: a.leafLevel, state: &scratch),
+              base == a.host & ~(Radix.span(a.leafLevel) &- 1) else { return .changed }
         switch stage2.checkLeaf(leaf, level: a.leafLevel, state: a.state, access: .write) {
         case .fault(let reason):
             fault = PageTableFault(reason, level: stage2.architecturalLevel(a.leafLevel))
             faultAddress = address
             faultLevel = level
-            return false
+            return .failed
         case .allowed(_, let updatedLeaf):
-            if updatedLeaf != leaf {
-                hardwareUpdate(memory, a.leafSlot, set: updatedLeaf & ~leaf, clear: leaf & ~updatedLeaf)
+            if updatedLeaf != leaf && !hardwareUpdate(memory, a.leafSlot, expected: leaf, desired: updatedLeaf) {
+                return .changed
             }
         }
-        hardwareUpdate(memory, a.host, set: set, clear: clear)
-        return true
+        return hardwareUpdate(memory, a.host, expected: expected, desired: desired) ? .updated : .changed
     }
 }

@@ -340,17 +340,20 @@ public protocol PageTableFormat: Sendable {
 // MARK: - Geometry shared by every format (4 KiB granule, 9 bits per level)
 
 /// The radix geometry of all formats here: 4 KiB tables of 512 eight-byte entries.
+///
+/// Levels are 1 … 5, so the arithmetic wraps instead of checking for overflow (it is on every
+/// step of a walk).
 @usableFromInline
 enum Radix {
     /// The bit position of the lowest input bit resolved at engine level `level`.
     @inlinable @inline(__always)
-    static func shift(_ level: Int) -> UInt64 { UInt64(12 + 9 * (level - 1)) }
+    static func shift(_ level: Int) -> UInt64 { UInt64(truncatingIfNeeded: 3 &+ 9 &* level) }
     /// The bytes one entry at `level` covers.
     @inlinable @inline(__always)
-    static func span(_ level: Int) -> UInt64 { 1 << shift(level) }
+    static func span(_ level: Int) -> UInt64 { 1 &<< shift(level) }
     /// The index into the table at `level` for `input`.
     @inlinable @inline(__always)
-    static func index(_ input: UInt64, _ level: Int) -> UInt64 { (input >> shift(level)) & 511 }
+    static func index(_ input: UInt64, _ level: Int) -> UInt64 { (input &>> shift(level)) & 511 }
     /// A mask of the low `bits` bits.
     @inlinable @inline(__always)
     static func mask(bits: Int) -> UInt64 { bits >= 64 ? ~0 : (1 << UInt64(bits)) - 1 }

@@ -7,7 +7,32 @@
 // flags, Arm AF and dirty state) are made only when the whole walk succeeded, top-down, through
 // the port — so under nesting they are writes through stage 2.
 //
-// Nothing here allocates: the entries used are kept in a fixed tuple, results are small enums.
+// Concurrency. Walks run on any number of threads, lock-free, while software changes the tables
+// (``PageTable`` serializes its writers and defers freeing table frames; see there). Every entry
+// is read with one atomic load, so a walk sees each entry either before or after a change, never
+// torn. Each hardware update is an atomic compare-exchange from the value the walk read to the
+// updated value, as the architectures require of a walker's update (a locked read-modify-write
+// that never lands on an entry that changed under it): if another walker meanwhile changed only
+// the bits this update manages (it set A first, say), the update is re-applied to the new value;
+// if software changed anything else (unmapped, remapped, split, cleaned a different bit), nothing
+// is written and the walk restarts from the root. So a walk never sets accessed/dirty state in an
+// entry that no longer maps what it translated, and never loses one that software cleans.
+//
+// Nothing here allocates: the pending table-entry updates are kept in a fixed tuple, results are
+// small enums. In the steady state (flags already set) a walk writes nothing and stores no
+// pending update.
+
+/// How a walker's update of one entry went.
+@usableFromInline
+enum PageTableEntryUpdate: Equatable {
+    /// The entry still held what the walk read (apart from bits the update itself manages, which
+    /// another walker may have set), and now holds the update.
+    case updated
+    /// Software changed the entry after the walk read it: nothing was written, the walk restarts.
+    case changed
+    /// The port could not make the write (it records why); the walk fails with a port fault.
+    case failed
+}
 
 /// How a walk reaches the memory its tables live in.
 @usableFromInline
@@ -15,24 +40,30 @@ protocol PageTableWalkPort {
     /// Reads the entry at `address` (an address in the space the table pointers live in) for
     /// engine level `level`; nil if the port could not reach it (it records why).
     mutating func read(_ address: UInt64, level: Int) -> UInt64?
-    /// Makes the hardware update of the entry at `address` (which the walk read at `level`):
-    /// sets `set` and clears `clear`, leaving other bits as they are. False if the port could not
-    /// write it (it records why).
-    mutating func update(_ address: UInt64, level: Int, set: UInt64, clear: UInt64) -> Bool
+    /// Makes the hardware update of the entry at `address`, which the walk read at `level` as
+    /// `expected`, to `desired` (see ``hardwareUpdate(_:_:expected:desired:)``).
+    mutating func update(_ address: UInt64, level: Int, expected: UInt64, desired: UInt64) -> PageTableEntryUpdate
 }
 
-/// Makes a walker's atomic update of the entry at `address` in `memory`.
+/// Makes a walker's atomic update of the entry at `address` in `memory` from `expected` (the
+/// value the walk read) to `desired`, and returns whether it did.
 ///
-/// Setting bits uses ``PhysicalMemory/or64(_:_:)``. Clearing bits (Arm stage-1 dirty state clears
-/// AP[2]) is a read-modify-write: exact in the current single-threaded memory, and the one place
-/// that needs a compare-exchange once the memory is shared between threads.
+/// A compare-exchange loop: when the entry differs from `expected` only in the bits this update
+/// sets or clears (another walker's update of the same flags, or software cleaning the dirty
+/// state this update sets again), the update is applied to the current value; when it differs in
+/// any other bit, software changed the entry and nothing is written (the caller restarts the
+/// walk). Setting and clearing bits are alike here: Arm stage-1 dirty state clears AP[2], and
+/// does so atomically against software setting it again (dirty read-and-clear).
 @inlinable
-func hardwareUpdate(_ memory: PhysicalMemory, _ address: UInt64, set: UInt64, clear: UInt64) {
-    if clear == 0 {
-        if set != 0 { memory.or64(address, set) }
-    } else {
-        let old = memory.read64(address)
-        memory.write64(address, (old | set) & ~clear)
+func hardwareUpdate(_ memory: PhysicalMemory, _ address: UInt64, expected: UInt64, desired: UInt64) -> Bool {
+    let set = desired & ~expected, clear = expected & ~desired
+    let unmanaged = ~(set | clear)
+    var current = expected
+    while true {
+        let (exchanged, seen) = memory.compareExchange64(address, expected: current, desired: (current | set) & ~clear)
+        if exchanged { return true }
+        if seen & unmanaged != expected & unmanaged { return false }
+        current = seen
     }
 }
 
@@ -52,9 +83,8 @@ struct DirectWalkPort: PageTableWalkPort {
     }
 
     @inlinable
-    mutating func update(_ address: UInt64, level: Int, set: UInt64, clear: UInt64) -> Bool {
-        hardwareUpdate(memory, address, set: set, clear: clear)
-        return true
+    mutating func update(_ address: UInt64, level: Int, expected: UInt64, desired: UInt64) -> PageTableEntryUpdate {
+        hardwareUpdate(memory, address, expected: expected, desired: desired) ? .updated : .changed
     }
 }
 
@@ -70,33 +100,43 @@ enum PageTableWalkOutcome<State> {
     case portFault
 }
 
-/// Up to five (entry address, value, level) triples, without allocating.
+/// The table-entry updates a walk makes once it succeeded: up to four (entry address, value read,
+/// updated value, level), only for entries the update changes, without allocating.
 @usableFromInline
-struct UsedTableEntries {
-    @usableFromInline var addresses: (UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0)
-    @usableFromInline var values: (UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0)
-    @usableFromInline var levels: (Int, Int, Int, Int, Int) = (0, 0, 0, 0, 0)
+struct PendingTableUpdates {
+    @usableFromInline var addresses: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+    @usableFromInline var old: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+    @usableFromInline var new: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+    @usableFromInline var levels: (Int, Int, Int, Int) = (0, 0, 0, 0)
     @usableFromInline var count = 0
 
     @inlinable init() {}
 
-    @inlinable
-    mutating func append(address: UInt64, value: UInt64, level: Int) {
-        precondition(count < 5, "more than five table levels")
-        withUnsafeMutableBytes(of: &addresses) { $0.storeBytes(of: address, toByteOffset: count * 8, as: UInt64.self) }
-        withUnsafeMutableBytes(of: &values) { $0.storeBytes(of: value, toByteOffset: count * 8, as: UInt64.self) }
-        withUnsafeMutableBytes(of: &levels) {
-            $0.storeBytes(of: level, toByteOffset: count * MemoryLayout<Int>.stride, as: Int.self)
-        }
-        count += 1
+    @inlinable @inline(__always)
+    static func store<T>(_ value: T, _ tuple: inout (T, T, T, T), _ i: Int) {
+        withUnsafeMutableBytes(of: &tuple) { $0.storeBytes(of: value, toByteOffset: i &* MemoryLayout<T>.stride, as: T.self) }
     }
 
+    @inlinable @inline(__always)
+    static func load<T>(_ tuple: (T, T, T, T), _ i: Int) -> T {
+        withUnsafeBytes(of: tuple) { $0.load(fromByteOffset: i &* MemoryLayout<T>.stride, as: T.self) }
+    }
+
+    /// Records that the entry at `address` (read as `old` at `level`) becomes `new`.
     @inlinable
-    func entry(_ i: Int) -> (address: UInt64, value: UInt64, level: Int) {
-        let a = withUnsafeBytes(of: addresses) { $0.load(fromByteOffset: i * 8, as: UInt64.self) }
-        let v = withUnsafeBytes(of: values) { $0.load(fromByteOffset: i * 8, as: UInt64.self) }
-        let l = withUnsafeBytes(of: levels) { $0.load(fromByteOffset: i * MemoryLayout<Int>.stride, as: Int.self) }
-        return (a, v, l)
+    mutating func append(address: UInt64, old value: UInt64, new updated: UInt64, level: Int) {
+        precondition(count < 4, "more than four table levels above a leaf")
+        Self.store(address, &addresses, count)
+        Self.store(value, &old, count)
+        Self.store(updated, &new, count)
+        Self.store(level, &levels, count)
+        count &+= 1
+    }
+
+    /// The `i`th update, top-down.
+    @inlinable
+    func entry(_ i: Int) -> (address: UInt64, old: UInt64, new: UInt64, level: Int) {
+        (Self.load(addresses, i), Self.load(old, i), Self.load(new, i), Self.load(levels, i))
     }
 }
 
@@ -104,53 +144,68 @@ extension PageTableFormat {
     /// Walks the table rooted at `root` for `input` and `access`, reading through `port`.
     ///
     /// With `update`, a successful walk makes the hardware's updates (table entries first,
-    /// top-down, then the leaf) through the port; a failing walk changes nothing.
+    /// top-down, then the leaf) through the port; a failing walk changes nothing. When an update
+    /// finds that software changed an entry since the walk read it, the walk restarts from the
+    /// root (see the comment at the top of this file).
     @inlinable
     func walk<Port: PageTableWalkPort>(root: UInt64, input: UInt64, access: PageAccess, update: Bool,
                                        port: inout Port) -> PageTableWalkOutcome<WalkState> {
         if let fault = inputFault(input) { return .fault(fault) }
-        var table = root
-        var level = topLevel
-        var state = initialWalkState
-        var used = UsedTableEntries()
         while true {
-            let slot = table &+ Radix.index(input, level) &* 8
-            guard let entry = port.read(slot, level: level) else { return .portFault }
-            switch walkStep(entry, level: level, state: &state) {
-            case .fault(let reason):
-                return .fault(PageTableFault(reason, level: architecturalLevel(level)))
-            case .table(let next):
-                precondition(level > 1, "a format returned a table at the lowest level")
-                used.append(address: slot, value: entry, level: level)
-                table = next
-                level -= 1
-            case .leaf(let base):
-                switch checkLeaf(entry, level: level, state: state, access: access) {
+            var table = root
+            var level = topLevel
+            var state = initialWalkState
+            var pending = PendingTableUpdates()
+            descent: while true {
+                let slot = table &+ Radix.index(input, level) &* 8
+                guard let entry = port.read(slot, level: level) else { return .portFault }
+                switch walkStep(entry, level: level, state: &state) {
                 case .fault(let reason):
                     return .fault(PageTableFault(reason, level: architecturalLevel(level)))
-                case .allowed(let rights, let updatedLeaf):
+                case .table(let next):
+                    precondition(level > 1, "a format returned a table at the lowest level")
                     if update {
-                        var i = 0
-                        while i < used.count {
-                            let e = used.entry(i)
-                            let new = updatedTableEntry(e.value, level: e.level)
-                            if new != e.value {
-                                guard port.update(e.address, level: e.level, set: new & ~e.value, clear: e.value & ~new)
-                                else { return .portFault }
-                            }
-                            i += 1
-                        }
-                        if updatedLeaf != entry {
-                            guard port.update(slot, level: level, set: updatedLeaf & ~entry, clear: entry & ~updatedLeaf)
-                            else { return .portFault }
-                        }
+                        let updated = updatedTableEntry(entry, level: level)
+                        if updated != entry { pending.append(address: slot, old: entry, new: updated, level: level) }
                     }
-                    let size = Radix.span(level)
-                    let translation = PageTranslation(output: base | (input & (size - 1)), rights: rights,
-                                                      pageSize: size, level: architecturalLevel(level))
-                    return .translated(translation, leafSlot: slot, leafLevel: level, state: state)
+                    table = next
+                    level &-= 1
+                case .leaf(let base):
+                    switch checkLeaf(entry, level: level, state: state, access: access) {
+                    case .fault(let reason):
+                        return .fault(PageTableFault(reason, level: architecturalLevel(level)))
+                    case .allowed(let rights, let updatedLeaf):
+                        if update && (pending.count != 0 || updatedLeaf != entry) {
+                            switch Self.applyUpdates(pending, leaf: (slot, entry, updatedLeaf, level), port: &port) {
+                            case .updated: break
+                            case .changed: break descent
+                            case .failed: return .portFault
+                            }
+                        }
+                        let size = Radix.span(level)
+                        let translation = PageTranslation(output: base | (input & (size &- 1)), rights: rights,
+                                                          pageSize: size, level: architecturalLevel(level))
+                        return .translated(translation, leafSlot: slot, leafLevel: level, state: state)
+                    }
                 }
             }
         }
+    }
+
+    /// Makes the updates of a successful walk, top-down: `pending` table entries, then the leaf
+    /// (address, value read, updated value, level). Stops at the first that did not succeed.
+    @inlinable
+    static func applyUpdates<Port: PageTableWalkPort>(_ pending: PendingTableUpdates,
+                                                      leaf: (address: UInt64, old: UInt64, new: UInt64, level: Int),
+                                                      port: inout Port) -> PageTableEntryUpdate {
+        var i = 0
+        while i < pending.count {
+            let e = pending.entry(i)
+            let result = port.update(e.address, level: e.level, expected: e.old, desired: e.new)
+            if result != .updated { return result }
+            i &+= 1
+        }
+        if leaf.new == leaf.old { return .updated }
+        return port.update(leaf.address, level: leaf.level, expected: leaf.old, desired: leaf.new)
     }
 }
