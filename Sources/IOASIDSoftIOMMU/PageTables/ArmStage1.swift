@@ -158,7 +158,7 @@ public struct ArmStage1Format: PageTableFormat {
     /// level for an address outside the TTBR ranges).
     @inlinable @inline(__always)
     public func inputFault(_ input: UInt64) -> PageTableFault? {
-        input >> UInt64(inputAddressBits) == 0 ? nil : PageTableFault(.translation, level: 0)
+        input &>> UInt64(truncatingIfNeeded: inputAddressBits) == 0 ? nil : PageTableFault(.translation, level: 0)
     }
 
     /// Below 2^(64-T0SZ).

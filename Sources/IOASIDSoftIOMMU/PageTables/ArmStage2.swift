@@ -153,7 +153,7 @@ public struct ArmStage2Format: PageTableFormat {
     /// An IPA beyond 2^(64-T0SZ) is a stage-2 translation fault at level 0.
     @inlinable @inline(__always)
     public func inputFault(_ input: UInt64) -> PageTableFault? {
-        input >> UInt64(inputAddressBits) == 0 ? nil : PageTableFault(.translation, level: 0)
+        input &>> UInt64(truncatingIfNeeded: inputAddressBits) == 0 ? nil : PageTableFault(.translation, level: 0)
     }
 
     /// Below 2^(64-T0SZ).

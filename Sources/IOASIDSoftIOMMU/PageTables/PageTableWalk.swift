@@ -22,6 +22,8 @@
 // small enums. In the steady state (flags already set) a walk writes nothing and stores no
 // pending update.
 
+import Synchronization
+
 /// How a walker's update of one entry went.
 @usableFromInline
 enum PageTableEntryUpdate: Equatable {
@@ -68,23 +70,46 @@ func hardwareUpdate(_ memory: PhysicalMemory, _ address: UInt64, expected: UInt6
 }
 
 /// The port of a single-stage walk: tables are in `memory` at the addresses the entries hold.
+///
+/// The port keeps what `PhysicalMemory.read64`'s fast path needs (the allocator window's base,
+/// size and words) so a read in the window is a bounds check and one atomic load, with no call
+/// and no reference counting; other addresses go through `read64`. It does not retain `memory`:
+/// whoever walks holds it for the walk. (A retain and release per walk are two locked
+/// instructions, which on x86 also keep the CPU from overlapping the loads of consecutive walks.)
 @usableFromInline
 struct DirectWalkPort: PageTableWalkPort {
-    @usableFromInline let memory: PhysicalMemory
+    @usableFromInline let memory: Unmanaged<PhysicalMemory>
+    @usableFromInline let windowBase: UInt64
+    @usableFromInline let windowSize: UInt64
+    @usableFromInline let window: UnsafeMutablePointer<Atomic<UInt64>>
     /// Entries read so far.
     @usableFromInline var reads = 0
 
-    @inlinable init(memory: PhysicalMemory) { self.memory = memory }
+    @inlinable init(memory: PhysicalMemory) {
+        self.memory = .passUnretained(memory)
+        windowBase = memory.allocatorBase
+        windowSize = memory.windowSize
+        window = memory.windowWords
+    }
 
-    @inlinable
+    /// The word at `address` (8-byte aligned: a table address plus 8 × an index), with acquire
+    /// ordering, as `PhysicalMemory.read64` reads it.
+    @inlinable @inline(__always)
+    func load(_ address: UInt64) -> UInt64 {
+        let offset = address &- windowBase
+        if offset < windowSize { return window[Int(truncatingIfNeeded: offset &>> 3)].load(ordering: .acquiring) }
+        return memory._withUnsafeGuaranteedRef { $0.read64(address) }
+    }
+
+    @inlinable @inline(__always)
     mutating func read(_ address: UInt64, level: Int) -> UInt64? {
-        reads += 1
-        return memory.read64(address)
+        reads &+= 1
+        return load(address)
     }
 
     @inlinable
     mutating func update(_ address: UInt64, level: Int, expected: UInt64, desired: UInt64) -> PageTableEntryUpdate {
-        hardwareUpdate(memory, address, expected: expected, desired: desired) ? .updated : .changed
+        memory._withUnsafeGuaranteedRef { hardwareUpdate($0, address, expected: expected, desired: desired) } ? .updated : .changed
     }
 }
 
@@ -100,43 +125,19 @@ enum PageTableWalkOutcome<State> {
     case portFault
 }
 
-/// The table-entry updates a walk makes once it succeeded: up to four (entry address, value read,
-/// updated value, level), only for entries the update changes, without allocating.
+/// One hardware update a successful walk makes: the entry at `address`, read as `old` at
+/// engine level `level`, becomes `new`.
 @usableFromInline
-struct PendingTableUpdates {
-    @usableFromInline var addresses: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
-    @usableFromInline var old: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
-    @usableFromInline var new: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
-    @usableFromInline var levels: (Int, Int, Int, Int) = (0, 0, 0, 0)
-    @usableFromInline var count = 0
-
-    @inlinable init() {}
-
-    @inlinable @inline(__always)
-    static func store<T>(_ value: T, _ tuple: inout (T, T, T, T), _ i: Int) {
-        withUnsafeMutableBytes(of: &tuple) { $0.storeBytes(of: value, toByteOffset: i &* MemoryLayout<T>.stride, as: T.self) }
-    }
-
-    @inlinable @inline(__always)
-    static func load<T>(_ tuple: (T, T, T, T), _ i: Int) -> T {
-        withUnsafeBytes(of: tuple) { $0.load(fromByteOffset: i &* MemoryLayout<T>.stride, as: T.self) }
-    }
-
-    /// Records that the entry at `address` (read as `old` at `level`) becomes `new`.
-    @inlinable
-    mutating func append(address: UInt64, old value: UInt64, new updated: UInt64, level: Int) {
-        precondition(count < 4, "more than four table levels above a leaf")
-        Self.store(address, &addresses, count)
-        Self.store(value, &old, count)
-        Self.store(updated, &new, count)
-        Self.store(level, &levels, count)
-        count &+= 1
-    }
-
-    /// The `i`th update, top-down.
-    @inlinable
-    func entry(_ i: Int) -> (address: UInt64, old: UInt64, new: UInt64, level: Int) {
-        (Self.load(addresses, i), Self.load(old, i), Self.load(new, i), Self.load(levels, i))
+struct PendingTableUpdate {
+    @usableFromInline var address: UInt64
+    @usableFromInline var old: UInt64
+    @usableFromInline var new: UInt64
+    @usableFromInline var level: Int
+    @inlinable init(address: UInt64, old: UInt64, new: UInt64, level: Int) {
+        self.address = address
+        self.old = old
+        self.new = new
+        self.level = level
     }
 }
 
@@ -147,63 +148,69 @@ extension PageTableFormat {
     /// top-down, then the leaf) through the port; a failing walk changes nothing. When an update
     /// finds that software changed an entry since the walk read it, the walk restarts from the
     /// root (see the comment at the top of this file).
-    @inlinable
+    @inlinable @inline(__always)
     func walk<Port: PageTableWalkPort>(root: UInt64, input: UInt64, access: PageAccess, update: Bool,
                                        port: inout Port) -> PageTableWalkOutcome<WalkState> {
         if let fault = inputFault(input) { return .fault(fault) }
-        while true {
-            var table = root
-            var level = topLevel
-            var state = initialWalkState
-            var pending = PendingTableUpdates()
-            descent: while true {
-                let slot = table &+ Radix.index(input, level) &* 8
-                guard let entry = port.read(slot, level: level) else { return .portFault }
-                switch walkStep(entry, level: level, state: &state) {
-                case .fault(let reason):
-                    return .fault(PageTableFault(reason, level: architecturalLevel(level)))
-                case .table(let next):
-                    precondition(level > 1, "a format returned a table at the lowest level")
-                    if update {
-                        let updated = updatedTableEntry(entry, level: level)
-                        if updated != entry { pending.append(address: slot, old: entry, new: updated, level: level) }
-                    }
-                    table = next
-                    level &-= 1
-                case .leaf(let base):
-                    switch checkLeaf(entry, level: level, state: state, access: access) {
+        // The pending table-entry updates live in uninitialised stack space: in the steady state
+        // there are none, and zeroing a tuple for them would cost more than the rest of a level.
+        return withUnsafeTemporaryAllocation(of: PendingTableUpdate.self, capacity: 4) { pending in
+            while true {
+                var table = root
+                var level = topLevel
+                var state = initialWalkState
+                var pendingCount = 0
+                descent: while true {
+                    let slot = table &+ Radix.index(input, level) &* 8
+                    guard let entry = port.read(slot, level: level) else { return .portFault }
+                    switch walkStep(entry, level: level, state: &state) {
                     case .fault(let reason):
                         return .fault(PageTableFault(reason, level: architecturalLevel(level)))
-                    case .allowed(let rights, let updatedLeaf):
-                        if update && (pending.count != 0 || updatedLeaf != entry) {
-                            switch Self.applyUpdates(pending, leaf: (slot, entry, updatedLeaf, level), port: &port) {
-                            case .updated: break
-                            case .changed: break descent
-                            case .failed: return .portFault
+                    case .table(let next):
+                        precondition(level > 1 && pendingCount < 4, "a format returned a table at the lowest level")
+                        if update {
+                            let updated = updatedTableEntry(entry, level: level)
+                            if updated != entry {
+                                (pending.baseAddress.unsafelyUnwrapped + pendingCount)
+                                    .initialize(to: PendingTableUpdate(address: slot, old: entry, new: updated, level: level))
+                                pendingCount &+= 1
                             }
                         }
-                        let size = Radix.span(level)
-                        let translation = PageTranslation(output: base | (input & (size &- 1)), rights: rights,
-                                                          pageSize: size, level: architecturalLevel(level))
-                        return .translated(translation, leafSlot: slot, leafLevel: level, state: state)
+                        table = next
+                        level &-= 1
+                    case .leaf(let base):
+                        switch checkLeaf(entry, level: level, state: state, access: access) {
+                        case .fault(let reason):
+                            return .fault(PageTableFault(reason, level: architecturalLevel(level)))
+                        case .allowed(let rights, let updatedLeaf):
+                            if update && (pendingCount != 0 || updatedLeaf != entry) {
+                                let leaf = PendingTableUpdate(address: slot, old: entry, new: updatedLeaf, level: level)
+                                switch Self.applyUpdates(UnsafeBufferPointer(rebasing: pending[..<pendingCount]), leaf: leaf,
+                                                         port: &port) {
+                                case .updated: break
+                                case .changed: break descent
+                                case .failed: return .portFault
+                                }
+                            }
+                            let size = Radix.span(level)
+                            let translation = PageTranslation(output: base | (input & (size &- 1)), rights: rights,
+                                                              pageSize: size, level: architecturalLevel(level))
+                            return .translated(translation, leafSlot: slot, leafLevel: level, state: state)
+                        }
                     }
                 }
             }
         }
     }
 
-    /// Makes the updates of a successful walk, top-down: `pending` table entries, then the leaf
-    /// (address, value read, updated value, level). Stops at the first that did not succeed.
-    @inlinable
-    static func applyUpdates<Port: PageTableWalkPort>(_ pending: PendingTableUpdates,
-                                                      leaf: (address: UInt64, old: UInt64, new: UInt64, level: Int),
-                                                      port: inout Port) -> PageTableEntryUpdate {
-        var i = 0
-        while i < pending.count {
-            let e = pending.entry(i)
+    /// Makes the updates of a successful walk, top-down: the `pending` table entries, then the
+    /// leaf. Stops at the first that did not succeed.
+    @inlinable @inline(never)
+    static func applyUpdates<Port: PageTableWalkPort>(_ pending: UnsafeBufferPointer<PendingTableUpdate>,
+                                                      leaf: PendingTableUpdate, port: inout Port) -> PageTableEntryUpdate {
+        for e in pending {
             let result = port.update(e.address, level: e.level, expected: e.old, desired: e.new)
             if result != .updated { return result }
-            i &+= 1
         }
         if leaf.new == leaf.old { return .updated }
         return port.update(leaf.address, level: leaf.level, expected: leaf.old, desired: leaf.new)

@@ -124,7 +124,7 @@ public struct VTdSecondStageFormat: PageTableFormat {
     }
 
     /// 3, 4 or 5.
-    @inlinable public var topLevel: Int { (addressWidth - 12) / 9 }
+    @inlinable public var topLevel: Int { (addressWidth &- 12) / 9 }
     /// The AGAW.
     @inlinable public var inputAddressBits: Int { addressWidth }
     /// The HAW.
@@ -144,7 +144,7 @@ public struct VTdSecondStageFormat: PageTableFormat {
     /// reported as an address-size fault at the root level.
     @inlinable @inline(__always)
     public func inputFault(_ input: UInt64) -> PageTableFault? {
-        input >> UInt64(addressWidth) == 0 ? nil : PageTableFault(.addressSize, level: topLevel)
+        input &>> UInt64(truncatingIfNeeded: addressWidth) == 0 ? nil : PageTableFault(.addressSize, level: topLevel)
     }
 
     /// Below 2^AGAW.

@@ -227,7 +227,7 @@ public struct X86FirstStageFormat: PageTableFormat {
     /// The root's level, `levels`.
     @inlinable public var topLevel: Int { levels }
     /// 48 for 4-level paging, 57 for 5-level.
-    @inlinable public var inputAddressBits: Int { 12 + 9 * levels }
+    @inlinable public var inputAddressBits: Int { 12 &+ 9 &* levels }
     /// MAXPHYADDR.
     @inlinable public var outputAddressBits: Int { physicalAddressBits }
     /// No PWT, PCD or G.
@@ -244,7 +244,7 @@ public struct X86FirstStageFormat: PageTableFormat {
     /// Whether bits 63 … inputAddressBits-1 of `input` are all equal.
     @inlinable @inline(__always)
     public func isCanonical(_ input: UInt64) -> Bool {
-        let top = Int64(bitPattern: input) >> (inputAddressBits - 1)
+        let top = Int64(bitPattern: input) &>> (inputAddressBits &- 1)  // 47 or 56
         return top == 0 || top == -1
     }
 
