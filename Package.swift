@@ -8,6 +8,7 @@ import PackageDescription
 //   IOASIDSets        — host PASID allocation with IOASID sets and quotas
 //   IOASIDTestDriver  — the mock driver matching the kernel's IOMMUFD_TEST driver
 //   IOASIDSoftDrivers — VT-d and SMMUv3 drivers under the core, on the software IOMMU
+//   IOASIDDemo        — `ioasid demo`: the design end to end on the software IOMMU
 //   IOASIDLinuxABI    — ioctl numbers, struct layouts, the size rules and the dispatcher
 //   IOASIDEngine      — the in-process engine behind the preload library (fd table, C entry points)
 //   CIOASIDPreload    — the tiny C interposer (libioasid-preload.so)
@@ -37,18 +38,22 @@ let package = Package(
         // Drivers under the core on the software IOMMU: VT-d scalable mode and SMMUv3.
         .target(name: "IOASIDSoftDrivers", dependencies: ["IOASIDCore", "IOASIDSoftIOMMU", "IOASIDStructures"]),
         .target(name: "CIOASIDSys"),
+        // `ioasid demo`: the seed end to end on the software IOMMU (a library, so tests can run it).
+        .target(name: "IOASIDDemo", dependencies: ["IOASIDCore", "IOASIDSets", "IOASIDSoftIOMMU", "IOASIDSoftDrivers", "IOASIDLinuxABI", "IOASIDStructures"]),
         .target(name: "IOASIDLinuxABI", dependencies: ["IOASIDStructures", "IOASIDCore", "IOASIDSets", "IOASIDTestDriver", "CIOASIDSys"]),
         .target(name: "IOASIDEngine", dependencies: ["IOASIDLinuxABI", "IOASIDCore", "IOASIDTestDriver", "CIOASIDSys"]),
         .target(name: "CIOASIDPreload", linkerSettings: [.linkedLibrary("dl")]),
         .executableTarget(name: "ioasid", dependencies: [
             "IOASIDLinuxABI",
+            "IOASIDDemo",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
         .executableTarget(name: "ioasid-benchmark", dependencies: ["IOASIDLinuxABI", "IOASIDCore", "IOASIDSets", "IOASIDTestDriver", "IOASIDSoftIOMMU", "CIOASIDSys"]),
         .testTarget(name: "IOASIDStructuresTests", dependencies: ["IOASIDStructures"]),
         .testTarget(name: "IOASIDSoftIOMMUTests", dependencies: ["IOASIDSoftIOMMU", "IOASIDStructures"]),
-        .testTarget(name: "IOASIDSoftDriversTests", dependencies: ["IOASIDSoftDrivers", "IOASIDSoftIOMMU", "IOASIDCore", "IOASIDStructures"]),
+        .testTarget(name: "IOASIDSoftDriversTests", dependencies: ["IOASIDSoftDrivers", "IOASIDSoftIOMMU", "IOASIDCore", "IOASIDStructures", "IOASIDLinuxABI"]),
+        .testTarget(name: "IOASIDDemoTests", dependencies: ["IOASIDDemo"]),
         .testTarget(name: "IOASIDSetsTests", dependencies: ["IOASIDSets", "IOASIDStructures", "IOASIDCore", "IOASIDTestDriver", "IOASIDLinuxABI"]),
         .testTarget(name: "IOASIDCoreTests", dependencies: ["IOASIDCore", "IOASIDTestDriver", "IOASIDLinuxABI", "IOASIDStructures"]),
         .testTarget(name: "IOASIDLinuxABITests", dependencies: ["IOASIDLinuxABI", "CIOASIDSys", "IOASIDStructures"]),

@@ -136,22 +136,26 @@ extension Context {
     /// - Parameter ownedByDriver: when true the user cannot destroy the device object; the
     ///   driver that bound it unbinds it with `unbind`.
     public func bind(_ model: any DeviceModel, ownedByDriver: Bool = false) throws(IOMMUError) -> Device.ID {
-        try locked { s throws(IOMMUError) in
+        let id = try locked { s throws(IOMMUError) in
             let d = Device(model: model, boundByDriver: ownedByDriver)
             s.insert(d)
             return d.id
         }
+        model.bound(to: self, as: id)
+        return id
     }
 
     /// Unbinds a device: detaches everything and removes it.
     public func unbind(_ device: Device.ID) throws(IOMMUError) {
-        try locked { s throws(IOMMUError) in
+        let model = try locked { s throws(IOMMUError) in
             let d = try s.object(device.object, as: Device.self)
             if let v = d.vdevice, v.isLive { s.remove(v) }
             for pasid in Array(d.attachments.keys) { s.detachHWPT(device: d, pasid: pasid) }
             d.users = 0
             s.remove(d)
+            return d.model
         }
+        model.unbound(from: self, as: device)
     }
 
     /// Attaches `device` (at `pasid`, or its RID when nil) to `pt`: a HWPT, or an IOAS, for which

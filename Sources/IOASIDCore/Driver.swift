@@ -167,10 +167,17 @@ public protocol DeviceModel: AnyObject, Sendable {
     /// this one: itself for a physical function; the parent function for a device that lives on
     /// a PASID of another (mediated, vDPA).
     var iommuDevice: any DeviceModel { get }
+    /// Called (without the context lock held) after the core bound this model in `context` as
+    /// `device`, so the driver knows where to report the device's page requests and events.
+    func bound(to context: Context, as device: Device.ID)
+    /// Called (without the context lock held) after the device was unbound or its context closed.
+    func unbound(from context: Context, as device: Device.ID)
 }
 
 extension DeviceModel {
     public var iommuDevice: any DeviceModel { self }
+    public func bound(to context: Context, as device: Device.ID) {}
+    public func unbound(from context: Context, as device: Device.ID) {}
 }
 
 /// A domain (hardware page table) of a driver.

@@ -22,3 +22,13 @@
 //     ArmStage1.swift       — ArmStage1Format (TxSZ, APTable/XNTable, HA/HD)
 //     ArmStage2.swift       — ArmStage2Format (T0SZ/SL0, S2AP, XN[1:0], HA/HD)
 //     NestedWalk.swift      — NestedPageTable<Stage1, Stage2>: the two-dimensional walk
+//
+//   VTd/         Intel VT-d in scalable mode:
+//     VTdCapabilities.swift — CAP/ECAP registers and VTdConfiguration (what a unit supports)
+//     VTdTables.swift       — root, scalable-mode context, PASID directory and PASID entries
+//     VTdInvalidation.swift — invalidation-queue descriptors (typed ⇄ 256-bit)
+//     VTdFaults.swift       — fault reason codes, fault recording registers, page request descriptors
+//     VTdUnit*.swift        — VTdUnit, the remapping hardware: registers, context/PASID caches,
+//                             IOTLBs, translation by PGTT (nested: the 2D walk), ATS, the
+//                             invalidation queue, fault recording, the page request queue
+//     VTdSoftware.swift     — the host side: invalidation queue, page request queue, host tables

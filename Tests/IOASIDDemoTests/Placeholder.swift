@@ -1,0 +1,1 @@
+// Tests of the demo scenario live in this target.

@@ -1,1 +1,0 @@
-// Tests of the software IOMMU drivers under the core live in this target.
