@@ -219,7 +219,7 @@ struct NestedWalkPort<Stage2: PageTableFormat>: PageTableWalkPort {
     }
 
     /// Translates the stage-1 entry's guest-physical address through stage 2 (a read), then reads it.
-    @inlinable
+    @inlinable @inline(__always)
     mutating func read(_ address: UInt64, level: Int) -> UInt64? {
         let outcome = stage2.walk(root: root, input: address, access: .read, update: update, port: &direct)
         switch outcome {
