@@ -167,7 +167,7 @@ extension PageTableFormat {
                     case .fault(let reason):
                         return .fault(PageTableFault(reason, level: architecturalLevel(level)))
                     case .table(let next):
-                        precondition(level > 1 && pendingCount < 4, "a format returned a table at the lowest level")
+                        precondition(level > 1 && pendingCount < 4, "a format returned a table at the lowest level or above level 5")
                         if update {
                             let updated = updatedTableEntry(entry, level: level)
                             if updated != entry {
