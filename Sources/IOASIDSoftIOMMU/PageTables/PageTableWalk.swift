@@ -10,17 +10,18 @@
 // Concurrency. Walks run on any number of threads, lock-free, while software changes the tables
 // (``PageTable`` serializes its writers and defers freeing table frames; see there). Every entry
 // is read with one atomic load, so a walk sees each entry either before or after a change, never
-// torn. Each hardware update is an atomic compare-exchange from the value the walk read to the
-// updated value, as the architectures require of a walker's update (a locked read-modify-write
-// that never lands on an entry that changed under it): if another walker meanwhile changed only
-// the bits this update manages (it set A first, say), the update is re-applied to the new value;
-// if software changed anything else (unmapped, remapped, split, cleaned a different bit), nothing
-// is written and the walk restarts from the root. So a walk never sets accessed/dirty state in an
-// entry that no longer maps what it translated, and never loses one that software cleans.
+// torn. The architectures make a walker's accessed/dirty update an atomic read-modify-write of
+// the entry; here each one is a compare-exchange from the value the walk read to the updated
+// value (making it conditional on the entry still being the one the walk used is this model's
+// choice): if another walker meanwhile changed only the bits this update manages (it set A
+// first, say), the update is re-applied to the new value; if software changed any other bit
+// (unmapped, remapped, split the leaf), nothing is written and the walk restarts from the root.
+// So a walk never sets accessed/dirty state in an entry that no longer maps what it translated,
+// and never loses dirty state that software cleans concurrently.
 //
-// Nothing here allocates: the pending table-entry updates are kept in a fixed tuple, results are
-// small enums. In the steady state (flags already set) a walk writes nothing and stores no
-// pending update.
+// Nothing here allocates: the pending table-entry updates are kept in uninitialised stack space,
+// results are small enums. In the steady state (flags already set) a walk writes nothing and
+// records no pending update.
 
 import Synchronization
 
