@@ -50,6 +50,9 @@ let package = Package(
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
         .executableTarget(name: "ioasid-benchmark", dependencies: ["IOASIDLinuxABI", "IOASIDCore", "IOASIDSets", "IOASIDTestDriver", "IOASIDSoftIOMMU", "CIOASIDSys"]),
+        // Examples: a device emulator in Swift on the software IOMMU (issue 3, the Swift API).
+        .executableTarget(name: "device-emulator", dependencies: ["IOASIDCore", "IOASIDLinuxABI", "IOASIDSoftDrivers", "IOASIDSoftIOMMU"],
+                          path: "Examples/device-emulator"),
         .testTarget(name: "IOASIDStructuresTests", dependencies: ["IOASIDStructures"]),
         .testTarget(name: "IOASIDSoftIOMMUTests", dependencies: ["IOASIDSoftIOMMU", "IOASIDStructures"]),
         .testTarget(name: "IOASIDSoftDriversTests", dependencies: ["IOASIDSoftDrivers", "IOASIDSoftIOMMU", "IOASIDCore", "IOASIDStructures", "IOASIDLinuxABI"]),
