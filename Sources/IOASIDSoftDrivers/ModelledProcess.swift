@@ -16,7 +16,9 @@
 // Locks: `mm` (the kernel's mmap lock) serializes map, unmap, protect and exit and is held while
 // observers invalidate, so an unmap or protect returns only after the IOMMU forgot the old
 // translation; observers must not call back into the process. `observers` is a leaf lock. exit
-// calls `released()` with no lock held (observers may take context locks there).
+// calls `released()` with no lock held (observers may take context locks there). Observers are
+// called newest first, as the kernel's mmu notifiers: a device's SVA domain (registered at bind)
+// tears its PASID entries down before the IOASID layer's exit handling (registered before it).
 
 import IOASIDCore
 import IOASIDSoftIOMMU
@@ -101,8 +103,9 @@ public final class ModelledProcess: SharedAddressSpace, @unchecked Sendable {
     /// Read under the observers lock (exit sets it under both).
     private var hasExitedUnlocked: Bool { exitedFlag.withLock { $0 } }
 
+    /// Newest first, as the kernel calls mmu notifiers (each is added at the head of the list).
     private func liveObservers() -> [any AddressSpaceObserver] {
-        observers.withLock { $0.compactMap(\.observer) }
+        observers.withLock { $0.reversed().compactMap(\.observer) }
     }
 
     // MARK: System calls
@@ -208,7 +211,7 @@ public final class ModelledProcess: SharedAddressSpace, @unchecked Sendable {
         let list = observers.withLock { list -> [any AddressSpaceObserver] in
             exitedFlag.withLock { $0 = true }
             defer { list.removeAll() }
-            return list.compactMap(\.observer)
+            return list.reversed().compactMap(\.observer)
         }
         for o in list { o.released() }
         mm.withLock { s in
