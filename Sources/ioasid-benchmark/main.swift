@@ -13,6 +13,7 @@
 //   5. wall time of the kernel's iommufd selftest under `ioasid run` (scripts/conformance.sh)
 //   6. IOASID sets: PASID alloc+free with 1 / 10 000 / 1 000 000 outstanding; a PASID end to end (SetsBench.swift)
 //   7. the software IOMMU's translation cache: hit lookup vs an array load, streaming vs random DMA (SoftIOMMUBench.swift)
+//   9. SVA on VT-d: the I/O page fault round trip in-process, bind + unbind end to end (SVABench.swift)
 //
 // `--malloc-child` is the internal mode of section 4 (prints "key value" lines).
 
@@ -556,6 +557,7 @@ if let root, let built, !arguments.contains("--skip-foreign") {
 }
 
 setsBenchmark()
+svaSection()
 
 // Section 5: the selftest's wall time.
 if let root, !arguments.contains("--skip-conformance") {
