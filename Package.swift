@@ -40,8 +40,8 @@ let package = Package(
         .target(name: "CIOASIDSys"),
         // `ioasid demo`: the seed end to end on the software IOMMU (a library, so tests can run it).
         .target(name: "IOASIDDemo", dependencies: ["IOASIDCore", "IOASIDSets", "IOASIDSoftIOMMU", "IOASIDSoftDrivers", "IOASIDLinuxABI", "IOASIDStructures"]),
-        .target(name: "IOASIDLinuxABI", dependencies: ["IOASIDStructures", "IOASIDCore", "IOASIDSets", "IOASIDTestDriver", "CIOASIDSys"]),
-        .target(name: "IOASIDEngine", dependencies: ["IOASIDLinuxABI", "IOASIDCore", "IOASIDTestDriver", "CIOASIDSys"]),
+        .target(name: "IOASIDLinuxABI", dependencies: ["IOASIDStructures", "IOASIDCore", "IOASIDSets", "IOASIDTestDriver", "IOASIDSoftIOMMU", "IOASIDSoftDrivers", "CIOASIDSys"]),
+        .target(name: "IOASIDEngine", dependencies: ["IOASIDLinuxABI", "IOASIDCore", "IOASIDTestDriver", "IOASIDSoftDrivers", "CIOASIDSys"]),
         .target(name: "CIOASIDPreload", linkerSettings: [.linkedLibrary("dl")]),
         .executableTarget(name: "ioasid", dependencies: [
             "IOASIDLinuxABI",
@@ -56,6 +56,6 @@ let package = Package(
         .testTarget(name: "IOASIDDemoTests", dependencies: ["IOASIDDemo"]),
         .testTarget(name: "IOASIDSetsTests", dependencies: ["IOASIDSets", "IOASIDStructures", "IOASIDCore", "IOASIDTestDriver", "IOASIDLinuxABI"]),
         .testTarget(name: "IOASIDCoreTests", dependencies: ["IOASIDCore", "IOASIDTestDriver", "IOASIDLinuxABI", "IOASIDStructures"]),
-        .testTarget(name: "IOASIDLinuxABITests", dependencies: ["IOASIDLinuxABI", "CIOASIDSys", "IOASIDStructures"]),
+        .testTarget(name: "IOASIDLinuxABITests", dependencies: ["IOASIDLinuxABI", "CIOASIDSys", "IOASIDStructures", "IOASIDSoftDrivers"]),
     ]
 )

@@ -23,16 +23,30 @@ public enum IOASIDUAPI {
     public static let IOASID_SVA_BIND_PASID: UInt32 = 1 << 0
     public static let IOASID_SVA_BIND_FAULT_ID_VALID: UInt32 = 1 << 1
 
+    /// The first command number of the requests on a device cdev.
+    public static let IOASID_DEVICE_CMD_BASE: UInt = 0xd0
+    public static let IOASID_DEVICE_DMA: UInt = IOCTL._IO(IOASID_TYPE, IOASID_DEVICE_CMD_BASE + 0)
+    /// `enum ioasid_device_dma_flags`.
+    public static let IOASID_DMA_WRITE: UInt32 = 1 << 0
+    public static let IOASID_DMA_PASID: UInt32 = 1 << 1
+    public static let IOASID_DMA_RESUME: UInt32 = 1 << 2
+    /// `enum ioasid_device_dma_status`.
+    public static let IOASID_DMA_DONE: UInt32 = 0
+    public static let IOASID_DMA_PAGE_REQUEST: UInt32 = 1
+    public static let IOASID_DMA_FAULT: UInt32 = 2
+
     /// Every request with its C name, for tests and tools.
     public static let allRequests: [(name: String, request: UInt)] = [
         ("IOASID_SET_ALLOC", IOASID_SET_ALLOC), ("IOASID_SET_INFO", IOASID_SET_INFO),
         ("IOASID_PASID_ALLOC", IOASID_PASID_ALLOC), ("IOASID_PASID_FREE", IOASID_PASID_FREE),
         ("IOASID_SVA_BIND", IOASID_SVA_BIND), ("IOASID_SVA_UNBIND", IOASID_SVA_UNBIND),
+        ("IOASID_DEVICE_DMA", IOASID_DEVICE_DMA),
     ]
     /// Every struct of the header.
     public static let structTypes: [any UAPIStruct.Type] = [
         ioasid_set_alloc.self, ioasid_set_info.self, ioasid_pasid_alloc.self, ioasid_pasid_free.self,
         ioasid_sva_bind.self, ioasid_sva_unbind.self,
+        ioasid_device_dma.self,
     ]
 }
 
@@ -130,5 +144,24 @@ public struct ioasid_sva_unbind: UAPIStruct {
     public static var cName: String { "ioasid_sva_unbind" }
     public static let layoutFields: [UAPIField] = [
         uapiField("size", \.size), uapiField("flags", \.flags), uapiField("dev_id", \.dev_id), uapiField("pasid", \.pasid),
+    ]
+}
+/// Makes a modelled device issue DMA. The corresponding ioctl is `IOASID_DEVICE_DMA` (on a device cdev).
+public struct ioasid_device_dma: UAPIStruct {
+    public var size: UInt32 = 0
+    public var flags: UInt32 = 0
+    public var pasid: UInt32 = 0
+    public var length: UInt32 = 0
+    public var iova: UInt64 = 0
+    public var data_uptr: UInt64 = 0
+    public var out_status: UInt32 = 0
+    public var __reserved: UInt32 = 0
+
+    public init() {}
+    public static var cName: String { "ioasid_device_dma" }
+    public static let layoutFields: [UAPIField] = [
+        uapiField("size", \.size), uapiField("flags", \.flags), uapiField("pasid", \.pasid), uapiField("length", \.length),
+        uapiField("iova", \.iova), uapiField("data_uptr", \.data_uptr), uapiField("out_status", \.out_status),
+        uapiField("__reserved", \.__reserved),
     ]
 }

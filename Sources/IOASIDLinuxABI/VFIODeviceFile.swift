@@ -1,6 +1,8 @@
 import CIOASIDSys
 import Glibc
 import IOASIDCore
+import IOASIDSoftDrivers
+import IOASIDSoftIOMMU
 import IOASIDStructures
 
 /// A VFIO device cdev (`/dev/vfio/devices/vfioN`) of a modelled device: how a C program binds a
@@ -20,8 +22,11 @@ public final class VFIODeviceFile: LinuxFile, @unchecked Sendable {
     /// `vfioN`.
     public let name: String
     private let trace: (@Sendable (String) -> Void)?
-    private struct Binding { var file: IOMMUFile; var device: Device.ID; var attached = false; var pasids: Set<PASID> = [] }
+    private struct Binding { var file: IOMMUFile; var device: Device.ID; var attached = false; var pasids: Set<IOASIDCore.PASID> = [] }
     private let binding = Locked<Binding?>(nil)
+    /// The DMA parked for a page response (`IOASID_DMA_PAGE_REQUEST`), resumed by `IOASID_DMA_RESUME`.
+    private enum Parked { case read(PendingDMA<[UInt8]>, to: UInt64), write(PendingDMA<Void>) }
+    private let parked = Locked<Parked?>(nil)
 
     public init(host: any DescriptorHost, model: any DeviceModel, name: String, trace: (@Sendable (String) -> Void)? = nil) {
         self.host = host
@@ -41,6 +46,7 @@ public final class VFIODeviceFile: LinuxFile, @unchecked Sendable {
             case IOCTL.VFIO_DEVICE_BIND_IOMMUFD: what = "VFIO_DEVICE_BIND_IOMMUFD"; r = try bind(argument)
             case IOCTL.VFIO_DEVICE_ATTACH_IOMMUFD_PT: what = "VFIO_DEVICE_ATTACH_IOMMUFD_PT"; r = try attach(argument)
             case IOCTL.VFIO_DEVICE_DETACH_IOMMUFD_PT: what = "VFIO_DEVICE_DETACH_IOMMUFD_PT"; r = try detach(argument)
+            case IOASIDUAPI.IOASID_DEVICE_DMA: what = "IOASID_DEVICE_DMA"; r = try dma(argument)
             default:
                 what = IOCTL.name(of: request) ?? "ioctl 0x\(String(request, radix: 16))"
                 guard binding.withLock({ $0 != nil }) else { throw .invalid("the device is not bound to an iommufd") }
@@ -110,7 +116,7 @@ public final class VFIODeviceFile: LinuxFile, @unchecked Sendable {
         try copyIn(&c, from: argument, bytes: 12)
         guard Int(c.argsz) >= 12 else { throw .invalid("argsz below pt_id") }
         guard c.flags & ~UInt32(1) == 0 else { throw .invalid("unknown flags") }
-        let pasid: PASID?
+        let pasid: IOASIDCore.PASID?
         if c.flags & 1 != 0 {
             guard c.argsz >= 16 else { throw .invalid("argsz below pasid") }
             try copyIn(&c, from: argument, bytes: 4, at: 12)
@@ -130,6 +136,79 @@ public final class VFIODeviceFile: LinuxFile, @unchecked Sendable {
         let updated = b
         binding.withLock { $0 = updated }
         return 0
+    }
+
+    /// `IOASID_DEVICE_DMA`: the device issues one DMA through its IOMMU (include/ioasid/ioasid.h).
+    private func dma(_ argument: UnsafeMutableRawPointer?) throws(IOMMUError) -> Int {
+        _ = try bound()
+        var c = ioasid_device_dma()
+        var size: UInt32 = 0
+        guard ioasid_sys_copy_in(&size, UInt64(UInt(bitPattern: argument)), 4) == 0 else { throw .fault("argument not readable") }
+        let minimum = ioasid_device_dma.layoutField(named: "__reserved")!.end
+        guard Int(size) >= minimum else { throw .invalid("size below the last field") }
+        try copyIn(&c, from: argument, bytes: MemoryLayout<ioasid_device_dma>.size)
+        if Int(size) > MemoryLayout<ioasid_device_dma>.size, let p = argument {
+            try StructCopy.checkZeroTail(p + MemoryLayout<ioasid_device_dma>.size, count: Int(size) - MemoryLayout<ioasid_device_dma>.size)
+        }
+        let known = IOASIDUAPI.IOASID_DMA_WRITE | IOASIDUAPI.IOASID_DMA_PASID | IOASIDUAPI.IOASID_DMA_RESUME
+        guard c.flags & ~known == 0, c.__reserved == 0 else { throw .notSupported("unknown flags or reserved field set") }
+        guard let device = model as? any DMADevice else { throw .noDevice("this device cannot issue DMA") }
+        let status: UInt32
+        if c.flags & IOASIDUAPI.IOASID_DMA_RESUME != 0 {
+            // The device's retry after the page response: continue the parked DMA.
+            guard let p = parked.withLock({ p -> Parked? in defer { p = nil }; return p }) else {
+                throw .invalid("no DMA is waiting for a page response")
+            }
+            switch p {
+            case .read(let pending, let destination):
+                let result = device.function.resume(pending)
+                status = try finishRead(result, to: destination)
+            case .write(let pending):
+                let result = device.function.resume(pending)
+                if case .waitingForPageResponse(let again) = result { parked.withLock { $0 = .write(again) } }
+                status = Self.status(result)
+            }
+        } else {
+            guard c.length > 0, c.length <= 1 << 20 else { throw .invalid("length must be 1 byte to 1 MiB") }
+            var pasid: IOASIDSoftIOMMU.PASID? = nil
+            if c.flags & IOASIDUAPI.IOASID_DMA_PASID != 0 {
+                guard let p = IOASIDSoftIOMMU.PASID(rawValue: c.pasid) else { throw .invalid("PASID out of range") }
+                pasid = p
+            }
+            if c.flags & IOASIDUAPI.IOASID_DMA_WRITE != 0 {
+                var bytes = [UInt8](repeating: 0, count: Int(c.length))
+                let rc = bytes.withUnsafeMutableBytes { ioasid_sys_copy_in($0.baseAddress, c.data_uptr, Int(c.length)) }
+                guard rc == 0 else { throw .fault("data not readable") }
+                let result = device.function.write(pasid: pasid, address: c.iova, bytes: bytes)
+                if case .waitingForPageResponse(let pending) = result { parked.withLock { $0 = .write(pending) } }
+                status = Self.status(result)
+            } else {
+                status = try finishRead(device.function.read(pasid: pasid, address: c.iova, count: Int(c.length)), to: c.data_uptr)
+            }
+        }
+        var out = status
+        guard ioasid_sys_copy_out(UInt64(UInt(bitPattern: argument)) + 32, &out, 4) == 0 else { throw .fault("argument not writeable") }
+        return 0
+    }
+
+    /// Copies a completed read out, or parks it; returns its status.
+    private func finishRead(_ result: DMAResult<[UInt8]>, to destination: UInt64) throws(IOMMUError) -> UInt32 {
+        switch result {
+        case .completed(let bytes):
+            let rc = bytes.withUnsafeBytes { ioasid_sys_copy_out(destination, $0.baseAddress, bytes.count) }
+            guard rc == 0 else { throw .fault("data not writeable") }
+        case .waitingForPageResponse(let pending): parked.withLock { $0 = .read(pending, to: destination) }
+        case .failed: break
+        }
+        return Self.status(result)
+    }
+
+    private static func status<V>(_ result: DMAResult<V>) -> UInt32 {
+        switch result {
+        case .completed: IOASIDUAPI.IOASID_DMA_DONE
+        case .waitingForPageResponse: IOASIDUAPI.IOASID_DMA_PAGE_REQUEST
+        case .failed: IOASIDUAPI.IOASID_DMA_FAULT
+        }
     }
 
     private func detach(_ argument: UnsafeMutableRawPointer?) throws(IOMMUError) -> Int {

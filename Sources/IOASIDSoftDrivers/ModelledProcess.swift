@@ -6,7 +6,8 @@
 // that change an address space:
 //   map      mmap(MAP_FIXED_NOREPLACE | MAP_ANONYMOUS): fresh zeroed frames, 4 KiB leaves;
 //   unmap    munmap: clear the leaves, tell the observers (IOTLB and device-TLB invalidation,
-//            the mm notifier's job), and only then free the frames;
+//            the mm notifier's job), and only then free the pages and the page-table pages the
+//            unmap emptied (retired until then: a walk in flight may still read them);
 //   protect  mprotect: rewrite the leaves in place (PROT_NONE clears P, keeping the frame), then
 //            tell the observers;
 //   exit     the observers are told the address space is released (the IOMMU stops walking it),
@@ -155,8 +156,12 @@ public final class ModelledProcess: SharedAddressSpace, @unchecked Sendable {
                 freed.append(p.frame)
             }
             guard !freed.isEmpty else { return }
+            // Emptied page-table pages are retired, not freed: a walk in flight may still hold
+            // their address until the invalidation below completed.
+            let epoch = pageTable.closeRetirementEpoch()
             for o in liveObservers() { o.invalidate(first: address, last: address + length - 1) }
             for f in freed { memory.freeFrame(f) }
+            _ = pageTable.reclaimFreedTables(through: epoch)
         }
     }
 
@@ -194,7 +199,9 @@ public final class ModelledProcess: SharedAddressSpace, @unchecked Sendable {
                     }
                 }
             }
+            let epoch = pageTable.closeRetirementEpoch()
             for o in liveObservers() { o.invalidate(first: address, last: address + length - 1) }
+            _ = pageTable.reclaimFreedTables(through: epoch)
         }
     }
 
@@ -221,6 +228,7 @@ public final class ModelledProcess: SharedAddressSpace, @unchecked Sendable {
             }
             s.pages.removeAll()
         }
+        _ = pageTable.reclaimFreedTables()   // no IOMMU walks the table any more
         memory.freeFrame(pageTable.root)
     }
 

@@ -12,9 +12,12 @@
 //                             PageTranslation, PageTableError) and the PageTableFormat protocol:
 //                             what the bits of an entry mean, per level, and the walker's rules
 //     PageTable.swift       — PageTable<Format>: map (largest aligned pages/blocks), unmap (splits
-//                             large leaves), enumeration, dirty read-and-clear, table-frame count
+//                             large leaves), enumeration, dirty read-and-clear, table-frame count;
+//                             writers under one lock, walks lock-free, emptied tables retired until
+//                             the owner reclaims their epoch (after its invalidation completed)
 //     PageTableWalk.swift   — the hardware walk for every format, through a port (direct memory,
-//                             or stage 2); hardware A/D/AF/dirty updates only on success
+//                             or stage 2); hardware A/D/AF/dirty updates only on success, each a
+//                             compare-exchange from the value read (the walk restarts if it changed)
 //     X86PageTable.swift    — X86FirstStageFormat (x86-64 4/5-level; VT-d first stage, the CPU)
 //                             and X86PageTable, its x86-typed face
 //     VTdSecondStage.swift  — VTdSecondStageFormat (AGAW 39/48/57, SSADE, SSEE)

@@ -13,6 +13,7 @@
 //   5. wall time of the kernel's iommufd selftest under `ioasid run` (scripts/conformance.sh)
 //   6. IOASID sets: PASID alloc+free with 1 / 10 000 / 1 000 000 outstanding; a PASID end to end (SetsBench.swift)
 //   7. the software IOMMU's translation cache: hit lookup vs an array load, streaming vs random DMA (SoftIOMMUBench.swift)
+//   8. the software IOMMU's page-table walks on a miss vs pointer chasing; page-table memory per GiB (WalkBench.swift)
 //   9. SVA on VT-d: the I/O page fault round trip in-process, bind + unbind end to end (SVABench.swift)
 //
 // `--malloc-child` is the internal mode of section 4 (prints "key value" lines).
@@ -348,6 +349,8 @@ if arguments.contains("--malloc-child") {
     count("map_unmap_4k") { f.mapUnmap(4096) }
     count("map_unmap_2m") { f.mapUnmap(2 << 20) }
     count("iotlb_hit", softIOMMUHitLookup())
+    count("walk_x86", walkBenchSingleWalk())
+    count("walk_nested", walkBenchNestedWalk())
 
     // The heap the 1 GiB mapping keeps while it is mapped (areas, pages, pins, domain extents).
     let big = FastPath()
@@ -474,6 +477,7 @@ print("  floors of a radix page table per GiB: 2 MiB leaves 512 x 8 B = 4096 B; 
 print("")
 
 softIOMMUSection()
+walkSection()
 
 // Section 4: malloc calls, in a child run under the counting preload.
 var built: (fdbench: String, malloccount: String)? = nil
@@ -500,6 +504,8 @@ if let built {
             ["MAP + UNMAP 4 KiB", v("map_unmap_4k.mallocs"), v("map_unmap_4k.frees"), sc("map_unmap_4k")],
             ["MAP + UNMAP 2 MiB", v("map_unmap_2m.mallocs"), v("map_unmap_2m.frees"), sc("map_unmap_2m")],
             ["IOTLB hit lookup (section 7)", v("iotlb_hit.mallocs"), v("iotlb_hit.frees"), "-"],
+            ["x86 4-level walk (section 8)", v("walk_x86.mallocs"), v("walk_x86.frees"), "-"],
+            ["nested x86/VT-d 2D walk (section 8)", v("walk_nested.mallocs"), v("walk_nested.frees"), "-"],
             ["(control) one syscall", v("baseline.mallocs"), v("baseline.frees"), sc("baseline")],
         ])
         print("(syscalls/call: strace -f -c of 1000 calls minus the same program with 0 calls)")

@@ -29,7 +29,9 @@ struct RunCommand: ParsableCommand {
             The modelled machine (--machine): the devices a program can bind through VFIO \
             cdevs, /dev/vfio/devices/vfio0, vfio1, ... in the order given, each a comma-\
             separated KIND[:COUNT]. Kinds: mock (a PASID-capable device of the test \
-            driver). Without --machine no /dev/vfio path is served. See docs/machine.md.
+            driver), vtd (a PCI function behind the software VT-d unit), smmuv3 (a PCI \
+            function behind the software SMMUv3). Without --machine no /dev/vfio path is \
+            served. See docs/machine.md.
 
             Both libraries are looked up next to the ioasid executable (then in ../lib and \
             ../lib/ioasid).
@@ -38,7 +40,8 @@ struct RunCommand: ParsableCommand {
               ioasid run -- ./iommufd                  run the kernel's iommufd selftest
               ioasid run --trace -- ./my-vmm           trace each iommufd call to stderr
               ioasid run --trace=calls.log -- ./my-vmm trace to calls.log
-              ioasid run --machine mock:2 -- ./my-vmm  two devices at /dev/vfio/devices/vfio0, vfio1
+              ioasid run --machine vtd:2,smmuv3 -- ./my-vmm
+                                                       vfio0, vfio1 behind VT-d; vfio2 behind SMMUv3
             """)
 
     @Option(

@@ -1,5 +1,6 @@
 // The VFIO device cdev of a modelled device: bind to an iommufd, attach, replace, detach, close.
 import IOASIDCore
+import IOASIDSoftDrivers
 import IOASIDLinuxABI
 import IOASIDTestDriver
 import Testing
@@ -64,6 +65,64 @@ extension VFIODeviceFile {
         withUnsafeMutableBytes(of: &value) { b in
             b.storeBytes(of: UInt32(argsz ?? b.count), as: UInt32.self)
             return ioctl(request: request, argument: b.baseAddress)
+        }
+    }
+}
+
+@Suite("VFIO device cdev on the software IOMMU")
+struct VFIODeviceDMATests {
+    /// What `ioasid run --machine vtd,smmuv3` gives a C program, driven through the same requests.
+    @Test(arguments: ["vtd", "smmuv3"])
+    func dmaThroughTheModelledIOMMU(kind: String) throws {
+        try PinLock.shared {
+            let buffer = UnsafeMutableRawPointer.allocate(byteCount: 4 * 4096, alignment: 4096)
+            defer { buffer.deallocate() }  // runs last: after the context released its pins
+            let machine = SoftMachine(vtdDelivery: .interruptThread)
+            let model: any DMADevice = kind == "vtd" ? try machine.addVTdDevice() : try machine.addSMMUv3Device()
+            let (iommu, host) = makeFile()
+            defer { iommu.release() }
+            let cdev = VFIODeviceFile(host: host, model: model, name: "vfio0")
+            defer { cdev.release() }
+            var bind = vfio_device_bind_iommufd()
+            bind.iommufd = host.install(iommu)
+            #expect(cdev.vfioCall(IOCTL.VFIO_DEVICE_BIND_IOMMUFD, &bind) == 0)
+            let info = try iommu.context.hardwareInfo(Device.ID(bind.out_devid))
+            #expect(info.type == (kind == "vtd" ? UAPI.IOMMU_HW_INFO_TYPE_INTEL_VTD : UAPI.IOMMU_HW_INFO_TYPE_ARM_SMMUV3))
+
+            buffer.initializeMemory(as: UInt8.self, repeating: 0, count: 4 * 4096)
+            let ioas = try iommu.context.allocateIOAS()
+            _ = try iommu.context.map(ioas, source: .user(address: UInt64(UInt(bitPattern: buffer))), length: 4 * 4096,
+                                      iova: 1 << 20, access: .readWrite)
+            var at = vfio_device_attach_iommufd_pt()
+            at.pt_id = ioas.rawValue
+            #expect(cdev.vfioCall(IOCTL.VFIO_DEVICE_ATTACH_IOMMUFD_PT, &at) == 0)
+
+            var payload: [UInt8] = [0xC0, 0xFF, 0xEE]
+            var dma = ioasid_device_dma()
+            dma.flags = IOASIDUAPI.IOASID_DMA_WRITE
+            dma.iova = (1 << 20) + 4096 + 16
+            dma.length = 3
+            let rc = payload.withUnsafeMutableBytes { p -> Int in
+                dma.data_uptr = UInt64(UInt(bitPattern: p.baseAddress))
+                return cdev.vfioCall(IOASIDUAPI.IOASID_DEVICE_DMA, &dma)
+            }
+            #expect(rc == 0 && dma.out_status == IOASIDUAPI.IOASID_DMA_DONE)
+            #expect(buffer.load(fromByteOffset: 4096 + 16, as: UInt8.self) == 0xC0 && buffer.load(fromByteOffset: 4096 + 18, as: UInt8.self) == 0xEE)
+
+            // A PASID nobody attached: blocked, not translated.
+            dma.flags = IOASIDUAPI.IOASID_DMA_WRITE | IOASIDUAPI.IOASID_DMA_PASID
+            dma.pasid = 9
+            dma.iova = 1 << 20
+            buffer.storeBytes(of: UInt8(0x11), as: UInt8.self)
+            _ = payload.withUnsafeMutableBytes { p -> Int in
+                dma.data_uptr = UInt64(UInt(bitPattern: p.baseAddress))
+                return cdev.vfioCall(IOASIDUAPI.IOASID_DEVICE_DMA, &dma)
+            }
+            #expect(dma.out_status == IOASIDUAPI.IOASID_DMA_FAULT)
+            #expect(buffer.load(as: UInt8.self) == 0x11)
+            var resume = ioasid_device_dma()
+            resume.flags = IOASIDUAPI.IOASID_DMA_RESUME
+            #expect(cdev.vfioCall(IOASIDUAPI.IOASID_DEVICE_DMA, &resume) == -22, "nothing waits for a page response")
         }
     }
 }

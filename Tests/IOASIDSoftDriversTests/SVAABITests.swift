@@ -44,7 +44,7 @@ extension IOMMUFile {
     }
 }
 
-@Suite(.pinsUserMemory) struct SVAABITests {
+@Suite struct SVAABITests {
     @Test func bindAndUnbindThroughTheIoctls() throws {
         let trace = SVATraceLog()
         let host = SVADescriptorHost()

@@ -59,7 +59,9 @@ extension DMAResult {
     var completed: Bool { completedValue != nil }
 }
 
-@Suite(.pinsUserMemory) struct SVATests {
+// These suites pin no user memory (process pages are frames of the modelled memory), so they
+// need not hold the pin lock of TestMemory.swift.
+@Suite struct SVATests {
     static let va: UInt64 = 0x7F00_0000_0000
 
     @Test func dmaFollowsTheProcessMappings() throws {
@@ -333,7 +335,7 @@ extension DMAResult {
 /// Concurrency (selected by scripts/tsan.sh through "Stress"): devices write while the process
 /// unmaps. The owner maps the page, unmaps it, maps a victim page that receives the freed frame,
 /// and checks the victim stays untouched while the DMA threads keep writing to the old address.
-@Suite(.pinsUserMemory) struct SVAStressTests {
+@Suite struct SVAStressTests {
     @Test func noDMAAfterMunmapStress() throws {
         let s = try SVASetup()
         let (a, aid) = try s.device(0, pri: false)

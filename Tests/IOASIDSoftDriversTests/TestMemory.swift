@@ -4,11 +4,10 @@
 // total (`PinRegistry`). Two rules keep these suites out of their way:
 // - buffers come from an arena whose addresses are never handed out again, so a pin these suites
 //   still hold on a freed buffer can never be mistaken for a pin on a new buffer elsewhere;
-// - every suite here holds the shared side of the pin lock (`.pinsUserMemory`), the same `flock`
-//   the core suites take, so tests that compare the total number of pins run alone.
+// - every test here holds the shared side of the pin lock (`pinsShared`), the same `flock` the
+//   core suites take, so tests that compare the total number of pins run alone.
 import Foundation
 import Synchronization
-import Testing
 
 /// A 64 GiB reservation from which test buffers are carved and never reused.
 enum TestArena {
@@ -34,22 +33,13 @@ enum TestArena {
     }
 }
 
-/// Holds the shared side of the process-wide pin lock around each test (see the file comment).
-struct PinsUserMemory: SuiteTrait, TestTrait, TestScoping {
-    var isRecursive: Bool { true }
-
-    func provideScope(for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void) async throws {
-        // Only around each test (not the suite as a whole).
-        guard testCase != nil || !test.isSuite else { return try await function() }
-        let fd = open(NSTemporaryDirectory() + "ioasid-pinlock-\(getpid())", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        precondition(fd >= 0, "cannot open the pin lock file")
-        while flock(fd, LOCK_SH) != 0 { precondition(errno == EINTR) }
-        defer { flock(fd, LOCK_UN); close(fd) }
-        try await function()
-    }
-}
-
-extension Trait where Self == PinsUserMemory {
-    /// The suite pins user memory: hold the shared pin lock around each test.
-    static var pinsUserMemory: Self { PinsUserMemory() }
+/// Runs `body` holding the shared side of the process-wide pin lock (see the file comment). The
+/// lock is taken synchronously, as the core suites do: a lock held across an `await` could wait
+/// for a pool thread that a blocked exclusive waiter occupies.
+func pinsShared<R>(_ body: () throws -> R) rethrows -> R {
+    let fd = open(NSTemporaryDirectory() + "ioasid-pinlock-\(getpid())", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+    precondition(fd >= 0, "cannot open the pin lock file")
+    while flock(fd, LOCK_SH) != 0 { precondition(errno == EINTR) }
+    defer { flock(fd, LOCK_UN); close(fd) }
+    return try body()
 }

@@ -229,13 +229,18 @@ func checkAgainstReferenceModel<Format: PageTableFormat>(_ subject: FormatUnderT
         for p in stride(from: r.iova, to: r.iova + r.length, by: Int(kib4)) { dirtyNow.insert(p / kib4) }
     }
     #expect(dirtyNow == model.dirty)
-    #expect(table.tableFrameCount == memory.allocatedFrameCount)
+    // Tables unmap emptied are retired, not freed, until the owner reclaims them.
+    #expect(table.tableFrameCount + table.retiredTableFrameCount == memory.allocatedFrameCount)
     #expect(maps > 0 && unmaps > 0 && allowed > 0 && denied > 0)
     if classes.count > 1 { #expect(superpages > 0 && splits > 0, "blocks mapped and split") }
     if subject.tracksDirty { #expect(dirtyReports > 0) }
-    // Unmapping everything frees every table but the root.
+    // Unmapping everything unlinks every table but the root; reclaiming frees them.
     try table.unmap(iova: windowBase, size: window)
     #expect(table.tableFrameCount == 1)
+    let retired = table.retiredTableFrameCount
+    #expect(memory.allocatedFrameCount == 1 + retired)
+    #expect(table.reclaimFreedTables() == retired)
+    #expect(table.retiredTableFrameCount == 0)
     #expect(memory.allocatedFrameCount == 1)
 }
 

@@ -190,4 +190,69 @@ struct ioasid_sva_unbind {
 };
 #define IOASID_SVA_UNBIND _IO(IOASID_TYPE, IOASID_CMD_SVA_UNBIND)
 
+/*
+ * Requests on a VFIO device cdev of the modelled machine (`ioasid run --machine`), from 0xd0.
+ */
+#define IOASID_DEVICE_CMD_BASE 0xd0
+
+enum {
+	IOASID_CMD_DEVICE_DMA = IOASID_DEVICE_CMD_BASE,
+};
+
+/**
+ * enum ioasid_device_dma_flags - flags of struct ioasid_device_dma
+ * @IOASID_DMA_WRITE: the device writes @length bytes from @data_uptr (else it reads into it)
+ * @IOASID_DMA_PASID: the request carries @pasid
+ * @IOASID_DMA_RESUME: the device's retry: continue the DMA that ended with IOASID_DMA_PAGE_REQUEST
+ *                     (other fields ignored; still IOASID_DMA_PAGE_REQUEST while the response
+ *                     has not arrived; EINVAL if no DMA waits)
+ */
+enum ioasid_device_dma_flags {
+	IOASID_DMA_WRITE = 1 << 0,
+	IOASID_DMA_PASID = 1 << 1,
+	IOASID_DMA_RESUME = 1 << 2,
+};
+
+/**
+ * enum ioasid_device_dma_status - out_status of struct ioasid_device_dma
+ * @IOASID_DMA_DONE: every byte moved
+ * @IOASID_DMA_PAGE_REQUEST: a page was not accessible and the device sent a page request group
+ *                           (it reaches the fault queue of the HWPT, or is refused by the driver
+ *                           when there is none); after the response, IOASID_DMA_RESUME retries
+ * @IOASID_DMA_FAULT: the IOMMU blocked the request (unrecoverable: the IOMMU recorded a fault)
+ */
+enum ioasid_device_dma_status {
+	IOASID_DMA_DONE = 0,
+	IOASID_DMA_PAGE_REQUEST = 1,
+	IOASID_DMA_FAULT = 2,
+};
+
+/**
+ * struct ioasid_device_dma - ioctl(IOASID_DEVICE_DMA) on a device cdev
+ * @size: sizeof(struct ioasid_device_dma)
+ * @flags: enum ioasid_device_dma_flags
+ * @pasid: with IOASID_DMA_PASID, the PASID the request carries
+ * @length: bytes to move (at most 1 MiB)
+ * @iova: the untranslated address the device uses
+ * @data_uptr: the program's buffer the bytes come from or go to
+ * @out_status: enum ioasid_device_dma_status
+ * @__reserved: must be 0
+ *
+ * Makes the modelled device issue DMA through its IOMMU, as its hardware would: with ATS it asks
+ * for a translation and caches it, with PRI it sends page requests for pages it may not access.
+ * The ioctl fails (-1) only for bad arguments: EINVAL (flags, length, a device without PASIDs),
+ * EFAULT (@data_uptr), ENODEV (a device that cannot issue DMA, e.g. a mock device).
+ */
+struct ioasid_device_dma {
+	__u32 size;
+	__u32 flags;
+	__u32 pasid;
+	__u32 length;
+	__aligned_u64 iova;
+	__aligned_u64 data_uptr;
+	__u32 out_status;
+	__u32 __reserved;
+};
+#define IOASID_DEVICE_DMA _IO(IOASID_TYPE, IOASID_CMD_DEVICE_DMA)
+
 #endif /* IOASID_IOASID_H */

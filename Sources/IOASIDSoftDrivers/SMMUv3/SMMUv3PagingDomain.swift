@@ -85,6 +85,9 @@ public final class SMMUv3PagingDomain: PagingDomain, @unchecked Sendable {
         let mapped = extents.withLock { $0.all }
         _ = try? stage1?.unmap(iova: 0, size: 1 << 48)
         _ = try? stage2?.unmap(iova: 0, size: 1 << 48)
+        // The tag's TLB entries were invalidated above and the domain is attached nowhere.
+        _ = stage1?.reclaimFreedTables()
+        _ = stage2?.reclaimFreedTables()
         if let root = stage1?.root ?? stage2?.root { driver.memory.freeFrame(root) }
         driver.state.withLock { s in
             for e in mapped where e.range.overlaps(all) {
@@ -193,7 +196,11 @@ public final class SMMUv3PagingDomain: PagingDomain, @unchecked Sendable {
         guard !released.isEmpty else { return }
         _ = try? stage1?.unmap(iova: iova, size: length)
         _ = try? stage2?.unmap(iova: iova, size: length)
+        // Emptied tables are retired until the synchronized invalidation below has completed.
+        let epochs = (stage1?.closeRetirementEpoch(), stage2?.closeRetirementEpoch())
         invalidate(iova: iova, length: length)
+        if let e = epochs.0 { _ = stage1?.reclaimFreedTables(through: e) }
+        if let e = epochs.1 { _ = stage2?.reclaimFreedTables(through: e) }
         driver.state.withLock { s in for (host, n) in released { s.user.release(host, n) } }
     }
 

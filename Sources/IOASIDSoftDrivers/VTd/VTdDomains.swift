@@ -68,6 +68,8 @@ public final class VTdPagingDomain: PagingDomain, VTdDomainAttachments, @uncheck
 
     deinit {
         driver.releaseDomainID(domainID)
+        // Unattached and flushed (every unmap flushed before it returned): retired tables can go.
+        _ = table.reclaimFreedTables()
         if !table.isAnyMapped(iova: 0, size: 1 << 48) { driver.unit.memory.freeFrame(table.root) }
     }
 
@@ -126,6 +128,10 @@ public final class VTdPagingDomain: PagingDomain, VTdDomainAttachments, @uncheck
     public func unmap(iova: UInt64, length: UInt64) {
         guard let r = IOVARange(start: iova, length: length) else { return }
         _ = try? table.unmap(iova: iova, size: length)
+        // Tables the unmap emptied are retired; they go back to the allocator once the flush
+        // below has completed (no walk can hold their address any more).
+        let epoch = table.closeRetirementEpoch()
+        defer { _ = table.reclaimFreedTables(through: epoch) }
         state.withLock { s in
             while let i = s.extents.firstIndex(overlapping: r) {
                 let e = s.extents.remove(at: i)

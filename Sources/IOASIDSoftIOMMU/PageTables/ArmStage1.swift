@@ -156,9 +156,9 @@ public struct ArmStage1Format: PageTableFormat {
 
     /// An input address beyond 2^(64-T0SZ) is a translation fault at level 0 (the pseudocode's
     /// level for an address outside the TTBR ranges).
-    @inlinable
+    @inlinable @inline(__always)
     public func inputFault(_ input: UInt64) -> PageTableFault? {
-        input >> UInt64(inputAddressBits) == 0 ? nil : PageTableFault(.translation, level: 0)
+        input &>> UInt64(truncatingIfNeeded: inputAddressBits) == 0 ? nil : PageTableFault(.translation, level: 0)
     }
 
     /// Below 2^(64-T0SZ).
@@ -231,7 +231,7 @@ public struct ArmStage1Format: PageTableFormat {
 
     /// Descriptor type and output-address size; a table descriptor's APTable, UXNTable and
     /// PXNTable restrict every level below it.
-    @inlinable
+    @inlinable @inline(__always)
     public func walkStep(_ entry: UInt64, level: Int, state: inout WalkState) -> PageTableWalkStep {
         let step = ArmVMSA.step(entry, level: level, outputBits: outputAddressBits)
         if case .table = step {
@@ -244,7 +244,7 @@ public struct ArmStage1Format: PageTableFormat {
     }
 
     /// Access flag first, then permissions; computes the AF and dirty-state updates.
-    @inlinable
+    @inlinable @inline(__always)
     public func checkLeaf(_ entry: UInt64, level: Int, state: WalkState, access: PageAccess) -> PageTableLeafCheck {
         var updated = entry
         if entry & ArmDescriptor.accessFlag == 0 {
@@ -283,7 +283,7 @@ public struct ArmStage1Format: PageTableFormat {
     }
 
     /// Table descriptors hold no hardware-updated state.
-    @inlinable
+    @inlinable @inline(__always)
     public func updatedTableEntry(_ entry: UInt64, level: Int) -> UInt64 { entry }
 
     /// DBM = 1 and AP[2] = 0: writable-dirty.

@@ -151,9 +151,9 @@ public struct ArmStage2Format: PageTableFormat {
     @inlinable public func mayMapLeaf(atLevel level: Int) -> Bool { ArmVMSA.mayMapLeaf(atLevel: level, topLevel: topLevel) }
 
     /// An IPA beyond 2^(64-T0SZ) is a stage-2 translation fault at level 0.
-    @inlinable
+    @inlinable @inline(__always)
     public func inputFault(_ input: UInt64) -> PageTableFault? {
-        input >> UInt64(inputAddressBits) == 0 ? nil : PageTableFault(.translation, level: 0)
+        input &>> UInt64(truncatingIfNeeded: inputAddressBits) == 0 ? nil : PageTableFault(.translation, level: 0)
     }
 
     /// Below 2^(64-T0SZ).
@@ -224,13 +224,13 @@ public struct ArmStage2Format: PageTableFormat {
     @inlinable public var initialWalkState: WalkState { WalkState() }
 
     /// Descriptor type and output-address size.
-    @inlinable
+    @inlinable @inline(__always)
     public func walkStep(_ entry: UInt64, level: Int, state: inout WalkState) -> PageTableWalkStep {
         ArmVMSA.step(entry, level: level, outputBits: outputAddressBits)
     }
 
     /// Access flag first, then S2AP / XN; computes the AF and dirty-state updates.
-    @inlinable
+    @inlinable @inline(__always)
     public func checkLeaf(_ entry: UInt64, level: Int, state: WalkState, access: PageAccess) -> PageTableLeafCheck {
         var updated = entry
         if entry & ArmDescriptor.accessFlag == 0 {
@@ -259,7 +259,7 @@ public struct ArmStage2Format: PageTableFormat {
     }
 
     /// Table descriptors hold no hardware-updated state.
-    @inlinable
+    @inlinable @inline(__always)
     public func updatedTableEntry(_ entry: UInt64, level: Int) -> UInt64 { entry }
 
     /// DBM = 1 and S2AP[1] = 1: writable-dirty.

@@ -44,7 +44,7 @@ enum ArmVMSA {
     static func armLevel(_ level: Int) -> Int { 4 - level }
 
     /// Software view: invalid, table or block/page.
-    @inlinable
+    @inlinable @inline(__always)
     static func kind(_ entry: UInt64, level: Int) -> PageTableEntryKind {
         guard entry & ArmDescriptor.valid != 0 else { return .invalid }
         let bit1 = entry & ArmDescriptor.tableOrPage != 0
@@ -57,7 +57,7 @@ enum ArmVMSA {
 
     /// The hardware walker's decoding: invalid or reserved descriptor types are translation
     /// faults; an output (or table) address above `outputBits` is an address-size fault.
-    @inlinable
+    @inlinable @inline(__always)
     static func step(_ entry: UInt64, level: Int, outputBits: Int) -> PageTableWalkStep {
         let kind = kind(entry, level: level)
         guard kind != .invalid else { return .fault(.translation) }

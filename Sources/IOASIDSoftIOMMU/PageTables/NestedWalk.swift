@@ -127,10 +127,9 @@ public struct NestedPageTable<Stage1: PageTableFormat, Stage2: PageTableFormat> 
                                         stage1TableLevel: stage1.architecturalLevel(port.faultLevel),
                                         tableReads: port.reads))
         }
-        var direct = DirectWalkPort(memory: stage2.memory)
         let second = stage2.format.walk(root: stage2.root, input: t1.output, access: access,
-                                        update: updateAccessedDirty, port: &direct)
-        let reads = port.reads + direct.reads
+                                        update: updateAccessedDirty, port: &port.direct)
+        let reads = port.reads
         switch second {
         case .translated(let t2, _, _, _):
             return .success(NestedTranslation(output: t2.output, guestPhysical: t1.output,
@@ -171,10 +170,11 @@ struct StageTwoTableAccess<State> {
 struct NestedWalkPort<Stage2: PageTableFormat>: PageTableWalkPort {
     @usableFromInline let stage2: Stage2
     @usableFromInline let root: UInt64
-    @usableFromInline let memory: PhysicalMemory
+    /// Host memory, where both stages' tables are read: every read goes through it.
+    @usableFromInline var direct: DirectWalkPort
     @usableFromInline let update: Bool
     /// Entries read: stage-2 entries and stage-1 entries.
-    @usableFromInline var reads = 0
+    @inlinable var reads: Int { direct.reads }
     /// The stage-2 translation of each stage-1 level's entry, by stage-1 engine level 1 … 5.
     @usableFromInline var accesses: (StageTwoTableAccess<Stage2.WalkState>, StageTwoTableAccess<Stage2.WalkState>,
                                      StageTwoTableAccess<Stage2.WalkState>, StageTwoTableAccess<Stage2.WalkState>,
@@ -190,7 +190,7 @@ struct NestedWalkPort<Stage2: PageTableFormat>: PageTableWalkPort {
     init(stage2: Stage2, root: UInt64, memory: PhysicalMemory, update: Bool) {
         self.stage2 = stage2
         self.root = root
-        self.memory = memory
+        self.direct = DirectWalkPort(memory: memory)
         self.update = update
         let empty = StageTwoTableAccess(host: 0, leafSlot: 0, leafLevel: 0, state: stage2.initialWalkState)
         accesses = (empty, empty, empty, empty, empty)
@@ -219,16 +219,13 @@ struct NestedWalkPort<Stage2: PageTableFormat>: PageTableWalkPort {
     }
 
     /// Translates the stage-1 entry's guest-physical address through stage 2 (a read), then reads it.
-    @inlinable
+    @inlinable @inline(__always)
     mutating func read(_ address: UInt64, level: Int) -> UInt64? {
-        var direct = DirectWalkPort(memory: memory)
         let outcome = stage2.walk(root: root, input: address, access: .read, update: update, port: &direct)
-        reads += direct.reads
         switch outcome {
         case .translated(let t, let leafSlot, let leafLevel, let state):
             record(StageTwoTableAccess(host: t.output, leafSlot: leafSlot, leafLevel: leafLevel, state: state), at: level)
-            reads += 1
-            return memory.read64(t.output)
+            return direct.read(t.output, level: level)
         case .fault(let f):
             fault = f
             faultAddress = address
@@ -240,23 +237,28 @@ struct NestedWalkPort<Stage2: PageTableFormat>: PageTableWalkPort {
     }
 
     /// The stage-1 walker's update of an entry is a write through stage 2: the stage-2 leaf that
-    /// mapped the entry's page must allow writes, and records its own accessed/dirty state.
+    /// mapped the entry's page must still map it and allow writes, and records its own
+    /// accessed/dirty state; then the stage-1 entry is updated in host memory. Both are atomic
+    /// updates from the values read (``hardwareUpdate(_:_:expected:desired:)``): if software
+    /// changed either entry meanwhile, nothing more is written and the stage-1 walk restarts.
     @inlinable
-    mutating func update(_ address: UInt64, level: Int, set: UInt64, clear: UInt64) -> Bool {
+    mutating func update(_ address: UInt64, level: Int, expected: UInt64, desired: UInt64) -> PageTableEntryUpdate {
         let a = access(at: level)
-        let leaf = memory.read64(a.leafSlot)
+        let leaf = direct.load(a.leafSlot)
+        var scratch = a.state
+        guard case .leaf(let base) = stage2.walkStep(leaf, level: a.leafLevel, state: &scratch),
+              base == a.host & ~(Radix.span(a.leafLevel) &- 1) else { return .changed }
         switch stage2.checkLeaf(leaf, level: a.leafLevel, state: a.state, access: .write) {
         case .fault(let reason):
             fault = PageTableFault(reason, level: stage2.architecturalLevel(a.leafLevel))
             faultAddress = address
             faultLevel = level
-            return false
+            return .failed
         case .allowed(_, let updatedLeaf):
-            if updatedLeaf != leaf {
-                hardwareUpdate(memory, a.leafSlot, set: updatedLeaf & ~leaf, clear: leaf & ~updatedLeaf)
+            if updatedLeaf != leaf && direct.update(a.leafSlot, level: a.leafLevel, expected: leaf, desired: updatedLeaf) != .updated {
+                return .changed
             }
         }
-        hardwareUpdate(memory, a.host, set: set, clear: clear)
-        return true
+        return direct.update(a.host, level: level, expected: expected, desired: desired)
     }
 }

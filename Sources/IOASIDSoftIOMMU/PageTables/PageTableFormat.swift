@@ -33,17 +33,20 @@ public struct PageAccess: Hashable, Sendable {
     public var user: Bool
 
     /// Creates an access.
+    @inlinable
     public init(_ kind: Kind, user: Bool = false) {
         self.kind = kind
         self.user = user
     }
 
+    // Computed, not stored: a stored static is a lazily initialised global, read through an
+    // accessor call on every use, and these are used on the translation path.
     /// A privileged read.
-    public static let read = PageAccess(.read)
+    @inlinable public static var read: PageAccess { PageAccess(.read) }
     /// A privileged write.
-    public static let write = PageAccess(.write)
+    @inlinable public static var write: PageAccess { PageAccess(.write) }
     /// A privileged instruction fetch.
-    public static let execute = PageAccess(.execute)
+    @inlinable public static var execute: PageAccess { PageAccess(.execute) }
 }
 
 /// The accesses a translation allows: read, write and execute, each for privileged and for
@@ -53,22 +56,25 @@ public struct AccessRights: OptionSet, Hashable, Sendable, CustomStringConvertib
     /// The raw bits.
     public let rawValue: UInt8
     /// Creates rights from raw bits.
-    public init(rawValue: UInt8) { self.rawValue = rawValue }
+    @inlinable public init(rawValue: UInt8) { self.rawValue = rawValue }
+
+    // The members are computed, not stored statics (lazily initialised globals read through an
+    // accessor call): walks build rights from them.
 
     /// Privileged reads are allowed.
-    public static let read = AccessRights(rawValue: 1 << 0)
+    @inlinable public static var read: AccessRights { AccessRights(rawValue: 1 << 0) }
     /// Privileged writes are allowed.
-    public static let write = AccessRights(rawValue: 1 << 1)
+    @inlinable public static var write: AccessRights { AccessRights(rawValue: 1 << 1) }
     /// Privileged instruction fetches are allowed.
-    public static let execute = AccessRights(rawValue: 1 << 2)
+    @inlinable public static var execute: AccessRights { AccessRights(rawValue: 1 << 2) }
     /// Unprivileged reads are allowed.
-    public static let userRead = AccessRights(rawValue: 1 << 3)
+    @inlinable public static var userRead: AccessRights { AccessRights(rawValue: 1 << 3) }
     /// Unprivileged writes are allowed.
-    public static let userWrite = AccessRights(rawValue: 1 << 4)
+    @inlinable public static var userWrite: AccessRights { AccessRights(rawValue: 1 << 4) }
     /// Unprivileged instruction fetches are allowed.
-    public static let userExecute = AccessRights(rawValue: 1 << 5)
+    @inlinable public static var userExecute: AccessRights { AccessRights(rawValue: 1 << 5) }
     /// Every access.
-    public static let all: AccessRights = [.read, .write, .execute, .userRead, .userWrite, .userExecute]
+    @inlinable public static var all: AccessRights { AccessRights(rawValue: 0x3F) }
 
     /// The same read/write/execute rights for privileged and unprivileged accesses.
     @inlinable
@@ -340,21 +346,24 @@ public protocol PageTableFormat: Sendable {
 // MARK: - Geometry shared by every format (4 KiB granule, 9 bits per level)
 
 /// The radix geometry of all formats here: 4 KiB tables of 512 eight-byte entries.
+///
+/// Levels are 1 … 5, so the arithmetic wraps instead of checking for overflow (it is on every
+/// step of a walk).
 @usableFromInline
 enum Radix {
     /// The bit position of the lowest input bit resolved at engine level `level`.
     @inlinable @inline(__always)
-    static func shift(_ level: Int) -> UInt64 { UInt64(12 + 9 * (level - 1)) }
+    static func shift(_ level: Int) -> UInt64 { UInt64(truncatingIfNeeded: 3 &+ 9 &* level) }
     /// The bytes one entry at `level` covers.
     @inlinable @inline(__always)
-    static func span(_ level: Int) -> UInt64 { 1 << shift(level) }
+    static func span(_ level: Int) -> UInt64 { 1 &<< shift(level) }
     /// The index into the table at `level` for `input`.
     @inlinable @inline(__always)
-    static func index(_ input: UInt64, _ level: Int) -> UInt64 { (input >> shift(level)) & 511 }
+    static func index(_ input: UInt64, _ level: Int) -> UInt64 { (input &>> shift(level)) & 511 }
     /// A mask of the low `bits` bits.
     @inlinable @inline(__always)
     static func mask(bits: Int) -> UInt64 { bits >= 64 ? ~0 : (1 << UInt64(bits)) - 1 }
     /// The number of engine levels needed to translate `bits` input bits.
     @inlinable
-    static func levels(forInputBits bits: Int) -> Int { (bits - 12 + 8) / 9 }
+    static func levels(forInputBits bits: Int) -> Int { (bits &- 4) / 9 }  // ⌈(bits - 12) / 9⌉
 }

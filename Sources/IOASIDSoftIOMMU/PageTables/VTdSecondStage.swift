@@ -124,7 +124,7 @@ public struct VTdSecondStageFormat: PageTableFormat {
     }
 
     /// 3, 4 or 5.
-    @inlinable public var topLevel: Int { (addressWidth - 12) / 9 }
+    @inlinable public var topLevel: Int { (addressWidth &- 12) / 9 }
     /// The AGAW.
     @inlinable public var inputAddressBits: Int { addressWidth }
     /// The HAW.
@@ -142,9 +142,9 @@ public struct VTdSecondStageFormat: PageTableFormat {
 
     /// An input address at or above 2^AGAW faults (address beyond the guest address width),
     /// reported as an address-size fault at the root level.
-    @inlinable
+    @inlinable @inline(__always)
     public func inputFault(_ input: UInt64) -> PageTableFault? {
-        input >> UInt64(addressWidth) == 0 ? nil : PageTableFault(.addressSize, level: topLevel)
+        input &>> UInt64(truncatingIfNeeded: addressWidth) == 0 ? nil : PageTableFault(.addressSize, level: topLevel)
     }
 
     /// Below 2^AGAW.
@@ -164,7 +164,7 @@ public struct VTdSecondStageFormat: PageTableFormat {
     }
 
     /// The bits that make an entry present.
-    @inlinable var presentBits: UInt64 {
+    @inlinable @inline(__always) var presentBits: UInt64 {
         VTdSSPTE.read | VTdSSPTE.write | (executeEnabled ? VTdSSPTE.execute : 0)
     }
 
@@ -226,13 +226,13 @@ public struct VTdSecondStageFormat: PageTableFormat {
     @inlinable public var initialWalkState: WalkState { WalkState() }
 
     /// Address bits 51:HAW and bit 62.
-    @inlinable var reservedEverywhere: UInt64 {
+    @inlinable @inline(__always) var reservedEverywhere: UInt64 {
         (VTdSSPTE.addressMask & ~Radix.mask(bits: hostAddressWidth)) | VTdSSPTE.reserved62
     }
 
     /// Not present is a translation fault; then the reserved-field checks; a table entry's R, W
     /// and X limit the levels below it.
-    @inlinable
+    @inlinable @inline(__always)
     public func walkStep(_ entry: UInt64, level: Int, state: inout WalkState) -> PageTableWalkStep {
         guard entry & presentBits != 0 else { return .fault(.translation) }
         if entry & reservedEverywhere != 0 { return .fault(.reservedBit) }
@@ -256,7 +256,7 @@ public struct VTdSecondStageFormat: PageTableFormat {
 
     /// R, W (and X) must be allowed at every level. With A/D enabled a successful access sets A
     /// in the leaf, and D for a write.
-    @inlinable
+    @inlinable @inline(__always)
     public func checkLeaf(_ entry: UInt64, level: Int, state: WalkState, access: PageAccess) -> PageTableLeafCheck {
         let read = state.read && entry & VTdSSPTE.read != 0
         let write = state.write && entry & VTdSSPTE.write != 0
@@ -275,7 +275,7 @@ public struct VTdSecondStageFormat: PageTableFormat {
     }
 
     /// Sets A when A/D is enabled.
-    @inlinable
+    @inlinable @inline(__always)
     public func updatedTableEntry(_ entry: UInt64, level: Int) -> UInt64 {
         accessedDirtyEnabled ? entry | VTdSSPTE.accessed : entry
     }

@@ -227,7 +227,7 @@ public struct X86FirstStageFormat: PageTableFormat {
     /// The root's level, `levels`.
     @inlinable public var topLevel: Int { levels }
     /// 48 for 4-level paging, 57 for 5-level.
-    @inlinable public var inputAddressBits: Int { 12 + 9 * levels }
+    @inlinable public var inputAddressBits: Int { 12 &+ 9 &* levels }
     /// MAXPHYADDR.
     @inlinable public var outputAddressBits: Int { physicalAddressBits }
     /// No PWT, PCD or G.
@@ -242,15 +242,15 @@ public struct X86FirstStageFormat: PageTableFormat {
     }
 
     /// Whether bits 63 … inputAddressBits-1 of `input` are all equal.
-    @inlinable
+    @inlinable @inline(__always)
     public func isCanonical(_ input: UInt64) -> Bool {
-        let top = Int64(bitPattern: input) >> (inputAddressBits - 1)
+        let top = Int64(bitPattern: input) &>> (inputAddressBits &- 1)  // 47 or 56
         return top == 0 || top == -1
     }
 
     /// A non-canonical address faults (the CPU raises #GP, VT-d reports a non-canonical fault);
     /// reported as an address-size fault at the root level.
-    @inlinable
+    @inlinable @inline(__always)
     public func inputFault(_ input: UInt64) -> PageTableFault? {
         isCanonical(input) ? nil : PageTableFault(.addressSize, level: levels)
     }
@@ -344,13 +344,13 @@ public struct X86FirstStageFormat: PageTableFormat {
     @inlinable public var initialWalkState: WalkState { WalkState() }
 
     /// Address bits 51:MAXPHYADDR (reserved when MAXPHYADDR < 52).
-    @inlinable var reservedAddressBits: UInt64 {
+    @inlinable @inline(__always) var reservedAddressBits: UInt64 {
         X86PTE.addressMask & ~Radix.mask(bits: physicalAddressBits)
     }
 
     /// P = 0 is a translation fault; then the reserved-bit checks; a table entry's R/W, U/S and
     /// XD limit the levels below it.
-    @inlinable
+    @inlinable @inline(__always)
     public func walkStep(_ entry: UInt64, level: Int, state: inout WalkState) -> PageTableWalkStep {
         guard entry & X86PTE.present != 0 else { return .fault(.translation) }
         if entry & reservedAddressBits != 0 { return .fault(.reservedBit) }
@@ -370,7 +370,7 @@ public struct X86FirstStageFormat: PageTableFormat {
 
     /// W and U/S must be allowed at every level, XD at any level forbids execution (checked in
     /// that order: write, execute, user). A successful access sets A in the leaf, and D for a write.
-    @inlinable
+    @inlinable @inline(__always)
     public func checkLeaf(_ entry: UInt64, level: Int, state: WalkState, access: PageAccess) -> PageTableLeafCheck {
         let write = state.write && entry & X86PTE.writable != 0
         let user = state.user && entry & X86PTE.user != 0
@@ -394,7 +394,7 @@ public struct X86FirstStageFormat: PageTableFormat {
     }
 
     /// Sets A.
-    @inlinable
+    @inlinable @inline(__always)
     public func updatedTableEntry(_ entry: UInt64, level: Int) -> UInt64 { entry | X86PTE.accessed }
 
     /// D = 1.
@@ -428,6 +428,9 @@ public final class X86PageTable {
     public var root: UInt64 { pageTable.root }
     /// The number of paging-structure frames in use, including the root.
     public var tableFrameCount: Int { pageTable.tableFrameCount }
+    /// Paging-structure frames unmap unlinked and not yet returned to memory; see
+    /// ``PageTable`` ("Concurrency") and ``reclaimFreedTables(through:)``.
+    public var retiredTableFrameCount: Int { pageTable.retiredTableFrameCount }
     /// The number of IOVA bits translated: 48 for 4-level, 57 for 5-level.
     public var addressBits: Int { pageTable.format.inputAddressBits }
 
@@ -475,8 +478,9 @@ public final class X86PageTable {
     }
 
     /// Unmaps every page in `[iova, iova + size)`, splitting 2 MiB / 1 GiB leaves that the range
-    /// covers only partly (the rest of such a leaf stays mapped with the same bits). Frees
-    /// paging-structure frames that become empty. Returns the number of bytes that were mapped.
+    /// covers only partly (the rest of such a leaf stays mapped with the same bits). Unlinks
+    /// paging-structure frames that become empty and retires them (freed by
+    /// ``reclaimFreedTables(through:)``). Returns the number of bytes that were mapped.
     @discardableResult
     public func unmap(iova: UInt64, size: UInt64) throws(X86PageTableError) -> UInt64 {
         do {
@@ -485,6 +489,18 @@ public final class X86PageTable {
             throw Self.x86Error(error)
         }
     }
+
+    /// Ends the current retirement epoch; see ``PageTable/closeRetirementEpoch()``.
+    public func closeRetirementEpoch() -> UInt64 { pageTable.closeRetirementEpoch() }
+
+    /// Frees the paging-structure frames retired up to `epoch`, once the invalidation covering
+    /// them completed; see ``PageTable/reclaimFreedTables(through:)``.
+    @discardableResult
+    public func reclaimFreedTables(through epoch: UInt64) -> Int { pageTable.reclaimFreedTables(through: epoch) }
+
+    /// Frees every retired paging-structure frame; see ``PageTable/reclaimFreedTables()``.
+    @discardableResult
+    public func reclaimFreedTables() -> Int { pageTable.reclaimFreedTables() }
 
     /// Translates `iova` for `access`, walking the tables as hardware does.
     ///
