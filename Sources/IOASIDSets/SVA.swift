@@ -47,7 +47,9 @@ public final class SVABindings: Sendable {
         var ownsPASID = false
         var bonds: [Bond] = []
     }
-    private let binding = Locked<Void>(())
+    /// Serializes bind, unbind and exit handling; counts them (a `Locked<Void>` would do, but
+    /// ThreadSanitizer reports false races on the exclusivity check of an empty state).
+    private let binding = Locked<UInt64>(0)
     private let records = Locked<[ObjectIdentifier: Record]>([:])
     struct WeakSpace { weak var space: (any SharedAddressSpace)? }
     private let registry = Locked<[Int32: WeakSpace]>([:])
@@ -103,7 +105,8 @@ public final class SVABindings: Sendable {
     @discardableResult
     public func bind(_ space: any SharedAddressSpace, device: Device.ID, in context: Context, pasid: PASID? = nil,
                      faultQueue: ObjectID? = nil) throws(IOMMUError) -> PASID {
-        try binding.withLock { (_) throws(IOMMUError) -> PASID in
+        try binding.withLock { (operations) throws(IOMMUError) -> PASID in
+            operations &+= 1
             guard !space.hasExited else { throw .noProcess("the process has exited") }
             guard let set = layer.set(of: context) else { throw .noEntry("the context is not enrolled in an IOASID set") }
             let key = ObjectIdentifier(space)
@@ -154,7 +157,8 @@ public final class SVABindings: Sendable {
     /// Ends the SVA bind of `device` of `context` at `pasid` (the process keeps its PASID).
     /// - Throws: `ENOENT` when the device is not SVA-bound there.
     public func unbind(device: Device.ID, pasid: PASID, in context: Context) throws(IOMMUError) {
-        try binding.withLock { (_) throws(IOMMUError) in
+        try binding.withLock { (operations) throws(IOMMUError) in
+            operations &+= 1
             try context.unbindSVA(device, pasid: pasid)
             records.withLock { r in
                 for (k, rec) in r where rec.pasid == pasid {
@@ -178,7 +182,8 @@ public final class SVABindings: Sendable {
 
     /// The process exited: unbind everywhere, then give the PASID back.
     func processExited(_ watcher: ExitWatcher) {
-        binding.withLock { _ in
+        binding.withLock { operations in
+            operations &+= 1
             guard let (key, rec) = records.withLock({ r in r.first { $0.value.watcher === watcher }.map { ($0.key, $0.value) } }) else {
                 return
             }
