@@ -30,11 +30,13 @@ extension ContextState {
     /// The kernel's RID/PASID compatibility rule.
     func checkPASIDCompatibility(_ hwpt: HWPT, device: Device, pasid: PASID?) throws(IOMMUError) {
         if pasid == nil {
-            if !hwpt.pasidCompatible, device.attachments.keys.contains(where: { $0 != nil }) {
+            // SVA binds do not depend on the RID's domain (the kernel's SVA path has no such rule).
+            if !hwpt.pasidCompatible, device.attachments.contains(where: { $0.key != nil && !($0.value is HWPTSVA) }) {
                 throw .invalid("PASIDs are attached; the RID HWPT must be PASID compatible")
             }
         } else {
             guard hwpt.pasidCompatible else { throw .invalid("HWPT was not allocated for PASID use") }
+            if hwpt is HWPTSVA { return }
             if let rid = device.attachments[nil], !rid.pasidCompatible {
                 throw .invalid("the RID HWPT is not PASID compatible")
             }
@@ -79,12 +81,14 @@ extension ContextState {
     func releaseAttachment(_ hwpt: HWPT) {
         hwpt.users -= 1
         if let p = hwpt as? HWPTPaging, p.isAutoDomain, p.users == 0 { remove(p) }
+        if hwpt is HWPTSVA, hwpt.users == 0 { remove(hwpt) }  // an SVA bind ends with its attachment
     }
 
     /// Replaces what `device` has at `pasid` with `hwpt`; `EINVAL` if nothing is attached.
     func replaceHWPT(_ hwpt: HWPT, device: Device, pasid: PASID?) throws(IOMMUError) {
         guard let old = device.attachments[pasid] else { throw .invalid("nothing attached to replace") }
         if old === hwpt { return }
+        if old is HWPTSVA { throw .busy("the PASID is SVA-bound; unbind it first") }
         try checkAttachable(hwpt, device: device, pasid: pasid)
         try device.model.attach(hwpt.baseDomain, pasid: pasid, replacing: old.baseDomain)
         device.attachments[pasid] = hwpt
@@ -98,6 +102,8 @@ extension ContextState {
     func changePageTable(device: Device, pasid: PASID?, to pt: ObjectID, replace: Bool) throws(IOMMUError) -> ObjectID {
         let o = try object(pt)
         switch o {
+        case is HWPTSVA:
+            throw .invalid("an SVA HWPT is attached only by its SVA bind")
         case let hwpt as HWPT:
             if replace { try replaceHWPT(hwpt, device: device, pasid: pasid) } else { try attachHWPT(hwpt, device: device, pasid: pasid) }
             return hwpt.objectID

@@ -146,6 +146,9 @@ public protocol IOMMUDriver: AnyObject, Sendable {
     func allocateNestedDomain(device: any DeviceModel, parent: any PagingDomain, flags: HWPTFlags, data: DriverData, memory: any UserMemory) throws(IOMMUError) -> any IOMMUDomain
     /// Creates the driver part of a vIOMMU of `type` over the nesting parent `parent`.
     func allocateVIOMMU(device: any DeviceModel, parent: any PagingDomain, type: UInt32, data: DriverData?, memory: any UserMemory) throws(IOMMUError) -> any VIOMMUModel
+    /// Allocates an SVA domain that makes `device` translate through `addressSpace`'s page table
+    /// (see `SVA.swift`); the default refuses with `EOPNOTSUPP`.
+    func allocateSVADomain(device: any DeviceModel, addressSpace: any SharedAddressSpace) throws(IOMMUError) -> any IOMMUDomain
 }
 
 /// A device as the IOMMU sees it.

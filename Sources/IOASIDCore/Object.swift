@@ -12,6 +12,9 @@ public struct ObjectID: Hashable, Sendable, Comparable, CustomStringConvertible 
 /// The kinds of object a context holds; the same set as the kernel's object types.
 public enum ObjectKind: Sendable, CustomStringConvertible {
     case ioas, hwptPaging, hwptNested, device, access, fault, viommu, vdevice, veventq, hwQueue
+    /// An SVA bind (not a kernel iommufd object: the kernel's SVA handle, here in the table so
+    /// its fault queue and lifetime follow the same rules).
+    case hwptSVA
     /// An object private to a driver (the test driver's mock-device handle).
     case driver
 
@@ -20,6 +23,7 @@ public enum ObjectKind: Sendable, CustomStringConvertible {
         case .ioas: "IOAS"
         case .hwptPaging: "HWPT(paging)"
         case .hwptNested: "HWPT(nested)"
+        case .hwptSVA: "HWPT(SVA)"
         case .device: "device"
         case .access: "access"
         case .fault: "fault queue"

@@ -8,6 +8,9 @@ import Synchronization
 public enum IOASIDHost {
     /// The layer every `IOMMUFile` enrolls its context in.
     public static let layer = IOASIDLayer(allocator: try! PASIDAllocator())
+    /// The SVA binds of that layer. The process address spaces `IOASID_SVA_BIND` can name are
+    /// the ones registered here (``SVABindings/register(_:)``) by whoever models them.
+    public static let sva = SVABindings(layer: layer)
 }
 
 extension IOMMUFile {
@@ -17,6 +20,8 @@ extension IOMMUFile {
         IoctlOp(IOASIDUAPI.IOASID_SET_INFO, "IOASID_SET_INFO", ioasid_set_info.self, last: "out_available", IOMMUFile.setInfo),
         IoctlOp(IOASIDUAPI.IOASID_PASID_ALLOC, "IOASID_PASID_ALLOC", ioasid_pasid_alloc.self, last: "out_pasid", IOMMUFile.pasidAlloc),
         IoctlOp(IOASIDUAPI.IOASID_PASID_FREE, "IOASID_PASID_FREE", ioasid_pasid_free.self, last: "pasid", IOMMUFile.pasidFree),
+        IoctlOp(IOASIDUAPI.IOASID_SVA_BIND, "IOASID_SVA_BIND", ioasid_sva_bind.self, last: "out_pasid", IOMMUFile.svaBind),
+        IoctlOp(IOASIDUAPI.IOASID_SVA_UNBIND, "IOASID_SVA_UNBIND", ioasid_sva_unbind.self, last: "pasid", IOMMUFile.svaUnbind),
     ]
 
     /// The set this file acts for. - Throws: `ENOENT` before `IOASID_SET_ALLOC`.
@@ -86,6 +91,31 @@ extension IOMMUFile {
         let c = u.load(ioasid_pasid_free.self)
         _ = try f.actingSet()
         try IOASIDHost.layer.freePASID(c.pasid, for: f.context)
+        return 0
+    }
+
+    static let svaBind: IoctlOp.Handler = { f, u throws(IOMMUError) in
+        var c = u.load(ioasid_sva_bind.self)
+        let known = IOASIDUAPI.IOASID_SVA_BIND_PASID | IOASIDUAPI.IOASID_SVA_BIND_FAULT_ID_VALID
+        guard c.flags & ~known == 0, c.__reserved == 0 else { throw .notSupported("unknown flags or reserved field set") }
+        let named = c.flags & IOASIDUAPI.IOASID_SVA_BIND_PASID != 0
+        let fault = c.flags & IOASIDUAPI.IOASID_SVA_BIND_FAULT_ID_VALID != 0
+        guard named || c.pasid == 0 else { throw .invalid("pasid without IOASID_SVA_BIND_PASID") }
+        guard fault || c.fault_id == 0 else { throw .invalid("fault_id without IOASID_SVA_BIND_FAULT_ID_VALID") }
+        guard c.pid >= 0 else { throw .invalid("negative pid") }
+        _ = try f.actingSet()
+        let space = try IOASIDHost.sva.addressSpace(pid: c.pid == 0 ? Int32(truncatingIfNeeded: ioasid_sys_getpid()) : c.pid)
+        c.out_pasid = try IOASIDHost.sva.bind(space, device: Device.ID(c.dev_id), in: f.context, pasid: named ? c.pasid : nil,
+                                              faultQueue: fault ? ObjectID(c.fault_id) : nil)
+        u.respond(c)
+        return 0
+    }
+
+    static let svaUnbind: IoctlOp.Handler = { f, u throws(IOMMUError) in
+        let c = u.load(ioasid_sva_unbind.self)
+        guard c.flags == 0 else { throw .notSupported("flags must be zero") }
+        _ = try f.actingSet()
+        try IOASIDHost.sva.unbind(device: Device.ID(c.dev_id), pasid: c.pasid, in: f.context)
         return 0
     }
 

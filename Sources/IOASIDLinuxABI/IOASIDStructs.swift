@@ -1,5 +1,5 @@
 // The IOASID layer's own ioctls (include/ioasid/ioasid.h): host PASID allocation from IOASID
-// sets. Layouts are checked against that header by IOASIDHeaderTests.
+// sets, and SVA bind. Layouts are checked against that header by IOASIDHeaderTests.
 
 /// Request numbers and flags of include/ioasid/ioasid.h.
 public enum IOASIDUAPI {
@@ -11,12 +11,17 @@ public enum IOASIDUAPI {
     public static let IOASID_SET_INFO: UInt = IOCTL._IO(IOASID_TYPE, IOASID_CMD_BASE + 1)
     public static let IOASID_PASID_ALLOC: UInt = IOCTL._IO(IOASID_TYPE, IOASID_CMD_BASE + 2)
     public static let IOASID_PASID_FREE: UInt = IOCTL._IO(IOASID_TYPE, IOASID_CMD_BASE + 3)
+    public static let IOASID_SVA_BIND: UInt = IOCTL._IO(IOASID_TYPE, IOASID_CMD_BASE + 4)
+    public static let IOASID_SVA_UNBIND: UInt = IOCTL._IO(IOASID_TYPE, IOASID_CMD_BASE + 5)
 
     /// `enum ioasid_set_flags`.
     public static let IOASID_SET_UNLIMITED: UInt32 = 1 << 0
     public static let IOASID_SET_OWNER_VM: UInt32 = 1 << 1
     /// `enum ioasid_pasid_alloc_flags`.
     public static let IOASID_PASID_ALLOC_GUEST_ID: UInt32 = 1 << 0
+    /// `enum ioasid_sva_bind_flags`.
+    public static let IOASID_SVA_BIND_PASID: UInt32 = 1 << 0
+    public static let IOASID_SVA_BIND_FAULT_ID_VALID: UInt32 = 1 << 1
 
     /// The first command number of the requests on a device cdev.
     public static let IOASID_DEVICE_CMD_BASE: UInt = 0xd0
@@ -34,11 +39,13 @@ public enum IOASIDUAPI {
     public static let allRequests: [(name: String, request: UInt)] = [
         ("IOASID_SET_ALLOC", IOASID_SET_ALLOC), ("IOASID_SET_INFO", IOASID_SET_INFO),
         ("IOASID_PASID_ALLOC", IOASID_PASID_ALLOC), ("IOASID_PASID_FREE", IOASID_PASID_FREE),
+        ("IOASID_SVA_BIND", IOASID_SVA_BIND), ("IOASID_SVA_UNBIND", IOASID_SVA_UNBIND),
         ("IOASID_DEVICE_DMA", IOASID_DEVICE_DMA),
     ]
     /// Every struct of the header.
     public static let structTypes: [any UAPIStruct.Type] = [
         ioasid_set_alloc.self, ioasid_set_info.self, ioasid_pasid_alloc.self, ioasid_pasid_free.self,
+        ioasid_sva_bind.self, ioasid_sva_unbind.self,
         ioasid_device_dma.self,
     ]
 }
@@ -105,6 +112,40 @@ public struct ioasid_pasid_free: UAPIStruct {
     public static let layoutFields: [UAPIField] = [uapiField("size", \.size), uapiField("pasid", \.pasid)]
 }
 
+/// Binds a process address space to a device at the process's PASID. The corresponding ioctl is
+/// `IOASID_SVA_BIND`.
+public struct ioasid_sva_bind: UAPIStruct {
+    public var size: UInt32 = 0
+    public var flags: UInt32 = 0
+    public var dev_id: UInt32 = 0
+    public var pid: Int32 = 0
+    public var fault_id: UInt32 = 0
+    public var pasid: UInt32 = 0
+    public var out_pasid: UInt32 = 0
+    public var __reserved: UInt32 = 0
+
+    public init() {}
+    public static var cName: String { "ioasid_sva_bind" }
+    public static let layoutFields: [UAPIField] = [
+        uapiField("size", \.size), uapiField("flags", \.flags), uapiField("dev_id", \.dev_id), uapiField("pid", \.pid),
+        uapiField("fault_id", \.fault_id), uapiField("pasid", \.pasid), uapiField("out_pasid", \.out_pasid),
+        uapiField("__reserved", \.__reserved),
+    ]
+}
+
+/// Ends the SVA bind of a device at a PASID. The corresponding ioctl is `IOASID_SVA_UNBIND`.
+public struct ioasid_sva_unbind: UAPIStruct {
+    public var size: UInt32 = 0
+    public var flags: UInt32 = 0
+    public var dev_id: UInt32 = 0
+    public var pasid: UInt32 = 0
+
+    public init() {}
+    public static var cName: String { "ioasid_sva_unbind" }
+    public static let layoutFields: [UAPIField] = [
+        uapiField("size", \.size), uapiField("flags", \.flags), uapiField("dev_id", \.dev_id), uapiField("pasid", \.pasid),
+    ]
+}
 /// Makes a modelled device issue DMA. The corresponding ioctl is `IOASID_DEVICE_DMA` (on a device cdev).
 public struct ioasid_device_dma: UAPIStruct {
     public var size: UInt32 = 0

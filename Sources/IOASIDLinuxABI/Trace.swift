@@ -52,7 +52,7 @@ enum Trace {
 
     static func errnoName(_ e: Int32) -> String {
         switch e {
-        case 1: "EPERM"; case 2: "ENOENT"; case 5: "EIO"; case 6: "ENXIO"; case 7: "E2BIG"; case 9: "EBADF"
+        case 1: "EPERM"; case 2: "ENOENT"; case 3: "ESRCH"; case 5: "EIO"; case 6: "ENXIO"; case 7: "E2BIG"; case 9: "EBADF"
         case 12: "ENOMEM"; case 14: "EFAULT"; case 16: "EBUSY"; case 17: "EEXIST"; case 19: "ENODEV"
         case 22: "EINVAL"; case 25: "ENOTTY"; case 28: "ENOSPC"; case 34: "ERANGE"; case 35: "EDEADLOCK"
         case 52: "EBADE"; case 75: "EOVERFLOW"; case 77: "EBADFD"; case 90: "EMSGSIZE"; case 95: "EOPNOTSUPP"

@@ -3,3 +3,5 @@
 //
 //   VTd/     Intel VT-d scalable mode (host-allocated PASIDs: the host programs each PASID entry)
 //   SMMUv3/  Arm SMMUv3 (guest-owned PASID table: the host binds the guest's CD table)
+//   ModelledProcess  a process address space (x86-64 CPU page table in the IOMMU's memory) that
+//            devices share through SVA; VTd/VTdSVADomain points a PASID entry at it

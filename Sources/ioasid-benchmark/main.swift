@@ -14,6 +14,7 @@
 //   6. IOASID sets: PASID alloc+free with 1 / 10 000 / 1 000 000 outstanding; a PASID end to end (SetsBench.swift)
 //   7. the software IOMMU's translation cache: hit lookup vs an array load, streaming vs random DMA (SoftIOMMUBench.swift)
 //   8. the software IOMMU's page-table walks on a miss vs pointer chasing; page-table memory per GiB (WalkBench.swift)
+//   9. SVA on VT-d: the I/O page fault round trip in-process, bind + unbind end to end (SVABench.swift)
 //
 // `--malloc-child` is the internal mode of section 4 (prints "key value" lines).
 
@@ -562,6 +563,7 @@ if let root, let built, !arguments.contains("--skip-foreign") {
 }
 
 setsBenchmark()
+svaSection()
 
 // Section 5: the selftest's wall time.
 if let root, !arguments.contains("--skip-conformance") {

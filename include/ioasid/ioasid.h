@@ -3,7 +3,8 @@
  *
  * These requests extend the iommufd interface of <linux/iommufd.h> with what the original
  * /dev/ioasid design wanted and upstream Linux does not have: host PASID allocation from IOASID
- * sets with quotas. They use the iommufd ioctl type (';') with command numbers from 0xc0, a
+ * sets with quotas, and binding a process address space to a device (SVA) at a PASID of the
+ * set. They use the iommufd ioctl type (';') with command numbers from 0xc0, a
  * range the kernel's iommufd does not use (the real kernel answers them with ENOTTY).
  *
  * Every argument is an extensible struct whose first member is its size, with the same rules as
@@ -24,6 +25,8 @@ enum {
 	IOASID_CMD_SET_INFO,
 	IOASID_CMD_PASID_ALLOC,
 	IOASID_CMD_PASID_FREE,
+	IOASID_CMD_SVA_BIND,
+	IOASID_CMD_SVA_UNBIND,
 };
 
 /**
@@ -121,6 +124,71 @@ struct ioasid_pasid_free {
 	__u32 pasid;
 };
 #define IOASID_PASID_FREE _IO(IOASID_TYPE, IOASID_CMD_PASID_FREE)
+
+/**
+ * enum ioasid_sva_bind_flags - flags of struct ioasid_sva_bind
+ * @IOASID_SVA_BIND_PASID: use @pasid, a PASID of this file's set, as the process's PASID (when the
+ *                         process has none yet; otherwise it must be the process's PASID)
+ * @IOASID_SVA_BIND_FAULT_ID_VALID: @fault_id names a fault queue (IOMMU_FAULT_QUEUE_ALLOC) that
+ *                                  receives the device's page requests at the PASID
+ */
+enum ioasid_sva_bind_flags {
+	IOASID_SVA_BIND_PASID = 1 << 0,
+	IOASID_SVA_BIND_FAULT_ID_VALID = 1 << 1,
+};
+
+/**
+ * struct ioasid_sva_bind - ioctl(IOASID_SVA_BIND)
+ * @size: sizeof(struct ioasid_sva_bind)
+ * @flags: enum ioasid_sva_bind_flags
+ * @dev_id: a device bound to this file (VFIO_DEVICE_BIND_IOMMUFD's out_devid)
+ * @pid: the process whose address space the device shares; 0 means the calling process. Only
+ *       *modelled* processes can be named: a CPU page table in the modelled IOMMU's memory that
+ *       the program embedding the engine registered (see docs/ioasid-abi.md); others are ESRCH
+ * @fault_id: with IOASID_SVA_BIND_FAULT_ID_VALID, the fault queue for page requests; without
+ *            one the IOMMU answers them Invalid Request
+ * @pasid: with IOASID_SVA_BIND_PASID, the PASID to use; else 0
+ * @out_pasid: the process's PASID, which the device's DMA carries to reach the address space
+ * @__reserved: must be 0
+ *
+ * Shares the process's page table with the device at the process's PASID (one per process,
+ * allocated from this file's set on its first bind and kept until the process exits). DMA with
+ * that PASID uses the process's virtual addresses and follows its mappings: once an munmap or
+ * mprotect of the process returned, no DMA uses the old translation. Page requests for pages the
+ * process has not mapped go to the fault queue; after the owner maps them and answers, the
+ * device retries. When the process exits, every bind of it ends (DMA with the PASID is blocked
+ * and reported, outstanding page requests are answered Invalid) and the PASID is freed if the
+ * layer allocated it.
+ */
+struct ioasid_sva_bind {
+	__u32 size;
+	__u32 flags;
+	__u32 dev_id;
+	__s32 pid;
+	__u32 fault_id;
+	__u32 pasid;
+	__u32 out_pasid;
+	__u32 __reserved;
+};
+#define IOASID_SVA_BIND _IO(IOASID_TYPE, IOASID_CMD_SVA_BIND)
+
+/**
+ * struct ioasid_sva_unbind - ioctl(IOASID_SVA_UNBIND)
+ * @size: sizeof(struct ioasid_sva_unbind)
+ * @flags: must be 0
+ * @dev_id: the device
+ * @pasid: the PASID it is SVA-bound at (struct ioasid_sva_bind's out_pasid)
+ *
+ * Ends the bind: DMA with the PASID is blocked from the return on and outstanding page requests
+ * are answered Invalid. The process keeps its PASID for later binds until it exits.
+ */
+struct ioasid_sva_unbind {
+	__u32 size;
+	__u32 flags;
+	__u32 dev_id;
+	__u32 pasid;
+};
+#define IOASID_SVA_UNBIND _IO(IOASID_TYPE, IOASID_CMD_SVA_UNBIND)
 
 /*
  * Requests on a VFIO device cdev of the modelled machine (`ioasid run --machine`), from 0xd0.

@@ -97,6 +97,14 @@ public final class VTdDevice: DeviceModel, @unchecked Sendable {
     ///   the PASID entry is already present (not replacing); `ENOMEM` without frames.
     public func attach(_ domain: any IOMMUDomain, pasid: UInt32?, replacing: (any IOMMUDomain)?) throws(IOMMUError) {
         if pasid != nil && !vtd.unit.extendedCapability.pasid { throw .notSupported("the unit has no PASIDs") }
+        if let sva = domain as? VTdSVADomain {
+            // An SVA bind: a new first-stage entry at a PASID (the core never replaces one).
+            guard let pasid, sva.driver === vtd else { throw .invalid("an SVA domain attaches at a PASID of its own unit") }
+            guard replacing == nil, state.withLock({ $0.attached[pasid] }) == nil else { throw .busy("the PASID is in use") }
+            try sva.attach(self, pasid: pasid)
+            state.withLock { $0.attached[pasid] = sva }
+            return
+        }
         let entry = try pasidEntry(for: domain)
         let slot = tableSlot(pasid)
         let old = state.withLock { $0.attached[pasid] }
