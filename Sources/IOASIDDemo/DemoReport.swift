@@ -59,7 +59,12 @@ extension DemoReport {
     public func text() -> String {
         var out = ""
         for e in events { out += DemoReport.line(e) + "\n" }
-        out += "\n" + table(["actor", "model", "IOASID set", "quota", "PASIDs", "devices", "DMA ok", "DMA blocked", "faults answered"],
+        return out + summaryText()
+    }
+
+    /// What follows the timeline: a blank line, the summary table and the verdict line.
+    public func summaryText() -> String {
+        var out = "\n" + table(["actor", "model", "IOASID set", "held/quota", "PASIDs (host←guest)", "devices", "DMA ok", "DMA blocked", "faults answered"],
                             summary.map { [$0.actor, $0.model, $0.set, $0.quota, $0.pasids, $0.devices,
                                            String($0.dmaCompleted), String($0.dmaBlocked), String($0.faultsAnswered)] })
         let bad = events.filter { !$0.asExpected }.count
@@ -76,7 +81,10 @@ extension DemoReport {
     private func table(_ header: [String], _ rows: [[String]]) -> String {
         var widths = header.map(\.count)
         for r in rows { for (i, c) in r.enumerated() { widths[i] = max(widths[i], c.count) } }
-        func line(_ r: [String]) -> String { r.enumerated().map { i, c in i < 2 ? c.rightPadded(widths[i]) : c.leftPadded(widths[i]) }.joined(separator: "  ") }
+        // Text columns left-aligned, counts (the last three) right-aligned.
+        func line(_ r: [String]) -> String {
+            r.enumerated().map { i, c in i < header.count - 3 ? c.rightPadded(widths[i]) : c.leftPadded(widths[i]) }.joined(separator: "  ")
+        }
         return ([line(header), widths.map { String(repeating: "-", count: $0) }.joined(separator: "  ")] + rows.map(line)).joined(separator: "\n") + "\n"
     }
 }
