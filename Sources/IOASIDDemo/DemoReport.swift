@@ -13,34 +13,80 @@ public struct DemoEvent: Codable, Sendable, Equatable {
     public var outcome: String
     /// Whether the outcome is the one the design promises (a refusal can be the right outcome).
     public var asExpected: Bool
+
+    /// An event.
+    public init(step: Int, actor: String, action: String, outcome: String, asExpected: Bool) {
+        self.step = step; self.actor = actor; self.action = action; self.outcome = outcome; self.asExpected = asExpected
+    }
 }
 
 /// One line of the summary table.
 public struct DemoSummaryRow: Codable, Sendable, Equatable {
+    /// The IOASID set's user: `vm1`, `vm2`, `vendor`.
     public var actor: String
+    /// The PASID model and hardware.
     public var model: String
+    /// The IOASID set, `set#N`.
     public var set: String
+    /// PASIDs held / quota, at the end of the scenario.
     public var quota: String
+    /// The set's host PASIDs at the end, `host←gGUEST` where a set-private (guest) ID exists.
     public var pasids: String
+    /// The devices whose DMA carries the set's PASIDs.
     public var devices: String
+    /// DMA tagged with the set's PASIDs (or its devices) that landed where expected.
     public var dmaCompleted: Int
+    /// DMA that the IOMMU blocked.
     public var dmaBlocked: Int
+    /// I/O page fault groups answered by the owner.
     public var faultsAnswered: Int
+
+    /// A row.
+    public init(actor: String, model: String, set: String, quota: String, pasids: String, devices: String,
+                dmaCompleted: Int, dmaBlocked: Int, faultsAnswered: Int) {
+        self.actor = actor; self.model = model; self.set = set; self.quota = quota; self.pasids = pasids
+        self.devices = devices; self.dmaCompleted = dmaCompleted; self.dmaBlocked = dmaBlocked; self.faultsAnswered = faultsAnswered
+    }
 }
 
 /// The whole run.
+///
+/// Encoded as `{"allAsExpected": …, "events": […], "summary": […]}`; `allAsExpected` is written
+/// for programs that only want the verdict and recomputed from `events` when decoding.
 public struct DemoReport: Codable, Sendable {
+    /// The timeline, in order.
     public var events: [DemoEvent] = []
+    /// The summary table, one row per IOASID set of the scenario.
     public var summary: [DemoSummaryRow] = []
     /// True when every step had its expected outcome.
     public var allAsExpected: Bool { events.allSatisfy(\.asExpected) }
+
+    /// An empty report.
+    public init() {}
+
+    private enum CodingKeys: String, CodingKey { case allAsExpected, events, summary }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        events = try c.decode([DemoEvent].self, forKey: .events)
+        summary = try c.decode([DemoSummaryRow].self, forKey: .summary)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(allAsExpected, forKey: .allAsExpected)
+        try c.encode(events, forKey: .events)
+        try c.encode(summary, forKey: .summary)
+    }
 }
 
 /// Collects events as the scenario runs; optionally echoes each one as it happens.
 public final class DemoRecorder {
+    /// What was recorded so far.
     public private(set) var report = DemoReport()
     private let echo: ((DemoEvent) -> Void)?
 
+    /// A recorder that calls `echo` with each step as it is recorded.
     public init(echo: ((DemoEvent) -> Void)? = nil) { self.echo = echo }
 
     /// Records one step.
