@@ -6,24 +6,17 @@ import IOASIDSoftDrivers
 import IOASIDSoftIOMMU
 import Testing
 
-/// Holds the shared side of the process-wide pin lock around each test: the core suites compare
-/// the process's total of pinned pages and take it exclusively (see IOASIDCoreTests/Support.swift).
-struct PinsUserMemory: SuiteTrait, TestTrait, TestScoping {
-    var isRecursive: Bool { true }
-
-    func provideScope(for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void) async throws {
-        guard testCase != nil || !test.isSuite else { return try await function() }
-        let fd = open(NSTemporaryDirectory() + "ioasid-pinlock-\(getpid())", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        precondition(fd >= 0, "cannot open the pin lock file")
-        while flock(fd, LOCK_SH) != 0 { precondition(errno == EINTR) }
-        defer { flock(fd, LOCK_UN); close(fd) }
-        try await function()
-    }
-}
-
-extension Trait where Self == PinsUserMemory {
-    /// The suite pins user memory: hold the shared pin lock around each test.
-    static var pinsUserMemory: Self { PinsUserMemory() }
+/// Runs `body` holding the shared side of the process-wide pin lock: the core suites compare the
+/// process's total of pinned pages and take it exclusively (IOASIDCoreTests/Support.swift, the
+/// same per-process file). Taken inside each synchronous test body, never across an `await`: a
+/// holder suspended while the cooperative pool's threads block in `flock` for the exclusive side
+/// could never run again to release it.
+func pinsUserMemory<R>(_ body: () throws -> R) rethrows -> R {
+    let fd = open(NSTemporaryDirectory() + "ioasid-pinlock-\(getpid())", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+    precondition(fd >= 0, "cannot open the pin lock file")
+    while flock(fd, LOCK_SH) != 0 { precondition(errno == EINTR) }
+    defer { flock(fd, LOCK_UN); close(fd) }
+    return try body()
 }
 
 /// The errno a throwing call fails with, or nil if it succeeds.
