@@ -56,7 +56,7 @@ let package = Package(
         .testTarget(name: "IOASIDStructuresTests", dependencies: ["IOASIDStructures"]),
         .testTarget(name: "IOASIDSoftIOMMUTests", dependencies: ["IOASIDSoftIOMMU", "IOASIDStructures"]),
         .testTarget(name: "IOASIDSoftDriversTests", dependencies: ["IOASIDSoftDrivers", "IOASIDSoftIOMMU", "IOASIDCore", "IOASIDStructures", "IOASIDLinuxABI", "IOASIDSets"]),
-        .testTarget(name: "IOASIDDemoTests", dependencies: ["IOASIDDemo"]),
+        .testTarget(name: "IOASIDDemoTests", dependencies: ["IOASIDDemo", "IOASIDSets", "IOASIDCore", "IOASIDSoftDrivers", "IOASIDSoftIOMMU", "IOASIDLinuxABI", "IOASIDStructures"]),
         .testTarget(name: "IOASIDSetsTests", dependencies: ["IOASIDSets", "IOASIDStructures", "IOASIDCore", "IOASIDTestDriver", "IOASIDLinuxABI"]),
         .testTarget(name: "IOASIDCoreTests", dependencies: ["IOASIDCore", "IOASIDTestDriver", "IOASIDLinuxABI", "IOASIDStructures"]),
         .testTarget(name: "IOASIDLinuxABITests", dependencies: ["IOASIDLinuxABI", "CIOASIDSys", "IOASIDStructures", "IOASIDSoftDrivers"]),

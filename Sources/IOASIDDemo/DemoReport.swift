@@ -13,34 +13,80 @@ public struct DemoEvent: Codable, Sendable, Equatable {
     public var outcome: String
     /// Whether the outcome is the one the design promises (a refusal can be the right outcome).
     public var asExpected: Bool
+
+    /// An event.
+    public init(step: Int, actor: String, action: String, outcome: String, asExpected: Bool) {
+        self.step = step; self.actor = actor; self.action = action; self.outcome = outcome; self.asExpected = asExpected
+    }
 }
 
 /// One line of the summary table.
 public struct DemoSummaryRow: Codable, Sendable, Equatable {
+    /// The IOASID set's user: `vm1`, `vm2`, `vendor`.
     public var actor: String
+    /// The PASID model and hardware.
     public var model: String
+    /// The IOASID set, `set#N`.
     public var set: String
+    /// PASIDs held / quota, at the end of the scenario.
     public var quota: String
+    /// The set's host PASIDs at the end, `host←gGUEST` where a set-private (guest) ID exists.
     public var pasids: String
+    /// The devices whose DMA carries the set's PASIDs.
     public var devices: String
+    /// DMA tagged with the set's PASIDs (or its devices) that landed where expected.
     public var dmaCompleted: Int
+    /// DMA that the IOMMU blocked.
     public var dmaBlocked: Int
+    /// I/O page fault groups answered by the owner.
     public var faultsAnswered: Int
+
+    /// A row.
+    public init(actor: String, model: String, set: String, quota: String, pasids: String, devices: String,
+                dmaCompleted: Int, dmaBlocked: Int, faultsAnswered: Int) {
+        self.actor = actor; self.model = model; self.set = set; self.quota = quota; self.pasids = pasids
+        self.devices = devices; self.dmaCompleted = dmaCompleted; self.dmaBlocked = dmaBlocked; self.faultsAnswered = faultsAnswered
+    }
 }
 
 /// The whole run.
+///
+/// Encoded as `{"allAsExpected": …, "events": […], "summary": […]}`; `allAsExpected` is written
+/// for programs that only want the verdict and recomputed from `events` when decoding.
 public struct DemoReport: Codable, Sendable {
+    /// The timeline, in order.
     public var events: [DemoEvent] = []
+    /// The summary table, one row per IOASID set of the scenario.
     public var summary: [DemoSummaryRow] = []
     /// True when every step had its expected outcome.
     public var allAsExpected: Bool { events.allSatisfy(\.asExpected) }
+
+    /// An empty report.
+    public init() {}
+
+    private enum CodingKeys: String, CodingKey { case allAsExpected, events, summary }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        events = try c.decode([DemoEvent].self, forKey: .events)
+        summary = try c.decode([DemoSummaryRow].self, forKey: .summary)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(allAsExpected, forKey: .allAsExpected)
+        try c.encode(events, forKey: .events)
+        try c.encode(summary, forKey: .summary)
+    }
 }
 
 /// Collects events as the scenario runs; optionally echoes each one as it happens.
 public final class DemoRecorder {
+    /// What was recorded so far.
     public private(set) var report = DemoReport()
     private let echo: ((DemoEvent) -> Void)?
 
+    /// A recorder that calls `echo` with each step as it is recorded.
     public init(echo: ((DemoEvent) -> Void)? = nil) { self.echo = echo }
 
     /// Records one step.
@@ -59,7 +105,12 @@ extension DemoReport {
     public func text() -> String {
         var out = ""
         for e in events { out += DemoReport.line(e) + "\n" }
-        out += "\n" + table(["actor", "model", "IOASID set", "quota", "PASIDs", "devices", "DMA ok", "DMA blocked", "faults answered"],
+        return out + summaryText()
+    }
+
+    /// What follows the timeline: a blank line, the summary table and the verdict line.
+    public func summaryText() -> String {
+        var out = "\n" + table(["actor", "model", "IOASID set", "held/quota", "PASIDs (host←guest)", "devices", "DMA ok", "DMA blocked", "faults answered"],
                             summary.map { [$0.actor, $0.model, $0.set, $0.quota, $0.pasids, $0.devices,
                                            String($0.dmaCompleted), String($0.dmaBlocked), String($0.faultsAnswered)] })
         let bad = events.filter { !$0.asExpected }.count
@@ -76,7 +127,10 @@ extension DemoReport {
     private func table(_ header: [String], _ rows: [[String]]) -> String {
         var widths = header.map(\.count)
         for r in rows { for (i, c) in r.enumerated() { widths[i] = max(widths[i], c.count) } }
-        func line(_ r: [String]) -> String { r.enumerated().map { i, c in i < 2 ? c.rightPadded(widths[i]) : c.leftPadded(widths[i]) }.joined(separator: "  ") }
+        // Text columns left-aligned, counts (the last three) right-aligned.
+        func line(_ r: [String]) -> String {
+            r.enumerated().map { i, c in i < header.count - 3 ? c.rightPadded(widths[i]) : c.leftPadded(widths[i]) }.joined(separator: "  ")
+        }
         return ([line(header), widths.map { String(repeating: "-", count: $0) }.joined(separator: "  ")] + rows.map(line)).joined(separator: "\n") + "\n"
     }
 }

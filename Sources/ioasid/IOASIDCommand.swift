@@ -10,9 +10,10 @@ struct IOASIDCommand: ParsableCommand {
             ioasid implements Linux's iommufd interface in user space. `ioasid run` starts a \
             program with an interposer preloaded, so that its open("/dev/iommu") and the \
             ioctls, reads, writes and mmaps on that descriptor are answered by ioasid instead of \
-            the kernel. Nothing else the program does is affected.
+            the kernel. Nothing else the program does is affected. `ioasid demo` shows the \
+            IOASID design end to end on the software IOMMU.
             """,
-        subcommands: [RunCommand.self])
+        subcommands: [RunCommand.self, DemoCommand.self])
 
     /// Runs the tool; rewrites the bare `--trace` flag first (see `RunCommand.normalize`).
     static func main() {

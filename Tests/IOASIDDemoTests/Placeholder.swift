@@ -1,1 +1,0 @@
-// Tests of the demo scenario live in this target.
