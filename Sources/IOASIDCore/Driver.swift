@@ -177,6 +177,16 @@ public protocol DeviceModel: AnyObject, Sendable {
     func unbound(from context: Context, as device: Device.ID)
 }
 
+/// A device whose PASIDs other bound devices live on (the parent function of mediated devices):
+/// page requests the hardware reports for such a PASID belong to the device bound on it, and are
+/// reported as that device's requests without a PASID.
+public protocol PASIDHostingDevice: DeviceModel {
+    /// Page requests for `pasid` go to `device` of `context` from now on.
+    func route(pasid: PASID, to context: Context, as device: Device.ID)
+    /// Page requests for `pasid` are this device's own again.
+    func unroute(pasid: PASID)
+}
+
 extension DeviceModel {
     public var iommuDevice: any DeviceModel { self }
     public func bound(to context: Context, as device: Device.ID) {}

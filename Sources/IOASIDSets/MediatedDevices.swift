@@ -93,6 +93,16 @@ public final class MediatedDevice: DeviceModel, Sendable {
     public func pageResponse(pasid: PASID?, group: UInt32, code: UInt32) {
         parent.function.pageResponse(pasid: self.pasid, group: group, code: code)
     }
+
+    /// Page requests the parent's IOMMU reports for this device's PASID come here (when the
+    /// parent's driver can route them: `PASIDHostingDevice`).
+    public func bound(to context: Context, as device: Device.ID) {
+        (parent.function as? any PASIDHostingDevice)?.route(pasid: pasid, to: context, as: device)
+    }
+
+    public func unbound(from context: Context, as device: Device.ID) {
+        (parent.function as? any PASIDHostingDevice)?.unroute(pasid: pasid)
+    }
 }
 
 /// A vDPA device: virtqueues in groups, each group's DMA tagged with a PASID of the parent

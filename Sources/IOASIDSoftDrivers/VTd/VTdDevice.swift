@@ -22,6 +22,12 @@ public final class VTdDevice: DeviceModel, @unchecked Sendable {
         var attached: [UInt32?: any IOMMUDomain] = [:]
         weak var context: Context?
         var deviceID: Device.ID?
+        /// PASIDs other bound devices live on (mediated devices), with where their requests go.
+        var routes: [UInt32: Route] = [:]
+    }
+    struct Route {
+        weak var context: Context?
+        let device: Device.ID
     }
     let state = Locked(State())
 
@@ -72,6 +78,19 @@ public final class VTdDevice: DeviceModel, @unchecked Sendable {
     public func unbound(from context: Context, as device: Device.ID) {
         state.withLock { s in
             if s.context === context, s.deviceID == device { s.context = nil; s.deviceID = nil }
+        }
+    }
+
+    /// Where a page request for `pasid` goes: the device bound on that PASID (reported without a
+    /// PASID), else this device's own binding (with the PASID).
+    func pageRequestTarget(pasid: UInt32?) -> (context: Context, device: Device.ID, pasid: UInt32?)? {
+        state.withLock { s in
+            if let p = pasid, let r = s.routes[p] {
+                guard let c = r.context else { return nil }
+                return (c, r.device, nil)
+            }
+            guard let c = s.context, let id = s.deviceID else { return nil }
+            return (c, id, pasid)
         }
     }
 
@@ -176,4 +195,16 @@ public final class VTdDevice: DeviceModel, @unchecked Sendable {
 
     /// The domain attached at `pasid` (nil: the requester ID).
     public func attachedDomain(pasid: UInt32? = nil) -> (any IOMMUDomain)? { state.withLock { $0.attached[pasid] } }
+}
+
+extension VTdDevice: PASIDHostingDevice {
+    /// Page requests for `pasid` go to `device` of `context` (a mediated device bound there).
+    public func route(pasid: UInt32, to context: Context, as device: Device.ID) {
+        state.withLock { $0.routes[pasid] = Route(context: context, device: device) }
+    }
+
+    /// Page requests for `pasid` are this device's own again.
+    public func unroute(pasid: UInt32) {
+        state.withLock { _ = $0.routes.removeValue(forKey: pasid) }
+    }
 }

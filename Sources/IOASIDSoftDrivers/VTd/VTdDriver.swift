@@ -292,14 +292,15 @@ public final class VTdDriver: IOMMUDriver, @unchecked Sendable {
         }
         let canonical = Int64(bitPattern: r.address) >> 47 == 0 || Int64(bitPattern: r.address) >> 47 == -1
         guard canonical, !(r.privileged && (r.read || r.write)), !(r.execute && r.read) else { return invalid() }
-        guard let device = device(RequesterID(rawValue: r.requesterID)), let (context, id) = device.binding else { return invalid() }
+        guard let device = device(RequesterID(rawValue: r.requesterID)),
+              let (context, id, pasid) = device.pageRequestTarget(pasid: r.pasid) else { return invalid() }
         var perm: UInt32 = 0
         if r.read { perm |= VTdUAPI.faultPermRead }
         if r.write { perm |= VTdUAPI.faultPermWrite }
         if r.execute { perm |= VTdUAPI.faultPermExec }
         if r.privileged { perm |= VTdUAPI.faultPermPriv }
         do {
-            try context.reportPageFault(device: id, pasid: r.pasid, group: UInt32(r.groupIndex), permissions: perm,
+            try context.reportPageFault(device: id, pasid: pasid, group: UInt32(r.groupIndex), permissions: perm,
                                         address: r.address, last: r.lastInGroup)
         } catch {
             invalid()
