@@ -9,18 +9,30 @@ import IOASIDSoftIOMMU
 import Testing
 
 @Suite struct MediatedFaultTests {
-    @Test func aMediatedDevicesPageRequestReachesItsOwnersFaultQueue() throws {
+    @Test(arguments: ["vtd", "smmuv3"])
+    func aMediatedDevicesPageRequestReachesItsOwnersFaultQueue(iommu: String) throws {
         try pinsShared {
-            let x = try VTdSetup()
-            let parentFunction = try x.driver.addDevice(requesterID: RequesterID(bus: 2, device: 0, function: 0),
-                                                       capabilities: .init(pasidWidth: 20, ats: .deviceTLB, pageRequestCapacity: 16))
+            let caps = PCIFunction.Capabilities(pasidWidth: 20, ats: .deviceTLB, pageRequestCapacity: 16)
+            let rid = RequesterID(bus: 2, device: 0, function: 0)
+            let owner = Context(memory: ProcessMemory.shared)
+            defer { owner.close() }
+            let parentFunction: any DMADevice
+            let service: () -> Void
+            if iommu == "vtd" {
+                let driver = try VTdDriver(memory: VTdDriver.processMemory(), delivery: .manual)
+                parentFunction = try driver.addDevice(requesterID: rid, capabilities: caps)
+                service = { driver.servicePageRequests() }
+            } else {
+                let driver = SMMUv3Driver()
+                parentFunction = driver.addDevice(requesterID: rid, capabilities: caps)
+                service = { driver.processInterrupts() }
+            }
             let allocator = try PASIDAllocator()
             let vendor = try allocator.allocSet(owner: .none, quota: .limited(4))
             let parent = try MediatedParent(function: parentFunction, allocator: allocator, set: vendor)
             let mdev = try parent.createDevice()
 
             // The owner binds the mediated device (not the parent) and gives it a fault-capable HWPT.
-            let owner = x.context
             let device = try owner.bind(mdev)
             let buffer = VTdUserBuffer(pages: 2)
             let ioas = try owner.allocateIOAS()
@@ -34,7 +46,7 @@ import Testing
             guard case .waitingForPageResponse(let pending) = parentFunction.function.write(pasid: pasid, address: 0x5_0010, bytes: [7, 8]) else {
                 Issue.record("expected a page request"); return
             }
-            x.driver.servicePageRequests()
+            service()
             let faults = try owner.readFaults(queue, maxRecords: 4)
             let f = try #require(faults.first)
             #expect(faults.count == 1)
@@ -59,7 +71,7 @@ import Testing
             default: Issue.record("blocked for the wrong reason: \(why)")
             }
             #expect(buffer[0x10] == 7, "nothing written")
-            x.driver.servicePageRequests()
+            service()
             #expect(try owner.readFaults(queue, maxRecords: 4).isEmpty)
         }
     }

@@ -388,9 +388,9 @@ public final class SMMUv3Driver: IOMMUDriver, @unchecked Sendable {
         if r.privileged { permissions |= SMMUv3UAPI.faultPrivileged }
         if let master, r.last { master.noteGroup(UInt32(r.group), pasid: r.substreamID) }
         var reported = false
-        if let master, let binding = master.binding, let context = binding.context {
+        if let master, let target = master.pageRequestTarget(ssid: r.substreamID) {
             do {
-                try context.reportPageFault(device: binding.device, pasid: r.substreamID, group: UInt32(r.group),
+                try target.context.reportPageFault(device: target.device, pasid: target.pasid, group: UInt32(r.group),
                                             permissions: permissions, address: r.address, last: r.last)
                 reported = true
             } catch {}

@@ -63,6 +63,19 @@ public final class SMMUv3Master: DeviceModel, @unchecked Sendable {
     var atsEnabled = false
     // Guarded by `bindingLock`.
     private let bindingLock = Locked<(binding: Binding?, groups: [UInt32: UInt32?])>((nil, [:]))
+    /// SubstreamIDs other bound devices live on (mediated devices), with where their requests go.
+    private let routes = Locked<[UInt32: Binding]>([:])
+
+    /// Where a page request for `ssid` goes: the device bound on that SubstreamID (reported
+    /// without a PASID), else this master's own binding (with it).
+    func pageRequestTarget(ssid: UInt32?) -> (context: Context, device: Device.ID, pasid: UInt32?)? {
+        if let ssid, let r = routes.withLock({ $0[ssid] }) {
+            guard let c = r.context else { return nil }
+            return (c, r.device, nil)
+        }
+        guard let b = binding, let c = b.context else { return nil }
+        return (c, b.device, ssid)
+    }
 
     init(driver: SMMUv3Driver, function: PCIFunction, streamID: UInt32, ssidBits: Int) {
         smmuDriver = driver
@@ -461,5 +474,17 @@ extension SMMUv3Driver {
             memory.write64(a, 0)
             a += 8
         }
+    }
+}
+
+extension SMMUv3Master: PASIDHostingDevice {
+    /// Page requests for SubstreamID `pasid` go to `device` of `context` (a mediated device bound there).
+    public func route(pasid: UInt32, to context: Context, as device: Device.ID) {
+        routes.withLock { $0[pasid] = Binding(context: context, device: device) }
+    }
+
+    /// Page requests for SubstreamID `pasid` are this master's own again.
+    public func unroute(pasid: UInt32) {
+        routes.withLock { _ = $0.removeValue(forKey: pasid) }
     }
 }
