@@ -61,12 +61,8 @@ public final class Context: @unchecked Sendable {
     /// Tears the context down as the kernel does on the last close: every object is destroyed
     /// in dependency order, every pinned page is released.
     public func close() {
-        let devices: [(any DeviceModel, Device.ID)] = (try? locked { s throws(IOMMUError) in
-            let devices: [(any DeviceModel, Device.ID)] = s.all(Device.self).map { ($0.model, $0.id) }
-            s.destroyAll()
-            return devices
-        }) ?? []
-        for (model, id) in devices { model.unbound(from: self, as: id) }
+        // Devices tell their drivers they are unbound after the lock is released (`Device.destroyed`).
+        try? locked { s throws(IOMMUError) in s.destroyAll() }
     }
 }
 

@@ -23,6 +23,12 @@ public final class Device: IOMMUObject, @unchecked Sendable {
 
     override public func destroyed(in state: ContextState) {
         for pasid in Array(attachments.keys) { _ = state.detachHWPT(device: self, pasid: pasid) }
+        // However the device goes (unbind, IOMMU_DESTROY, the context's close), its driver hears
+        // of it once the lock is released.
+        if let context = state.context {
+            let model = self.model, id = self.id
+            state.afterUnlock { model.unbound(from: context, as: id) }
+        }
     }
 }
 
@@ -153,15 +159,13 @@ extension Context {
 
     /// Unbinds a device: detaches everything and removes it.
     public func unbind(_ device: Device.ID) throws(IOMMUError) {
-        let model = try locked { s throws(IOMMUError) in
+        try locked { s throws(IOMMUError) in
             let d = try s.object(device.object, as: Device.self)
             if let v = d.vdevice, v.isLive { s.remove(v) }
             for pasid in Array(d.attachments.keys) { s.detachHWPT(device: d, pasid: pasid) }
             d.users = 0
             s.remove(d)
-            return d.model
         }
-        model.unbound(from: self, as: device)
     }
 
     /// Attaches `device` (at `pasid`, or its RID when nil) to `pt`: a HWPT, or an IOAS, for which

@@ -173,7 +173,8 @@ public protocol DeviceModel: AnyObject, Sendable {
     /// Called (without the context lock held) after the core bound this model in `context` as
     /// `device`, so the driver knows where to report the device's page requests and events.
     func bound(to context: Context, as device: Device.ID)
-    /// Called (without the context lock held) after the device was unbound or its context closed.
+    /// Called (without the context lock held) after the device left its context: unbind,
+    /// `IOMMU_DESTROY`, or the context's close.
     func unbound(from context: Context, as device: Device.ID)
 }
 
