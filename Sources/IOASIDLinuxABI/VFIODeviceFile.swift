@@ -67,6 +67,21 @@ public final class VFIODeviceFile: LinuxFile, @unchecked Sendable {
 
     // MARK: requests
 
+    /// Reads an extensible struct whose first `UInt32` is its size, with iommufd's rules
+    /// (`StructCopy`): `EINVAL` below the end of `last`, `E2BIG` for non-zero bytes past our
+    /// struct, `EFAULT` for an unreadable argument (read fault-safely: this is not the dispatcher).
+    private func loadExtensible<T: UAPIStruct>(_: T.Type, from argument: UnsafeMutableRawPointer?, last: String) throws(IOMMUError) -> T {
+        var size: UInt32 = 0
+        guard ioasid_sys_copy_in(&size, UInt64(UInt(bitPattern: argument)), 4) == 0 else { throw .fault("argument not readable") }
+        guard Int(size) >= T.layoutField(named: last)!.end else { throw .invalid("size below the last mandatory field") }
+        var value = T()
+        try copyIn(&value, from: argument, bytes: min(Int(size), MemoryLayout<T>.size))
+        if Int(size) > MemoryLayout<T>.size, let p = argument {
+            try StructCopy.checkZeroTail(p + MemoryLayout<T>.size, count: Int(size) - MemoryLayout<T>.size)
+        }
+        return value
+    }
+
     private func copyIn<T: UAPIStruct>(_ value: inout T, from argument: UnsafeMutableRawPointer?, bytes: Int, at offset: Int = 0) throws(IOMMUError) {
         let address = UInt64(UInt(bitPattern: argument)) + UInt64(offset)
         let rc = withUnsafeMutableBytes(of: &value) { ioasid_sys_copy_in($0.baseAddress! + offset, address, bytes) }
@@ -80,15 +95,7 @@ public final class VFIODeviceFile: LinuxFile, @unchecked Sendable {
     }
 
     private func bind(_ argument: UnsafeMutableRawPointer?) throws(IOMMUError) -> Int {
-        var size: UInt32 = 0
-        guard ioasid_sys_copy_in(&size, UInt64(UInt(bitPattern: argument)), 4) == 0 else { throw .fault("argument not readable") }
-        let minimum = vfio_device_bind_iommufd.layoutField(named: "out_devid")!.end
-        guard Int(size) >= minimum else { throw .invalid("argsz below out_devid") }
-        var c = vfio_device_bind_iommufd()
-        try copyIn(&c, from: argument, bytes: min(Int(size), MemoryLayout<vfio_device_bind_iommufd>.size))
-        if Int(size) > MemoryLayout<vfio_device_bind_iommufd>.size, let p = argument {
-            try StructCopy.checkZeroTail(p + MemoryLayout<vfio_device_bind_iommufd>.size, count: Int(size) - MemoryLayout<vfio_device_bind_iommufd>.size)
-        }
+        let c = try loadExtensible(vfio_device_bind_iommufd.self, from: argument, last: "out_devid")
         guard c.iommufd >= 0, c.flags & ~UInt32(1) == 0 else { throw .invalid("bad iommufd or flags") }
         guard binding.withLock({ $0 == nil }) else { throw .invalid("the device is bound already") }
         // The modelled devices have no VF token to match.
@@ -141,15 +148,7 @@ public final class VFIODeviceFile: LinuxFile, @unchecked Sendable {
     /// `IOASID_DEVICE_DMA`: the device issues one DMA through its IOMMU (include/ioasid/ioasid.h).
     private func dma(_ argument: UnsafeMutableRawPointer?) throws(IOMMUError) -> Int {
         _ = try bound()
-        var c = ioasid_device_dma()
-        var size: UInt32 = 0
-        guard ioasid_sys_copy_in(&size, UInt64(UInt(bitPattern: argument)), 4) == 0 else { throw .fault("argument not readable") }
-        let minimum = ioasid_device_dma.layoutField(named: "__reserved")!.end
-        guard Int(size) >= minimum else { throw .invalid("size below the last field") }
-        try copyIn(&c, from: argument, bytes: MemoryLayout<ioasid_device_dma>.size)
-        if Int(size) > MemoryLayout<ioasid_device_dma>.size, let p = argument {
-            try StructCopy.checkZeroTail(p + MemoryLayout<ioasid_device_dma>.size, count: Int(size) - MemoryLayout<ioasid_device_dma>.size)
-        }
+        let c = try loadExtensible(ioasid_device_dma.self, from: argument, last: "__reserved")
         let known = IOASIDUAPI.IOASID_DMA_WRITE | IOASIDUAPI.IOASID_DMA_PASID | IOASIDUAPI.IOASID_DMA_RESUME
         guard c.flags & ~known == 0, c.__reserved == 0 else { throw .notSupported("unknown flags or reserved field set") }
         guard let device = model as? any DMADevice else { throw .noDevice("this device cannot issue DMA") }
