@@ -6,35 +6,12 @@
 /// Fields are bit-exact to the architecture (IHI 0070 §5.4); property names follow the
 /// specification's field names. The CD table is indexed by SubstreamID; in a nested
 /// configuration the guest owns it and its address is a guest-physical address.
-public struct SMMUv3ContextDescriptor: Hashable, Sendable, CustomStringConvertible {
-    /// The size of a CD in bytes.
-    public static let size: UInt64 = 64
-
+public struct SMMUv3ContextDescriptor: SMMUv3Structure512 {
     /// The eight 64-bit words of the descriptor, word 0 first.
     public var words: InlineArray<8, UInt64>
 
     /// An all-zero (invalid) descriptor.
     public init() { words = InlineArray(repeating: 0) }
-
-    /// A descriptor with the given words (missing words are zero).
-    public init(words list: [UInt64]) {
-        precondition(list.count <= 8)
-        words = InlineArray(repeating: 0)
-        for (i, w) in list.enumerated() { words[i] = w }
-    }
-
-    public static func == (a: Self, b: Self) -> Bool {
-        for i in 0..<8 where a.words[i] != b.words[i] { return false }
-        return true
-    }
-
-    public func hash(into hasher: inout Hasher) {
-        for i in 0..<8 { hasher.combine(words[i]) }
-    }
-
-    public var description: String {
-        (0..<8).map { "0x" + String(words[$0], radix: 16) }.joined(separator: " ")
-    }
 
     // MARK: Word 0
 

@@ -37,6 +37,40 @@ enum SMMUv3Field {
     }
 }
 
+/// A 512-bit SMMUv3 structure (an STE, a CD): eight little-endian 64-bit words, word 0 first.
+/// Equality, hashing, the description and construction from words are the words'.
+public protocol SMMUv3Structure512: Hashable, Sendable, CustomStringConvertible {
+    /// The eight 64-bit words, word 0 first.
+    var words: InlineArray<8, UInt64> { get set }
+    /// The all-zero (invalid) structure.
+    init()
+}
+
+extension SMMUv3Structure512 {
+    /// The size of the structure in bytes.
+    public static var size: UInt64 { 64 }
+
+    /// A structure with the given words (missing words are zero).
+    public init(words list: [UInt64]) {
+        precondition(list.count <= 8)
+        self.init()
+        for (i, w) in list.enumerated() { words[i] = w }
+    }
+
+    public static func == (a: Self, b: Self) -> Bool {
+        for i in 0..<8 where a.words[i] != b.words[i] { return false }
+        return true
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        for i in 0..<8 { hasher.combine(words[i]) }
+    }
+
+    public var description: String {
+        (0..<8).map { "0x" + String(words[$0], radix: 16) }.joined(separator: " ")
+    }
+}
+
 /// Sizes of the translation granule as the SMMUv3 structures encode them.
 ///
 /// The CD's `TG0` and the STE's `S2TG` both use the `TCR_ELx.TG0` encoding: `0b00` 4 KiB,
