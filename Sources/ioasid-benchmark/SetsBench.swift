@@ -34,19 +34,18 @@ func setsBenchmark() {
     print("(20-bit PASIDs, one unlimited set; lowest-free search in a bitmap of bitmaps: 4 levels of 64)")
 
     // End to end on a mock PASID-capable device: the same attach and detach with and without the layer.
-    let context = Context(memory: ProcessMemory.shared)
-    let driver = TestDriver(context: context)
-    let ioas = try! context.allocateIOAS()
-    let (handle, _, device) = try! driver.mockDomain(ioas.object, flags: Mock.devicePASID)
-    let hwpt = try! context.allocateHWPT(device: device, parent: ioas.object, flags: [.pasid], data: nil)
-    _ = try! driver.mockDomainReplace(handle, with: hwpt.object)
-    let plain = Context(memory: ProcessMemory.shared)
-    let plainDriver = TestDriver(context: plain)
-    let plainIOAS = try! plain.allocateIOAS()
-    let (plainHandle, _, plainDevice) = try! plainDriver.mockDomain(plainIOAS.object, flags: Mock.devicePASID)
-    let plainHWPT = try! plain.allocateHWPT(device: plainDevice, parent: plainIOAS.object, flags: [.pasid], data: nil)
-    _ = try! plainDriver.mockDomainReplace(plainHandle, with: plainHWPT.object)
-    _ = plainHandle
+    /// A context with a PASID-capable mock device whose RID holds a PASID-compatible HWPT.
+    func pasidReadyDevice() -> (Context, Device.ID, HWPT.ID) {
+        let context = Context(memory: ProcessMemory.shared)
+        let driver = TestDriver(context: context)
+        let ioas = try! context.allocateIOAS()
+        let (handle, _, device) = try! driver.mockDomain(ioas.object, flags: Mock.devicePASID)
+        let hwpt = try! context.allocateHWPT(device: device, parent: ioas.object, flags: [.pasid], data: nil)
+        _ = try! driver.mockDomainReplace(handle, with: hwpt.object)
+        return (context, device, hwpt)
+    }
+    let (context, device, hwpt) = pasidReadyDevice()
+    let (plain, plainDevice, plainHWPT) = pasidReadyDevice()
 
     let layer = IOASIDLayer(allocator: try! PASIDAllocator())
     let vm = try! layer.allocator.allocSet(owner: .vm(id: 1), quota: .limited(64))
