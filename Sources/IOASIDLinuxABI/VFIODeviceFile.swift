@@ -22,7 +22,9 @@ public final class VFIODeviceFile: LinuxFile, @unchecked Sendable {
     /// `vfioN`.
     public let name: String
     private let trace: (@Sendable (String) -> Void)?
-    private struct Binding { var file: IOMMUFile; var device: Device.ID; var attached = false; var pasids: Set<IOASIDCore.PASID> = [] }
+    /// The iommufd and device ID of the bind. What is attached is the core's to know (a PASID the
+    /// IOASID layer frees is detached behind this file's back), so it is asked, never mirrored.
+    private struct Binding { var file: IOMMUFile; var device: Device.ID }
     private let binding = Locked<Binding?>(nil)
     /// The DMA parked for a page response (`IOASID_DMA_PAGE_REQUEST`), resumed by `IOASID_DMA_RESUME`.
     private enum Parked { case read(PendingDMA<[UInt8]>, to: UInt64), write(PendingDMA<Void>) }
@@ -118,7 +120,7 @@ public final class VFIODeviceFile: LinuxFile, @unchecked Sendable {
     }
 
     private func attach(_ argument: UnsafeMutableRawPointer?) throws(IOMMUError) -> Int {
-        var b = try bound()
+        let b = try bound()
         var c = vfio_device_attach_iommufd_pt()
         try copyIn(&c, from: argument, bytes: 12)
         guard Int(c.argsz) >= 12 else { throw .invalid("argsz below pt_id") }
@@ -132,16 +134,13 @@ public final class VFIODeviceFile: LinuxFile, @unchecked Sendable {
             pasid = nil
         }
         let context = b.file.context
-        let replacing = pasid.map { b.pasids.contains($0) } ?? b.attached
+        let replacing = try context.attachedHWPT(b.device, pasid: pasid) != nil
         let hwpt = replacing ? try context.replace(b.device, pasid: pasid, with: ObjectID(c.pt_id))
                              : try context.attach(b.device, pasid: pasid, to: ObjectID(c.pt_id))
         do throws(IOMMUError) { try copyOut(hwpt.rawValue, to: argument, at: 8) } catch {
             if !replacing { try? context.detach(b.device, pasid: pasid) }
             throw error
         }
-        if let pasid { b.pasids.insert(pasid) } else { b.attached = true }
-        let updated = b
-        binding.withLock { $0 = updated }
         return 0
     }
 
@@ -211,7 +210,7 @@ public final class VFIODeviceFile: LinuxFile, @unchecked Sendable {
     }
 
     private func detach(_ argument: UnsafeMutableRawPointer?) throws(IOMMUError) -> Int {
-        var b = try bound()
+        let b = try bound()
         var c = vfio_device_detach_iommufd_pt()
         try copyIn(&c, from: argument, bytes: 8)
         guard Int(c.argsz) >= 8 else { throw .invalid("argsz below flags") }
@@ -219,13 +218,10 @@ public final class VFIODeviceFile: LinuxFile, @unchecked Sendable {
         if c.flags & 1 != 0 {
             guard c.argsz >= 12 else { throw .invalid("argsz below pasid") }
             try copyIn(&c, from: argument, bytes: 4, at: 8)
-            if b.pasids.remove(c.pasid) != nil { try b.file.context.detach(b.device, pasid: c.pasid) }
-        } else if b.attached {
+            try b.file.context.detach(b.device, pasid: c.pasid)
+        } else {
             try b.file.context.detach(b.device, pasid: nil)
-            b.attached = false
         }
-        let updated = b
-        binding.withLock { $0 = updated }
         return 0
     }
 }
