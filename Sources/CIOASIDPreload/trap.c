@@ -24,8 +24,9 @@
  *    ioasid_trap_unmap() returns no handler call for that range is running or will start.
  *  - The program's actions are a seqlock each, written under `actions_lock`, a spinlock taken
  *    only with every signal blocked (sigaction is async-signal-safe and so must we be).
- *  - Our handler runs with every signal blocked; the program's handler runs with the mask the
- *    kernel would have given it (the mask at the fault, its sa_mask, the signal unless
+ *  - Our handler runs with every signal blocked, on the alternate signal stack when the
+ *    program's action for that signal has SA_ONSTACK; the program's handler runs with the mask
+ *    the kernel would have given it (the mask at the fault, its sa_mask, the signal unless
  *    SA_NODEFER).
  *  - The trap path calls no allocator and takes no lock: a page fault, the decoder, the
  *    handler, sigreturn. MOVDIR64B reads its source with process_vm_readv (one system call)
@@ -337,6 +338,19 @@ static void program_action_read(int which, struct sigaction *action) {
 
 static void trap_signal(int signo, siginfo_t *info, void *context);
 
+/* Gives the kernel our handler for a kept signal (under actions_lock). It runs on the
+ * alternate signal stack exactly when the program's handler asked for it (a program that
+ * catches stack overflow needs it; a program whose small alternate stack serves other signals
+ * must not find our frame there). Every signal is blocked while it runs. */
+static int install_ours(int which, int on_stack) {
+    struct sigaction ours;
+    memset(&ours, 0, sizeof ours);
+    ours.sa_sigaction = trap_signal;
+    ours.sa_flags = SA_SIGINFO | SA_RESTART | (on_stack ? SA_ONSTACK : 0);
+    sigfillset(&ours.sa_mask);
+    return real_sigaction(kept_signals[which], &ours, NULL);
+}
+
 /* Puts our handler in front of the program's for the kept signals, recording theirs. */
 static int install_handlers(void) {
     if (atomic_load_explicit(&handlers_installed, memory_order_acquire)) return 0;
@@ -344,21 +358,13 @@ static int install_handlers(void) {
     int result = 0;
     actions_lock_take(&saved);
     if (!atomic_load_explicit(&handlers_installed, memory_order_relaxed)) {
-        struct sigaction ours;
-        memset(&ours, 0, sizeof ours);
-        ours.sa_sigaction = trap_signal;
-        ours.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
-        sigfillset(&ours.sa_mask);
+        struct sigaction theirs[KEPT_COUNT];
         for (int which = 0; which < KEPT_COUNT && result == 0; which++) {
-            struct sigaction theirs;
-            if (real_sigaction(kept_signals[which], NULL, &theirs) != 0) {
-                result = -1;
-                break;
-            }
-            program_action_write(which, &theirs);
+            if (real_sigaction(kept_signals[which], NULL, &theirs[which]) != 0) result = -1;
+            else program_action_write(which, &theirs[which]);
         }
         for (int which = 0; which < KEPT_COUNT && result == 0; which++) {
-            if (real_sigaction(kept_signals[which], &ours, NULL) != 0) result = -1;
+            if (install_ours(which, (theirs[which].sa_flags & SA_ONSTACK) != 0) != 0) result = -1;
         }
         if (result == 0) atomic_store_explicit(&handlers_installed, 1, memory_order_release);
     }
@@ -388,7 +394,11 @@ static int kept_sigaction(int signo, const struct sigaction *action, struct siga
         return result;
     }
     program_action_read(which, &previous);
-    if (action != NULL) program_action_write(which, &requested);
+    if (action != NULL) {
+        program_action_write(which, &requested);
+        if ((requested.sa_flags & SA_ONSTACK) != (previous.sa_flags & SA_ONSTACK))
+            (void)install_ours(which, (requested.sa_flags & SA_ONSTACK) != 0);
+    }
     actions_lock_give(&saved);
     if (old != NULL) *old = previous;
     return 0;

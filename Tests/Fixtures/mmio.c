@@ -4,7 +4,7 @@
  *
  * Modes: accesses (every decoded form, in order, with registers and flags checked), volatile
  * (C code with volatile pointers, as compiled), bus-error, bus-error-default, own-handlers,
- * default-segv, ignored-segv, unknown, munmap, threads. PreloadTests.swift builds this file with
+ * stack-overflow, default-segv, ignored-segv, unknown, munmap, threads. PreloadTests.swift builds this file with
  * each available compiler at -O0 and -O2. */
 #include "fixture.h"
 
@@ -524,6 +524,32 @@ static void own_handlers(void) {
     OK("signal masks, SIGILL and ignored user-sent SIGSEGV");
 }
 
+/* Stack overflow caught on an alternate stack: our handler must run there too. */
+static volatile int keep_going = 1;
+static __attribute__((noinline)) int recurse(int depth) {
+    volatile char frame[1024];
+    frame[0] = (char)depth;
+    if (!keep_going) return frame[0];
+    return recurse(depth + 1) + frame[0];
+}
+
+static void stack_overflow(void) {
+    struct rlimit stack = {8 << 20, 8 << 20};
+    setrlimit(RLIMIT_STACK, &stack);
+    (void)map_region(4096, NULL);
+    static uint8_t alternate[64 * 1024];
+    stack_t altstack = {.ss_sp = alternate, .ss_size = sizeof alternate, .ss_flags = 0};
+    CHECK(sigaltstack(&altstack, NULL) == 0, "sigaltstack");
+    install(SIGSEGV, record_and_jump, SA_ONSTACK);
+    handler_calls = 0;
+    if (sigsetjmp(jump, 1) == 0) {
+        recurse(0);
+        CHECK(0, "infinite recursion returned");
+    }
+    CHECK(handler_calls == 1 && last_signal == SIGSEGV, "the program's handler caught the stack overflow");
+    OK("stack overflow caught on the program's alternate stack");
+}
+
 static void default_segv(int ignored) {
     no_core_dumps();
     (void)map_region(4096, NULL);
@@ -659,6 +685,8 @@ int main(int argc, char **argv) {
         default_segv(0);
     } else if (strcmp(mode, "ignored-segv") == 0) {
         default_segv(1);
+    } else if (strcmp(mode, "stack-overflow") == 0) {
+        stack_overflow();
     } else if (strcmp(mode, "unknown") == 0) {
         unknown();
     } else if (strcmp(mode, "munmap") == 0) {
