@@ -583,6 +583,21 @@ static inline uint8_t *xmm(ucontext_t *uc, unsigned number) {
     return (uint8_t *)&uc->uc_mcontext.fpregs->_xmm[number & 15];
 }
 
+/* After writing an XMM register into the frame: when the frame is in XSAVE format, mark the SSE
+ * component present in XSTATE_BV, or sigreturn's XRSTOR would restore the init state (all
+ * zeros) for registers that were all zero at the fault and drop what we wrote. */
+#define FRAME_XSAVE_MAGIC 0x46505853u /* "FPXS" in the frame's software-reserved bytes */
+static void mark_xmm_written(ucontext_t *uc) {
+    uint8_t *frame = (uint8_t *)uc->uc_mcontext.fpregs;
+    uint32_t magic;
+    memcpy(&magic, frame + 464, sizeof magic);
+    if (magic != FRAME_XSAVE_MAGIC) return;
+    uint64_t present;
+    memcpy(&present, frame + 512, sizeof present);
+    present |= 2; /* component 1: SSE (XMM registers, MXCSR) */
+    memcpy(frame + 512, &present, sizeof present);
+}
+
 /* Reads MOVDIR64B's source without faulting here: the kernel copies it or says EFAULT. */
 static int read_source(uint64_t address, uint8_t *data, size_t length) {
     struct iovec local = {.iov_base = data, .iov_len = length};
@@ -619,6 +634,7 @@ static int perform(const struct mmio_instruction *instruction, ucontext_t *uc, c
             if (uc->uc_mcontext.fpregs == NULL) fail_clearly("no XMM state in the signal frame", rip, address);
             if (instruction->zero_upper_xmm) memset(xmm(uc, instruction->register_number), 0, 16);
             memcpy(xmm(uc, instruction->register_number), data, size);
+            mark_xmm_written(uc);
         }
         return 0;
 
@@ -705,6 +721,10 @@ static int trap_access(int signo, ucontext_t *uc, uintptr_t fault_address) {
 
     if (signo == SIGSEGV) {
         if (!trap_lookup(fault_address, &hit)) return 0;
+        if (fault_address - rip < MMIO_MAX_INSTRUCTION) { /* fetching code from a region: not an access */
+            trap_release(&hit);
+            return 0;
+        }
         have_hit = 1;
         if (ioasid_mmio_decode(code, &instruction) != 0)
             fail_clearly("unknown instruction", rip, fault_address);
@@ -775,6 +795,10 @@ IOASID_EXPORT void *ioasid_trap_map(size_t length, void *hint, ioasid_mmio_handl
     size_t page = page_size();
     if (length == 0 || length % page != 0 || handler == NULL || ((uintptr_t)hint % page) != 0) {
         errno = EINVAL;
+        return MAP_FAILED;
+    }
+    if (inside_handler) { /* a writer may hold regions_lock while it waits for this handler */
+        errno = EDEADLK;
         return MAP_FAILED;
     }
     if (install_handlers() != 0) return MAP_FAILED;

@@ -332,6 +332,13 @@ static void sse(uint8_t *bar) {
     __asm__ volatile("movq %0, %%xmm5\n\tmovq %%xmm5, (%1)\n\tmovd %%xmm5, (%2)" : : "r"(value), "r"(bar + 0x530), "r"(bar + 0x538) : "memory", "xmm5");
     EXPECT_ACCESS(last + 1, 1, 0x530, 8, 0x1122334455667788ull);
     EXPECT_ACCESS(last + 2, 1, 0x538, 4, 0x55667788u);
+    if (__builtin_cpu_supports("avx")) {
+        /* With every vector register zero (their init state), a load into one must still land. */
+        __asm__ volatile("vzeroall\n\tmovd (%1), %%xmm0\n\tmovq %%xmm0, %0" : "=r"(low) : "r"(bar + 0x500)
+                         : "memory", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8",
+                           "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15");
+        CHECK(low == 0x04030201u, "movd into xmm0 after vzeroall: %llx", (unsigned long long)low);
+    }
     OK("SSE moves (movd, movq, movdqu, movdqa)");
 }
 

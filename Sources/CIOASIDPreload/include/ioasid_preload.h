@@ -31,7 +31,8 @@ void ioasid_preload_claim(int fd, int owned);
  * (is_write == 0) the handler fills `data`; for a store it reads it. Returns 0, or -1 for a bus
  * error: the program then gets SIGBUS (si_code BUS_ADRERR, si_addr the access), as on a real
  * machine. Runs inside a signal handler with every signal blocked, on the faulting thread: it
- * must not allocate, must not unmap its own region, and must not touch a trapped region. */
+ * must not allocate, must not map or unmap trapped regions (EDEADLK), and must not touch a
+ * trapped region. */
 typedef int (*ioasid_mmio_handler)(void *context, uint64_t offset, unsigned size, int is_write, void *data);
 
 /* Reserves `length` bytes (a page multiple) with no access, at `hint` if that range is free
@@ -39,14 +40,14 @@ typedef int (*ioasid_mmio_handler)(void *context, uint64_t offset, unsigned size
  * decoded and becomes a call of handler(context, ...), in program order; the instruction then
  * completes with the handler's data. The first call installs the preload's SIGSEGV, SIGBUS and
  * SIGILL handler in front of the program's (docs/architecture.md, "Trapped MMIO"). Returns the
- * address, or MAP_FAILED with errno set (EINVAL, ENOMEM when 256 regions are trapped, or
- * mmap's errno). */
+ * address, or MAP_FAILED with errno set (EINVAL, ENOMEM when 256 regions are trapped,
+ * EDEADLK from a handler, or mmap's errno). */
 void *ioasid_trap_map(size_t length, void *hint, ioasid_mmio_handler handler, void *context);
 
 /* Ends trapping of a region or of part of one (page-aligned `address`) and unmaps that range;
  * munmap() of a trapped range does the same. When it returns, no handler call for the range is
  * running or will start. 0, or -1 with errno (EINVAL; ENOMEM when splitting a region finds the
- * table full; EDEADLK when called from a handler on a trapped range). */
+ * table full; EDEADLK from a handler). */
 int ioasid_trap_unmap(void *address, size_t length);
 
 #ifdef __cplusplus
