@@ -15,6 +15,8 @@
 #   trap_store4   a volatile 4-byte store to the region
 #   getppid       syscall(SYS_getppid): one real system call, the baseline
 #   pread4        pread of 4 bytes from a memfd: one real system call that copies data
+#   signal_usr1   tgkill(self, SIGUSR1) to an empty handler: a system call plus the kernel's
+#                 signal delivery and sigreturn, the floor under any trap done with signals
 # When libmalloccount.so (scripts/bench-preload.sh) is preloaded too, it also prints
 # "mallocs_per_access N" and "frees_per_access N" over 100000 trapped loads and stores.
 #
@@ -31,6 +33,7 @@ build() {
 	cat > "$out/mmiobench.c" <<'EOF'
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,8 +68,10 @@ static int compare(const void *a, const void *b) {
 }
 
 #define REPS 15
-#define OPS 4
-static const char *const names[OPS] = {"trap_load4", "trap_store4", "getppid", "pread4"};
+#define OPS 5
+static const char *const names[OPS] = {"trap_load4", "trap_store4", "getppid", "pread4", "signal_usr1"};
+
+static void empty_handler(int signo) { (void)signo; }
 
 int main(int argc, char **argv) {
 	long iterations = argc > 1 ? atol(argv[1]) : 20000;
@@ -77,6 +82,11 @@ int main(int argc, char **argv) {
 	int memfd = memfd_create("mmiobench", 0);
 	if (memfd < 0 || write(memfd, "abcdefgh", 8) != 8) { perror("memfd"); return 2; }
 
+	struct sigaction usr1;
+	memset(&usr1, 0, sizeof usr1);
+	usr1.sa_handler = empty_handler;
+	sigaction(SIGUSR1, &usr1, NULL);
+	pid_t pid = getpid(), tid = (pid_t)syscall(SYS_gettid);
 	double samples[OPS][REPS];
 	uint32_t sink = 0;
 	for (int rep = -2; rep < REPS; rep++) { /* two warm-up repetitions */
@@ -93,6 +103,7 @@ int main(int argc, char **argv) {
 					sink += word;
 				}
 				break;
+			case 4: for (long i = 0; i < iterations; i++) syscall(SYS_tgkill, pid, tid, SIGUSR1); break;
 			}
 			if (rep >= 0) samples[op][rep] = (double)(now() - t0) / (double)iterations;
 		}

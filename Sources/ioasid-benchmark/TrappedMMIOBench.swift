@@ -2,7 +2,8 @@
 // 4 KiB region with ioasid_trap_map under libioasid-preload.so and times a volatile 4-byte
 // load and a 4-byte store there (each: page fault, SIGSEGV delivery, decode, the device
 // handler, sigreturn) against one real system call in the same process and repetition
-// (`syscall(SYS_getppid)`, and a 4-byte `pread` from a memfd). Run in several processes; the
+// (`syscall(SYS_getppid)`, and a 4-byte `pread` from a memfd), and against the floor of any
+// signal-based trap: a system call that sends this thread a signal with an empty handler. Run in several processes; the
 // table shows the median over processes of each process's median, the spread of those, and the
 // median of the per-process ratios to getppid. A run with libmalloccount.so preloaded as well
 // counts allocations per trapped access.
@@ -26,7 +27,7 @@ func trappedMMIOSection(root: String?, malloccount: String?) {
         return
     }
     let processes = quick ? 3 : 7
-    let operations = ["trap_load4", "trap_store4", "getppid", "pread4"]
+    let operations = ["trap_load4", "trap_store4", "getppid", "pread4", "signal_usr1"]
     var medians: [String: [Double]] = [:]
     var ratios: [String: [Double]] = [:]
     for _ in 0..<processes {
@@ -48,6 +49,7 @@ func trappedMMIOSection(root: String?, malloccount: String?) {
         "trap_store4": "trapped 4-byte store",
         "getppid": "(baseline) syscall(SYS_getppid)",
         "pread4": "(baseline) pread of 4 bytes from a memfd",
+        "signal_usr1": "(floor) tgkill(self, SIGUSR1) to an empty handler",
     ]
     for operation in operations {
         guard let samples = medians[operation], let ratio = ratios[operation] else { continue }
