@@ -21,6 +21,9 @@
 
 #include <stdint.h>
 
+/* Internal to the preload: not exported into the program's namespace. */
+#pragma GCC visibility push(hidden)
+
 #define MMIO_MAX_INSTRUCTION 15
 
 /* What the instruction does with its memory operand. */
@@ -101,5 +104,7 @@ uint64_t ioasid_mmio_alu(int alu, unsigned size, uint64_t destination, uint64_t 
 
 /* Whether the ALU operation writes its destination (CMP and TEST do not). */
 static inline int ioasid_mmio_alu_writes(int alu) { return alu != MMIO_ALU_CMP && alu != MMIO_ALU_TEST; }
+
+#pragma GCC visibility pop
 
 #endif /* IOASID_MMIO_DECODER_H */
