@@ -28,6 +28,7 @@
 #undef _FORTIFY_SOURCE /* we define open() etc. ourselves; fortify would make them inline wrappers */
 #define _GNU_SOURCE
 #include "ioasid_preload.h"
+#include "trap.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -473,6 +474,7 @@ IOASID_EXPORT int munmap(void *address, size_t length) {
     if (unlikely(atomic_load_explicit(&engine_state, memory_order_acquire) == ENGINE_READY) &&
         engine.munmap != NULL && engine.munmap(address, length) == 1)
         return 0;
+    if (ioasid_trap_forget(address, length) != 0) return -1; /* a trapped MMIO range stops trapping */
     static _Atomic(void *) real_munmap;
     void *real = atomic_load(&real_munmap);
     if (real == NULL) atomic_store(&real_munmap, real = dlsym(RTLD_NEXT, "munmap"));
