@@ -43,7 +43,8 @@ final class Engine: DescriptorHost {
     init(environment: EngineEnvironment) {
         do throws(Machine.SpecError) { machine = .success(try Machine.parse(environment.machine ?? "")) } catch {
             machine = .failure(error)
-            environment.traceSink?.write("IOASID_MACHINE refused: \(error)")
+            // Said whether or not tracing is on: otherwise every device open just fails with ENOENT.
+            (environment.traceSink ?? .standardError).write("ioasid: IOASID_MACHINE refused: \(error)")
         }
         var configuration = EngineConfiguration(testDriver: environment.testDriver)
         configuration.privileged = environment.privileged

@@ -72,11 +72,11 @@ public final class VFIODeviceFile: LinuxFile, @unchecked Sendable {
     /// The fields of the request's struct as they stand after the call (read fault-safely), or
     /// the argument pointer.
     private static func describe(_ request: UInt, _ argument: UnsafeMutableRawPointer?, _ line: inout TraceLine) {
-        func fields<T: UAPIStruct>(_: T.Type) {
+        func fields<T: UAPIStruct>(_: T.Type, skipping skip: (String) -> Bool = { _ in false }) {
             var value = T()
             let rc = withUnsafeMutableBytes(of: &value) { ioasid_sys_copy_in($0.baseAddress, UInt64(UInt(bitPattern: argument)), MemoryLayout<T>.size) }
             guard rc == 0 else { line.hex("arg", UInt(bitPattern: argument)); return }
-            withUnsafeBytes(of: &value) { line.fields(of: T.self, in: $0.baseAddress!) }
+            withUnsafeBytes(of: &value) { line.fields(of: T.self, in: $0.baseAddress!, skipping: skip) }
         }
         switch IOCTL.normalized(request) {
         case IOCTL.VFIO_DEVICE_BIND_IOMMUFD: fields(vfio_device_bind_iommufd.self)
@@ -84,12 +84,12 @@ public final class VFIODeviceFile: LinuxFile, @unchecked Sendable {
         case IOCTL.VFIO_DEVICE_DETACH_IOMMUFD_PT: fields(vfio_device_detach_iommufd_pt.self)
         case IOASIDUAPI.IOASID_DEVICE_DMA:
             // The outcome of the DMA by name: DONE, PAGE_REQUEST (parked for a page response), FAULT (blocked).
+            fields(ioasid_device_dma.self) { $0 == "out_status" }
             var status: UInt32 = 0
             if ioasid_sys_copy_in(&status, UInt64(UInt(bitPattern: argument)) + 32, 4) == 0 {
-                line.text("out_status", ["DONE", "PAGE_REQUEST", "FAULT"].indices.contains(Int(status))
-                          ? ["DONE", "PAGE_REQUEST", "FAULT"][Int(status)] : String(status))
+                let names = ["DONE", "PAGE_REQUEST", "FAULT"]
+                line.text("out_status", Int(status) < names.count ? names[Int(status)] : String(status))
             }
-            fields(ioasid_device_dma.self)
         default: line.hex("arg", UInt(bitPattern: argument))
         }
     }
