@@ -34,8 +34,8 @@ struct IOASIDCommand: ParsableCommand {
             do { options = try RunOptions.parse(Array(arguments.dropFirst())) } catch {
                 usageError(error.description, in: "ioasid run")
             }
-            if options.help {
-                print(helpMessage(for: RunCommand.self))
+            if options.help || options.version {
+                print(options.help ? helpMessage(for: RunCommand.self) : Version.string)
                 Glibc.exit(0)
             }
             RunCommand.run(options)

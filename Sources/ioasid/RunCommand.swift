@@ -48,7 +48,7 @@ struct RunCommand: ParsableCommand {
             cdevs, /dev/vfio/devices/vfio0, vfio1, ... in the order given: a comma-separated \
             list of IOMMU[:DEVICE][:COUNT]. IOMMU: mock (a PASID-capable device of the test \
             driver), vtd (the software VT-d unit), smmuv3 (the software SMMUv3); DEVICE: pci \
-            (the default) or ioat; COUNT: 1 to 31. Without --machine no /dev/vfio path is \
+            (the default); COUNT: 1 to 31. Without --machine no /dev/vfio path is \
             served. See docs/machine.md.
 
             Both libraries are looked up next to the ioasid executable (then in ../lib and \

@@ -33,9 +33,8 @@ struct RunOptions: Equatable {
     var command: [String] = []
     /// `--help` or `-h` was given (nothing else is checked then).
     var help = false
-
-    /// Every option `parse` accepts, as `--help` should list them.
-    static let optionNames = ["--trace", "--trace-time", "--privileged", "--no-test-driver", "--machine", "--help", "-h"]
+    /// `--version` was given (nothing else is checked then).
+    var version = false
 
     static func parse(_ words: [String]) throws(UsageError) -> RunOptions {
         var options = RunOptions()
@@ -68,9 +67,9 @@ struct RunOptions: Equatable {
                 inline = nil
             }
             switch name {
-            case "--help", "-h":
+            case "--help", "-h", "--version":
                 guard inline == nil else { throw UsageError(description: "\(name) takes no value") }
-                options.help = true
+                if name == "--version" { options.version = true } else { options.help = true }
                 return options
             case "--trace":
                 if let inline {
