@@ -31,7 +31,9 @@ final class Engine: DescriptorHost {
 
     private let state = Mutex(State())
     private let configuration: EngineConfiguration
-    private let traceSink: TraceSink?
+    /// Traces every call on the engine's descriptors (`IOASID_TRACE`); nil when tracing is off,
+    /// and then the entry points call the files directly.
+    let tracer: CallTracer?
     /// `ioasid_preload_claim` when the preload is loaded (nil when the engine runs without it).
     private let claim: PreloadClaim?
 
@@ -39,16 +41,14 @@ final class Engine: DescriptorHost {
     private let machine: Result<Machine, Machine.SpecError>
 
     init(environment: EngineEnvironment) {
-        self.traceSink = environment.traceSink
         do throws(Machine.SpecError) { machine = .success(try Machine.parse(environment.machine ?? "")) } catch {
             machine = .failure(error)
-            environment.traceSink?.write("IOASID_MACHINE: \(error)")
+            // Said whether or not tracing is on: otherwise every device open just fails with ENOENT.
+            (environment.traceSink ?? .standardError).write("ioasid: IOASID_MACHINE refused: \(error)")
         }
         var configuration = EngineConfiguration(testDriver: environment.testDriver)
         configuration.privileged = environment.privileged
-        if let sink = environment.traceSink {
-            configuration.trace = { line in sink.write(line) }
-        }
+        self.tracer = environment.traceSink.map { sink in CallTracer(timing: environment.traceTime) { sink.write($0) } }
         self.configuration = configuration
         self.claim = PreloadClaim.resolve()
     }
@@ -57,29 +57,44 @@ final class Engine: DescriptorHost {
 
     /// Opens `/dev/iommu`: a new `IOMMUFile` behind a new descriptor, or -errno.
     func openIOMMU(flags: Int32) -> Int32 {
-        let file = IOMMUFile(host: self, configuration: configuration)
-        var eventFlags = IOASID_SYS_EFD_NONBLOCK
-        if flags & O_CLOEXEC != 0 { eventFlags |= IOASID_SYS_EFD_CLOEXEC }
-        let fd = install(file, eventFlags: eventFlags, readable: true)
-        if fd < 0 { file.release() }
-        trace { "open /dev/iommu flags=\(hex(flags)) -> \(result(fd))" }
-        return fd
+        traceOpen(kind: "iommu", path: "/dev/iommu", flags: flags) {
+            let file = IOMMUFile(host: self, configuration: configuration)
+            var eventFlags = IOASID_SYS_EFD_NONBLOCK
+            if flags & O_CLOEXEC != 0 { eventFlags |= IOASID_SYS_EFD_CLOEXEC }
+            let fd = install(file, eventFlags: eventFlags, readable: true)
+            if fd < 0 { file.release() }
+            return fd
+        }
     }
 
 
     /// Opens `/dev/vfio/devices/vfio<index>` of the modelled machine: a new `VFIODeviceFile`, or
     /// -ENOENT when the machine has no such device.
     func openDevice(index: Int32, flags: Int32) -> Int32 {
-        guard case .success(let m) = machine, index >= 0, Int(index) < m.devices.count else {
-            trace { "open /dev/vfio/devices/vfio\(index) -> -ENOENT" }
-            return -ENOENT
+        traceOpen(kind: "vfio\(index)", path: "/dev/vfio/devices/vfio\(index)", flags: flags) {
+            guard case .success(let m) = machine, index >= 0, Int(index) < m.devices.count else { return -ENOENT }
+            let file = VFIODeviceFile(host: self, model: m.devices[Int(index)], name: "vfio\(index)")
+            var eventFlags = IOASID_SYS_EFD_NONBLOCK
+            if flags & O_CLOEXEC != 0 { eventFlags |= IOASID_SYS_EFD_CLOEXEC }
+            let fd = install(file, eventFlags: eventFlags, readable: false)
+            if fd < 0 { file.release() }
+            return fd
         }
-        let file = VFIODeviceFile(host: self, model: m.devices[Int(index)], name: "vfio\(index)", trace: configuration.trace)
-        var eventFlags = IOASID_SYS_EFD_NONBLOCK
-        if flags & O_CLOEXEC != 0 { eventFlags |= IOASID_SYS_EFD_CLOEXEC }
-        let fd = install(file, eventFlags: eventFlags, readable: false)
-        if fd < 0 { file.release() }
-        trace { "open /dev/vfio/devices/vfio\(index) flags=\(hex(flags)) -> \(result(fd))" }
+    }
+
+    /// Runs an open, traced as `KIND:FD open path=… flags=… -> FD`.
+    private func traceOpen(kind: String, path: String, flags: Int32, _ body: () -> Int32) -> Int32 {
+        guard let tracer else { return body() }
+        var fd: Int32 = -1
+        _ = tracer.call(kind: kind, fd: nil) { line in
+            fd = body()
+            if fd >= 0 { line.setDescriptor(fd) }
+            line.call("open")
+            line.text("path", path)
+            line.hex("flags", UInt32(bitPattern: flags))
+            if fd == -ENOENT { line.failure(errno: ENOENT, reason: "the modelled machine has no such device") }
+            return Int(fd)
+        }
         return fd
     }
 
@@ -94,26 +109,56 @@ final class Engine: DescriptorHost {
             return (0, released)
         }
         released?.release()
-        trace { "dup fd=\(oldfd) -> \(result(status == 0 ? newfd : status))" }
+        if let tracer {
+            _ = tracer.call(kind: kind(of: newfd), fd: oldfd) { line in
+                line.call("dup")
+                return Int(status == 0 ? newfd : status)
+            }
+        }
         return status
     }
 
     /// Drops `fd`; releases its file if no other descriptor names it. 0 or -errno.
     func close(_ fd: Int32) -> Int32 {
+        let fileKind = tracer == nil ? "" : kind(of: fd)
         let (found, released): (Bool, (any LinuxFile)?) = state.withLock { state in
             (state.descriptors[fd] != nil, state.forget(fd))
         }
         released?.release()
-        trace { "close fd=\(fd) -> \(result(found ? 0 : -EBADF))\(released != nil ? " (released)" : "")" }
+        if let tracer {
+            _ = tracer.call(kind: fileKind, fd: fd) { line in
+                line.call("close")
+                line.result(found ? 0 : -Int(EBADF))
+                line.note(released != nil ? "last descriptor: file released" : found ? "file still open" : "not an ioasid descriptor")
+                return found ? 0 : -Int(EBADF)
+            }
+        }
         return found ? 0 : -EBADF
+    }
+
+    /// `munmap` of a region an engine file mapped, traced when tracing.
+    func unmapRegion(_ file: IOMMUFile, address: UnsafeMutableRawPointer, length: Int) -> Bool {
+        guard let tracer else { return file.unmapRegion(address: address, length: length) }
+        var unmapped = false
+        _ = tracer.call(kind: file.traceKind, fd: nil) { line in
+            line.call("munmap")
+            line.hex("addr", UInt(bitPattern: address))
+            line.hex("length", UInt(bitPattern: length))
+            unmapped = file.unmapRegion(address: address, length: length)
+            return unmapped ? 0 : -Int(EINVAL)
+        }
+        return unmapped
+    }
+
+    /// The trace's name for the kind of file `fd` names (`?` when it names none of ours).
+    private func kind(of fd: Int32) -> String {
+        file(for: fd)?.traceKind ?? "?"
     }
 
     // MARK: DescriptorHost
 
     func install(_ file: any LinuxFile) -> Int32 {
-        let fd = install(file, eventFlags: IOASID_SYS_EFD_NONBLOCK | IOASID_SYS_EFD_CLOEXEC, readable: false)
-        trace { "new fd for \(type(of: file)) -> \(result(fd))" }
-        return fd
+        install(file, eventFlags: IOASID_SYS_EFD_NONBLOCK | IOASID_SYS_EFD_CLOEXEC, readable: false)
     }
 
     /// The file a live descriptor of the engine names, or nil if `fd` is not the engine's.
@@ -151,9 +196,6 @@ final class Engine: DescriptorHost {
         return fd
     }
 
-    private func trace(_ line: () -> String) {
-        traceSink?.write(line())
-    }
 }
 
 /// What `Engine.state` protects.
@@ -203,17 +245,6 @@ struct PreloadClaim: Sendable {
         let function = unsafeBitCast(UnsafeRawPointer(bitPattern: address)!, to: Function.self)
         function(fd, 1)
     }
-}
-
-private func hex(_ value: Int32) -> String {
-    "0x" + String(UInt32(bitPattern: value), radix: 16)
-}
-
-/// A result as the ABI trace prints it: the value, or the negated errno by name.
-private func result(_ value: Int32) -> String {
-    guard value < 0 else { return String(value) }
-    let names: [Int32: String] = [EBADF: "EBADF", EMFILE: "EMFILE", ENFILE: "ENFILE", ENOMEM: "ENOMEM", EINVAL: "EINVAL"]
-    return "-" + (names[-value] ?? "errno \(-value)")
 }
 
 /// Regions the engine's files mapped into the program (`mmap` of `/dev/iommu`), so `munmap`

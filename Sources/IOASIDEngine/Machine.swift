@@ -5,7 +5,8 @@ import IOASIDTestDriver
 /// The modelled machine a program sees under `ioasid run --machine SPEC` (environment
 /// `IOASID_MACHINE`): the devices behind `/dev/vfio/devices/vfio0`, `vfio1`, … in order.
 ///
-/// `SPEC` is a comma-separated list of `KIND[:COUNT]` (COUNT defaults to 1):
+/// `SPEC` is a `MachineSpec`: a comma-separated list of `IOMMU[:DEVICE][:COUNT]` (COUNT defaults
+/// to 1; DEVICE `pci`, the only kind this engine models so far):
 /// - `mock` — a PASID-capable device of the test driver's mock IOMMU (the kernel's
 ///   `IOMMUFD_TEST` semantics: 2 KiB pages, mock hardware info);
 /// - `vtd` — a PCI function (20-bit PASIDs, ATS, PRI) behind the software VT-d unit
@@ -26,30 +27,29 @@ struct Machine {
         let description: String
     }
 
-    /// Builds the machine `spec` describes.
-    static func parse(_ spec: String) throws(SpecError) -> Machine {
+    /// Builds the machine `text` describes (`MachineSpec`, the grammar `ioasid run --machine`
+    /// checks); an empty text is a machine without devices.
+    static func parse(_ text: String) throws(SpecError) -> Machine {
         var devices: [any DeviceModel] = []
         let soft = SoftMachine()
-        for item in spec.split(separator: ",", omittingEmptySubsequences: true) {
-            let parts = item.split(separator: ":", maxSplits: 1)
-            let kind = String(parts[0]).lowercased()
-            var count = 1
-            if parts.count == 2 {
-                guard let n = Int(parts[1]), n > 0, n <= 256 else { throw SpecError(description: "bad count in '\(item)'") }
-                count = n
+        guard !text.isEmpty else { return Machine(devices: devices, soft: soft) }
+        let spec: MachineSpec
+        do throws(MachineSpec.ParseError) { spec = try MachineSpec.parse(text) } catch {
+            throw SpecError(description: error.description)
+        }
+        for item in spec.devices {
+            guard item.device == .pci else {
+                throw SpecError(description: "device kind '\(item.device.rawValue)' is not modelled by this engine")
             }
-            for _ in 0..<count {
-                switch kind {
-                case "mock": devices.append(MockDevice(flags: Mock.devicePASID))
-                case "vtd":
-                    do throws(IOMMUError) { devices.append(try soft.addVTdDevice()) } catch {
-                        throw SpecError(description: "cannot add a VT-d device: \(error)")
-                    }
-                case "smmuv3":
-                    do throws(IOMMUError) { devices.append(try soft.addSMMUv3Device()) } catch {
-                        throw SpecError(description: "cannot add an SMMUv3 device: \(error)")
-                    }
-                default: throw SpecError(description: "unknown device kind '\(kind)' (known: mock, vtd, smmuv3)")
+            switch item.iommu {
+            case .mock: devices.append(MockDevice(flags: Mock.devicePASID))
+            case .vtd:
+                do throws(IOMMUError) { devices.append(try soft.addVTdDevice()) } catch {
+                    throw SpecError(description: "cannot add a VT-d device: \(error)")
+                }
+            case .smmuv3:
+                do throws(IOMMUError) { devices.append(try soft.addSMMUv3Device()) } catch {
+                    throw SpecError(description: "cannot add an SMMUv3 device: \(error)")
                 }
             }
         }

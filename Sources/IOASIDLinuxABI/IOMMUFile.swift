@@ -28,8 +28,15 @@ public final class IOMMUFile: LinuxFile, @unchecked Sendable {
     }
 
     public func ioctl(request: UInt, argument: UnsafeMutableRawPointer?) -> Int {
-        dispatch(request: request, argument: argument)
+        var untraced: TraceLine? = nil
+        return dispatch(request: request, argument: argument, trace: &untraced)
     }
+
+    public func ioctl(request: UInt, argument: UnsafeMutableRawPointer?, trace: inout TraceLine?) -> Int {
+        dispatch(request: request, argument: argument, trace: &trace)
+    }
+
+    public var traceKind: String { "iommu" }
 
     public func mmap(address: UnsafeMutableRawPointer?, length: Int, protection: Int32, flags: Int32, offset: Int) -> Int {
         mapRegion(address: address, length: length, protection: protection, flags: flags, offset: offset)
