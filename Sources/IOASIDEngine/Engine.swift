@@ -40,7 +40,8 @@ final class Engine: DescriptorHost {
 
     init(environment: EngineEnvironment) {
         self.traceSink = environment.traceSink
-        do throws(Machine.SpecError) { machine = .success(try Machine.parse(environment.machine ?? "")) } catch {
+        let isEngineDescriptor: @Sendable (Int32) -> Bool = { fd in Engine.shared.file(for: fd) != nil }
+        do throws(Machine.SpecError) { machine = .success(try Machine.parse(environment.machine ?? "", isEngineDescriptor: isEngineDescriptor)) } catch {
             machine = .failure(error)
             environment.traceSink?.write("IOASID_MACHINE: \(error)")
         }
@@ -74,12 +75,29 @@ final class Engine: DescriptorHost {
             trace { "open /dev/vfio/devices/vfio\(index) -> -ENOENT" }
             return -ENOENT
         }
-        let file = VFIODeviceFile(host: self, model: m.devices[Int(index)], name: "vfio\(index)", trace: configuration.trace)
+        let entry = m.entries[Int(index)]
+        let file = VFIODeviceFile(host: self, model: entry.device, pci: entry.pci, name: "vfio\(index)", trace: configuration.trace)
         var eventFlags = IOASID_SYS_EFD_NONBLOCK
         if flags & O_CLOEXEC != 0 { eventFlags |= IOASID_SYS_EFD_CLOEXEC }
         let fd = install(file, eventFlags: eventFlags, readable: false)
         if fd < 0 { file.release() }
         trace { "open /dev/vfio/devices/vfio\(index) flags=\(hex(flags)) -> \(result(fd))" }
+        return fd
+    }
+
+    /// Opens the VFIO group `/dev/vfio/<index>`: a new `VFIOGroupFile`, or -ENOENT when the
+    /// machine has no such group (a `mock` device has none).
+    func openGroup(index: Int32, flags: Int32) -> Int32 {
+        guard case .success(let m) = machine, index >= 0, Int(index) < m.entries.count, let pci = m.entries[Int(index)].pci else {
+            trace { "open /dev/vfio/\(index) -> -ENOENT" }
+            return -ENOENT
+        }
+        let file = VFIOGroupFile(host: self, pci: pci, trace: configuration.trace)
+        var eventFlags = IOASID_SYS_EFD_NONBLOCK
+        if flags & O_CLOEXEC != 0 { eventFlags |= IOASID_SYS_EFD_CLOEXEC }
+        let fd = install(file, eventFlags: eventFlags, readable: false)
+        if fd < 0 { file.release() }
+        trace { "open /dev/vfio/\(index) flags=\(hex(flags)) -> \(result(fd))" }
         return fd
     }
 
