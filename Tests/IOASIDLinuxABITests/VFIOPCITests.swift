@@ -101,7 +101,7 @@ let irqTrigger: UInt32 = 1 << 5, dataNone: UInt32 = 1, dataBool: UInt32 = 2, dat
 struct VFIOConfigSpaceTests {
     @Test func headerAndCapabilityChainsAsVFIOPresentsThem() throws {
         let t = try VFIOTestbed()
-        #expect(t.config(0) == 0x10f0_1b36)
+        #expect(t.config(0) == 0x00f0_1b36)
         #expect(t.config(0x08) >> 8 == 0xff_0000)
         let command = UInt16(t.config(0x04, 2))
         #expect(command & PCIRegister.commandMemory != 0, "the open enables memory decoding")
@@ -126,7 +126,7 @@ struct VFIOConfigSpaceTests {
             ext.append(h & 0xffff)
             e = Int(h >> 20)
         }
-        #expect(ext == [0x0f, 0x13])
+        #expect(ext == [0x0f, 0x13, 0x10], "ATS, PRI, SR-IOV")
         #expect(t.plugged.slot.configRead(0x100, size: 2) == 0x1b, "the function itself still has PASID there")
     }
 
@@ -148,7 +148,7 @@ struct VFIOConfigSpaceTests {
     @Test func permissionsOfTheHeaderAndCapabilities() throws {
         let t = try VFIOTestbed()
         t.setConfig(0x00, 4, 0xdead_beef)
-        #expect(t.config(0) == 0x10f0_1b36, "IDs are read-only")
+        #expect(t.config(0) == 0x00f0_1b36, "IDs are read-only")
         t.setConfig(0x3c, 1, 0x5a)
         #expect(t.config(0x3c, 1) == 0x5a, "interrupt line is virtual and writable")
         #expect(t.plugged.slot.configRead(0x3c, size: 1) == 0, "and never reaches the function")
@@ -165,7 +165,7 @@ struct VFIOConfigSpaceTests {
         // Unaligned multi-byte access is split as vfio-pci splits it.
         var two: UInt64 = 0
         #expect(withUnsafeMutablePointer(to: &two) { t.cdev.pread(into: UInt64(UInt(bitPattern: $0)), count: 8, offset: VFIOTestbed.configBase + 1) } == 8)
-        #expect(two & 0xff_ffff == 0x10_f01b, "byte 1 of the vendor ID, then the device ID")
+        #expect(two & 0xff_ffff == 0x00_f01b, "byte 1 of the vendor ID, then the device ID")
     }
 }
 
@@ -316,10 +316,19 @@ struct VFIOBARTests {
         let t = try VFIOTestbed()
         t.setBAR0(0x28, 8, 42)
         t.setConfig(0x10, 4, 0xfe10_0000)
+        let opened = t.config(4, 2)
+        t.setConfig(4, 2, 0x0406)
+        #expect(t.config(4, 2) == 0x0406)
         #expect(t.cdev.ioctl(request: IOCTL.VFIO_DEVICE_RESET, argument: nil) == 0)
         #expect(t.bar0(0x28, 8) == (8, 0), "the model's registers reset")
         #expect(t.config(0x10) == 0xfe10_0004, "the virtual BAR survives")
-        #expect(UInt16(t.config(4, 2)) & PCIRegister.commandMemory != 0, "COMMAND restored")
+        #expect(t.config(4, 2) == opened, "COMMAND back to its state after the open, as the kernel answers")
+        // An FLR written to the PCI Express device control does the same.
+        t.setBAR0(0x28, 8, 42)
+        let express = t.plugged.slot.layout.express
+        t.setConfig(express + 8, 2, t.config(express + 8, 2) | UInt32(PCIRegister.expressDeviceControlFLR))
+        #expect(t.bar0(0x28, 8) == (8, 0))
+        #expect(t.config(express + 8, 2) & UInt32(PCIRegister.expressDeviceControlFLR) == 0, "the FLR bit reads 0")
     }
 
     @Test func busMasterOffMeansNoDMA() throws {
@@ -362,7 +371,15 @@ struct VFIOFeatureTests {
         let t = try VFIOTestbed()
         let probe: UInt32 = 1 << 18, set: UInt32 = 1 << 17, get: UInt32 = 1 << 16
         var w: [UInt32] = [8, probe | set | 0]
-        #expect(t.request(IOCTL.VFIO_DEVICE_FEATURE, &w) == -25, "no VF token without SR-IOV")
+        #expect(t.request(IOCTL.VFIO_DEVICE_FEATURE, &w) == 0, "an SR-IOV PF has a VF token")
+        w = [16, set | 0, 0, 0]
+        #expect(t.request(IOCTL.VFIO_DEVICE_FEATURE, &w) == -22, "SET without the 16-byte UUID")
+        w = [24, set | 0, 1, 2, 3, 4]
+        #expect(t.request(IOCTL.VFIO_DEVICE_FEATURE, &w) == 0)
+        w = [24, get | 0, 0, 0, 0, 0]
+        #expect(t.request(IOCTL.VFIO_DEVICE_FEATURE, &w) == -22, "the token cannot be read back")
+        w = [8, probe | set | 12]
+        #expect(t.request(IOCTL.VFIO_DEVICE_FEATURE, &w) == -22, "feature 12 is the VFIO core's")
         w = [8, probe | get | 1]
         #expect(t.request(IOCTL.VFIO_DEVICE_FEATURE, &w) == -25, "no migration")
         w = [8, probe | set | 3]
@@ -375,6 +392,43 @@ struct VFIOFeatureTests {
         #expect(t.request(IOCTL.VFIO_DEVICE_FEATURE, &w) == -22, "unknown flag")
         w = [4, set | 3]
         #expect(t.request(IOCTL.VFIO_DEVICE_FEATURE, &w) == -22, "argsz below flags")
+    }
+}
+
+@Suite("VF tokens")
+struct VFIOTokenTests {
+    /// Binds `cdev` with `token` (nil: no VFIO_DEVICE_BIND_FLAG_TOKEN).
+    func bind(_ cdev: VFIODeviceFile, _ iommufd: Int32, _ token: [UInt8]?) -> Int {
+        var uuid = token ?? []
+        return uuid.withUnsafeMutableBytes { u in
+            var b = vfio_device_bind_iommufd()
+            b.iommufd = iommufd
+            if token != nil {
+                b.flags = 1
+                b.token_uuid_ptr = UInt64(UInt(bitPattern: u.baseAddress))
+            }
+            return cdev.vfioCall(IOCTL.VFIO_DEVICE_BIND_IOMMUFD, &b)
+        }
+    }
+
+    @Test func aVFNeedsItsPFsToken() throws {
+        let t = try VFIOTestbed(bind: false)
+        let one = [UInt8](1...16), two = [UInt8](17...32)
+        #expect(bind(t.cdev, t.iommufd, one) == 0, "the PF takes a token while no VF is open")
+        // A second function standing for a VF of that PF.
+        let plugged = try t.machine.plugVTd(GenericPCIDevice())
+        let vf = VFIOPCIDevice(slot: plugged.slot, device: plugged.device, index: 1, physicalFunction: t.pci)
+        func vfCdev() -> VFIODeviceFile { VFIODeviceFile(host: t.host, model: plugged.device, pci: vf, name: "vfio1") }
+        #expect(bind(vfCdev(), t.iommufd, nil) == -13, "no token: EACCES")
+        #expect(bind(vfCdev(), t.iommufd, two) == -13, "wrong token: EACCES")
+        let good = vfCdev()
+        #expect(bind(good, t.iommufd, one) == 0)
+        // Override through the feature, then only the new token opens the VF.
+        var w: [UInt32] = [24, 1 << 17 | 0] + two.withUnsafeBytes { Array($0.bindMemory(to: UInt32.self)) }
+        #expect(t.request(IOCTL.VFIO_DEVICE_FEATURE, &w) == 0)
+        #expect(bind(vfCdev(), t.iommufd, one) == -13)
+        #expect(bind(vfCdev(), t.iommufd, two) == 0)
+        good.release()
     }
 }
 
@@ -397,10 +451,10 @@ struct VFIOGroupTests {
         #expect(fd.withUnsafeMutableBytes { group.ioctl(request: IOCTL.VFIO_GROUP_SET_CONTAINER, argument: $0.baseAddress) } == -22, "set already")
         #expect(t.request(IOCTL.VFIO_GROUP_GET_STATUS, &status, on: group) == 0 && status[1] == 3)
         #expect(deviceFD("0100:00:02.0") == -19)
-        #expect(deviceFD(bdf(of: 0) + " vf_token=2ab74924-c335-45f4-9b16-8569e5b08258") == -22, "not a PF or VF")
+        #expect(deviceFD(bdf(of: 0) + " vf_token=2ab74924-c335-45f4-9b16-8569e5b0825") == -22, "a 35-character UUID")
         #expect(deviceFD(bdf(of: 0) + " bogus") == -22)
-        let n = deviceFD(bdf(of: 0))
-        #expect(n >= 0)
+        let n = deviceFD(bdf(of: 0) + "  vf_token=2ab74924-c335-45f4-9b16-8569e5b08258")
+        #expect(n >= 0, "a PF without open VFs takes the token")
         let file = try #require(t.host.file(for: Int32(n)) as? VFIODeviceFile)
         let bound = try #require(file.boundDevice)
         #expect(try t.iommu.context.attachedHWPT(bound.device) != nil, "attached to the compatibility IOAS")

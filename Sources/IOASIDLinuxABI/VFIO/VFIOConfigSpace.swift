@@ -47,6 +47,9 @@ struct VFIOConfigSpace {
     var msiActive = false
     /// The emulated INTx-disable bit changed: the new value (the VFIO face masks or unmasks INTx).
     var onINTxDisable: ((Bool) -> Void)?
+    /// The user wrote an FLR to the PCI Express device control: the VFIO face resets the device
+    /// as `VFIO_DEVICE_RESET` does (called with the open state's lock held: it must not take it).
+    var onFunctionLevelReset: (() -> Void)?
 
     /// Size of the space (`pdev->cfg_size`).
     static let size = PCIRegister.expressSize
@@ -245,9 +248,7 @@ struct VFIOConfigSpace {
                 if v & PCIRegister.expressDeviceControlFLR != 0 {
                     put(control, 2, UInt32(v & ~PCIRegister.expressDeviceControlFLR))
                     if slot.configRead(capabilityStart + 4, size: 4) & PCIRegister.expressDeviceCapabilityFLR != 0 {
-                        let saved = slot.saveState()
-                        slot.functionLevelReset()
-                        slot.restoreState(saved)
+                        onFunctionLevelReset?()
                     }
                 }
             }

@@ -117,6 +117,7 @@ public final class VFIODeviceFile: LinuxFile, @unchecked Sendable {
 
     public func release() {
         guard let b = binding.withLock({ b -> Binding? in defer { b = nil }; return b }) else { return }
+        if !fromGroup { pci?.cdevClosed() }
         pci?.close()
         try? b.file.context.unbind(b.device)
     }
@@ -173,6 +174,7 @@ public final class VFIODeviceFile: LinuxFile, @unchecked Sendable {
             throw error
         }
         binding.withLock { $0 = Binding(file: file, device: device) }
+        pci?.cdevOpened()
         pci?.open()
         return 0
     }

@@ -18,7 +18,7 @@ enum VFIODeviceRequests {
     static let flagsReset: UInt32 = 1 << 0, flagsPCI: UInt32 = 1 << 1
     static let irqInfoEventfd: UInt32 = 1 << 0, irqInfoMaskable: UInt32 = 1 << 1, irqInfoAutomasked: UInt32 = 1 << 2, irqInfoNoResize: UInt32 = 1 << 3
     static let featureMask: UInt32 = 0xffff, featureGet: UInt32 = 1 << 16, featureSet: UInt32 = 1 << 17, featureProbe: UInt32 = 1 << 18
-    static let featurePCIVFToken: UInt32 = 0, featureLowPowerEntry: UInt32 = 3, featureLowPowerEntryWithWakeup: UInt32 = 4, featureLowPowerExit: UInt32 = 5
+    static let featurePCIVFToken: UInt32 = 0, featureLowPowerEntry: UInt32 = 3, featureLowPowerEntryWithWakeup: UInt32 = 4, featureLowPowerExit: UInt32 = 5, featureMigrationPrecopyInfo: UInt32 = 12
 
     static func handle(_ pci: VFIOPCIDevice, request: UInt, argument: UnsafeMutableRawPointer?, host: any DescriptorHost) throws(IOMMUError) -> Int {
         let user = UInt64(UInt(bitPattern: argument))
@@ -189,6 +189,9 @@ enum VFIODeviceRequests {
         case featureLowPowerEntryWithWakeup:
             guard try check(featureSet, minimum: 8) else { return 0 }
             return 0
+        case featureMigrationPrecopyInfo:
+            // Handled by the VFIO core, which refuses it for a device without migration.
+            throw .invalid("no migration")
         default:
             throw .notTTY("feature not supported by vfio-pci")
         }

@@ -42,8 +42,11 @@ public final class VFIOGroupFile: LinuxFile, @unchecked Sendable {
             switch request {
             case IOCTL.VFIO_GROUP_GET_STATUS:
                 _ = try VFIODeviceRequests.argsz(user, minimum: 8)
+                // With a container: VIABLE | CONTAINER_SET; without: VIABLE unless the device is
+                // open through its cdev (its DMA is owned elsewhere).
                 let set = container.withLock { $0 != nil }
-                try VFIODeviceRequests.store32(user, 4, Self.flagViable | (set ? Self.flagContainerSet : 0))
+                let flags = set ? Self.flagViable | Self.flagContainerSet : (pci.openThroughCdev ? 0 : Self.flagViable)
+                try VFIODeviceRequests.store32(user, 4, flags)
                 r = 0
             case IOCTL.VFIO_GROUP_SET_CONTAINER: r = try setContainer(user)
             case IOCTL.VFIO_GROUP_UNSET_CONTAINER:

@@ -74,6 +74,11 @@ public final class VFIOPCIDevice: @unchecked Sendable {
         var config = VFIOConfigSpace(slot: slot)
         let interrupts = self.interrupts
         config.onINTxDisable = { [weak interrupts] disabled in interrupts?.setINTxDisabledByCommand(disabled) }
+        config.onFunctionLevelReset = { [slot] in
+            let current = slot.saveState()
+            slot.functionLevelReset()
+            slot.restoreState(saved, keepingInterruptsOf: current)
+        }
         slot.interruptSink = interrupts
         session.withLock { $0 = Session(config: config, opens: 1, saved: saved) }
         if let pf = physicalFunction { pf.vfToken?.withLock { $0.users += 1 } }
@@ -108,14 +113,24 @@ public final class VFIOPCIDevice: @unchecked Sendable {
 
     // MARK: reset
 
-    /// `VFIO_DEVICE_RESET`: a function-level reset inside the PCI core's save and restore of the
-    /// configuration state (so BARs, COMMAND and the MSI-X setup survive; the device's own
-    /// registers return to their power-on values).
+    /// `VFIO_DEVICE_RESET` (and an FLR written to config space): a function-level reset, after
+    /// which the function's configuration is the one saved when the device was opened (the real
+    /// kernel answers COMMAND 0x406 → 0x103 across a reset), with the interrupt setup kept; the
+    /// virtual registers (BARs, interrupt line) are untouched and the device's own registers
+    /// return to their power-on values.
     func reset() {
-        let saved = slot.saveState()
+        let current = slot.saveState()
+        let opened = session.withLock { $0?.saved } ?? current
         slot.functionLevelReset()
-        slot.restoreState(saved)
+        slot.restoreState(opened, keepingInterruptsOf: current)
     }
+
+    /// Descriptors of this device granted through its cdev (a group is not viable meanwhile).
+    private let cdevOpens = Locked(0)
+    /// Whether the device is open through a cdev.
+    var openThroughCdev: Bool { cdevOpens.withLock { $0 > 0 } }
+    func cdevOpened() { cdevOpens.withLock { $0 += 1 } }
+    func cdevClosed() { cdevOpens.withLock { $0 -= 1 } }
 
     /// Whether reset works (`reset_works`): the function has FLR (PCI Express capability) or PM
     /// without No_Soft_Reset; our functions reset whenever they have PCI Express with FLR.

@@ -1,7 +1,7 @@
 import IOASIDStructures
 
-/// The `pci` device kind of the modelled machine: a PCI Express endpoint with 20-bit PASIDs, ATS
-/// and PRI, MSI and MSI-X, and a small DMA engine in a 16 KiB BAR 0 — enough to drive every
+/// The `pci` device kind of the modelled machine (1b36:00f0): a PCI Express endpoint with 20-bit
+/// PASIDs, ATS and PRI, MSI and MSI-X, SR-IOV (7 VFs, 1b36:00f1, offset 1, stride 1), and a small DMA engine in a 16 KiB BAR 0 — enough to drive every
 /// path of the machine (config space, MSI-X, bus mastering, DMA through the IOMMU) from a
 /// user-space driver.
 ///
@@ -22,7 +22,7 @@ import IOASIDStructures
 public final class GenericPCIDevice: PCIDeviceModel, @unchecked Sendable {
     /// What the identification register reads.
     public static let magic: UInt32 = 0x494f_4153   // "SAOI" little endian: "IOAS"
-    public let identity = PCIIdentity(vendorID: 0x1b36, deviceID: 0x10f0, revision: 1, classCode: 0xff_0000)
+    public let identity = PCIIdentity(vendorID: 0x1b36, deviceID: 0x00f0, revision: 1, classCode: 0xff_0000)
     public let bars = [PCIBAR(index: 0, size: 0x4000, kind: .memory64)]
     public let capabilities: [PCICapability] = [
         .powerManagement,
@@ -32,6 +32,7 @@ public final class GenericPCIDevice: PCIDeviceModel, @unchecked Sendable {
         .pasid(width: 20, executePermission: false, privilegedMode: false),
         .ats,
         .pageRequest(capacity: 32),
+        .sriov(totalVFs: 7, vfDeviceID: 0x00f1, firstVFOffset: 1, vfStride: 1),
     ]
 
     private struct Registers {

@@ -131,7 +131,7 @@ public struct PCIConfigSpace: Sendable {
         put16(PCIRegister.deviceID, identity.deviceID)
         let hasIO = bars.contains { $0?.kind == .io }
         let hasMemory = bars.contains { $0 != nil && $0?.kind != .io }
-        var commandMask = PCIRegister.commandBusMaster | PCIRegister.commandParity | PCIRegister.commandSERR | PCIRegister.commandINTxDisable
+        var commandMask = PCIRegister.commandBusMaster | PCIRegister.commandSERR | PCIRegister.commandINTxDisable
         if hasIO { commandMask |= PCIRegister.commandIO }
         if hasMemory { commandMask |= PCIRegister.commandMemory }
         mask16(PCIRegister.command, commandMask)
@@ -140,7 +140,7 @@ public struct PCIConfigSpace: Sendable {
         bytes[PCIRegister.classCode + 1] = UInt8((identity.classCode >> 8) & 0xff)
         bytes[PCIRegister.classCode + 2] = UInt8((identity.classCode >> 16) & 0xff)
         writable[PCIRegister.cacheLineSize] = 0xff
-        writable[PCIRegister.latencyTimer] = 0xff
+        // The latency timer is hardwired to 0 on PCI Express.
         for case let bar? in bars {
             let offset = PCIRegister.bar0 + 4 * bar.index
             let size = max(bar.size, bar.kind == .io ? 4 : 16)

@@ -223,6 +223,24 @@ public final class PCIDeviceSlot: PCIDeviceHost, @unchecked Sendable {
         }
     }
 
+    /// Restores a saved configuration state but keeps the current MSI and MSI-X setup (their
+    /// capability registers and the MSI-X table), as the PCI core's restore after a reset does:
+    /// it rewrites the interrupt state the host has configured, not the saved copy's.
+    public func restoreState(_ saved: SavedState, keepingInterruptsOf current: SavedState) {
+        state.withLock { s in
+            s.config = saved.config
+            if layout.msi != 0 {
+                let length = layout.msiVectors > 0 ? 24 : 0
+                for o in layout.msi + 2..<min(layout.msi + length, PCIRegister.conventionalSize) {
+                    s.config.set(o, size: 1, value: current.config.read(o, size: 1))
+                }
+            }
+            if layout.msix != 0 { s.config.set(layout.msix + 2, size: 2, value: current.config.read(layout.msix + 2, size: 2)) }
+            s.msix = current.msix
+            busMaster.store(s.config.command & PCIRegister.commandBusMaster != 0, ordering: .releasing)
+        }
+    }
+
     /// A function-level reset: bus mastering off, the configuration space and MSI-X table back
     /// to their power-on values, then the model's own reset.
     public func functionLevelReset() {
