@@ -1,6 +1,6 @@
 // ioasid-benchmark: the project's own benchmark harness.
 //
-//   swift run -c release ioasid-benchmark [--quick] [--skip-foreign] [--skip-conformance]
+//   swift run -c release ioasid-benchmark [--quick] [--skip-foreign] [--skip-conformance] [--only-vfio]
 //
 // Every timed figure is the median of repeated runs, printed with its spread (min..max of the
 // runs) next to a baseline measured in the same run, interleaved run by run with the figure, and
@@ -414,6 +414,10 @@ func syscallsPerCall(_ op: String) -> Double? {
 // MARK: - main
 
 print("ioasid-benchmark (\(quick ? "quick" : "full"); \(reps) runs per figure; medians with min..max of the runs)")
+if arguments.contains("--only-vfio") {   // section 10 alone
+    vfioSection()
+    exit(0)
+}
 print("machine: \(sysconf(Int32(_SC_NPROCESSORS_ONLN))) online CPUs")
 print("")
 

@@ -1,5 +1,6 @@
 // The vfio-pci face of a modelled device: config space virtualization, regions, interrupts,
 // reset, features, groups — with vfio-pci's errnos.
+import CIOASIDSys
 import Glibc
 import IOASIDCore
 import IOASIDLinuxABI
@@ -86,7 +87,7 @@ func fdBytes(_ fds: Int32...) -> [UInt8] {
 
 /// A nonblocking eventfd of the test process, and how many signals it has counted.
 final class TestEventfd {
-    let fd: Int32 = eventfd(0, Int32(EFD_NONBLOCK))
+    let fd = Int32(ioasid_sys_eventfd(0, IOASID_SYS_EFD_NONBLOCK))
     deinit { Glibc.close(fd) }
     /// The counter (reset to 0), or 0 when nothing was signalled.
     func take() -> UInt64 {

@@ -249,10 +249,21 @@ struct VFIOConfigSpace {
                     put(control, 2, UInt32(v & ~PCIRegister.expressDeviceControlFLR))
                     if slot.configRead(capabilityStart + 4, size: 4) & PCIRegister.expressDeviceCapabilityFLR != 0 {
                         onFunctionLevelReset?()
+                        afterReset()
                     }
                 }
             }
         default: break
+        }
+    }
+
+    /// What a reset does to the virtual registers: INTx-disable is clear again (the real kernel
+    /// reads COMMAND 0x406 as 0x103 after a reset: back to the state after the open).
+    mutating func afterReset() {
+        let command = UInt16(bytes(virtual, PCIRegister.command, 2))
+        if command & PCIRegister.commandINTxDisable != 0 {
+            put(PCIRegister.command, 2, UInt32(command & ~PCIRegister.commandINTxDisable))
+            onINTxDisable?(false)
         }
     }
 

@@ -123,6 +123,7 @@ public final class VFIOPCIDevice: @unchecked Sendable {
         let opened = session.withLock { $0?.saved } ?? current
         slot.functionLevelReset()
         slot.restoreState(opened, keepingInterruptsOf: current)
+        _ = withConfig { $0.afterReset() }
     }
 
     /// Descriptors of this device granted through its cdev (a group is not viable meanwhile).
