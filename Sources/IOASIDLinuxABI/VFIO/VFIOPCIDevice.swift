@@ -36,7 +36,8 @@ public final class VFIOPCIDevice: @unchecked Sendable {
         var saved: PCIDeviceSlot.SavedState
     }
     private let session = Locked<Session?>(nil)
-    /// The VF token of a physical function with SR-IOV (nil otherwise): UUID and open VFs.
+    /// The VF token of a physical function with SR-IOV (nil otherwise): UUID (random until set,
+    /// as vfio-pci's) and open VFs.
     private let vfToken: Locked<(uuid: [UInt8], users: Int)>?
     let interrupts: VFIOInterrupts
 
@@ -49,7 +50,7 @@ public final class VFIOPCIDevice: @unchecked Sendable {
         self.address = bdf(of: index)
         self.physicalFunction = physicalFunction
         vfToken = physicalFunction == nil && slot.layout.sriov != 0
-            ? Locked<(uuid: [UInt8], users: Int)>((uuid: [UInt8](repeating: 0, count: 16), users: 0)) : nil
+            ? Locked<(uuid: [UInt8], users: Int)>((uuid: (0..<16).map { _ in UInt8.random(in: 0...255) }, users: 0)) : nil
         interrupts = VFIOInterrupts(slot: slot, isEngineDescriptor: isEngineDescriptor)
     }
 
