@@ -22,8 +22,10 @@
  * Ordering rule for closing: the engine forgets an fd *before* the kernel closes it, so the fd
  * number cannot be reused by a concurrent open while the engine still maps it to a file.
  *
- * Not interposed (they reach the underlying eventfd): readv/writev/pread/pwrite, fopen()'s
- * internal open, raw syscall(2), io_uring. None is used on iommufd descriptors in practice.
+ * Positioned I/O (pread, pwrite, their 64-bit and fortified names, preadv/pwritev and the v2
+ * forms) goes to the engine on its descriptors: VFIO device regions are read and written at
+ * offsets. Not interposed (they reach the underlying eventfd): readv/writev, fopen()'s internal
+ * open, raw syscall(2), io_uring. None is used on iommufd or VFIO descriptors in practice.
  */
 #undef _FORTIFY_SOURCE /* we define open() etc. ourselves; fortify would make them inline wrappers */
 #define _GNU_SOURCE
@@ -45,6 +47,7 @@
 #include <linux/fiemap.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #define IOASID_EXPORT __attribute__((visibility("default")))
@@ -56,6 +59,9 @@ IOASID_EXPORT int __open_2(const char *path, int flags);
 IOASID_EXPORT int __open64_2(const char *path, int flags);
 IOASID_EXPORT int __openat_2(int dirfd, const char *path, int flags);
 IOASID_EXPORT int __openat64_2(int dirfd, const char *path, int flags);
+IOASID_EXPORT ssize_t __pread_chk(int fd, void *buffer, size_t count, off_t offset, size_t size);
+IOASID_EXPORT ssize_t __pread64_chk(int fd, void *buffer, size_t count, off64_t offset, size_t size);
+extern void __chk_fail(void) __attribute__((noreturn));
 
 /* ---------------------------------------------------------------------------------------------
  * The real libc functions, resolved with dlsym(RTLD_NEXT) in the constructor, or lazily if some
@@ -77,12 +83,19 @@ typedef int (*fcntl_fn)(int, int, ...);
 typedef void *(*mmap_fn)(void *, size_t, int, int, int, off_t);
 typedef int (*close_range_fn)(unsigned int, unsigned int, int);
 typedef void (*closefrom_fn)(int);
+typedef ssize_t (*pread_fn)(int, void *, size_t, off_t);
+typedef ssize_t (*pwrite_fn)(int, const void *, size_t, off_t);
+typedef ssize_t (*pread_chk_fn)(int, void *, size_t, off_t, size_t);
+typedef ssize_t (*preadv_fn)(int, const struct iovec *, int, off_t);
+typedef ssize_t (*preadv2_fn)(int, const struct iovec *, int, off_t, int);
 
 enum real_index {
     REAL_open, REAL_open64, REAL_openat, REAL_openat64,
     REAL___open_2, REAL___open64_2, REAL___openat_2, REAL___openat64_2,
     REAL_ioctl, REAL_read, REAL_write, REAL_close, REAL_dup, REAL_dup2, REAL_dup3,
     REAL_fcntl, REAL_fcntl64, REAL_mmap, REAL_mmap64, REAL_close_range, REAL_closefrom,
+    REAL_pread, REAL_pread64, REAL_pwrite, REAL_pwrite64, REAL___pread_chk, REAL___pread64_chk,
+    REAL_preadv, REAL_preadv64, REAL_pwritev, REAL_pwritev64, REAL_preadv2, REAL_pwritev2,
     REAL_COUNT
 };
 
@@ -91,6 +104,8 @@ static const char *const real_names[REAL_COUNT] = {
     "__open_2", "__open64_2", "__openat_2", "__openat64_2",
     "ioctl", "read", "write", "close", "dup", "dup2", "dup3",
     "fcntl", "fcntl64", "mmap", "mmap64", "close_range", "closefrom",
+    "pread", "pread64", "pwrite", "pwrite64", "__pread_chk", "__pread64_chk",
+    "preadv", "preadv64", "pwritev", "pwritev64", "preadv2", "pwritev2",
 };
 
 static _Atomic(void *) real_functions[REAL_COUNT];
@@ -198,6 +213,9 @@ static struct {
     int (*close)(int fd);
     int (*munmap)(void *address, size_t length); /* optional */
     int (*open_device)(int index, int flags);    /* optional */
+    int (*open_group)(int index, int flags);     /* optional */
+    ssize_t (*pread)(int fd, void *buffer, size_t count, int64_t offset);         /* optional */
+    ssize_t (*pwrite)(int fd, const void *buffer, size_t count, int64_t offset);  /* optional */
 } engine;
 
 enum { ENGINE_UNLOADED = 0, ENGINE_READY = 1, ENGINE_FAILED = -1 };
@@ -252,6 +270,9 @@ static int load_engine_locked(void) {
 #undef ENGINE_SYMBOL
     *(void **)&engine.munmap = dlsym(handle, "ioasid_engine_munmap");
     *(void **)&engine.open_device = dlsym(handle, "ioasid_engine_open_device");
+    *(void **)&engine.open_group = dlsym(handle, "ioasid_engine_open_group");
+    *(void **)&engine.pread = dlsym(handle, "ioasid_engine_pread");
+    *(void **)&engine.pwrite = dlsym(handle, "ioasid_engine_pwrite");
     return ENGINE_READY;
 }
 
@@ -279,27 +300,42 @@ static inline long from_engine(long result) {
 }
 
 /* ---------------------------------------------------------------------------------------------
- * open and friends: the exact path "/dev/iommu" goes to the engine, and so do the VFIO device
- * cdevs "/dev/vfio/devices/vfioN" when `ioasid run --machine` configured a modelled machine
- * (IOASID_MACHINE set): then the program sees that machine's devices and no others.
+ * open and friends: the exact path "/dev/iommu" goes to the engine, and, when `ioasid run
+ * --machine` configured a modelled machine (IOASID_MACHINE set), so do the VFIO nodes: the
+ * device cdevs "/dev/vfio/devices/vfioN", the groups "/dev/vfio/N" and the container
+ * "/dev/vfio/vfio" (an iommufd, as with the kernel's IOMMUFD_VFIO_CONTAINER). The program then
+ * sees that machine's devices and no others.
  */
 
-enum { PATH_NOT_ENGINE = -2, PATH_IOMMU = -1 };
+enum { PATH_NOT_ENGINE = -2, PATH_IOMMU = -1, PATH_CONTAINER = -3, PATH_GROUP_BASE = -16 };
 
-/* PATH_IOMMU, a device index N >= 0, or PATH_NOT_ENGINE. */
-static inline int engine_path_kind(const char *path) {
-    if (path == NULL || path[0] != '/' || path[1] != 'd') return PATH_NOT_ENGINE;
-    if (strcmp(path, "/dev/iommu") == 0) return PATH_IOMMU;
-    static const char prefix[] = "/dev/vfio/devices/vfio";
-    if (strncmp(path, prefix, sizeof prefix - 1) != 0) return PATH_NOT_ENGINE;
-    const char *digits = path + sizeof prefix - 1;
-    if (*digits < '0' || *digits > '9' || getenv("IOASID_MACHINE") == NULL) return PATH_NOT_ENGINE;
+/* Parses a decimal index that ends the path; -1 when malformed. */
+static inline long path_index(const char *digits) {
+    if (*digits < '0' || *digits > '9') return -1;
     long index = 0;
     for (; *digits >= '0' && *digits <= '9'; digits++) {
         index = index * 10 + (*digits - '0');
-        if (index > 1 << 20) return PATH_NOT_ENGINE;
+        if (index > 1 << 20) return -1;
     }
-    return *digits == '\0' ? (int)index : PATH_NOT_ENGINE;
+    return *digits == '\0' ? index : -1;
+}
+
+/* PATH_IOMMU, PATH_CONTAINER, a device index N >= 0, a group PATH_GROUP_BASE - N, or
+ * PATH_NOT_ENGINE. */
+static inline int engine_path_kind(const char *path) {
+    if (path == NULL || path[0] != '/' || path[1] != 'd') return PATH_NOT_ENGINE;
+    if (strcmp(path, "/dev/iommu") == 0) return PATH_IOMMU;
+    static const char vfio[] = "/dev/vfio/";
+    if (strncmp(path, vfio, sizeof vfio - 1) != 0 || getenv("IOASID_MACHINE") == NULL) return PATH_NOT_ENGINE;
+    const char *rest = path + sizeof vfio - 1;
+    static const char devices[] = "devices/vfio";
+    if (strncmp(rest, devices, sizeof devices - 1) == 0) {
+        long index = path_index(rest + sizeof devices - 1);
+        return index < 0 ? PATH_NOT_ENGINE : (int)index;
+    }
+    if (strcmp(rest, "vfio") == 0) return PATH_CONTAINER;
+    long group = path_index(rest);
+    return group < 0 ? PATH_NOT_ENGINE : PATH_GROUP_BASE - (int)group;
 }
 
 /* Claims an engine descriptor for the preload's fast path, or undoes it. */
@@ -321,8 +357,14 @@ static int open_engine_path(int kind, int flags) {
         return -1;
     }
     int fd;
-    if (kind == PATH_IOMMU) {
+    if (kind == PATH_IOMMU || kind == PATH_CONTAINER) {
         fd = engine.open(flags);
+    } else if (kind <= PATH_GROUP_BASE) {
+        if (engine.open_group == NULL) {
+            errno = ENOENT;
+            return -1;
+        }
+        fd = engine.open_group(PATH_GROUP_BASE - kind, flags);
     } else if (engine.open_device != NULL) {
         fd = engine.open_device(kind, flags);
     } else {
@@ -456,6 +498,121 @@ IOASID_EXPORT ssize_t read(int fd, void *buffer, size_t count) {
 IOASID_EXPORT ssize_t write(int fd, const void *buffer, size_t count) {
     if (unlikely(owned(fd))) return from_engine(engine.write(fd, buffer, count));
     return REAL(write, write_fn)(fd, buffer, count);
+}
+
+/* Positioned reads and writes: VFIO device regions. */
+static ssize_t engine_pread(int fd, void *buffer, size_t count, int64_t offset) {
+    if (engine.pread == NULL) {
+        errno = ESPIPE;
+        return -1;
+    }
+    return from_engine(engine.pread(fd, buffer, count, offset));
+}
+
+static ssize_t engine_pwrite(int fd, const void *buffer, size_t count, int64_t offset) {
+    if (engine.pwrite == NULL) {
+        errno = ESPIPE;
+        return -1;
+    }
+    return from_engine(engine.pwrite(fd, buffer, count, offset));
+}
+
+IOASID_EXPORT ssize_t pread(int fd, void *buffer, size_t count, off_t offset) {
+    if (unlikely(owned(fd))) return engine_pread(fd, buffer, count, offset);
+    return REAL(pread, pread_fn)(fd, buffer, count, offset);
+}
+
+IOASID_EXPORT ssize_t pread64(int fd, void *buffer, size_t count, off64_t offset) {
+    if (unlikely(owned(fd))) return engine_pread(fd, buffer, count, offset);
+    return REAL(pread64, pread_fn)(fd, buffer, count, offset);
+}
+
+IOASID_EXPORT ssize_t pwrite(int fd, const void *buffer, size_t count, off_t offset) {
+    if (unlikely(owned(fd))) return engine_pwrite(fd, buffer, count, offset);
+    return REAL(pwrite, pwrite_fn)(fd, buffer, count, offset);
+}
+
+IOASID_EXPORT ssize_t pwrite64(int fd, const void *buffer, size_t count, off64_t offset) {
+    if (unlikely(owned(fd))) return engine_pwrite(fd, buffer, count, offset);
+    return REAL(pwrite64, pwrite_fn)(fd, buffer, count, offset);
+}
+
+/* The fortified forms (programs built with _FORTIFY_SOURCE): the buffer-size check first. */
+IOASID_EXPORT ssize_t __pread_chk(int fd, void *buffer, size_t count, off_t offset, size_t size) {
+    if (unlikely(owned(fd))) {
+        if (count > size) __chk_fail();
+        return engine_pread(fd, buffer, count, offset);
+    }
+    return REAL(__pread_chk, pread_chk_fn)(fd, buffer, count, offset, size);
+}
+
+IOASID_EXPORT ssize_t __pread64_chk(int fd, void *buffer, size_t count, off64_t offset, size_t size) {
+    if (unlikely(owned(fd))) {
+        if (count > size) __chk_fail();
+        return engine_pread(fd, buffer, count, offset);
+    }
+    return REAL(__pread64_chk, pread_chk_fn)(fd, buffer, count, offset, size);
+}
+
+/* Vectored forms: one engine call per element, stopping at a short transfer; an error after
+ * some bytes moved returns the bytes, as the kernel's positioned vector I/O does. */
+static ssize_t engine_vector(int fd, const struct iovec *vector, int count, int64_t offset, int is_write) {
+    if (count < 0 || count > IOV_MAX || offset < 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    ssize_t done = 0;
+    for (int i = 0; i < count; i++) {
+        ssize_t moved = is_write ? engine_pwrite(fd, vector[i].iov_base, vector[i].iov_len, offset + done)
+                                 : engine_pread(fd, vector[i].iov_base, vector[i].iov_len, offset + done);
+        if (moved < 0) return done > 0 ? done : -1;
+        done += moved;
+        if ((size_t)moved < vector[i].iov_len) break;
+    }
+    return done;
+}
+
+IOASID_EXPORT ssize_t preadv(int fd, const struct iovec *vector, int count, off_t offset) {
+    if (unlikely(owned(fd))) return engine_vector(fd, vector, count, offset, 0);
+    return REAL(preadv, preadv_fn)(fd, vector, count, offset);
+}
+
+IOASID_EXPORT ssize_t preadv64(int fd, const struct iovec *vector, int count, off64_t offset) {
+    if (unlikely(owned(fd))) return engine_vector(fd, vector, count, offset, 0);
+    return REAL(preadv64, preadv_fn)(fd, vector, count, offset);
+}
+
+IOASID_EXPORT ssize_t pwritev(int fd, const struct iovec *vector, int count, off_t offset) {
+    if (unlikely(owned(fd))) return engine_vector(fd, vector, count, offset, 1);
+    return REAL(pwritev, preadv_fn)(fd, vector, count, offset);
+}
+
+IOASID_EXPORT ssize_t pwritev64(int fd, const struct iovec *vector, int count, off64_t offset) {
+    if (unlikely(owned(fd))) return engine_vector(fd, vector, count, offset, 1);
+    return REAL(pwritev64, preadv_fn)(fd, vector, count, offset);
+}
+
+/* The v2 forms: offset -1 (the file position) has no meaning on these descriptors. */
+IOASID_EXPORT ssize_t preadv2(int fd, const struct iovec *vector, int count, off_t offset, int flags) {
+    if (unlikely(owned(fd))) {
+        if (offset == -1) {
+            errno = ESPIPE;
+            return -1;
+        }
+        return engine_vector(fd, vector, count, offset, 0);
+    }
+    return REAL(preadv2, preadv2_fn)(fd, vector, count, offset, flags);
+}
+
+IOASID_EXPORT ssize_t pwritev2(int fd, const struct iovec *vector, int count, off_t offset, int flags) {
+    if (unlikely(owned(fd))) {
+        if (offset == -1) {
+            errno = ESPIPE;
+            return -1;
+        }
+        return engine_vector(fd, vector, count, offset, 1);
+    }
+    return REAL(pwritev2, preadv2_fn)(fd, vector, count, offset, flags);
 }
 
 /* Tells the engine an owned fd is going away (the kernel closes it next). */

@@ -84,3 +84,23 @@ long ioasid_sys_munmap(void *address, size_t length) {
 long ioasid_sys_getpid(void) {
     return syscall(SYS_getpid);
 }
+
+long ioasid_sys_is_eventfd(int fd) {
+    if (fd < 0) return -EBADF;
+    if (kernel_result(syscall(SYS_fcntl, fd, F_GETFD)) < 0) return -EBADF;
+    char path[40] = "/proc/self/fd/";
+    char digits[16];
+    int length = 0;
+    unsigned value = (unsigned)fd;
+    do { digits[length++] = (char)('0' + value % 10); value /= 10; } while (value != 0);
+    size_t at = 14;
+    while (length > 0) path[at++] = digits[--length];
+    path[at] = '\0';
+    char target[64];
+    long n = kernel_result(syscall(SYS_readlinkat, AT_FDCWD, path, target, sizeof target - 1));
+    if (n < 0) return n;
+    static const char eventfd_name[] = "anon_inode:[eventfd]";
+    if ((size_t)n != sizeof eventfd_name - 1) return 0;
+    for (long i = 0; i < n; i++) if (target[i] != eventfd_name[i]) return 0;
+    return 1;
+}

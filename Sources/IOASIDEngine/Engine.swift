@@ -41,7 +41,8 @@ final class Engine: DescriptorHost {
     private let machine: Result<Machine, Machine.SpecError>
 
     init(environment: EngineEnvironment) {
-        do throws(Machine.SpecError) { machine = .success(try Machine.parse(environment.machine ?? "")) } catch {
+        let isEngineDescriptor: @Sendable (Int32) -> Bool = { fd in Engine.shared.file(for: fd) != nil }
+        do throws(Machine.SpecError) { machine = .success(try Machine.parse(environment.machine ?? "", isEngineDescriptor: isEngineDescriptor)) } catch {
             machine = .failure(error)
             // Said whether or not tracing is on: otherwise every device open just fails with ENOENT.
             (environment.traceSink ?? .standardError).write("ioasid: IOASID_MACHINE refused: \(error)")
@@ -72,8 +73,25 @@ final class Engine: DescriptorHost {
     /// -ENOENT when the machine has no such device.
     func openDevice(index: Int32, flags: Int32) -> Int32 {
         traceOpen(kind: "vfio\(index)", path: "/dev/vfio/devices/vfio\(index)", flags: flags) {
-            guard case .success(let m) = machine, index >= 0, Int(index) < m.devices.count else { return -ENOENT }
-            let file = VFIODeviceFile(host: self, model: m.devices[Int(index)], name: "vfio\(index)")
+            guard case .success(let m) = machine, index >= 0, Int(index) < m.entries.count else { return -ENOENT }
+            let entry = m.entries[Int(index)]
+            let file = VFIODeviceFile(host: self, model: entry.device, pci: entry.pci, name: "vfio\(index)")
+            var eventFlags = IOASID_SYS_EFD_NONBLOCK
+            if flags & O_CLOEXEC != 0 { eventFlags |= IOASID_SYS_EFD_CLOEXEC }
+            let fd = install(file, eventFlags: eventFlags, readable: false)
+            if fd < 0 { file.release() }
+            return fd
+        }
+    }
+
+    /// Opens the VFIO group `/dev/vfio/<index>`: a new `VFIOGroupFile`, or -ENOENT when the
+    /// machine has no such group (a `mock` device has none).
+    func openGroup(index: Int32, flags: Int32) -> Int32 {
+        traceOpen(kind: "vfio-group\(index)", path: "/dev/vfio/\(index)", flags: flags) {
+            guard case .success(let m) = machine, index >= 0, Int(index) < m.entries.count, let pci = m.entries[Int(index)].pci else {
+                return -ENOENT
+            }
+            let file = VFIOGroupFile(host: self, pci: pci)
             var eventFlags = IOASID_SYS_EFD_NONBLOCK
             if flags & O_CLOEXEC != 0 { eventFlags |= IOASID_SYS_EFD_CLOEXEC }
             let fd = install(file, eventFlags: eventFlags, readable: false)

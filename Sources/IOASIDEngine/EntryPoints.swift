@@ -18,6 +18,28 @@ public func ioasid_engine_open_device(_ index: Int32, _ flags: Int32) -> Int32 {
     Engine.shared.openDevice(index: index, flags: flags)
 }
 
+/// `open("/dev/vfio/<index>")` (a VFIO group) when a modelled machine is configured: a new fd
+/// naming that group, or -errno (-ENOENT: no such group). `/dev/vfio/vfio`, the container, is
+/// opened with `ioasid_engine_open`: it is an iommufd (iommufd's VFIO compatibility).
+@_cdecl("ioasid_engine_open_group")
+public func ioasid_engine_open_group(_ index: Int32, _ flags: Int32) -> Int32 {
+    Engine.shared.openGroup(index: index, flags: flags)
+}
+
+/// `pread(fd, buffer, count, offset)` on an engine fd: bytes read or -errno.
+@_cdecl("ioasid_engine_pread")
+public func ioasid_engine_pread(_ fd: Int32, _ buffer: UnsafeMutableRawPointer?, _ count: UInt, _ offset: Int64) -> Int {
+    guard let file = Engine.shared.file(for: fd) else { return -Int(EBADF) }
+    return file.pread(into: UInt64(UInt(bitPattern: buffer)), count: Int(clamping: count), offset: offset)
+}
+
+/// `pwrite(fd, buffer, count, offset)` on an engine fd: bytes written or -errno.
+@_cdecl("ioasid_engine_pwrite")
+public func ioasid_engine_pwrite(_ fd: Int32, _ buffer: UnsafeRawPointer?, _ count: UInt, _ offset: Int64) -> Int {
+    guard let file = Engine.shared.file(for: fd) else { return -Int(EBADF) }
+    return file.pwrite(from: UInt64(UInt(bitPattern: buffer)), count: Int(clamping: count), offset: offset)
+}
+
 /// `ioctl(fd, request, argument)` on an engine fd.
 @_cdecl("ioasid_engine_ioctl")
 public func ioasid_engine_ioctl(_ fd: Int32, _ request: UInt, _ argument: UnsafeMutableRawPointer?) -> Int {
@@ -69,7 +91,9 @@ public func ioasid_engine_mmap(
 /// unmapped), 0 when it is the program's own (the preload then calls the real munmap).
 @_cdecl("ioasid_engine_munmap")
 public func ioasid_engine_munmap(_ address: UnsafeMutableRawPointer?, _ length: UInt) -> Int32 {
-    guard let address, let file = MappedRegions.take(UInt(bitPattern: address)) else { return 0 }
+    guard let address else { return 0 }
+    if VFIOMappings.unmap(UInt(bitPattern: address), length: Int(clamping: length)) { return 1 }
+    guard let file = MappedRegions.take(UInt(bitPattern: address)) else { return 0 }
     return Engine.shared.unmapRegion(file, address: address, length: Int(clamping: length)) ? 1 : 0
 }
 

@@ -150,6 +150,47 @@ public enum IOCTL {
     /// Argument `vfio_device_detach_iommufd_pt` (on a device cdev).
     public static let VFIO_DEVICE_DETACH_IOMMUFD_PT: UInt = _IO(VFIO_TYPE, VFIO_BASE + 20)
 
+    // MARK: VFIO groups and devices (on /dev/vfio/N and device descriptors; not in `all`,
+    // whose rows are what an iommufd descriptor recognises)
+
+    /// Argument `vfio_group_status`.
+    public static let VFIO_GROUP_GET_STATUS: UInt = _IO(VFIO_TYPE, VFIO_BASE + 3)
+    /// Argument: a pointer to the container's (or an iommufd's) descriptor number.
+    public static let VFIO_GROUP_SET_CONTAINER: UInt = _IO(VFIO_TYPE, VFIO_BASE + 4)
+    /// No argument.
+    public static let VFIO_GROUP_UNSET_CONTAINER: UInt = _IO(VFIO_TYPE, VFIO_BASE + 5)
+    /// Argument: the device's name, `"BDF"` or `"BDF vf_token=UUID"`; returns a descriptor.
+    public static let VFIO_GROUP_GET_DEVICE_FD: UInt = _IO(VFIO_TYPE, VFIO_BASE + 6)
+    /// Argument `vfio_device_info`.
+    public static let VFIO_DEVICE_GET_INFO: UInt = _IO(VFIO_TYPE, VFIO_BASE + 7)
+    /// Argument `vfio_region_info`.
+    public static let VFIO_DEVICE_GET_REGION_INFO: UInt = _IO(VFIO_TYPE, VFIO_BASE + 8)
+    /// Argument `vfio_irq_info`.
+    public static let VFIO_DEVICE_GET_IRQ_INFO: UInt = _IO(VFIO_TYPE, VFIO_BASE + 9)
+    /// Argument `vfio_irq_set`.
+    public static let VFIO_DEVICE_SET_IRQS: UInt = _IO(VFIO_TYPE, VFIO_BASE + 10)
+    /// No argument.
+    public static let VFIO_DEVICE_RESET: UInt = _IO(VFIO_TYPE, VFIO_BASE + 11)
+    /// Argument `vfio_device_feature`.
+    public static let VFIO_DEVICE_FEATURE: UInt = _IO(VFIO_TYPE, VFIO_BASE + 17)
+
+    /// The group and device requests with their C names (for tracing).
+    public static let vfioDeviceRequests: [(name: String, request: UInt)] = [
+        ("VFIO_GROUP_GET_STATUS", VFIO_GROUP_GET_STATUS),
+        ("VFIO_GROUP_SET_CONTAINER", VFIO_GROUP_SET_CONTAINER),
+        ("VFIO_GROUP_UNSET_CONTAINER", VFIO_GROUP_UNSET_CONTAINER),
+        ("VFIO_GROUP_GET_DEVICE_FD", VFIO_GROUP_GET_DEVICE_FD),
+        ("VFIO_DEVICE_GET_INFO", VFIO_DEVICE_GET_INFO),
+        ("VFIO_DEVICE_GET_REGION_INFO", VFIO_DEVICE_GET_REGION_INFO),
+        ("VFIO_DEVICE_GET_IRQ_INFO", VFIO_DEVICE_GET_IRQ_INFO),
+        ("VFIO_DEVICE_SET_IRQS", VFIO_DEVICE_SET_IRQS),
+        ("VFIO_DEVICE_RESET", VFIO_DEVICE_RESET),
+        ("VFIO_DEVICE_FEATURE", VFIO_DEVICE_FEATURE),
+        ("VFIO_DEVICE_BIND_IOMMUFD", VFIO_DEVICE_BIND_IOMMUFD),
+        ("VFIO_DEVICE_ATTACH_IOMMUFD_PT", VFIO_DEVICE_ATTACH_IOMMUFD_PT),
+        ("VFIO_DEVICE_DETACH_IOMMUFD_PT", VFIO_DEVICE_DETACH_IOMMUFD_PT),
+    ]
+
     // MARK: Names
 
     /// Every request above with its C name, iommufd commands first.

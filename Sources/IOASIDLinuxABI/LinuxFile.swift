@@ -12,6 +12,11 @@ public protocol LinuxFile: AnyObject, Sendable {
     func write(from buffer: UnsafeRawBufferPointer) -> Int
     /// Handles `mmap(addr, length, prot, flags, fd, offset)`; returns the address or -errno.
     func mmap(address: UnsafeMutableRawPointer?, length: Int, protection: Int32, flags: Int32, offset: Int) -> Int
+    /// Handles `pread(fd, buffer, count, offset)`; `address` is the program's buffer, to be
+    /// written fault-safely. Returns the bytes read or -errno.
+    func pread(into address: UInt64, count: Int, offset: Int64) -> Int
+    /// Handles `pwrite(fd, buffer, count, offset)`; bytes written or -errno.
+    func pwrite(from address: UInt64, count: Int, offset: Int64) -> Int
     /// Called when the last descriptor naming this file is closed.
     func release()
 
@@ -66,11 +71,16 @@ extension LinuxFile {
         if r >= 0 { trace?.result(r, hex: true) }
         return r
     }
+
+    /// Files without positioned I/O answer as a pipe or eventfd does.
+    public func pread(into address: UInt64, count: Int, offset: Int64) -> Int { -Int(ESPIPE_) }
+    public func pwrite(from address: UInt64, count: Int, offset: Int64) -> Int { -Int(ESPIPE_) }
 }
 
 let EINVAL_: Int32 = 22
 let ENODEV_: Int32 = 19
 let ENOTTY_: Int32 = 25
+let ESPIPE_: Int32 = 29
 
 /// Creates and signals the real kernel descriptors behind `LinuxFile`s.
 ///

@@ -1,6 +1,6 @@
 // ioasid-benchmark: the project's own benchmark harness.
 //
-//   swift run -c release ioasid-benchmark [--quick] [--skip-foreign] [--skip-conformance]
+//   swift run -c release ioasid-benchmark [--quick] [--skip-foreign] [--skip-conformance] [--only-vfio]
 //
 // Every timed figure is the median of repeated runs, printed with its spread (min..max of the
 // runs) next to a baseline measured in the same run, interleaved run by run with the figure, and
@@ -16,6 +16,8 @@
 //   8. the software IOMMU's page-table walks on a miss vs pointer chasing; page-table memory per GiB (WalkBench.swift)
 //   9. SVA on VT-d: the I/O page fault round trip in-process, bind + unbind end to end (SVABench.swift)
 //  10. trapped MMIO: a 4-byte load and store to a trapped BAR vs one system call (TrappedMMIOBench.swift)
+
+//  11. VFIO device: pread of config space and of BAR 0 against one system call (VFIOBench.swift)
 //
 // `--malloc-child` is the internal mode of section 4 (prints "key value" lines).
 
@@ -414,6 +416,10 @@ func syscallsPerCall(_ op: String) -> Double? {
 // MARK: - main
 
 print("ioasid-benchmark (\(quick ? "quick" : "full"); \(reps) runs per figure; medians with min..max of the runs)")
+if arguments.contains("--only-vfio") {   // section 10 alone
+    vfioSection()
+    exit(0)
+}
 print("machine: \(sysconf(Int32(_SC_NPROCESSORS_ONLN))) online CPUs")
 print("")
 
@@ -566,6 +572,7 @@ if let root, let built, !arguments.contains("--skip-foreign") {
 setsBenchmark()
 svaSection()
 trappedMMIOSection(root: root, malloccount: built?.malloccount)
+vfioSection()
 
 // Section 5: the selftest's wall time.
 if let root, !arguments.contains("--skip-conformance") {

@@ -74,6 +74,15 @@ struct PreloadTests {
         }
     }
 
+    @Test func vfioDeviceThroughGroupContainerAndCdev() throws {
+        let fixtures = try Fixtures.shared.get()
+        let outcome = try runUnderIOASID(["--machine", "vtd", "--", fixtures.vfio])
+        #expect(outcome.exited(0), "\(outcome)")
+        for check in ["group and container", "device info", "pread and pwrite", "msix eventfd", "cdev"] {
+            #expect(outcome.standardOutput.contains("ok \(check)\n"), "missing: \(check)\n\(outcome)")
+        }
+    }
+
     @Test func traceToFile() throws {
         let fixtures = try Fixtures.shared.get()
         let file = fixtures.directory + "/trace-\(UUID().uuidString).log"
@@ -164,6 +173,7 @@ struct Fixtures: Sendable {
     var contract: String
     var fakeEngine: String
     var trace: String
+    var vfio: String
 
     static let source = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("Fixtures").path
@@ -192,7 +202,8 @@ struct Fixtures: Sendable {
             iommu: try build("iommu.c", output: "iommu", program + ["-pthread"]),
             contract: try build("contract.c", output: "contract", program),
             fakeEngine: try build("fake_engine.c", output: "fake_engine.so", ["-shared", "-fPIC"]),
-            trace: try build("trace.c", output: "trace", program))
+            trace: try build("trace.c", output: "trace", program),
+            vfio: try build("vfio.c", output: "vfio", program))
     }
 }
 

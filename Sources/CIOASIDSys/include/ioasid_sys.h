@@ -68,6 +68,9 @@ long ioasid_sys_dup_cloexec(int fd, int minimum);
 long ioasid_sys_mmap(void *address, size_t length, int protection, int flags, int fd, long offset);
 long ioasid_sys_munmap(void *address, size_t length);
 
+/* Whether fd is an eventfd (VFIO's interrupt triggers must be): 1, 0, or -EBADF for a closed fd. */
+long ioasid_sys_is_eventfd(int fd);
+
 /* getpid(): the caller's process ID (always fresh, also right after fork). */
 long ioasid_sys_getpid(void);
 

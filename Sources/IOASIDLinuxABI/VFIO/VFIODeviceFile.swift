@@ -5,22 +5,33 @@ import IOASIDSoftDrivers
 import IOASIDSoftIOMMU
 import IOASIDStructures
 
-/// A VFIO device cdev (`/dev/vfio/devices/vfioN`) of a modelled device: how a C program binds a
-/// device of the modelled machine to its `/dev/iommu` and attaches it, as with real VFIO.
+/// A descriptor of a VFIO device of the modelled machine: a cdev (`/dev/vfio/devices/vfioN`),
+/// or a device descriptor from a group's `VFIO_GROUP_GET_DEVICE_FD`.
 ///
-/// Served: `VFIO_DEVICE_BIND_IOMMUFD`, `VFIO_DEVICE_ATTACH_IOMMUFD_PT` (attach, or replace when
-/// attached; with `VFIO_DEVICE_ATTACH_PASID` per PASID) and `VFIO_DEVICE_DETACH_IOMMUFD_PT`, with
-/// the kernel's argument checks and errnos. Before the bind every other request is `EINVAL`, as
-/// in the kernel. Closing the cdev unbinds the device (everything it had attached is detached).
-/// Unlike the kernel, the cdev does not keep the iommufd alive: if `/dev/iommu` is closed first,
-/// the device is unbound with it.
+/// A cdev serves `VFIO_DEVICE_BIND_IOMMUFD` (with a VF token, `VFIO_DEVICE_BIND_FLAG_TOKEN`),
+/// `VFIO_DEVICE_ATTACH_IOMMUFD_PT` (attach, or replace when attached; with
+/// `VFIO_DEVICE_ATTACH_PASID` per PASID) and `VFIO_DEVICE_DETACH_IOMMUFD_PT`; before the bind
+/// every other request is `EINVAL`, as in the kernel. A group's device descriptor is bound and
+/// attached to the container's compatibility IOAS when it is created; on it the bind is `EINVAL`
+/// and the attach/detach requests are `ENOTTY`.
+///
+/// Once access is granted, a PCI device answers vfio-pci's requests: `VFIO_DEVICE_GET_INFO`,
+/// `VFIO_DEVICE_GET_REGION_INFO` (capability chains), `VFIO_DEVICE_GET_IRQ_INFO`,
+/// `VFIO_DEVICE_SET_IRQS`, `VFIO_DEVICE_RESET`, `VFIO_DEVICE_FEATURE`, `pread`/`pwrite` on its
+/// regions and `mmap` of its BARs (`VFIOPCIDevice`). Closing the descriptor unbinds the device.
+/// Unlike the kernel, the descriptor does not keep the iommufd alive: if the iommufd is closed
+/// first, the device is unbound with it.
 public final class VFIODeviceFile: LinuxFile, @unchecked Sendable {
     /// The host that installed the descriptors (to find the iommufd named in the bind).
     public let host: any DescriptorHost
     /// The modelled device behind the cdev.
     public let model: any DeviceModel
+    /// The PCI face of the device (nil for a device of the test driver's mock IOMMU).
+    public let pci: VFIOPCIDevice?
     /// `vfioN`.
     public let name: String
+    /// Whether the descriptor came from a group (`VFIO_GROUP_GET_DEVICE_FD`).
+    public let fromGroup: Bool
     /// The iommufd and device ID of the bind. What is attached is the core's to know (a PASID the
     /// IOASID layer frees is detached behind this file's back), so it is asked, never mirrored.
     private struct Binding { var file: IOMMUFile; var device: Device.ID }
@@ -29,10 +40,24 @@ public final class VFIODeviceFile: LinuxFile, @unchecked Sendable {
     private enum Parked { case read(PendingDMA<[UInt8]>, to: UInt64), write(PendingDMA<Void>) }
     private let parked = Locked<Parked?>(nil)
 
-    public init(host: any DescriptorHost, model: any DeviceModel, name: String) {
+    /// A cdev of `model` (and its PCI face `pci`).
+    public init(host: any DescriptorHost, model: any DeviceModel, pci: VFIOPCIDevice? = nil, name: String) {
         self.host = host
         self.model = model
+        self.pci = pci
         self.name = name
+        self.fromGroup = false
+    }
+
+    /// A group's device descriptor, already bound to `iommufd` as `device` (access granted).
+    init(host: any DescriptorHost, pci: VFIOPCIDevice, name: String, boundTo iommufd: IOMMUFile, as device: Device.ID) {
+        self.host = host
+        self.model = pci.device
+        self.pci = pci
+        self.name = name
+        self.fromGroup = true
+        binding.withLock { $0 = Binding(file: iommufd, device: device) }
+        pci.open()
     }
 
     /// The device's ID in the iommufd it is bound to, if bound.
@@ -46,18 +71,12 @@ public final class VFIODeviceFile: LinuxFile, @unchecked Sendable {
     public var traceKind: String { name }
 
     public func ioctl(request: UInt, argument: UnsafeMutableRawPointer?, trace: inout TraceLine?) -> Int {
-        let r: Int
-        trace?.call(TraceLine.requestName(request))
+        let request = IOCTL.normalized(request)
+        trace?.call(Self.requestName(request))
         do throws(IOMMUError) {
-            switch IOCTL.normalized(request) {
-            case IOCTL.VFIO_DEVICE_BIND_IOMMUFD: r = try bind(argument)
-            case IOCTL.VFIO_DEVICE_ATTACH_IOMMUFD_PT: r = try attach(argument)
-            case IOCTL.VFIO_DEVICE_DETACH_IOMMUFD_PT: r = try detach(argument)
-            case IOASIDUAPI.IOASID_DEVICE_DMA: r = try dma(argument)
-            default:
-                guard binding.withLock({ $0 != nil }) else { throw .invalid("the device is not bound to an iommufd") }
-                throw .invalid("request not served by this device")
-            }
+            let r = try perform(request, argument)
+            if trace != nil { Self.describe(request, argument, &trace!) }
+            return r
         } catch {
             if trace != nil {
                 Self.describe(request, argument, &trace!)
@@ -65,8 +84,28 @@ public final class VFIODeviceFile: LinuxFile, @unchecked Sendable {
             }
             return -Int(error.errno)
         }
-        if trace != nil { Self.describe(request, argument, &trace!) }
-        return r
+    }
+
+    private func perform(_ request: UInt, _ argument: UnsafeMutableRawPointer?) throws(IOMMUError) -> Int {
+        if request == IOCTL.VFIO_DEVICE_BIND_IOMMUFD {
+            guard !fromGroup else { throw .invalid("a group's device descriptor is bound already") }
+            return try bind(argument)
+        }
+        guard binding.withLock({ $0 != nil }) else { throw .invalid("the device is not bound to an iommufd") }
+        switch request {
+        case IOCTL.VFIO_DEVICE_ATTACH_IOMMUFD_PT where !fromGroup: return try attach(argument)
+        case IOCTL.VFIO_DEVICE_DETACH_IOMMUFD_PT where !fromGroup: return try detach(argument)
+        case IOASIDUAPI.IOASID_DEVICE_DMA: return try dma(argument)
+        default:
+            guard let pci else { throw .invalid("request not served by this device") }
+            return try VFIODeviceRequests.handle(pci, request: request, argument: argument, host: host)
+        }
+    }
+
+    private static func requestName(_ request: UInt) -> String {
+        if request == IOASIDUAPI.IOASID_DEVICE_DMA { return "IOASID_DEVICE_DMA" }
+        if let row = IOCTL.vfioDeviceRequests.first(where: { $0.request == request }) { return row.name }
+        return TraceLine.requestName(request)
     }
 
     /// The fields of the request's struct as they stand after the call (read fault-safely), or
@@ -78,7 +117,7 @@ public final class VFIODeviceFile: LinuxFile, @unchecked Sendable {
             guard rc == 0 else { line.hex("arg", UInt(bitPattern: argument)); return }
             withUnsafeBytes(of: &value) { line.fields(of: T.self, in: $0.baseAddress!, skipping: skip) }
         }
-        switch IOCTL.normalized(request) {
+        switch request {
         case IOCTL.VFIO_DEVICE_BIND_IOMMUFD: fields(vfio_device_bind_iommufd.self)
         case IOCTL.VFIO_DEVICE_ATTACH_IOMMUFD_PT: fields(vfio_device_attach_iommufd_pt.self)
         case IOCTL.VFIO_DEVICE_DETACH_IOMMUFD_PT: fields(vfio_device_detach_iommufd_pt.self)
@@ -94,8 +133,25 @@ public final class VFIODeviceFile: LinuxFile, @unchecked Sendable {
         }
     }
 
+    public func pread(into address: UInt64, count: Int, offset: Int64) -> Int {
+        guard let pci, binding.withLock({ $0 != nil }) else { return -Int(EINVAL) }
+        return pci.regionAccess(offset, user: address, count: count, write: false)
+    }
+
+    public func pwrite(from address: UInt64, count: Int, offset: Int64) -> Int {
+        guard let pci, binding.withLock({ $0 != nil }) else { return -Int(EINVAL) }
+        return pci.regionAccess(offset, user: address, count: count, write: true)
+    }
+
+    public func mmap(address: UnsafeMutableRawPointer?, length: Int, protection: Int32, flags: Int32, offset: Int) -> Int {
+        guard let pci, binding.withLock({ $0 != nil }) else { return -Int(EINVAL) }
+        return pci.mapBAR(address: address, length: length, flags: flags, offset: offset)
+    }
+
     public func release() {
         guard let b = binding.withLock({ b -> Binding? in defer { b = nil }; return b }) else { return }
+        if !fromGroup { pci?.cdevClosed() }
+        pci?.close()
         try? b.file.context.unbind(b.device)
     }
 
@@ -132,8 +188,16 @@ public final class VFIODeviceFile: LinuxFile, @unchecked Sendable {
         let c = try loadExtensible(vfio_device_bind_iommufd.self, from: argument, last: "out_devid")
         guard c.iommufd >= 0, c.flags & ~UInt32(1) == 0 else { throw .invalid("bad iommufd or flags") }
         guard binding.withLock({ $0 == nil }) else { throw .invalid("the device is bound already") }
-        // The modelled devices have no VF token to match.
-        guard c.flags == 0 else { throw .invalid("the device takes no VF token") }
+        var token: [UInt8]? = nil
+        if c.flags & 1 != 0 {
+            // VFIO_DEVICE_BIND_FLAG_TOKEN: a 16-byte UUID at token_uuid_ptr.
+            guard pci != nil else { throw .invalid("the device takes no VF token") }
+            var uuid = [UInt8](repeating: 0, count: 16)
+            let rc = uuid.withUnsafeMutableBytes { ioasid_sys_copy_in($0.baseAddress, c.token_uuid_ptr, 16) }
+            guard rc == 0 else { throw .fault("token not readable") }
+            token = uuid
+        }
+        try pci?.matchToken(token)
         guard let file = host.file(for: c.iommufd) as? IOMMUFile else {
             throw fcntl(c.iommufd, F_GETFD) < 0 ? .badDescriptor("not a descriptor") : .badFileState("not an iommufd")
         }
@@ -143,6 +207,8 @@ public final class VFIODeviceFile: LinuxFile, @unchecked Sendable {
             throw error
         }
         binding.withLock { $0 = Binding(file: file, device: device) }
+        pci?.cdevOpened()
+        pci?.open()
         return 0
     }
 
@@ -183,6 +249,8 @@ public final class VFIODeviceFile: LinuxFile, @unchecked Sendable {
         let known = IOASIDUAPI.IOASID_DMA_WRITE | IOASIDUAPI.IOASID_DMA_PASID | IOASIDUAPI.IOASID_DMA_RESUME
         guard c.flags & ~known == 0, c.__reserved == 0 else { throw .notSupported("unknown flags or reserved field set") }
         guard let device = model as? any DMADevice else { throw .noDevice("this device cannot issue DMA") }
+        // The test hook issues DMA on the function's behalf whatever COMMAND says (it stands for
+        // the device's own engine, not for a driver's request).
         let status: UInt32
         if c.flags & IOASIDUAPI.IOASID_DMA_RESUME != 0 {
             // The device's retry after the page response: continue the parked DMA.

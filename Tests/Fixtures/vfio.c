@@ -1,0 +1,100 @@
+/* A user-space driver's first steps on a modelled VFIO device, run under `ioasid run --machine
+ * vtd`: the group and container flow (type1v2 on /dev/vfio/vfio), the device's info, pread and
+ * pwrite on config space and BAR 0 (built with _FORTIFY_SOURCE, so pread is __pread_chk), the
+ * vectored forms, an MSI-X eventfd signalled by the device model, and the cdev flow.
+ * Uses only the kernel's uAPI numbers, written out here so no kernel header is needed. */
+#include "fixture.h"
+
+#include <fcntl.h>
+#include <stdint.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#define VFIO_TYPE ';'
+#define VFIO_BASE 100
+#define VFIO_GET_API_VERSION _IO(VFIO_TYPE, VFIO_BASE + 0)
+#define VFIO_CHECK_EXTENSION _IO(VFIO_TYPE, VFIO_BASE + 1)
+#define VFIO_SET_IOMMU _IO(VFIO_TYPE, VFIO_BASE + 2)
+#define VFIO_GROUP_GET_STATUS _IO(VFIO_TYPE, VFIO_BASE + 3)
+#define VFIO_GROUP_SET_CONTAINER _IO(VFIO_TYPE, VFIO_BASE + 4)
+#define VFIO_GROUP_GET_DEVICE_FD _IO(VFIO_TYPE, VFIO_BASE + 6)
+#define VFIO_DEVICE_GET_INFO _IO(VFIO_TYPE, VFIO_BASE + 7)
+#define VFIO_DEVICE_GET_REGION_INFO _IO(VFIO_TYPE, VFIO_BASE + 8)
+#define VFIO_DEVICE_SET_IRQS _IO(VFIO_TYPE, VFIO_BASE + 10)
+#define VFIO_DEVICE_BIND_IOMMUFD _IO(VFIO_TYPE, VFIO_BASE + 18)
+
+struct group_status { uint32_t argsz, flags; };
+struct device_info { uint32_t argsz, flags, num_regions, num_irqs, cap_offset, pad; };
+struct region_info { uint32_t argsz, flags, index, cap_offset; uint64_t size, offset; };
+struct irq_set { uint32_t argsz, flags, index, start, count; int32_t fd; };
+struct bind { uint32_t argsz, flags; int32_t iommufd; uint32_t out_devid; uint64_t token_uuid_ptr; };
+
+#define CONFIG ((off_t)7 << 40)
+
+int main(void) {
+    int container = open("/dev/vfio/vfio", O_RDWR);
+    CHECK(container >= 0, "open /dev/vfio/vfio");
+    CHECK(ioctl(container, VFIO_GET_API_VERSION) == 0, "API version 0");
+    CHECK(ioctl(container, VFIO_CHECK_EXTENSION, 3) == 1, "type1v2");
+    int group = open("/dev/vfio/0", O_RDWR);
+    CHECK(group >= 0, "open /dev/vfio/0");
+    CHECK_ERRNO(open("/dev/vfio/7", O_RDWR), ENOENT);
+    struct group_status status = {sizeof status, 0};
+    CHECK(ioctl(group, VFIO_GROUP_GET_STATUS, &status) == 0 && status.flags == 1, "viable, no container");
+    CHECK(ioctl(group, VFIO_GROUP_SET_CONTAINER, &container) == 0, "set container");
+    CHECK(ioctl(container, VFIO_SET_IOMMU, 3) == 0, "set type1v2");
+    CHECK_ERRNO(ioctl(group, VFIO_GROUP_GET_DEVICE_FD, "0000:00:01.0"), ENODEV);
+    int device = ioctl(group, VFIO_GROUP_GET_DEVICE_FD, "0100:00:01.0");
+    CHECK(device >= 0, "device fd");
+    OK("group and container\n");
+
+    struct device_info info = {sizeof info, 0, 0, 0, 0, 0};
+    CHECK(ioctl(device, VFIO_DEVICE_GET_INFO, &info) == 0, "get info");
+    CHECK(info.flags == 3 && info.num_regions == 9 && info.num_irqs == 5, "PCI|RESET, 9 regions, 5 irqs");
+    struct region_info region = {sizeof region, 0, 7, 0, 0, 0};
+    CHECK(ioctl(device, VFIO_DEVICE_GET_REGION_INFO, &region) == 0 && region.size == 4096 && region.offset == (uint64_t)CONFIG, "config region");
+    OK("device info\n");
+
+    uint32_t ids = 0;
+    CHECK(pread(device, &ids, sizeof ids, CONFIG) == 4 && ids == 0x00f01b36, "pread vendor/device: %x", ids);
+    uint16_t command = 0;
+    CHECK(pread64(device, &command, 2, CONFIG + 4) == 2, "pread64 COMMAND");
+    command |= 4; /* bus master */
+    CHECK(pwrite(device, &command, 2, CONFIG + 4) == 2, "pwrite COMMAND");
+    uint32_t magic = 0;
+    CHECK(pread(device, &magic, 4, 0) == 4 && magic == 0x494f4153, "pread BAR 0: %x", magic);
+    uint64_t scratch = 0x1122334455667788ull, back = 0;
+    struct iovec out = {&scratch, 8}, in = {&back, 8};
+    CHECK(pwritev(device, &out, 1, 0x28) == 8 && preadv(device, &in, 1, 0x28) == 8 && back == scratch, "pwritev/preadv");
+    CHECK_ERRNO(pread(device, &magic, 4, (off_t)9 << 40), EINVAL);
+    OK("pread and pwrite\n");
+
+    int trigger = eventfd(0, EFD_NONBLOCK);
+    struct irq_set set = {sizeof set, (1 << 2) | (1 << 5), 2, 0, 1, trigger};
+    CHECK(ioctl(device, VFIO_DEVICE_SET_IRQS, &set) == 0, "MSI-X vector 0");
+    uint32_t zero = 0, length = 1;
+    CHECK(pwrite(device, &zero, 4, 0x1c) == 4 && pwrite(device, &length, 4, 0x10) == 4, "program");
+    uint32_t doorbell = 1; /* a DMA read; IOVA 0 is unmapped: no data, then the completion interrupt */
+    CHECK(pwrite(device, &doorbell, 4, 0x18) == 4, "doorbell");
+    uint64_t count = 0;
+    CHECK(read(trigger, &count, 8) == 8 && count == 1, "the MSI-X eventfd was signalled");
+    uint32_t dma_status = 0;
+    /* 2: the IOMMU blocked it; 4: the device (it has PRI) sent a page request instead. */
+    CHECK(pread(device, &dma_status, 4, 0x20) == 4 && (dma_status == 2 || dma_status == 4), "an IOMMU fault: %u", dma_status);
+    OK("msix eventfd\n");
+    close(device);
+    close(group);
+    close(container);
+
+    int cdev = open("/dev/vfio/devices/vfio0", O_RDWR);
+    int iommufd = open("/dev/iommu", O_RDWR);
+    CHECK(cdev >= 0 && iommufd >= 0, "open cdev and iommufd");
+    CHECK_ERRNO(pread(cdev, &ids, 4, CONFIG), EINVAL);
+    struct bind bind = {sizeof bind, 0, iommufd, 0, 0};
+    CHECK(ioctl(cdev, VFIO_DEVICE_BIND_IOMMUFD, &bind) == 0, "bind");
+    CHECK(pread(cdev, &ids, sizeof ids, CONFIG) == 4 && ids == 0x00f01b36, "pread after bind");
+    OK("cdev\n");
+    return 0;
+}
