@@ -1,6 +1,6 @@
 // ioasid-benchmark: the project's own benchmark harness.
 //
-//   swift run -c release ioasid-benchmark [--quick] [--skip-foreign] [--skip-conformance]
+//   swift run -c release ioasid-benchmark [--quick] [--skip-foreign] [--skip-conformance] [--only-ioat]
 //
 // Every timed figure is the median of repeated runs, printed with its spread (min..max of the
 // runs) next to a baseline measured in the same run, interleaved run by run with the figure, and
@@ -15,6 +15,7 @@
 //   7. the software IOMMU's translation cache: hit lookup vs an array load, streaming vs random DMA (SoftIOMMUBench.swift)
 //   8. the software IOMMU's page-table walks on a miss vs pointer chasing; page-table memory per GiB (WalkBench.swift)
 //   9. SVA on VT-d: the I/O page fault round trip in-process, bind + unbind end to end (SVABench.swift)
+//  10. the I/OAT device model: memcpy descriptors through VT-d (IOTLB hits) vs memcpy (IOATBench.swift)
 //
 // `--malloc-child` is the internal mode of section 4 (prints "key value" lines).
 
@@ -351,6 +352,7 @@ if arguments.contains("--malloc-child") {
     count("iotlb_hit", softIOMMUHitLookup())
     count("walk_x86", walkBenchSingleWalk())
     count("walk_nested", walkBenchNestedWalk())
+    count("ioat_memcpy_64k", ioatBenchMemcpy())
 
     // The heap the 1 GiB mapping keeps while it is mapped (areas, pages, pins, domain extents).
     let big = FastPath()
@@ -369,6 +371,21 @@ if arguments.contains("--malloc-child") {
     let l3 = live.pointee
     for i in 0..<512 { big.abi.unmap(big.ioas, length: 2 << 20, iova: fixedIOVA + UInt64(i) * (2 << 20)) }
     print("gib_as_2m_maps.heap_bytes \(l3 - l2)")
+    exit(0)
+}
+
+// `--only-ioat`: section 10 and its malloc count alone.
+if arguments.contains("--only-ioat") {
+    ioatSection()
+    if let root = packageRoot() {
+        let b = run([root + "/scripts/bench-preload.sh", "build", root + "/.build/bench"])
+        if b.status == 0, let lib = b.output.split(separator: "\n").last.map(String.init) {
+            let kv = keyValues(run([selfPath(), "--malloc-child"], environment: ["LD_PRELOAD": lib]).output)
+            print("mallocs per 64 KiB IOAT memcpy through VT-d: \(kv["ioat_memcpy_64k.mallocs"]?.first.map { fmt($0, 2) } ?? "n/a")"
+                  + ", frees: \(kv["ioat_memcpy_64k.frees"]?.first.map { fmt($0, 2) } ?? "n/a")"
+                  + " (control, one syscall: \(kv["baseline.mallocs"]?.first.map { fmt($0, 2) } ?? "n/a"))")
+        }
+    }
     exit(0)
 }
 
@@ -506,6 +523,7 @@ if let built {
             ["IOTLB hit lookup (section 7)", v("iotlb_hit.mallocs"), v("iotlb_hit.frees"), "-"],
             ["x86 4-level walk (section 8)", v("walk_x86.mallocs"), v("walk_x86.frees"), "-"],
             ["nested x86/VT-d 2D walk (section 8)", v("walk_nested.mallocs"), v("walk_nested.frees"), "-"],
+            ["IOAT memcpy 64 KiB through VT-d (section 10)", v("ioat_memcpy_64k.mallocs"), v("ioat_memcpy_64k.frees"), "-"],
             ["(control) one syscall", v("baseline.mallocs"), v("baseline.frees"), sc("baseline")],
         ])
         print("(syscalls/call: strace -f -c of 1000 calls minus the same program with 0 calls)")
@@ -564,6 +582,7 @@ if let root, let built, !arguments.contains("--skip-foreign") {
 
 setsBenchmark()
 svaSection()
+ioatSection()
 
 // Section 5: the selftest's wall time.
 if let root, !arguments.contains("--skip-conformance") {
