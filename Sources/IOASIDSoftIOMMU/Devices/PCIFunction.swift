@@ -544,6 +544,7 @@ public final class PCIFunction: DeviceEndpoint, @unchecked Sendable {
         let control = lock.withLock { state.control }
         if let e = refusal(pasid: pasid, privileged: privileged, execute: false, control: control) { return .failure(.read(e)) }
         let memory = iommu.memory
+        if !control.ats { return copyInBursts(pasid: pasid, from: source, to: destination, count: count, privileged: privileged) }
         var done = 0
         while done < count {
             let step: Result<Int, CopyFailure> = inFlight.withReadLock {
@@ -566,6 +567,74 @@ public final class PCIFunction: DeviceEndpoint, @unchecked Sendable {
                     return .failure(.write(.memory(error)))
                 }
                 return .success(n2)
+            }
+            switch step {
+            case .success(let n): done += n
+            case .failure(let e): return .failure(e)
+            }
+        }
+        return .success(())
+    }
+
+    /// The pages of one burst: a window of the copy of at most this many source (and
+    /// destination) pages is translated, then moved.
+    private static let burstPages = 16
+
+    /// `copy` without ATS: the window's source pages are translated as one burst of read
+    /// requests and its destination pages as one burst of write requests (each page an IOTLB
+    /// lookup; the IOMMU may resolve the requester once per burst), then the bytes move in runs
+    /// that are contiguous on both sides. A fault stops the burst at its page; the bytes before it
+    /// move, then the copy fails. A source page may thus be translated (and its fault recorded)
+    /// before the destination page of an earlier stretch fails, as with an engine that reads ahead.
+    private func copyInBursts(pasid: PASID?, from source: UInt64, to destination: UInt64, count: Int,
+                              privileged: Bool) -> Result<Void, CopyFailure> {
+        let memory = iommu.memory
+        let window = Self.burstPages << 12
+        var done = 0
+        while done < count {
+            let from = source &+ UInt64(done), to = destination &+ UInt64(done)
+            let length = min(count - done, window - Int(from & 0xFFF))
+            let step: Result<Int, CopyFailure> = withUnsafeTemporaryAllocation(of: Translation.self, capacity: 2 * (Self.burstPages + 1)) { t in
+                let reads = t.baseAddress!, writes = reads + (Self.burstPages + 1)
+                return inFlight.withReadLock {
+                    let sourcePages = Int(((from & 0xFFF) + UInt64(length) + 0xFFF) >> 12)
+                    let r = iommu.translateBurst(DMARequest(requesterID: requesterID, pasid: pasid, privileged: privileged, address: from,
+                                                            access: .read, length: min(UInt64(length), 0x1000 - (from & 0xFFF))),
+                                                 count: sourcePages, into: reads)
+                    // Bytes readable before the first source fault.
+                    let readable = r.fault == nil ? length : max(0, r.translated * 4096 - Int(from & 0xFFF))
+                    let destinationPages = readable == 0 ? 0 : Int(((to & 0xFFF) + UInt64(readable) + 0xFFF) >> 12)
+                    let w = destinationPages == 0 ? (translated: 0, fault: nil) :
+                        iommu.translateBurst(DMARequest(requesterID: requesterID, pasid: pasid, privileged: privileged, address: to,
+                                                        access: .write, length: min(UInt64(readable), 0x1000 - (to & 0xFFF))),
+                                             count: destinationPages, into: writes)
+                    let writable = w.fault == nil ? readable : min(readable, max(0, w.translated * 4096 - Int(to & 0xFFF)))
+                    // Move [0, writable) in runs contiguous on both sides.
+                    var at = 0
+                    while at < writable {
+                        let a = from &+ UInt64(at), b = to &+ UInt64(at)
+                        let input = reads[Int(((from & 0xFFF) + UInt64(at)) >> 12)].output(for: a)
+                        let output = writes[Int(((to & 0xFFF) + UInt64(at)) >> 12)].output(for: b)
+                        var run = min(writable - at, 0x1000 - Int(a & 0xFFF), 0x1000 - Int(b & 0xFFF))
+                        while at + run < writable {
+                            let na = a &+ UInt64(run), nb = b &+ UInt64(run)
+                            let ni = reads[Int(((from & 0xFFF) + UInt64(at + run)) >> 12)].output(for: na)
+                            let no = writes[Int(((to & 0xFFF) + UInt64(at + run)) >> 12)].output(for: nb)
+                            guard ni == input &+ UInt64(run), no == output &+ UInt64(run) else { break }
+                            run += min(writable - at - run, 0x1000 - Int(na & 0xFFF), 0x1000 - Int(nb & 0xFFF))
+                        }
+                        do throws(PhysicalMemoryError) {
+                            try memory.copy(from: input, to: output, count: run)
+                        } catch {
+                            if case .unbacked(let x) = error, x &- input < UInt64(run) { return .failure(.read(.memory(error))) }
+                            return .failure(.write(.memory(error)))
+                        }
+                        at += run
+                    }
+                    if writable < readable, let f = w.fault { return .failure(.write(.fault(f))) }
+                    if readable < length, let f = r.fault { return .failure(.read(.fault(f))) }
+                    return .success(length)
+                }
             }
             switch step {
             case .success(let n): done += n
