@@ -1,6 +1,6 @@
 // ioasid-benchmark: the project's own benchmark harness.
 //
-//   swift run -c release ioasid-benchmark [--quick] [--skip-foreign] [--skip-conformance] [--only-vfio]
+//   swift run -c release ioasid-benchmark [--quick] [--skip-foreign] [--skip-conformance] [--only-vfio] [--only-ioat]
 //
 // Every timed figure is the median of repeated runs, printed with its spread (min..max of the
 // runs) next to a baseline measured in the same run, interleaved run by run with the figure, and
@@ -16,8 +16,8 @@
 //   8. the software IOMMU's page-table walks on a miss vs pointer chasing; page-table memory per GiB (WalkBench.swift)
 //   9. SVA on VT-d: the I/O page fault round trip in-process, bind + unbind end to end (SVABench.swift)
 //  10. trapped MMIO: a 4-byte load and store to a trapped BAR vs one system call (TrappedMMIOBench.swift)
-
 //  11. VFIO device: pread of config space and of BAR 0 against one system call (VFIOBench.swift)
+//  12. the I/OAT device model: memcpy descriptors through VT-d (IOTLB hits) vs memcpy (IOATBench.swift)
 //
 // `--malloc-child` is the internal mode of section 4 (prints "key value" lines).
 
@@ -354,6 +354,7 @@ if arguments.contains("--malloc-child") {
     count("iotlb_hit", softIOMMUHitLookup())
     count("walk_x86", walkBenchSingleWalk())
     count("walk_nested", walkBenchNestedWalk())
+    count("ioat_memcpy_64k", ioatBenchMemcpy())
 
     // The heap the 1 GiB mapping keeps while it is mapped (areas, pages, pins, domain extents).
     let big = FastPath()
@@ -372,6 +373,21 @@ if arguments.contains("--malloc-child") {
     let l3 = live.pointee
     for i in 0..<512 { big.abi.unmap(big.ioas, length: 2 << 20, iova: fixedIOVA + UInt64(i) * (2 << 20)) }
     print("gib_as_2m_maps.heap_bytes \(l3 - l2)")
+    exit(0)
+}
+
+// `--only-ioat`: section 10 and its malloc count alone.
+if arguments.contains("--only-ioat") {
+    ioatSection()
+    if let root = packageRoot() {
+        let b = run([root + "/scripts/bench-preload.sh", "build", root + "/.build/bench"])
+        if b.status == 0, let lib = b.output.split(separator: "\n").last.map(String.init) {
+            let kv = keyValues(run([selfPath(), "--malloc-child"], environment: ["LD_PRELOAD": lib]).output)
+            print("mallocs per 64 KiB IOAT memcpy through VT-d: \(kv["ioat_memcpy_64k.mallocs"]?.first.map { fmt($0, 2) } ?? "n/a")"
+                  + ", frees: \(kv["ioat_memcpy_64k.frees"]?.first.map { fmt($0, 2) } ?? "n/a")"
+                  + " (control, one syscall: \(kv["baseline.mallocs"]?.first.map { fmt($0, 2) } ?? "n/a"))")
+        }
+    }
     exit(0)
 }
 
@@ -513,6 +529,7 @@ if let built {
             ["IOTLB hit lookup (section 7)", v("iotlb_hit.mallocs"), v("iotlb_hit.frees"), "-"],
             ["x86 4-level walk (section 8)", v("walk_x86.mallocs"), v("walk_x86.frees"), "-"],
             ["nested x86/VT-d 2D walk (section 8)", v("walk_nested.mallocs"), v("walk_nested.frees"), "-"],
+            ["IOAT memcpy 64 KiB through VT-d (section 10)", v("ioat_memcpy_64k.mallocs"), v("ioat_memcpy_64k.frees"), "-"],
             ["(control) one syscall", v("baseline.mallocs"), v("baseline.frees"), sc("baseline")],
         ])
         print("(syscalls/call: strace -f -c of 1000 calls minus the same program with 0 calls)")
@@ -573,6 +590,7 @@ setsBenchmark()
 svaSection()
 trappedMMIOSection(root: root, malloccount: built?.malloccount)
 vfioSection()
+ioatSection()
 
 // Section 5: the selftest's wall time.
 if let root, !arguments.contains("--skip-conformance") {

@@ -17,6 +17,9 @@
 // has finished. A translation obtained while an invalidation ran is used for that one access
 // (which completes before the invalidation does) but not cached (the cache's fill ticket).
 //
+// The bulk paths (`read(into:)`, `write(from:)`, `copy`) keep this exactness: each page (each
+// source/destination page pair of a copy) is translated and accessed inside one reader section.
+//
 // Locks: `state` (control bits, page request bookkeeping) is a leaf lock. `inFlight` is held
 // across calls into the IOMMU; so an IOMMU must not call `invalidate(_:)` while holding a lock
 // its translate methods take.
@@ -333,14 +336,7 @@ public final class PCIFunction: DeviceEndpoint, @unchecked Sendable {
     /// Moves the rest of `op`'s bytes, page by page.
     private func run(_ op: Operation) -> Outcome {
         let control = lock.withLock { state.control }
-        if let pasid = op.pasid {
-            guard control.pasid, let width = capabilities.pasidWidth else { return .failed(.pasidNotEnabled) }
-            guard pasid.fits(width: width) else { return .failed(.pasidOutOfRange(pasid)) }
-            if op.privileged && !capabilities.privilegedMode { return .failed(.unsupportedAccess) }
-            if op.execute && !capabilities.executePermission { return .failed(.unsupportedAccess) }
-        } else if op.privileged || op.execute {
-            return .failed(.unsupportedAccess)
-        }
+        if let e = refusal(pasid: op.pasid, privileged: op.privileged, execute: op.execute, control: control) { return .failed(e) }
         var access: AccessPermissions = op.isWrite ? .write : .read
         if op.execute { access.insert(.execute) }
         while op.done < op.data.count {
@@ -369,44 +365,13 @@ public final class PCIFunction: DeviceEndpoint, @unchecked Sendable {
     /// Translates the page containing `address` and moves the bytes of `op` that fall in it.
     private func pageStep(_ op: Operation, _ address: UInt64, _ access: AccessPermissions, useATS: Bool) -> Step {
         inFlight.withReadLock {
-            // Untranslated requests stop at the 4 KiB boundary (a PCIe request never crosses one);
-            // translated ones at the end of the ATC's translation.
-            var request = DMARequest(requesterID: requesterID, pasid: op.pasid, privileged: op.privileged, address: address,
-                                     access: access, length: min(UInt64(op.data.count - op.done), (address | 0xFFF) &- address &+ 1))
-            if useATS, let atc {
-                let tag = TranslationTag(pasid: op.pasid, privileged: op.privileged)
-                var cached = atc.lookup(tag, address: address)
-                if let t = cached, !t.permissions.isSuperset(of: access) { cached = nil }
-                if cached == nil {
-                    let ticket = atc.fillTicket()
-                    // A translation request always asks for read; ask for write too (NW = 0) so that
-                    // reads and writes can share the entry.
-                    let ats = ATSTranslationRequest(requesterID: requesterID, pasid: op.pasid, privileged: op.privileged,
-                                                    address: address, access: access.union(.readWrite))
-                    switch iommu.translate(ats) {
-                    case .translated(let t) where t.contains(address):
-                        if !t.permissions.isEmpty { atc.insert(t, tag: tag, covering: address, ifUnchangedSince: ticket) }
-                        guard t.permissions.isSuperset(of: access) else { return .needsPage(.noTranslation(address: address)) }
-                        cached = t
-                    case .translated: return .failed(.translationRequestFailed(.completerAbort))
-                    case let other: return .failed(.translationRequestFailed(other))
-                    }
-                }
-                let t = cached!
-                request.address = t.output(for: address)
-                request.length = min(UInt64(op.data.count - op.done), t.inputBase &+ (t.size &- 1) &- address &+ 1)
-                request.addressType = .translated
+            let output: UInt64, n: Int
+            switch translatePage(pasid: op.pasid, privileged: op.privileged, address: address, access: access,
+                                 remaining: op.data.count - op.done, useATS: useATS) {
+            case .translated(let o, let length): (output, n) = (o, length)
+            case .needsPage(let e): return .needsPage(e)
+            case .failed(let e): return .failed(e)
             }
-            let target: Translation
-            switch iommu.translate(request) {
-            case .success(let t): target = t
-            case .failure(let fault):
-                let recoverable = fault.recoverable && request.addressType == .untranslated
-                return recoverable ? .needsPage(.fault(fault)) : .failed(.fault(fault))
-            }
-            // Stay within the page the IOMMU translated.
-            let n = Int(min(request.length, target.inputBase &+ (target.size &- 1) &- request.address &+ 1))
-            let output = target.output(for: request.address)
             let done = op.done
             let memory = iommu.memory
             let result: Result<Void, PhysicalMemoryError>
@@ -426,6 +391,257 @@ public final class PCIFunction: DeviceEndpoint, @unchecked Sendable {
             if case .failure(let e) = result { return .failed(.memory(e)) }
             return .moved(n)
         }
+    }
+
+    /// What one page's translation gave.
+    private enum PageTranslation {
+        /// Access `length` bytes at translated `output`.
+        case translated(output: UInt64, length: Int)
+        /// Not accessible, but a page request could make it so (the fault or ATS result).
+        case needsPage(DMAError)
+        /// Not accessible.
+        case failed(DMAError)
+    }
+
+    /// Translates the page containing `address` for up to `remaining` bytes of `access`: through
+    /// the ATC (and an ATS translation request on a miss) when `useATS`, then by the IOMMU (which
+    /// translates an untranslated request or checks a translated one). The caller holds the
+    /// reader side of `inFlight` until it has finished the access.
+    @inline(__always)
+    private func translatePage(pasid: PASID?, privileged: Bool, address: UInt64, access: AccessPermissions,
+                               remaining: Int, useATS: Bool) -> PageTranslation {
+        // Untranslated requests stop at the 4 KiB boundary (a PCIe request never crosses one);
+        // translated ones at the end of the ATC's translation.
+        var request = DMARequest(requesterID: requesterID, pasid: pasid, privileged: privileged, address: address,
+                                 access: access, length: min(UInt64(remaining), (address | 0xFFF) &- address &+ 1))
+        if useATS, let atc {
+            let tag = TranslationTag(pasid: pasid, privileged: privileged)
+            var cached = atc.lookup(tag, address: address)
+            if let t = cached, !t.permissions.isSuperset(of: access) { cached = nil }
+            if cached == nil {
+                let ticket = atc.fillTicket()
+                // A translation request always asks for read; ask for write too (NW = 0) so that
+                // reads and writes can share the entry.
+                let ats = ATSTranslationRequest(requesterID: requesterID, pasid: pasid, privileged: privileged,
+                                                address: address, access: access.union(.readWrite))
+                switch iommu.translate(ats) {
+                case .translated(let t) where t.contains(address):
+                    if !t.permissions.isEmpty { atc.insert(t, tag: tag, covering: address, ifUnchangedSince: ticket) }
+                    guard t.permissions.isSuperset(of: access) else { return .needsPage(.noTranslation(address: address)) }
+                    cached = t
+                case .translated: return .failed(.translationRequestFailed(.completerAbort))
+                case let other: return .failed(.translationRequestFailed(other))
+                }
+            }
+            let t = cached!
+            request.address = t.output(for: address)
+            request.length = min(UInt64(remaining), t.inputBase &+ (t.size &- 1) &- address &+ 1)
+            request.addressType = .translated
+        }
+        let target: Translation
+        switch iommu.translate(request) {
+        case .success(let t): target = t
+        case .failure(let fault):
+            let recoverable = fault.recoverable && request.addressType == .untranslated
+            return recoverable ? .needsPage(.fault(fault)) : .failed(.fault(fault))
+        }
+        // Stay within the page the IOMMU translated.
+        let n = Int(min(request.length, target.inputBase &+ (target.size &- 1) &- request.address &+ 1))
+        return .translated(output: target.output(for: request.address), length: n)
+    }
+
+    /// Why a request may not be sent at all (PASID not enabled or too wide, privileged or
+    /// execute access the function cannot ask for), or nil.
+    private func refusal(pasid: PASID?, privileged: Bool, execute: Bool, control: Control) -> DMAError? {
+        if let pasid {
+            guard control.pasid, let width = capabilities.pasidWidth else { return .pasidNotEnabled }
+            guard pasid.fits(width: width) else { return .pasidOutOfRange(pasid) }
+            if privileged && !capabilities.privilegedMode { return .unsupportedAccess }
+            if execute && !capabilities.executePermission { return .unsupportedAccess }
+        } else if privileged || execute {
+            return .unsupportedAccess
+        }
+        return nil
+    }
+
+    // MARK: Bulk DMA (no allocation)
+    //
+    // The same translation and fault semantics as `read`/`write` (and the same exactness against
+    // ATC invalidation: each page's translate-and-access is one reader section of `inFlight`), for
+    // device models that move data by the megabyte: the caller's buffers instead of arrays, and a
+    // memory-to-memory copy that never stages the data. These never send page requests: a page
+    // that only a page request could make accessible fails the access with its fault, as when PRI
+    // is off. Bytes before the failing page may have moved.
+
+    /// Which side of a memory-to-memory copy failed.
+    public enum CopyFailure: Error, Hashable, Sendable {
+        /// Reading the source failed.
+        case read(DMAError)
+        /// Writing the destination failed.
+        case write(DMAError)
+    }
+
+    /// Reads `buffer.count` bytes at untranslated `address` (in the address space of `pasid`)
+    /// into `buffer`. Allocates nothing.
+    public func read(pasid: PASID? = nil, address: UInt64, into buffer: UnsafeMutableRawBufferPointer,
+                     privileged: Bool = false) -> Result<Void, DMAError> {
+        let control = lock.withLock { state.control }
+        if let e = refusal(pasid: pasid, privileged: privileged, execute: false, control: control) { return .failure(e) }
+        var done = 0
+        while done < buffer.count {
+            let step: Result<Int, DMAError> = inFlight.withReadLock {
+                switch translatePage(pasid: pasid, privileged: privileged, address: address &+ UInt64(done), access: .read,
+                                     remaining: buffer.count - done, useATS: control.ats) {
+                case .translated(let output, let n):
+                    do throws(PhysicalMemoryError) {
+                        try iommu.memory.read(UnsafeMutableRawBufferPointer(rebasing: buffer[done..<(done + n)]), at: output)
+                    } catch { return .failure(.memory(error)) }
+                    return .success(n)
+                case .needsPage(let e), .failed(let e): return .failure(e)
+                }
+            }
+            switch step {
+            case .success(let n): done += n
+            case .failure(let e): return .failure(e)
+            }
+        }
+        return .success(())
+    }
+
+    /// Writes `bytes` at untranslated `address` (in the address space of `pasid`). Allocates nothing.
+    public func write(pasid: PASID? = nil, address: UInt64, from bytes: UnsafeRawBufferPointer,
+                      privileged: Bool = false) -> Result<Void, DMAError> {
+        let control = lock.withLock { state.control }
+        if let e = refusal(pasid: pasid, privileged: privileged, execute: false, control: control) { return .failure(e) }
+        var done = 0
+        while done < bytes.count {
+            let step: Result<Int, DMAError> = inFlight.withReadLock {
+                switch translatePage(pasid: pasid, privileged: privileged, address: address &+ UInt64(done), access: .write,
+                                     remaining: bytes.count - done, useATS: control.ats) {
+                case .translated(let output, let n):
+                    do throws(PhysicalMemoryError) {
+                        try iommu.memory.write(UnsafeRawBufferPointer(rebasing: bytes[done..<(done + n)]), at: output)
+                    } catch { return .failure(.memory(error)) }
+                    return .success(n)
+                case .needsPage(let e), .failed(let e): return .failure(e)
+                }
+            }
+            switch step {
+            case .success(let n): done += n
+            case .failure(let e): return .failure(e)
+            }
+        }
+        return .success(())
+    }
+
+    /// Copies `count` bytes from untranslated `source` to untranslated `destination` (both in the
+    /// address space of `pasid`), as a DMA engine's memory-to-memory move: for each stretch that
+    /// lies within one source page and one destination page, both pages are translated (read and
+    /// write requests) and the bytes move directly between the translated addresses
+    /// (``PhysicalMemory/copy(from:to:count:)``). Allocates nothing.
+    public func copy(pasid: PASID? = nil, from source: UInt64, to destination: UInt64, count: Int,
+                     privileged: Bool = false) -> Result<Void, CopyFailure> {
+        let control = lock.withLock { state.control }
+        if let e = refusal(pasid: pasid, privileged: privileged, execute: false, control: control) { return .failure(.read(e)) }
+        let memory = iommu.memory
+        if !control.ats { return copyInBursts(pasid: pasid, from: source, to: destination, count: count, privileged: privileged) }
+        var done = 0
+        while done < count {
+            let step: Result<Int, CopyFailure> = inFlight.withReadLock {
+                let from = source &+ UInt64(done), to = destination &+ UInt64(done)
+                let input: UInt64, output: UInt64, n: Int, n2: Int
+                switch translatePage(pasid: pasid, privileged: privileged, address: from, access: .read,
+                                     remaining: count - done, useATS: control.ats) {
+                case .translated(let o, let length): (input, n) = (o, length)
+                case .needsPage(let e), .failed(let e): return .failure(.read(e))
+                }
+                switch translatePage(pasid: pasid, privileged: privileged, address: to, access: .write,
+                                     remaining: n, useATS: control.ats) {
+                case .translated(let o, let length): (output, n2) = (o, length)
+                case .needsPage(let e), .failed(let e): return .failure(.write(e))
+                }
+                do throws(PhysicalMemoryError) {
+                    try memory.copy(from: input, to: output, count: n2)
+                } catch {
+                    if case .unbacked(let a) = error, a &- input < UInt64(n2) { return .failure(.read(.memory(error))) }
+                    return .failure(.write(.memory(error)))
+                }
+                return .success(n2)
+            }
+            switch step {
+            case .success(let n): done += n
+            case .failure(let e): return .failure(e)
+            }
+        }
+        return .success(())
+    }
+
+    /// The pages of one burst: a window of the copy of at most this many source (and
+    /// destination) pages is translated, then moved.
+    private static let burstPages = 16
+
+    /// `copy` without ATS: the window's source pages are translated as one burst of read
+    /// requests and its destination pages as one burst of write requests (each page an IOTLB
+    /// lookup; the IOMMU may resolve the requester once per burst), then the bytes move in runs
+    /// that are contiguous on both sides. A fault stops the burst at its page; the bytes before it
+    /// move, then the copy fails. A source page may thus be translated (and its fault recorded)
+    /// before the destination page of an earlier stretch fails, as with an engine that reads ahead.
+    private func copyInBursts(pasid: PASID?, from source: UInt64, to destination: UInt64, count: Int,
+                              privileged: Bool) -> Result<Void, CopyFailure> {
+        let memory = iommu.memory
+        let window = Self.burstPages << 12
+        var done = 0
+        while done < count {
+            let from = source &+ UInt64(done), to = destination &+ UInt64(done)
+            let length = min(count - done, window - Int(from & 0xFFF))
+            let step: Result<Int, CopyFailure> = withUnsafeTemporaryAllocation(of: Translation.self, capacity: 2 * (Self.burstPages + 1)) { t in
+                let reads = t.baseAddress!, writes = reads + (Self.burstPages + 1)
+                return inFlight.withReadLock {
+                    let sourcePages = Int(((from & 0xFFF) + UInt64(length) + 0xFFF) >> 12)
+                    let r = iommu.translateBurst(DMARequest(requesterID: requesterID, pasid: pasid, privileged: privileged, address: from,
+                                                            access: .read, length: min(UInt64(length), 0x1000 - (from & 0xFFF))),
+                                                 count: sourcePages, into: reads)
+                    // Bytes readable before the first source fault.
+                    let readable = r.fault == nil ? length : max(0, r.translated * 4096 - Int(from & 0xFFF))
+                    let destinationPages = readable == 0 ? 0 : Int(((to & 0xFFF) + UInt64(readable) + 0xFFF) >> 12)
+                    let w = destinationPages == 0 ? (translated: 0, fault: nil) :
+                        iommu.translateBurst(DMARequest(requesterID: requesterID, pasid: pasid, privileged: privileged, address: to,
+                                                        access: .write, length: min(UInt64(readable), 0x1000 - (to & 0xFFF))),
+                                             count: destinationPages, into: writes)
+                    let writable = w.fault == nil ? readable : min(readable, max(0, w.translated * 4096 - Int(to & 0xFFF)))
+                    // Move [0, writable) in runs contiguous on both sides.
+                    var at = 0
+                    while at < writable {
+                        let a = from &+ UInt64(at), b = to &+ UInt64(at)
+                        let input = reads[Int(((from & 0xFFF) + UInt64(at)) >> 12)].output(for: a)
+                        let output = writes[Int(((to & 0xFFF) + UInt64(at)) >> 12)].output(for: b)
+                        var run = min(writable - at, 0x1000 - Int(a & 0xFFF), 0x1000 - Int(b & 0xFFF))
+                        while at + run < writable {
+                            let na = a &+ UInt64(run), nb = b &+ UInt64(run)
+                            let ni = reads[Int(((from & 0xFFF) + UInt64(at + run)) >> 12)].output(for: na)
+                            let no = writes[Int(((to & 0xFFF) + UInt64(at + run)) >> 12)].output(for: nb)
+                            guard ni == input &+ UInt64(run), no == output &+ UInt64(run) else { break }
+                            run += min(writable - at - run, 0x1000 - Int(na & 0xFFF), 0x1000 - Int(nb & 0xFFF))
+                        }
+                        do throws(PhysicalMemoryError) {
+                            try memory.copy(from: input, to: output, count: run)
+                        } catch {
+                            if case .unbacked(let x) = error, x &- input < UInt64(run) { return .failure(.read(.memory(error))) }
+                            return .failure(.write(.memory(error)))
+                        }
+                        at += run
+                    }
+                    if writable < readable, let f = w.fault { return .failure(.write(.fault(f))) }
+                    if readable < length, let f = r.fault { return .failure(.read(.fault(f))) }
+                    return .success(length)
+                }
+            }
+            switch step {
+            case .success(let n): done += n
+            case .failure(let e): return .failure(e)
+            }
+        }
+        return .success(())
     }
 
     // MARK: Page requests

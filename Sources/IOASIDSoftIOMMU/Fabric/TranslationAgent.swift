@@ -11,6 +11,16 @@ public protocol TranslationAgent: AnyObject, Sendable {
     /// the IOMMU recorded. The hot path of every DMA: it should allocate nothing.
     func translate(_ request: DMARequest) -> Result<Translation, FaultRecord>
 
+    /// Translates a burst of untranslated requests of one stream, as a DMA engine issues them
+    /// back to back: `first`, then one request at the start of each following 4 KiB page (same
+    /// requester, PASID, privilege and access), `count` requests in all. Writes the translation
+    /// of request i to `translations[i]` and returns how many it translated; it stops at the first
+    /// fault, which it records and returns. Each request is translated as ``translate(_:)-(DMARequest)``
+    /// would (an IOTLB lookup per page); an agent may resolve the requester's context once for
+    /// the burst. Should allocate nothing.
+    func translateBurst(_ first: DMARequest, count: Int, into translations: UnsafeMutablePointer<Translation>)
+        -> (translated: Int, fault: FaultRecord?)
+
     /// Answers an ATS translation request. Never records a fault: a page without access is a
     /// successful completion granting no rights.
     func translate(_ request: ATSTranslationRequest) -> ATSCompletion
@@ -35,4 +45,20 @@ public protocol DeviceEndpoint: AnyObject, Sendable {
 
     /// Delivers the response to one of the device's page request groups.
     func receive(_ response: PageResponse)
+}
+
+extension TranslationAgent {
+    /// One ``translate(_:)-(DMARequest)`` per request of the burst.
+    public func translateBurst(_ first: DMARequest, count: Int, into translations: UnsafeMutablePointer<Translation>)
+        -> (translated: Int, fault: FaultRecord?) {
+        var request = first
+        for i in 0..<count {
+            if i > 0 { request.address = (first.address & ~0xFFF) &+ UInt64(i) << 12 }
+            switch translate(request) {
+            case .success(let t): translations[i] = t
+            case .failure(let f): return (i, f)
+            }
+        }
+        return (count, nil)
+    }
 }

@@ -379,6 +379,54 @@ extension VTdUnit {
         }
     }
 
+    /// Translates a burst (see ``TranslationAgent/translateBurst(_:count:into:)``): the context
+    /// and PASID entries are resolved once, as for the burst's first request; each page is then
+    /// looked up in the IOTLB (walked on a miss) as ``translate(_:)-(DMARequest)`` does.
+    public func translateBurst(_ first: DMARequest, count: Int, into translations: UnsafeMutablePointer<Translation>)
+        -> (translated: Int, fault: FaultRecord?) {
+        guard count > 0 else { return (0, nil) }
+        guard first.addressType == .untranslated else {
+            var request = first
+            for i in 0..<count {
+                if i > 0 { request.address = (first.address & ~0xFFF) &+ UInt64(i) << 12 }
+                switch translate(request) {
+                case .success(let t): translations[i] = t
+                case .failure(let f): return (i, f)
+                }
+            }
+            return (count, nil)
+        }
+        let resolution: VTdResolution
+        switch resolve(rid: first.requesterID.rawValue, pasid: first.pasid?.rawValue, privileged: first.privileged,
+                       execute: first.access.contains(.execute), kind: .untranslated) {
+        case .success(nil):
+            for i in 0..<count {
+                let a = i == 0 ? first.address : (first.address & ~0xFFF) &+ UInt64(i) << 12
+                translations[i] = Translation(inputBase: a, outputBase: a, permissions: .all)
+            }
+            return (count, nil)
+        case .success(let r?): resolution = r
+        case .failure(let f): return (0, report(f, request: first, pageRequestsEnabled: false))
+        }
+        let access = Self.pageAccess(first.access, privileged: resolution.privileged)
+        var request = first
+        for i in 0..<count {
+            if i > 0 { request.address = (first.address & ~0xFFF) &+ UInt64(i) << 12 }
+            switch translate(resolution, address: request.address, access: access) {
+            case .success(let t):
+                if request.access.contains(.read) && request.access.contains(.write) && !t.permissions.contains(.read) {
+                    return (i, report(VTdFault(.readDenied, faultsDisabled: resolution.faultsDisabled), request: request,
+                                      pageRequestsEnabled: resolution.context.pageRequestEnable))
+                }
+                translations[i] = t
+            case .failure(var f):
+                f.faultsDisabled = f.faultsDisabled || resolution.faultsDisabled
+                return (i, report(f, request: request, pageRequestsEnabled: resolution.context.pageRequestEnable))
+            }
+        }
+        return (count, nil)
+    }
+
     /// Records `fault` (unless FPD, or the device may resolve it with a page request) and
     /// returns the fabric's record of it.
     func report(_ fault: VTdFault, request: DMARequest, pageRequestsEnabled: Bool) -> FaultRecord {
