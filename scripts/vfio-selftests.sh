@@ -346,13 +346,13 @@ for p in "${SELECTED[@]}"; do
 	if [ "$rc" = 124 ]; then how="stopped at the limit of ${TIMEOUT}s"
 	elif [ "$rc" -gt 128 ]; then how="killed by signal $((rc - 128))"
 	else how="exit status $rc"; fi
-	started=0; grep -aq '^1\.\.[0-9]' "$plog" && started=1
+	started=0; grep -aq '^1\.\.[1-9]' "$plog" && started=1
 	# The program's last words when it ended before its harness started.
-	early=$(grep -av '^\[ioasid' "$plog" | grep -a . | tail -n 3 | tr '\n\t' '  ' | sed 's/ *$//')
-	awk -F'\t' -v prog="$p" -v rc="$rc" -v how="$how" -v started="$started" -v early="$early" '
+	early=$(grep -av '^\[ioasid' "$plog" | grep -a . | tail -n 3 | sed "s|$STV/||g; s/^1\.\.0 # //" | tr '\n\t' '  ' | tr -s ' ' | sed 's/ *$//')
+	awk -F'\t' -v prog="$p" -v rc="$rc" -v how="$how" -v started="$started" -v early="$early" -v stv="$STV" '
 	function clean(s) { gsub(/[\t\r]/, " ", s); sub(/^ +/, "", s); sub(/ +$/, "", s); return s }
 	FILENAME == ARGV[1] { order[++n] = $0; next }
-	/^#  RUN +/ { running = $0; sub(/^#  RUN +/, "", running); sub(/ \.\.\.$/, "", running); why = ""; next }
+	/^#  RUN +/ { running = $0; sub(/^#  RUN +/, "", running); sub(/ \.\.\.$/, "", running); why = ""; capture = 0; next }
 	/^(not )?ok [0-9]+ / {
 		line = $0; res = ($0 ~ /^ok/) ? "ok" : "fail"
 		sub(/^(not )?ok [0-9]+ /, "", line)
@@ -364,10 +364,15 @@ for p in "${SELECTED[@]}"; do
 		else if (res == "fail") reason = (why == "" ? "failed" : why)
 		result[name] = res; because[name] = clean(reason); running = ""; next
 	}
+	/^# +(OK|FAIL) / { next }
 	running != "" {
-		d = $0; sub(/^# ?/, "", d)
-		if (d ~ /Assertion Failure|Expression:|Observed:|errno:|Test terminated|: FAIL$/ || (why == "" && d ~ /^[^ ]+:[0-9]+:/))
-			why = why (why == "" ? "" : " | ") clean(d)
+		d = $0; sub(/^# ?/, "", d); gsub(stv "/", "", d); d = clean(d)
+		if (d ~ /: Test terminated by timeout$/) { why = why (why == "" ? "" : " | ") "timeout (harness limit)"; capture = 0 }
+		else if (d ~ /: Test terminated unexpectedly by signal [0-9]+$/) { sub(/.*by /, "crashed: ", d); why = why (why == "" ? "" : " | ") d; capture = 0 }
+		else if (d ~ /^[A-Za-z0-9_]+: Test (failed|terminated)/) capture = 0
+		else if (why == "" && (d ~ /:[0-9]+: (Assertion Failure|FAIL)$/ || d ~ /^[^ ]+:[0-9]+:[^ ]*:/)) { why = d; capture = 1 }
+		else if (capture && d != "" && length(why) < 400) why = why " | " d
+		next
 	}
 	END {
 		for (i = 1; i <= n; i++) {
