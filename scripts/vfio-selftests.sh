@@ -23,6 +23,7 @@
 #   --timeout SECONDS   limit for each program (default 900); the harness also stops a case
 #                       after its own limit (30 s, 60 s for memcpy_storm)
 #   --list              print the cases (program, case) of the selected programs and exit
+#   --reference FILE    results of the real kernel (default: conformance/vfio-kernel-7.2.tsv)
 #   --quiet             do not stream the programs' output, print only the table
 #
 # Every program gets the first device of its machine as VFIO_SELFTESTS_BDF (from
@@ -58,6 +59,7 @@ HUGE_2M=16
 TIMEOUT=900
 QUIET=0
 LIST=0
+REFERENCE=$ROOT/conformance/vfio-kernel-7.2.tsv
 START=$(date +%s.%N)
 
 usage() { sed -n '2,/^set -uo/{/^set -uo/d;s/^# \{0,1\}//;p}' "$0"; }
@@ -82,6 +84,7 @@ while [ $# -gt 0 ]; do
 	--timeout) need_arg "$@"; TIMEOUT=$2; shift 2 ;;
 	--quiet) QUIET=1; shift ;;
 	--list) LIST=1; shift ;;
+	--reference) need_arg "$@"; REFERENCE=$2; shift 2 ;;
 	-h|--help) usage; exit 0 ;;
 	*) die "unknown argument: $1 (see --help)" ;;
 	esac
@@ -401,6 +404,13 @@ WALL=$(awk -v a="$START" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
 		BEGIN { printf "%-32s %5s %5s %5s %6s %8s  %s\n", "program", "pass", "fail", "skip", "cases", "seconds", "ended" }
 		{ printf "%-32s %5d %5d %5d %6d %8s  %s\n", $1, $2, $3, $4, $5, $6, $7; p += $2; f += $3; s += $4; n += $5 }
 		END { printf "%-32s %5d %5d %5d %6d\n", "total", p, f, s, n }' "$TABLE"
+	if [ -f "$REFERENCE" ]; then
+		awk -F'\t' -v ref="$REFERENCE" '
+			FILENAME == ARGV[1] { kernel[$2] = $3; next }
+			($2 in kernel) && kernel[$2] == "ok" { n++; if ($3 == "ok") both++ }
+			END { printf "reference:  the real kernel (emulated igb, no IOAT) passes %d of these cases, ioasid %d of those (%s)\n", n, both, ref }' \
+			"$REFERENCE" "$RESULTS"
+	fi
 	echo "results:    $RESULTS"
 	echo "wall time:  ${WALL}s"
 	awk -F'\t' '{ n++; if ($3 == "ok") p++; else if ($3 == "skip") s++; else f++ }
