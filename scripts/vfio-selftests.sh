@@ -10,7 +10,8 @@
 #   --ioasid PATH       the ioasid launcher to use (default: the newest of .build/release
 #                       and .build/debug)
 #   --config NAME       use (and with --build, build) this swift build configuration
-#   --build             run `swift build` first (it takes /tmp/ioasid-build.lock itself)
+#   --build             run `swift build` first (under `flock $IOASID_BUILD_LOCK` when that
+#                       variable names a lock file shared by the machine's builds)
 #   --build-only        build the seven programs (into the cache) and exit; the compile is
 #                       small, but where builds share a lock run this step under it
 #   --iommu NAME        the modelled IOMMU in front of the devices: vtd (default) or smmuv3
@@ -39,7 +40,7 @@
 # with status 4 (KSFT_SKIP) before its harness starts has all its cases skipped.
 #
 # environment: IOASID_LINUX_SRC, IOASID_CACHE (see fetch-linux-source.sh), CC (default gcc),
-#   SWIFT_BACKTRACE (default enable=no)
+#   SWIFT_BACKTRACE (default enable=no), IOASID_BUILD_LOCK (see --build)
 # exit status: 0 done (and baseline met), 1 baseline not met, 2 could not run
 set -uo pipefail
 
@@ -255,7 +256,7 @@ fi
 if [ -z "$IOASID" ]; then
 	if [ $BUILD = 1 ]; then
 		command -v swift >/dev/null || die "swift is not on PATH (or pass --ioasid PATH)"
-		lock=(); [ -w /tmp ] && command -v flock >/dev/null && lock=(flock /tmp/ioasid-build.lock)
+		lock=(); [ -n "${IOASID_BUILD_LOCK:-}" ] && command -v flock >/dev/null && lock=(flock "$IOASID_BUILD_LOCK")
 		log "swift build -c ${CONFIG:-debug}"
 		(cd "$ROOT" && "${lock[@]}" swift build -c "${CONFIG:-debug}" >&2) || die "swift build failed"
 	fi
