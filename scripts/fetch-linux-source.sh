@@ -1,8 +1,10 @@
 #!/bin/bash
 # Fetch the parts of the Linux kernel source that ioasid tests against: the uapi
 # headers (include/uapi), the mock-driver test header
-# (drivers/iommu/iommufd/iommufd_test.h) and the iommufd selftests with the
-# kselftest harness (tools/testing/selftests).
+# (drivers/iommu/iommufd/iommufd_test.h), the iommufd and VFIO selftests with the
+# kselftest harness (tools/testing/selftests) and what the VFIO selftests include
+# from elsewhere in the tree (tools/include, tools/arch/*/include, the IOAT and
+# DSA register headers, include/linux/pci_ids.h).
 #
 # The source comes from Debian's `linux-source-<version>` package (suite sid),
 # fetched with apt as a separate, download-only source that has its own lists
@@ -51,6 +53,10 @@ REQUIRED=(
 	drivers/iommu/iommufd/iommufd_test.h
 	tools/testing/selftests/kselftest_harness.h
 	tools/testing/selftests/iommu/iommufd.c
+	tools/testing/selftests/vfio/Makefile
+	tools/testing/selftests/vfio/lib/libvfio.mk
+	tools/include/linux/types.h
+	drivers/dma/ioat/registers.h
 )
 tree_ok() {
 	local f
@@ -176,6 +182,14 @@ MEMBERS=(
 	"$top/tools/testing/selftests/kselftest_harness.h"
 	"$top/tools/testing/selftests/iommu"
 	"$top/Documentation/userspace-api/iommufd.rst"
+	"$top/tools/testing/selftests/vfio"
+	"$top/tools/include"
+	"$top/tools/arch/x86/include"
+	"$top/tools/arch/arm64/include"
+	"$top/drivers/dma/ioat/hw.h"
+	"$top/drivers/dma/ioat/registers.h"
+	"$top/drivers/dma/idxd/registers.h"
+	"$top/include/linux/pci_ids.h"
 )
 [ "$FULL" = 1 ] && MEMBERS=("$top")
 tmp=$DEST.tmp.$$
