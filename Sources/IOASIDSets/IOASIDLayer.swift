@@ -63,7 +63,7 @@ public final class IOASIDLayer: Sendable {
         let pasid = try allocator.alloc(in: set, min: min, max: max)
         if let g = guestPASID {
             do throws(IOMMUError) { try allocator.setPrivateID(g, for: pasid, in: set) } catch {
-                try? allocator.free(pasid, in: set)
+                _ = try? allocator.free(pasid, in: set)
                 throw error
             }
         }
