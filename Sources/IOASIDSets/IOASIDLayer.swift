@@ -5,7 +5,7 @@ import IOASIDStructures
 
 /// Binds contexts to IOASID sets and authorizes their PASID attachments.
 ///
-/// A context *enrolled* in a set gets a ``PASIDGate``: attaching (device, PASID) then needs a PASID
+/// A context *enrolled* in a set gets a `PASIDGate`: attaching (device, PASID) then needs a PASID
 /// that set owns. Errors, as returned by `Context.attach`/`replace` with a PASID:
 /// - `ENOENT` — the PASID is not allocated;
 /// - `EPERM` — the PASID belongs to another set (another VM or process);
