@@ -17,7 +17,11 @@ let package = Package(
     name: "ioasid",
     platforms: [.macOS(.v15)],
     products: [
-        .library(name: "IOASID", targets: ["IOASIDCore", "IOASIDTestDriver", "IOASIDLinuxABI"]),
+        // Everything a Swift user imports: the object model, the structures its API speaks in, the
+        // software IOMMU and its drivers (SoftMachine), the IOASID layer, the mock test driver and
+        // the Linux ABI (ProcessMemory, the dispatcher).
+        .library(name: "IOASID", targets: ["IOASIDStructures", "IOASIDCore", "IOASIDSoftIOMMU", "IOASIDSoftDrivers",
+                                           "IOASIDSets", "IOASIDTestDriver", "IOASIDLinuxABI"]),
         .library(name: "IOASIDEngine", type: .dynamic, targets: ["IOASIDEngine"]),
         .library(name: "ioasid-preload", type: .dynamic, targets: ["CIOASIDPreload"]),
         .executable(name: "ioasid", targets: ["ioasid"]),
@@ -26,6 +30,8 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
+        // `swift package generate-documentation` (scripts/docs.sh); a plugin, linked into nothing.
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
     ],
     targets: [
         .target(name: "IOASIDStructures"),
@@ -54,6 +60,10 @@ let package = Package(
         // Examples: a device emulator in Swift on the software IOMMU (issue 3, the Swift API).
         .executableTarget(name: "device-emulator", dependencies: ["IOASIDCore", "IOASIDLinuxABI", "IOASIDSoftDrivers", "IOASIDSoftIOMMU"],
                           path: "Examples/device-emulator"),
+        // The README's quick start, verbatim (a test checks that the README prints this file).
+        .executableTarget(name: "quick-start", dependencies: ["IOASIDCore", "IOASIDLinuxABI", "IOASIDTestDriver"],
+                          path: "Examples/quick-start"),
+        .testTarget(name: "ExamplesTests"),
         .testTarget(name: "IOASIDStructuresTests", dependencies: ["IOASIDStructures"]),
         .testTarget(name: "IOASIDSoftIOMMUTests", dependencies: ["IOASIDSoftIOMMU", "IOASIDStructures"]),
         .testTarget(name: "IOASIDSoftDriversTests", dependencies: ["IOASIDSoftDrivers", "IOASIDSoftIOMMU", "IOASIDCore", "IOASIDStructures", "IOASIDLinuxABI", "IOASIDSets"]),

@@ -10,15 +10,16 @@
 # folder. Nothing of the kernel is written into the repository.
 #
 # usage: scripts/example.sh [options] [-- VMM_ARGS...]
-#   --build            always run `swift build` (default: only when no ioasid is built)
-#   --config NAME      use (and build) this configuration, debug or release
-#                      (default: release if it is built, else debug)
+#   --config NAME      build and use this configuration, debug or release
+#                      (default: release if it was ever built, else debug)
 #   --no-trace         run without --trace
 #   --static           also build a statically linked copy (.build/examples/vmm-static),
 #                      e.g. to run on a real kernel with CONFIG_IOMMUFD_TEST
-#   --compile-only     build the example (and ioasid if needed), do not run it
+#   --compile-only     build the example and ioasid, do not run it
 #
-# The example is built into .build/examples/ and run from there as ./vmm.
+# ioasid is always built first (`swift build`, a no-op when nothing changed), so
+# the example never runs against a stale build. The example is built into
+# .build/examples/ and run from there as ./vmm.
 # environment: CC (default gcc), CFLAGS, IOASID_LINUX_SRC / IOASID_CACHE (see
 #   scripts/fetch-linux-source.sh)
 # exit status: the example's own (0 when all steps passed), 2 if it could not be built
@@ -26,7 +27,6 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CC=${CC:-gcc}
-BUILD=0
 CONFIG=""
 TRACE=(--trace)
 STATIC=0
@@ -38,7 +38,7 @@ die() { echo "[example] error: $*" >&2; exit 2; }
 
 while [ $# -gt 0 ]; do
 	case $1 in
-	--build) BUILD=1; shift ;;
+	--build) shift ;;	# the default; kept so older invocations still work
 	--config)
 		[ $# -ge 2 ] || die "--config needs a value"
 		CONFIG=$2; shift 2
@@ -93,11 +93,10 @@ built() {	# $1 = configuration; true when the launcher and both libraries are th
 if [ -z "$CONFIG" ]; then
 	if built release; then CONFIG=release; else CONFIG=debug; fi
 fi
-if [ "$BUILD" = 1 ] || ! built "$CONFIG"; then
-	command -v swift >/dev/null || die "swift is needed to build ioasid"
-	log "swift build -c $CONFIG"
-	(cd "$ROOT" && swift build -c "$CONFIG" >&2) || die "swift build -c $CONFIG failed"
-fi
+command -v swift >/dev/null || die "swift is needed to build ioasid"
+log "swift build -c $CONFIG"
+(cd "$ROOT" && swift build -c "$CONFIG" >&2) || die "swift build -c $CONFIG failed"
+built "$CONFIG" || die "swift build -c $CONFIG did not produce ioasid and its libraries"
 BIN=$(cd "$ROOT" && swift build -c "$CONFIG" --show-bin-path 2>/dev/null) || BIN=$ROOT/.build/$CONFIG
 IOASID=$BIN/ioasid
 [ -x "$IOASID" ] || die "no ioasid launcher at $IOASID"

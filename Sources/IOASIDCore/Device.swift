@@ -176,8 +176,10 @@ extension ContextState {
 extension Context {
     /// Binds a device model to this context (the kernel's `iommufd_device_bind`).
     ///
-    /// - Parameter ownedByDriver: when true the user cannot destroy the device object; the
-    ///   driver that bound it unbinds it with `unbind`.
+    /// - Parameters:
+    ///   - model: the driver's model of the device.
+    ///   - ownedByDriver: when true the user cannot destroy the device object; the
+    ///     driver that bound it unbinds it with `unbind`.
     public func bind(_ model: any DeviceModel, ownedByDriver: Bool = false) throws(IOMMUError) -> Device.ID {
         let id = try locked { s throws(IOMMUError) in
             let d = Device(model: model, boundByDriver: ownedByDriver)

@@ -89,7 +89,7 @@ public enum UserStructCopy {
     /// extra bytes of a longer struct are not all zero, `EFAULT` if unreadable.
     public static func load<T>(_ type: T.Type, from address: UInt64, userSize: Int, memory: any UserMemory) throws(IOMMUError) -> T {
         let size = MemoryLayout<T>.size
-        var value = UnsafeMutableRawPointer.allocate(byteCount: max(size, 1), alignment: MemoryLayout<T>.alignment)
+        let value = UnsafeMutableRawPointer.allocate(byteCount: max(size, 1), alignment: MemoryLayout<T>.alignment)
         defer { value.deallocate() }
         value.initializeMemory(as: UInt8.self, repeating: 0, count: max(size, 1))
         try memory.copyIn(from: address, into: UnsafeMutableRawBufferPointer(start: value, count: min(size, userSize)))

@@ -115,8 +115,12 @@ extension Context {
     /// - Throws: `ENOENT` if an area would be split or nothing is mapped there; `EBUSY` if a
     ///   HW queue locks an area; `EDEADLOCK` if an access does not let go of its pages.
     ///
-    /// - Parameter requireMapped: when false, a span with nothing mapped returns 0 instead of
-    ///   `ENOENT` (the VFIO type1 semantics).
+    /// - Parameters:
+    ///   - ioas: the IOAS.
+    ///   - iova: the first address of the span.
+    ///   - length: the span's length in bytes.
+    ///   - requireMapped: when false, a span with nothing mapped returns 0 instead of
+    ///     `ENOENT` (the VFIO type1 semantics).
     public func unmap(_ ioas: IOAS.ID, iova: UInt64, length: UInt64, requireMapped: Bool = true) throws(IOMMUError) -> UInt64 {
         try locked { s throws(IOMMUError) in
             let target = try s.object(ioas.object, as: IOAS.self)

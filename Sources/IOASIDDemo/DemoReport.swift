@@ -20,20 +20,65 @@ public struct DemoEvent: Codable, Sendable, Equatable {
     }
 }
 
+/// How many PASIDs an IOASID set holds and how many it may hold.
+public struct DemoQuota: Codable, Sendable, Equatable, CustomStringConvertible {
+    /// PASIDs held at the end of the scenario.
+    public var used: Int
+    /// The set's quota; nil when the set is unlimited.
+    public var limit: Int?
+
+    /// A quota.
+    public init(used: Int, limit: Int?) { self.used = used; self.limit = limit }
+
+    /// `used/limit`, or `used/unlimited`.
+    public var description: String { "\(used)/\(limit.map(String.init) ?? "unlimited")" }
+}
+
+/// One host PASID of a set, with its set-private (guest) ID where one exists.
+public struct DemoPASID: Codable, Sendable, Equatable, CustomStringConvertible {
+    /// The host PASID.
+    public var host: UInt32
+    /// The set-private ID (the guest's PASID), if any.
+    public var guest: UInt32?
+
+    /// A PASID.
+    public init(host: UInt32, guest: UInt32? = nil) { self.host = host; self.guest = guest }
+
+    /// `host←gGUEST`, or `host`.
+    public var description: String { guest.map { "\(host)←g\($0)" } ?? "\(host)" }
+}
+
+/// A device whose DMA carries a set's PASIDs.
+public struct DemoDevice: Codable, Sendable, Equatable, CustomStringConvertible {
+    /// The device's name in the timeline (`vf0`, `mdev-a`, …).
+    public var name: String
+    /// A remark on how it uses the set (`vm1`, `SSIDs guest-owned`), if any.
+    public var note: String?
+
+    /// A device.
+    public init(_ name: String, note: String? = nil) { self.name = name; self.note = note }
+
+    /// `name (note)`, or `name`.
+    public var description: String { note.map { "\(name) (\($0))" } ?? name }
+}
+
 /// One line of the summary table.
+///
+/// Each field is a value, not a display string: the text table renders them (`2/2`,
+/// `1←g7, 6←g6`), the JSON carries numbers, arrays and objects (`docs/demo.schema.json`).
 public struct DemoSummaryRow: Codable, Sendable, Equatable {
     /// The IOASID set's user: `vm1`, `vm2`, `vendor`.
     public var actor: String
     /// The PASID model and hardware.
     public var model: String
-    /// The IOASID set, `set#N`.
-    public var set: String
-    /// PASIDs held / quota, at the end of the scenario.
-    public var quota: String
-    /// The set's host PASIDs at the end, `host←gGUEST` where a set-private (guest) ID exists.
-    public var pasids: String
+    /// The IOASID set's number (`set#N` in the text), nil if the set was never made.
+    public var set: UInt32?
+    /// PASIDs held and the quota at the end of the scenario; nil if the set was never made.
+    public var quota: DemoQuota?
+    /// The set's host PASIDs at the end, ascending, with their set-private (guest) IDs.
+    public var pasids: [DemoPASID]
     /// The devices whose DMA carries the set's PASIDs.
-    public var devices: String
+    public var devices: [DemoDevice]
     /// DMA tagged with the set's PASIDs (or its devices) that landed where expected.
     public var dmaCompleted: Int
     /// DMA that the IOMMU blocked.
@@ -42,17 +87,26 @@ public struct DemoSummaryRow: Codable, Sendable, Equatable {
     public var faultsAnswered: Int
 
     /// A row.
-    public init(actor: String, model: String, set: String, quota: String, pasids: String, devices: String,
+    public init(actor: String, model: String, set: UInt32?, quota: DemoQuota?, pasids: [DemoPASID], devices: [DemoDevice],
                 dmaCompleted: Int, dmaBlocked: Int, faultsAnswered: Int) {
         self.actor = actor; self.model = model; self.set = set; self.quota = quota; self.pasids = pasids
         self.devices = devices; self.dmaCompleted = dmaCompleted; self.dmaBlocked = dmaBlocked; self.faultsAnswered = faultsAnswered
+    }
+
+    /// The row's cells as the text table shows them.
+    var cells: [String] {
+        [actor, model, set.map { "set#\($0)" } ?? "-", quota?.description ?? "-",
+         pasids.isEmpty ? "none" : pasids.map(\.description).joined(separator: ", "),
+         devices.map(\.description).joined(separator: ", "),
+         String(dmaCompleted), String(dmaBlocked), String(faultsAnswered)]
     }
 }
 
 /// The whole run.
 ///
-/// Encoded as `{"allAsExpected": …, "events": […], "summary": […]}`; `allAsExpected` is written
-/// for programs that only want the verdict and recomputed from `events` when decoding.
+/// Encoded as `{"version": 1, "allAsExpected": …, "events": […], "summary": […]}`
+/// (`docs/demo.schema.json`); `allAsExpected` is written for programs that only want the
+/// verdict and recomputed from `events` when decoding.
 public struct DemoReport: Codable, Sendable {
     /// The timeline, in order.
     public var events: [DemoEvent] = []
@@ -64,7 +118,11 @@ public struct DemoReport: Codable, Sendable {
     /// An empty report.
     public init() {}
 
-    private enum CodingKeys: String, CodingKey { case allAsExpected, events, summary }
+    /// The version of the JSON layout (`version` in the JSON); it changes when a field changes
+    /// meaning or goes away, not when one is added.
+    public static let jsonVersion = 1
+
+    private enum CodingKeys: String, CodingKey { case version, allAsExpected, events, summary }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -74,6 +132,7 @@ public struct DemoReport: Codable, Sendable {
 
     public func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(Self.jsonVersion, forKey: .version)
         try c.encode(allAsExpected, forKey: .allAsExpected)
         try c.encode(events, forKey: .events)
         try c.encode(summary, forKey: .summary)
@@ -111,8 +170,7 @@ extension DemoReport {
     /// What follows the timeline: a blank line, the summary table and the verdict line.
     public func summaryText() -> String {
         var out = "\n" + table(["actor", "model", "IOASID set", "held/quota", "PASIDs (host←guest)", "devices", "DMA ok", "DMA blocked", "faults answered"],
-                            summary.map { [$0.actor, $0.model, $0.set, $0.quota, $0.pasids, $0.devices,
-                                           String($0.dmaCompleted), String($0.dmaBlocked), String($0.faultsAnswered)] })
+                            summary.map(\.cells))
         let bad = events.filter { !$0.asExpected }.count
         out += "\n" + (bad == 0 ? "all \(events.count) steps went as the design says" : "\(bad) of \(events.count) steps did NOT go as expected") + "\n"
         return out

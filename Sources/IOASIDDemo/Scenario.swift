@@ -550,23 +550,23 @@ final class Scenario {
     // MARK: Summary and teardown
 
     func summarize() {
-        func pasids(_ set: IOASIDSetID?) -> String {
-            guard let set, let entries = try? allocator.entries(in: set), !entries.isEmpty else { return "none" }
-            return entries.map { e in e.privateID.map { "\(e.pasid)←g\($0)" } ?? "\(e.pasid)" }.joined(separator: ", ")
+        func pasids(_ set: IOASIDSetID?) -> [DemoPASID] {
+            guard let set, let entries = try? allocator.entries(in: set) else { return [] }
+            return entries.map { DemoPASID(host: $0.pasid, guest: $0.privateID) }
         }
-        func row(_ actor: String, _ model: String, _ set: IOASIDSetID?, _ devices: String) {
+        func row(_ actor: String, _ model: String, _ set: IOASIDSetID?, _ devices: [DemoDevice]) {
             let t = tallies[actor] ?? Tally()
-            let quota: String = set.flatMap { try? allocator.setInfo($0) }.map { i in
-                if case .limited(let n) = i.quota { "\(i.count)/\(n)" } else { "\(i.count)/unlimited" }
-            } ?? "-"
-            recorder.summarize(DemoSummaryRow(actor: actor, model: model, set: set.map { "\($0)" } ?? "-", quota: quota,
+            let quota: DemoQuota? = set.flatMap { try? allocator.setInfo($0) }.map { i in
+                if case .limited(let n) = i.quota { DemoQuota(used: Int(i.count), limit: Int(n)) } else { DemoQuota(used: Int(i.count), limit: nil) }
+            }
+            recorder.summarize(DemoSummaryRow(actor: actor, model: model, set: set?.rawValue, quota: quota,
                                               pasids: pasids(set), devices: devices, dmaCompleted: t.completed,
                                               dmaBlocked: t.blocked, faultsAnswered: t.faultsAnswered))
         }
         guard allocator != nil else { return }
-        row("vm1", "Intel VT-d nested: host PASIDs", vm1Set, "vf0")
-        row("vm2", "ARM SMMUv3: guest CD table", vm2Set, "smmu0 (SSIDs guest-owned), vdpa0")
-        row("vendor", "mdev parent 02:00.0", vendorSet, "mdev-a (vm1), mdev-b (vm2)")
+        row("vm1", "Intel VT-d nested: host PASIDs", vm1Set, [DemoDevice("vf0")])
+        row("vm2", "ARM SMMUv3: guest CD table", vm2Set, [DemoDevice("smmu0", note: "SSIDs guest-owned"), DemoDevice("vdpa0")])
+        row("vendor", "mdev parent 02:00.0", vendorSet, [DemoDevice("mdev-a", note: "vm1"), DemoDevice("mdev-b", note: "vm2")])
     }
 
     /// Ends both VMs and the mediated devices, frees every set and checks the capacity is back.

@@ -9,7 +9,7 @@ public enum IOASIDHost {
     /// The layer every `IOMMUFile` enrolls its context in.
     public static let layer = IOASIDLayer(allocator: try! PASIDAllocator())
     /// The SVA binds of that layer. The process address spaces `IOASID_SVA_BIND` can name are
-    /// the ones registered here (``SVABindings/register(_:)``) by whoever models them.
+    /// the ones registered here (`SVABindings.register(_:)`) by whoever models them.
     public static let sva = SVABindings(layer: layer)
 }
 

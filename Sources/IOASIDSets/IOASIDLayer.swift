@@ -5,7 +5,7 @@ import IOASIDStructures
 
 /// Binds contexts to IOASID sets and authorizes their PASID attachments.
 ///
-/// A context *enrolled* in a set gets a ``PASIDGate``: attaching (device, PASID) then needs a PASID
+/// A context *enrolled* in a set gets a `PASIDGate`: attaching (device, PASID) then needs a PASID
 /// that set owns. Errors, as returned by `Context.attach`/`replace` with a PASID:
 /// - `ENOENT` — the PASID is not allocated;
 /// - `EPERM` — the PASID belongs to another set (another VM or process);
@@ -63,7 +63,7 @@ public final class IOASIDLayer: Sendable {
         let pasid = try allocator.alloc(in: set, min: min, max: max)
         if let g = guestPASID {
             do throws(IOMMUError) { try allocator.setPrivateID(g, for: pasid, in: set) } catch {
-                try? allocator.free(pasid, in: set)
+                _ = try? allocator.free(pasid, in: set)
                 throw error
             }
         }

@@ -21,4 +21,13 @@ public struct Bitmap: Sendable, Equatable {
 
     /// The number of set bits.
     public var nonzeroBitCount: Int { words.reduce(0) { $0 + $1.nonzeroBitCount } }
+
+    /// Traps unless the storage holds exactly the words `count` bits need and no bit at or past
+    /// `count` is set. For tests.
+    func _checkInvariants() {
+        precondition(count >= 0 && words.count == (count + 63) / 64, "\(words.count) words for \(count) bits")
+        if count % 64 != 0, let last = words.last {
+            precondition(last >> UInt64(count % 64) == 0, "a bit past count is set")
+        }
+    }
 }

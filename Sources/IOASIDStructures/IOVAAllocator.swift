@@ -11,7 +11,8 @@ public enum IOVAAllocator {
     ///   - pageOffset: the start's offset inside an alignment unit must equal this (kept from the user address).
     ///   - allowed: spans IOVA must come from; empty means "all".
     ///   - pageSize: the host page size; IOVA 0 .. pageSize-1 and the top page are never handed out.
-    ///   - used: returns whether a span is taken (reserved or mapped) and where its first taken span ends.
+    ///   - reserved: spans IOVA must never come from.
+    ///   - areasHoles: returns the parts of a span that no existing area covers, ascending.
     public static func find<A, B>(length: UInt64, alignment: UInt64, pageOffset: UInt64,
                                   allowed: IntervalMap<A>, reserved: IntervalMap<B>,
                                   areasHoles: (IOVARange) -> [IOVARange],

@@ -113,13 +113,15 @@ public struct IntervalMap<Value>: Sendable where Value: Sendable {
         return result
     }
 
-    /// Checks the sorted, non-overlapping invariant; for tests.
-    public func checkInvariants() -> Bool {
+    /// Traps unless the entries are well-formed spans (`start <= last`), sorted by start and
+    /// pairwise disjoint. For tests, which call it after every operation.
+    func _checkInvariants() {
         for i in entries.indices {
-            if entries[i].range.start > entries[i].range.last { return false }
-            if i > 0, entries[i - 1].range.last >= entries[i].range.start { return false }
+            precondition(entries[i].range.start <= entries[i].range.last, "entry \(i) has start > last")
+            if i > 0 {
+                precondition(entries[i - 1].range.last < entries[i].range.start, "entries \(i - 1) and \(i) overlap or are out of order")
+            }
         }
-        return true
     }
 }
 

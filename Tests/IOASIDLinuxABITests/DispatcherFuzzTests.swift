@@ -303,8 +303,8 @@ struct DispatcherFuzzTests {
     static let iterations = Int(ProcessInfo.processInfo.environment["IOASID_FUZZ_ITERATIONS"] ?? "") ?? 20_000
     static let seed = UInt64(ProcessInfo.processInfo.environment["IOASID_FUZZ_SEED"] ?? "") ?? 0x10A5_1D00
 
-    @Test func randomRequestsReturnZeroOrANegativeErrno() throws {
-        try PinLock.exclusive {
+    @Test func randomRequestsReturnZeroOrANegativeErrno() {
+        PinLock.exclusive {
             let liveBefore = PinRegistry.shared.liveCount
             var fuzz = DispatcherFuzzer(seed: Self.seed)
             defer { close(fuzz.memfd) }

@@ -52,7 +52,7 @@ import Testing
             }
             for p in mine {
                 holders.withLock { $0[p] = nil }
-                try? layer.freePASID(p, for: f.context)
+                _ = try? layer.freePASID(p, for: f.context)
             }
         }
         #expect(problems.withLock { $0 }.isEmpty, "\(problems.withLock { $0.prefix(10) })")

@@ -15,8 +15,8 @@ import IOASIDStructures
 /// A device behind an ``SMMUv3Driver``: the core's `DeviceModel`, with the PCI function that
 /// issues its DMA.
 public final class SMMUv3Master: DeviceModel, @unchecked Sendable {
-    /// The PCI function: issue DMA with ``PCIFunction/read(pasid:address:count:privileged:execute:)``
-    /// and ``PCIFunction/write(pasid:address:bytes:privileged:)``.
+    /// The PCI function: issue DMA with `PCIFunction.read(pasid:address:count:privileged:execute:)`
+    /// and `PCIFunction.write(pasid:address:bytes:privileged:)`.
     public let function: PCIFunction
     /// The StreamID (the requester ID).
     public let streamID: UInt32

@@ -4,16 +4,16 @@ import IOASIDCore
 import IOASIDSoftIOMMU
 import IOASIDStructures
 
-/// A device behind a ``VTdDriver``: the core's ``DeviceModel`` for a ``PCIFunction``.
+/// A device behind a ``VTdDriver``: the core's `DeviceModel` for a `PCIFunction`.
 ///
 /// Attaching a domain programs the PASID entry of the function (RID_PASID for the whole
 /// device, or the PASID): second-stage for a paging domain, nested for a nested one; detaching
 /// tears it down with the invalidations it needs, after which DMA with that PASID is blocked
-/// and recorded as a fault. Bind it with ``bind(to:)`` so its page requests reach the context.
+/// and recorded as a fault. Bind it with ``bind(to:ownedByDriver:)`` so its page requests reach the context.
 public final class VTdDevice: DeviceModel, @unchecked Sendable {
     /// The driver of the unit the function sits behind.
     public let vtd: VTdDriver
-    /// The PCI function (issue its DMA through ``PCIFunction/read(pasid:address:count:privileged:execute:)``
+    /// The PCI function (issue its DMA through `PCIFunction.read(pasid:address:count:privileged:execute:)`
     /// and friends).
     public let function: PCIFunction
 
@@ -67,7 +67,7 @@ public final class VTdDevice: DeviceModel, @unchecked Sendable {
     /// The interrupt window (``interruptWindow``), as the kernel's VT-d driver reports it.
     public var reservedRegions: [IOVARange] { [Self.interruptWindow] }
 
-    /// Binds the device to `context` (``Context/bind(_:ownedByDriver:)``) and remembers the
+    /// Binds the device to `context` (`Context.bind(_:ownedByDriver:)`) and remembers the
     /// binding, so the driver can report the device's page requests there.
     public func bind(to context: Context, ownedByDriver: Bool = false) throws(IOMMUError) -> Device.ID {
         try context.bind(self, ownedByDriver: ownedByDriver)

@@ -270,7 +270,7 @@ public final class VTdDriver: IOMMUDriver, @unchecked Sendable {
 
     /// Drains the page request queue and reports each request to the core's fault queue of the
     /// domain attached at its PASID (through the context the device was bound to with
-    /// ``VTdDevice/bind(to:)``), as the Linux driver's page request thread does. Requests that
+    /// ``VTdDevice/bind(to:ownedByDriver:)``), as the Linux driver's page request thread does. Requests that
     /// cannot be reported (no binding, no fault-capable domain there, a non-canonical address, a
     /// privileged request with read or write, an execute request with read) are answered with
     /// Invalid Request when they close their group; stop markers are dropped.

@@ -424,12 +424,17 @@ public final class TranslationCache: @unchecked Sendable {
     /// Caches `translation` for `tag`. Returns false (and caches nothing) when `ticket` is given
     /// and an invalidation started since it was taken.
     ///
+    /// An entry with the same tag and page is replaced; otherwise an empty way is used, or the
+    /// set's round-robin victim is evicted.
+    ///
     /// - Parameters:
+    ///   - translation: the translation to cache.
+    ///   - tag: the domain, PASID and privilege it was made for.
     ///   - stages: the stages the translation was made from (for stage-selective invalidation).
     ///   - address: for a page larger than its size class, the address whose fragment to cache
     ///     (default: the start of the page).
-    /// An entry with the same tag and page is replaced; otherwise an empty way is used, or the
-    /// set's round-robin victim is evicted.
+    ///   - ticket: from ``fillTicket()`` before the walk; the insert is dropped if an
+    ///     invalidation started since.
     @discardableResult
     public func insert(_ translation: Translation, tag: TranslationTag, stages: TranslationStages = .first,
                        covering address: UInt64? = nil, ifUnchangedSince ticket: FillTicket? = nil) -> Bool {

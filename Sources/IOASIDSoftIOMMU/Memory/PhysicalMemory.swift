@@ -100,7 +100,7 @@ public struct RAMRegion: Hashable, Sendable, CustomStringConvertible {
 /// allocator (``allocateFrame()`` / ``freeFrame(_:)``), which hands out zeroed frames from
 /// `[allocatorBase, allocatorLimit)`. DMA data lives in the window or in RAM regions
 /// (``attachRAM(at:length:backing:)``, ``attachRAM(at:external:)``) and moves with
-/// ``read(_:at:)`` and ``write(_:at:)``. See the comment at the top of this file for the storage
+/// `read(_:at:)` and `write(_:at:)`. See the comment at the top of this file for the storage
 /// and the concurrency design.
 ///
 /// This is a reference type: several page tables (and devices) share one memory.

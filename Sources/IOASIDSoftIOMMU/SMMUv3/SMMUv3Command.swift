@@ -113,7 +113,7 @@ public enum SMMUv3PRIResponse: UInt8, Sendable {
 
 /// One command of the command queue, decoded.
 ///
-/// ``init(words:features:)`` checks a raw command as the model's SMMU does: an unknown or
+/// ``init(words:_:features:)`` checks a raw command as the model's SMMU does: an unknown or
 /// reserved opcode, a non-zero RES0 field, or an ILLEGAL parameter combination is malformed and
 /// raises `CERROR_ILL` (§4.1.3, §4.1.5). ``words`` encodes a command bit-exactly.
 public enum SMMUv3Command: Hashable, Sendable {
