@@ -12,11 +12,13 @@ import Glibc
 ///   else is a file the engine appends to (created with mode 0644 if missing).
 /// - `IOASID_MACHINE`: the modelled machine's devices (`Machine`), served as
 ///   `/dev/vfio/devices/vfioN`; unset: none.
+/// - `IOASID_REPORT`: unset or empty: no report; else the HTML report's path (`ReportFile`).
 struct EngineEnvironment {
     var testDriver: Bool
     var traceSink: TraceSink?
     var privileged = false
     var machine: String?
+    var report: String?
 
     init(testDriver: Bool, traceSink: TraceSink?, privileged: Bool = false) {
         self.testDriver = testDriver
@@ -31,6 +33,7 @@ struct EngineEnvironment {
             traceSink: TraceSink.open(Self.variable("IOASID_TRACE")),
             privileged: Self.parseSwitch(Self.variable("IOASID_PRIVILEGED"), default: false))
         machine = Self.variable("IOASID_MACHINE")
+        report = Self.variable("IOASID_REPORT").flatMap { $0.isEmpty ? nil : $0 }
     }
 
     static func variable(_ name: String) -> String? {

@@ -18,6 +18,9 @@ public final class IOMMUFile: LinuxFile, @unchecked Sendable {
     public let testDriver: TestDriver?
     /// Regions handed out by mmap (owner vIOMMU ID and address), so destroy sees them.
     let mappedRegions = Mutex<[(owner: UInt32, address: UInt, length: Int)]>([])
+    /// Counts and times the calls and keeps snapshots for a report, when one is being made.
+    /// Set by the front door right after creating the file, before its descriptor is handed out.
+    public var recorder: ContextRecorder?
 
     public init(host: any DescriptorHost, configuration: EngineConfiguration, memory: any UserMemory = ProcessMemory.shared) {
         self.host = host
@@ -28,7 +31,8 @@ public final class IOMMUFile: LinuxFile, @unchecked Sendable {
     }
 
     public func ioctl(request: UInt, argument: UnsafeMutableRawPointer?) -> Int {
-        dispatch(request: request, argument: argument)
+        guard let recorder else { return dispatch(request: request, argument: argument) }
+        return recorder.measure(request: request) { dispatch(request: request, argument: argument) }
     }
 
     public func mmap(address: UnsafeMutableRawPointer?, length: Int, protection: Int32, flags: Int32, offset: Int) -> Int {
@@ -36,6 +40,7 @@ public final class IOMMUFile: LinuxFile, @unchecked Sendable {
     }
 
     public func release() {
+        recorder?.closing(context)
         context.close()
         releaseIOASIDSet()
     }

@@ -6,7 +6,7 @@ struct RunCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "run",
         abstract: "Run a program against ioasid's /dev/iommu.",
-        usage: "ioasid run [--trace[=<file>]] [--privileged] [--no-test-driver] [--machine <spec>] [--] <program> [<arguments> ...]",
+        usage: "ioasid run [--trace[=<file>]] [--report=<file.html>] [--privileged] [--no-test-driver] [--machine <spec>] [--] <program> [<arguments> ...]",
         discussion: """
             The program runs with libioasid-preload.so in LD_PRELOAD (prepended to any existing \
             value). When it first opens /dev/iommu, the preload loads libIOASIDEngine.so and \
@@ -25,6 +25,7 @@ struct RunCommand: ParsableCommand {
               IOASID_PRIVILEGED   1 with --privileged, else unset
               IOASID_TRACE        the trace destination with --trace, else unset
               IOASID_MACHINE      the --machine specification, else unset
+              IOASID_REPORT       the report's absolute path with --report, else unset
 
             The modelled machine (--machine): the devices a program can bind through VFIO \
             cdevs, /dev/vfio/devices/vfio0, vfio1, ... in the order given, each a comma-\
@@ -33,6 +34,13 @@ struct RunCommand: ParsableCommand {
             function behind the software SMMUv3). Without --machine no /dev/vfio path is \
             served. See docs/machine.md.
 
+            The report (--report=FILE.html): a self-contained HTML page per process that \
+            used ioasid, written when the program exits and rewritten each time its last \
+            /dev/iommu is closed: per open, each IOAS's IOVA layout, the objects and how \
+            they connect, pinned pages, and a table of the calls. The first process of the \
+            run to open /dev/iommu writes FILE.html; any other (a forked child, a later \
+            program) writes FILE.PID.html. See docs/report.md.
+
             Both libraries are looked up next to the ioasid executable (then in ../lib and \
             ../lib/ioasid).
 
@@ -40,6 +48,7 @@ struct RunCommand: ParsableCommand {
               ioasid run -- ./iommufd                  run the kernel's iommufd selftest
               ioasid run --trace -- ./my-vmm           trace each iommufd call to stderr
               ioasid run --trace=calls.log -- ./my-vmm trace to calls.log
+              ioasid run --report=vmm.html -- ./my-vmm a picture of what the program did
               ioasid run --machine vtd:2,smmuv3 -- ./my-vmm
                                                        vfio0, vfio1 behind VT-d; vfio2 behind SMMUv3
             """)
@@ -50,6 +59,12 @@ struct RunCommand: ParsableCommand {
             "Trace each iommufd call: to stderr with a bare --trace or --trace=-, else appended to <file> (truncated first).",
             valueName: "file"))
     var trace: String?
+
+    @Option(
+        name: .customLong("report"),
+        help: ArgumentHelp("Write an HTML report of what the program did to <file> when it exits (see docs/report.md).",
+                           valueName: "file.html"))
+    var report: String?
 
     @Flag(name: .customLong("privileged"), help: "Act as if the program held the capabilities the kernel checks (CAP_SYS_RESOURCE), like root in a VM.")
     var privileged = false
@@ -79,6 +94,7 @@ struct RunCommand: ParsableCommand {
         launch.environment["IOASID_TEST_DRIVER"] = .set(noTestDriver ? "0" : "1")
         launch.environment["IOASID_PRIVILEGED"] = privileged ? .set("1") : .unset
         launch.environment["IOASID_MACHINE"] = machine.map { .set($0) } ?? .unset
+        launch.environment["IOASID_REPORT"] = try report.map { .set(try ReportDestination.prepare($0)) } ?? .unset
         launch.environment["IOASID_TRACE"] = try trace.map { .set(try TraceDestination.prepare($0)) } ?? .unset
         // A crash inside the engine must end the program at once, as a kernel oops ends the
         // ioctl: the Swift runtime's interactive backtracer would otherwise hold it for minutes.
@@ -100,7 +116,7 @@ struct RunCommand: ParsableCommand {
         for index in arguments.indices.dropFirst(run + 1) {
             let argument = arguments[index]
             if skipValue { skipValue = false; continue }
-            if argument == "--machine" { skipValue = true; continue }  // its value follows
+            if argument == "--machine" || argument == "--report" { skipValue = true; continue }  // its value follows
             if argument == "--" || !argument.hasPrefix("-") { break }
             if argument == "--trace" { arguments[index] = "--trace=-" }
             if argument == "--help" || argument == "-h" { return ["help", "run"] }
@@ -119,6 +135,21 @@ enum TraceDestination {
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         if fd < 0 { throw ValidationError("Cannot create the trace file \(path): \(errorString(errno))") }
         close(fd)
+        return path
+    }
+}
+
+/// Where `--report` writes the page.
+enum ReportDestination {
+    /// Returns the value for `IOASID_REPORT`: the absolute path, checked to be creatable, with a
+    /// stale report from an earlier run removed (the first process of this run claims the name).
+    static func prepare(_ value: String) throws -> String {
+        guard !value.isEmpty else { throw ValidationError("--report needs a file name.") }
+        let path = value.hasPrefix("/") ? value : currentDirectory() + "/" + value
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        if fd < 0 { throw ValidationError("Cannot create the report \(path): \(errorString(errno))") }
+        close(fd)
+        unlink(path)
         return path
     }
 }
