@@ -10,7 +10,7 @@ struct IOVALayout {
     static let labelColumn: Double = 78
     static let rowHeight: Double = 22
     static let rowGap: Double = 6
-    static let axisHeight: Double = 96
+    static let axisHeight: Double = 84
 
     /// The spans of IOVA no area covers.
     var holes: [IOVARange] {

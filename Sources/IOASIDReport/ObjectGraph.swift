@@ -6,9 +6,9 @@ import IOASIDCore
 /// device arrows are labelled with the RID or the PASID.
 struct ObjectGraph {
     let snapshot: ContextSnapshot
-    static let nodeWidth: Double = 150
+    static let nodeWidth: Double = 140
     static let nodeHeight: Double = 36
-    static let columnGap: Double = 52
+    static let columnGap: Double = 74
     static let rowPitch: Double = 50
 
     struct Node {
@@ -109,34 +109,62 @@ struct ObjectGraph {
         for n in nodes { byID[n.id] = n }
         var s = "<svg class=\"graph\" xmlns=\"http://www.w3.org/2000/svg\" width=\"\(HTML.coordinate(width))\" height=\"\(HTML.coordinate(height))\" viewBox=\"0 0 \(HTML.coordinate(width)) \(HTML.coordinate(height))\" role=\"img\" aria-label=\"objects and connections\">"
         s += "<defs><marker id=\"arrow\" viewBox=\"0 0 10 10\" refX=\"9\" refY=\"5\" markerWidth=\"7\" markerHeight=\"7\" orient=\"auto\"><path d=\"M0,0 L10,5 L0,10 z\" fill=\"#555\"/></marker></defs>"
-        for n in nodes {
-            let (x, y) = origin(n)
-            s += "<g class=\"node \(n.kind)\"><rect x=\"\(HTML.coordinate(x))\" y=\"\(HTML.coordinate(y))\" width=\"\(HTML.coordinate(Self.nodeWidth))\" height=\"\(HTML.coordinate(Self.nodeHeight))\" rx=\"5\"/>"
-            s += "<text class=\"nodetitle\" x=\"\(HTML.coordinate(x + 7))\" y=\"\(HTML.coordinate(y + 15))\">\(HTML.escape(n.title))</text>"
-            s += "<text class=\"nodedetail\" x=\"\(HTML.coordinate(x + 7))\" y=\"\(HTML.coordinate(y + 29))\">\(HTML.escape(truncated(n.detail, 26)))</text>"
-            s += "<title>\(HTML.escape(n.title + (n.detail.isEmpty ? "" : ": " + n.detail)))</title></g>"
+        // Where arrows leave and arrive: spread along the node's side, so two arrows of one node
+        // (RID and PASID) start apart and their labels do not overlap.
+        var outgoing: [UInt32: Int] = [:], incoming: [UInt32: Int] = [:]
+        for e in edges { outgoing[e.from, default: 0] += 1; incoming[e.to, default: 0] += 1 }
+        var outSeen: [UInt32: Int] = [:], inSeen: [UInt32: Int] = [:]
+        func spread(_ y: Double, _ index: Int, _ count: Int) -> Double {
+            y + Self.nodeHeight * Double(index + 1) / Double(count + 1)
         }
+        var paths = "", labels = ""
+        var laneCount = 0
         for e in edges {
             guard let a = byID[e.from], let b = byID[e.to] else { continue }
             let (ax, ay) = origin(a), (bx, by) = origin(b)
-            let y1 = ay + Self.nodeHeight / 2, y2 = by + Self.nodeHeight / 2
+            let y1 = spread(ay, outSeen[e.from, default: 0], outgoing[e.from] ?? 1)
+            let y2 = spread(by, inSeen[e.to, default: 0], incoming[e.to] ?? 1)
+            outSeen[e.from, default: 0] += 1
+            inSeen[e.to, default: 0] += 1
             let x1: Double, x2: Double
             if b.column > a.column { x1 = ax + Self.nodeWidth; x2 = bx }
             else if b.column < a.column { x1 = ax; x2 = bx + Self.nodeWidth }
             else { x1 = ax + Self.nodeWidth; x2 = bx + Self.nodeWidth }
-            // Control points: halfway across for a forward or backward arrow, a loop to the right
-            // between two nodes of one column.
-            let c1: Double, c2: Double
-            if a.column == b.column { c1 = x1 + 40; c2 = x2 + 40 } else { c1 = (x1 + x2) / 2; c2 = (x1 + x2) / 2 }
-            let d = "M\(HTML.coordinate(x1)),\(HTML.coordinate(y1)) C\(HTML.coordinate(c1)),\(HTML.coordinate(y1)) \(HTML.coordinate(c2)),\(HTML.coordinate(y2)) \(HTML.coordinate(x2)),\(HTML.coordinate(y2))"
-            // Drawn over the nodes, with a white halo, so an arrow that passes a node is seen to pass it.
-            s += "<path class=\"halo\" d=\"\(d)\"/><path class=\"edge\" d=\"\(d)\" marker-end=\"url(#arrow)\"/>"
+            let d: String
+            let p = HTML.coordinate
+            if abs(b.column - a.column) > 1 {
+                // An arrow that skips a column runs in the gap between two rows, past the nodes.
+                let dir: Double = x2 > x1 ? 1 : -1
+                // Arrows sharing a gap run a few pixels apart.
+                let gap = Self.rowPitch - Self.nodeHeight
+                let offset = Double(laneCount % 3 - 1) * gap / 4
+                laneCount += 1
+                let lane = (b.row >= a.row ? ay + Self.nodeHeight + gap / 2 : ay - gap / 2) + offset
+                d = "M\(p(x1)),\(p(y1)) C\(p(x1 + dir * 18)),\(p(y1)) \(p(x1 + dir * 18)),\(p(lane)) \(p(x1 + dir * 36)),\(p(lane)) "
+                    + "L\(p(x2 - dir * 36)),\(p(lane)) C\(p(x2 - dir * 18)),\(p(lane)) \(p(x2 - dir * 18)),\(p(y2)) \(p(x2)),\(p(y2))"
+            } else {
+                // Halfway across to the next column, or a loop to the right within one column.
+                let c1: Double, c2: Double
+                if a.column == b.column { c1 = x1 + 40; c2 = x2 + 40 } else { c1 = (x1 + x2) / 2; c2 = (x1 + x2) / 2 }
+                d = "M\(p(x1)),\(p(y1)) C\(p(c1)),\(p(y1)) \(p(c2)),\(p(y2)) \(p(x2)),\(p(y2))"
+            }
+            paths += "<path class=\"edge\" d=\"\(d)\" marker-end=\"url(#arrow)\"/>"
             if !e.label.isEmpty {
-                // At the start of the arrow, so it is clear whose arrow it is.
+                // At the start of the arrow, so it is clear whose arrow it is; drawn over the nodes.
                 let forward = x2 >= x1
-                s += "<text class=\"edgelabel\" x=\"\(HTML.coordinate(x1 + (forward ? 5 : -5)))\" y=\"\(HTML.coordinate(y1 - 4))\" text-anchor=\"\(forward ? "start" : "end")\">\(HTML.escape(e.label))</text>"
+                labels += "<text class=\"edgelabel\" x=\"\(HTML.coordinate(x1 + (forward ? 5 : -5)))\" y=\"\(HTML.coordinate(y1 - 3))\" text-anchor=\"\(forward ? "start" : "end")\">\(HTML.escape(e.label))</text>"
             }
         }
+        // Arrows under the nodes (one that skips a column passes behind the node there), labels on top.
+        s += paths
+        for n in nodes {
+            let (x, y) = origin(n)
+            s += "<g class=\"node \(n.kind)\"><rect x=\"\(HTML.coordinate(x))\" y=\"\(HTML.coordinate(y))\" width=\"\(HTML.coordinate(Self.nodeWidth))\" height=\"\(HTML.coordinate(Self.nodeHeight))\" rx=\"5\"/>"
+            s += "<text class=\"nodetitle\" x=\"\(HTML.coordinate(x + 7))\" y=\"\(HTML.coordinate(y + 15))\">\(HTML.escape(n.title))</text>"
+            s += "<text class=\"nodedetail\" x=\"\(HTML.coordinate(x + 7))\" y=\"\(HTML.coordinate(y + 29))\">\(HTML.escape(truncated(n.detail, 24)))</text>"
+            s += "<title>\(HTML.escape(n.title + (n.detail.isEmpty ? "" : ": " + n.detail)))</title></g>"
+        }
+        s += labels
         s += "</svg>"
         return s
     }

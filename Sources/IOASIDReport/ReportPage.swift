@@ -150,7 +150,7 @@ public enum ReportPage {
         rect.area{fill:#3b78d8}rect.area.file{fill:#1f4f9a}rect.hole{fill:#eef0f3;stroke:#c8ccd4;stroke-width:.5}\
         rect.reserved{fill:#d64545;fill-opacity:.75}rect.allowed{fill:#3aa35b}\
         line.axis{stroke:#4a5466}line.tick{stroke:#b9c0cc;stroke-width:.6;stroke-dasharray:2 2}\
-        path.edge{fill:none;stroke:#555;stroke-width:1.3}path.halo{fill:none;stroke:#fff;stroke-width:4;stroke-opacity:.85}text.edgelabel{font-size:10px;font-weight:600;fill:#5b3c88;paint-order:stroke;stroke:#fff;stroke-width:3px}\
+        path.edge{fill:none;stroke:#555;stroke-width:1.3}text.edgelabel{font-size:10px;font-weight:600;fill:#5b3c88;paint-order:stroke;stroke:#fff;stroke-width:3px}\
         g.node rect{stroke:#33415c;stroke-width:1}text.nodetitle{font-weight:600}text.nodedetail{font-size:10px;fill:#3d4656}\
         g.device rect{fill:#fde9c8}g.access rect{fill:#f9d8e8}g.other rect{fill:#eeeeee}g.vdevice rect{fill:#efe1fb}\
         g.hwpt rect{fill:#d9ebff}g.nested rect{fill:#e2f3e4}g.viommu rect{fill:#f1e2fb}g.ioas rect{fill:#c7dcfb}g.queue rect{fill:#fff6c9}\
