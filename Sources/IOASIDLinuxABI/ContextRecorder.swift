@@ -9,9 +9,9 @@ import Synchronization
 /// An `IOMMUFile` has a recorder only when a front door gives it one (``IOMMUFile/recorder``,
 /// the engine does with `IOASID_REPORT`); without one the ioctl path checks a nil and does
 /// nothing else. With one, every call is timed and counted (allocating only when a request is
-/// seen for the first time or its list of durations grows), and after every successful call the
-/// context is snapshotted to keep the fullest picture: a report is a diagnostic, and programs
-/// usually tear everything down before they exit.
+/// seen for the first time or its bounded sample of durations grows), and after every successful
+/// call the context is snapshotted to keep the fullest picture: a report is a diagnostic, and
+/// programs usually tear everything down before they exit.
 public final class ContextRecorder: Sendable {
     /// One row of the call table.
     public struct CallRow: Sendable, Equatable {
@@ -49,16 +49,36 @@ public final class ContextRecorder: Sendable {
         public init(snapshot: ContextSnapshot, when: String) { self.snapshot = snapshot; self.when = when }
     }
 
+    /// At most this many durations are kept per request: beyond, a uniform random sample of
+    /// that size (reservoir sampling), so memory stays bounded and the median is that sample's.
+    public static let samplesPerRequest = 65_536
+
     private struct PerRequest {
         var name: String
-        var durations: [UInt64] = []
+        var count = 0
+        var totalNanoseconds: UInt64 = 0
+        var samples: [UInt64] = []
         var errors: [Int32: Int] = [:]
+
+        mutating func add(_ nanoseconds: UInt64, random: inout UInt64) {
+            count += 1
+            totalNanoseconds &+= nanoseconds
+            if samples.count < ContextRecorder.samplesPerRequest {
+                samples.append(nanoseconds)
+            } else {
+                // xorshift64: a sample slot, replaced with probability size/count.
+                random ^= random << 13; random ^= random >> 7; random ^= random << 17
+                let slot = Int(random % UInt64(count))
+                if slot < samples.count { samples[slot] = nanoseconds }
+            }
+        }
     }
 
     private struct State {
         weak var context: Context?
         var requests: [UInt: PerRequest] = [:]
         var calls = 0
+        var random: UInt64 = 0x9E37_79B9_7F4A_7C15
         var fullest: Moment?
         var closed: Moment?
     }
@@ -93,7 +113,9 @@ public final class ContextRecorder: Sendable {
             s.calls += 1
             let key = request & 0xffff_ffff
             if s.requests[key] == nil { s.requests[key] = PerRequest(name: Self.name(of: key)) }
-            s.requests[key]!.durations.append(elapsed)
+            var random = s.random
+            s.requests[key]!.add(elapsed, random: &random)
+            s.random = random
             if result < 0 { s.requests[key]!.errors[Int32(-result), default: 0] += 1 }
             return result >= 0 ? s.context : nil
         }
@@ -136,13 +158,13 @@ public final class ContextRecorder: Sendable {
     public var calls: [CallRow] {
         state.withLock { s in
             s.requests.values.map { r in
-                let sorted = r.durations.sorted()
+                let sorted = r.samples.sorted()
                 let median = sorted.isEmpty ? 0 : sorted.count % 2 == 1
                     ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
                 let errors = r.errors.map { (name: Trace.errnoName($0.key), count: $0.value) }
                     .sorted { $0.count != $1.count ? $0.count > $1.count : $0.name < $1.name }
-                return CallRow(name: r.name, count: r.durations.count, errors: errors,
-                               totalNanoseconds: r.durations.reduce(0, &+), medianNanoseconds: median)
+                return CallRow(name: r.name, count: r.count, errors: errors,
+                               totalNanoseconds: r.totalNanoseconds, medianNanoseconds: median)
             }.sorted { $0.name < $1.name }
         }
     }
