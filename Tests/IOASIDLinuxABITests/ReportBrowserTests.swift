@@ -27,7 +27,7 @@ struct ReportBrowserTests {
     }
 
     /// The VMM example (Examples/vmm/vmm.c) under `ioasid run --report`: the picture in docs/.
-    /// Set IOASID_REPORT_SCREENSHOT to keep the screenshot (scripts/report-screenshot.sh does).
+    /// Set IOASID_REPORT_SCREENSHOT to a path to keep the screenshot (1200 x 2400).
     @Test func vmmExampleReportRendersInTheBrowser() throws {
         let chromium = try #require(Chromium.path, "chromium is not installed (apt-get install chromium)")
         let dir = try temporaryDirectory()
