@@ -62,7 +62,7 @@ struct RunCommand: ParsableCommand {
 
     @Option(
         name: .customLong("report"),
-        help: ArgumentHelp("Write an HTML report of what the program did to <file> when it exits (see docs/report.md).",
+        help: ArgumentHelp("Write an HTML report of what the program did to <file.html> when it exits (see docs/report.md).",
                            valueName: "file.html"))
     var report: String?
 
