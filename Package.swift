@@ -10,6 +10,7 @@ import PackageDescription
 //   IOASIDSoftDrivers — VT-d and SMMUv3 drivers under the core, on the software IOMMU
 //   IOASIDDemo        — `ioasid demo`: the design end to end on the software IOMMU
 //   IOASIDLinuxABI    — ioctl numbers, struct layouts, the size rules and the dispatcher
+//   IOASIDReport      — the HTML report of a run (`ioasid run --report`), from core snapshots and call records
 //   IOASIDEngine      — the in-process engine behind the preload library (fd table, C entry points)
 //   CIOASIDPreload    — the tiny C interposer (libioasid-preload.so)
 //   ioasid            — the command-line tool (`ioasid run`)
@@ -47,7 +48,9 @@ let package = Package(
         // `ioasid demo`: the seed end to end on the software IOMMU (a library, so tests can run it).
         .target(name: "IOASIDDemo", dependencies: ["IOASIDCore", "IOASIDSets", "IOASIDSoftIOMMU", "IOASIDSoftDrivers", "IOASIDLinuxABI", "IOASIDStructures"]),
         .target(name: "IOASIDLinuxABI", dependencies: ["IOASIDStructures", "IOASIDCore", "IOASIDSets", "IOASIDTestDriver", "IOASIDSoftIOMMU", "IOASIDSoftDrivers", "CIOASIDSys"]),
-        .target(name: "IOASIDEngine", dependencies: ["IOASIDLinuxABI", "IOASIDCore", "IOASIDTestDriver", "IOASIDSoftDrivers", "CIOASIDSys"]),
+        // The report page (layer 6): plain values in, self-contained HTML out.
+        .target(name: "IOASIDReport", dependencies: ["IOASIDCore", "IOASIDLinuxABI", "IOASIDStructures"]),
+        .target(name: "IOASIDEngine", dependencies: ["IOASIDLinuxABI", "IOASIDReport", "IOASIDCore", "IOASIDTestDriver", "IOASIDSoftDrivers", "CIOASIDSys"]),
         .target(name: "CIOASIDPreload", linkerSettings: [.linkedLibrary("dl")]),
         .executableTarget(name: "ioasid", dependencies: [
             "IOASIDLinuxABI",
@@ -70,6 +73,9 @@ let package = Package(
         .testTarget(name: "IOASIDDemoTests", dependencies: ["IOASIDDemo", "IOASIDSets", "IOASIDCore", "IOASIDSoftDrivers", "IOASIDSoftIOMMU", "IOASIDLinuxABI", "IOASIDStructures"]),
         .testTarget(name: "IOASIDSetsTests", dependencies: ["IOASIDSets", "IOASIDStructures", "IOASIDCore", "IOASIDTestDriver", "IOASIDLinuxABI"]),
         .testTarget(name: "IOASIDCoreTests", dependencies: ["IOASIDCore", "IOASIDTestDriver", "IOASIDLinuxABI", "IOASIDStructures"]),
-        .testTarget(name: "IOASIDLinuxABITests", dependencies: ["IOASIDLinuxABI", "CIOASIDSys", "IOASIDStructures", "IOASIDSoftDrivers"]),
+        .testTarget(name: "IOASIDReportTests", dependencies: ["IOASIDReport", "IOASIDCore", "IOASIDLinuxABI", "IOASIDStructures", "IOASIDTestDriver"]),
+        // zlib, for the render check that decodes a headless browser's PNG screenshot.
+        .systemLibrary(name: "CZlib", path: "Tests/CZlib"),
+        .testTarget(name: "IOASIDLinuxABITests", dependencies: ["IOASIDLinuxABI", "CIOASIDSys", "IOASIDStructures", "IOASIDSoftDrivers", "IOASIDReport", "CZlib"]),
     ]
 )

@@ -13,6 +13,7 @@
 #   --config NAME      build and use this configuration, debug or release
 #                      (default: release if it was ever built, else debug)
 #   --no-trace         run without --trace
+#   --report FILE      also write the HTML report of the run to FILE (docs/report.md)
 #   --static           also build a statically linked copy (.build/examples/vmm-static),
 #                      e.g. to run on a real kernel with CONFIG_IOMMUFD_TEST
 #   --compile-only     build the example and ioasid, do not run it
@@ -31,6 +32,7 @@ CONFIG=""
 TRACE=(--trace)
 STATIC=0
 RUN=1
+REPORT=()
 ARGS=()
 
 log() { echo "[example] $*" >&2; }
@@ -46,6 +48,10 @@ while [ $# -gt 0 ]; do
 	--config=*) CONFIG=${1#--config=}; shift
 		case $CONFIG in debug|release) ;; *) die "--config must be debug or release" ;; esac ;;
 	--no-trace) TRACE=(); shift ;;
+	--report)
+		[ $# -ge 2 ] || die "--report needs a file name"
+		REPORT=("--report=$(cd "$(dirname "$2")" && pwd)/$(basename "$2")"); shift 2 ;;
+	--report=*) f=${1#--report=}; REPORT=("--report=$(cd "$(dirname "$f")" && pwd)/$(basename "$f")"); shift ;;
 	--static) STATIC=1; shift ;;
 	--compile-only) RUN=0; shift ;;
 	-h|--help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
@@ -105,5 +111,5 @@ IOASID=$BIN/ioasid
 
 # --- 4. run ---------------------------------------------------------------------------
 cd "$OUT"
-log "${IOASID#"$ROOT"/} run ${TRACE[*]} -- ./vmm ${ARGS[*]}"
-exec "$IOASID" run "${TRACE[@]}" -- ./vmm "${ARGS[@]}"
+log "${IOASID#"$ROOT"/} run ${TRACE[*]} ${REPORT[*]} -- ./vmm ${ARGS[*]}"
+exec "$IOASID" run "${TRACE[@]}" "${REPORT[@]}" -- ./vmm "${ARGS[@]}"

@@ -37,6 +37,9 @@ final class Engine: DescriptorHost {
     /// `ioasid_preload_claim` when the preload is loaded (nil when the engine runs without it).
     private let claim: PreloadClaim?
 
+    /// The report of this process (`IOASID_REPORT`), or nil when none is asked for.
+    private let report: ReportFile?
+
     /// The modelled machine's devices (`IOASID_MACHINE`), or the reason the specification was refused.
     private let machine: Result<Machine, Machine.SpecError>
 
@@ -52,7 +55,15 @@ final class Engine: DescriptorHost {
         self.tracer = environment.traceSink.map { sink in CallTracer(timing: environment.traceTime) { sink.write($0) } }
         self.configuration = configuration
         self.claim = PreloadClaim.resolve()
+        report = environment.report.map { ReportFile(path: $0) }
+        if report != nil {
+            // `exit` and a return from `main` write the page (the shared engine only: tests make their own).
+            atexit { Engine.reportAtExit() }
+        }
     }
+
+    /// Writes the shared engine's report, if any (from `atexit`).
+    private static func reportAtExit() { shared.report?.write() }
 
     // MARK: Entry points
 
@@ -64,6 +75,7 @@ final class Engine: DescriptorHost {
             if flags & O_CLOEXEC != 0 { eventFlags |= IOASID_SYS_EFD_CLOEXEC }
             let fd = install(file, eventFlags: eventFlags, readable: true)
             if fd < 0 { file.release() }
+            if fd >= 0, let report { file.recorder = report.recorder(for: file, descriptor: fd) }
             return fd
         }
     }
@@ -126,7 +138,7 @@ final class Engine: DescriptorHost {
             state.descriptors[newfd] = open
             return (0, released)
         }
-        released?.release()
+        releaseFile(released)
         if let tracer {
             _ = tracer.call(kind: kind(of: newfd), fd: oldfd) { line in
                 line.call("dup")
@@ -142,7 +154,7 @@ final class Engine: DescriptorHost {
         let (found, released): (Bool, (any LinuxFile)?) = state.withLock { state in
             (state.descriptors[fd] != nil, state.forget(fd))
         }
-        released?.release()
+        releaseFile(released)
         if let tracer {
             _ = tracer.call(kind: fileKind, fd: fd) { line in
                 line.call("close")
@@ -209,11 +221,17 @@ final class Engine: DescriptorHost {
             state.handles[fd] = open
             return stale
         }
-        stale?.release()
+        releaseFile(stale)
         claim?.claim(fd)
         return fd
     }
 
+    /// Releases a file whose last descriptor is gone; the report hears of a closed `/dev/iommu`.
+    private func releaseFile(_ file: (any LinuxFile)?) {
+        guard let file else { return }
+        file.release()
+        if let report, file is IOMMUFile { report.closed() }
+    }
 }
 
 /// What `Engine.state` protects.

@@ -14,12 +14,14 @@ import Glibc
 ///   duration on the monotonic clock.
 /// - `IOASID_MACHINE`: the modelled machine's devices (`Machine`), served as
 ///   `/dev/vfio/devices/vfioN`; unset: none.
+/// - `IOASID_REPORT`: unset or empty: no report; else the HTML report's path (`ReportFile`).
 struct EngineEnvironment {
     var testDriver: Bool
     var traceSink: TraceSink?
     var traceTime = false
     var privileged = false
     var machine: String?
+    var report: String?
 
     init(testDriver: Bool, traceSink: TraceSink?, privileged: Bool = false) {
         self.testDriver = testDriver
@@ -35,6 +37,7 @@ struct EngineEnvironment {
             privileged: Self.parseSwitch(Self.variable("IOASID_PRIVILEGED"), default: false))
         machine = Self.variable("IOASID_MACHINE")
         traceTime = Self.parseSwitch(Self.variable("IOASID_TRACE_TIME"), default: false)
+        report = Self.variable("IOASID_REPORT").flatMap { $0.isEmpty ? nil : $0 }
     }
 
     static func variable(_ name: String) -> String? {

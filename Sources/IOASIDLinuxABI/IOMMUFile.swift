@@ -18,6 +18,9 @@ public final class IOMMUFile: LinuxFile, @unchecked Sendable {
     public let testDriver: TestDriver?
     /// Regions handed out by mmap (owner vIOMMU ID and address), so destroy sees them.
     let mappedRegions = Mutex<[(owner: UInt32, address: UInt, length: Int)]>([])
+    /// Counts and times the calls and keeps snapshots for a report, when one is being made.
+    /// Set by the front door right after creating the file, before its descriptor is handed out.
+    public var recorder: ContextRecorder?
 
     public init(host: any DescriptorHost, configuration: EngineConfiguration, memory: any UserMemory = ProcessMemory.shared) {
         self.host = host
@@ -29,11 +32,15 @@ public final class IOMMUFile: LinuxFile, @unchecked Sendable {
 
     public func ioctl(request: UInt, argument: UnsafeMutableRawPointer?) -> Int {
         var untraced: TraceLine? = nil
-        return dispatch(request: request, argument: argument, trace: &untraced)
+        guard let recorder else { return dispatch(request: request, argument: argument, trace: &untraced) }
+        return recorder.measure(request: request) { dispatch(request: request, argument: argument, trace: &untraced) }
     }
 
     public func ioctl(request: UInt, argument: UnsafeMutableRawPointer?, trace: inout TraceLine?) -> Int {
-        dispatch(request: request, argument: argument, trace: &trace)
+        guard let recorder else { return dispatch(request: request, argument: argument, trace: &trace) }
+        var line = trace
+        defer { trace = line }
+        return recorder.measure(request: request) { dispatch(request: request, argument: argument, trace: &line) }
     }
 
     public var traceKind: String { "iommu" }
@@ -43,6 +50,7 @@ public final class IOMMUFile: LinuxFile, @unchecked Sendable {
     }
 
     public func release() {
+        recorder?.closing(context)
         context.close()
         releaseIOASIDSet()
     }

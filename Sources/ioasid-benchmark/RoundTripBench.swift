@@ -1,3 +1,5 @@
+import IOASIDLinuxABI
+
 // Section 2: in-process round trips through the ABI dispatcher (IOMMUFile.ioctl) against one
 // real system call, interleaved run by run.
 
@@ -18,7 +20,15 @@ func roundTripSection() {
         roundTrip("MAP + UNMAP 2 MiB") { fast.mapUnmap(2 << 20) },
         roundTrip("(control) syscall vs syscall") { oneSyscall() },
     ]
-    printTable(["pair of ioctls", "ns/pair", "spread", "syscall ns", "spread", "ratio", "< 1 syscall"], rows)
+    // The same dispatcher with a report being made (`ioasid run --report`): each call timed and
+    // counted, and the context snapshotted after each successful call.
+    let recorded = FastPath()
+    recorded.abi.file.recorder = ContextRecorder(context: recorded.abi.file.context)
+    let reportRows = [
+        roundTrip("IOAS_ALLOC + DESTROY, report on") { recorded.allocDestroy() },
+        roundTrip("MAP + UNMAP 4 KiB, report on") { recorded.mapUnmap(4096) },
+    ]
+    printTable(["pair of ioctls", "ns/pair", "spread", "syscall ns", "spread", "ratio", "< 1 syscall"], rows + reportRows)
     print("(ratio: median over runs of (ns per pair) / (ns per syscall) in the same run)")
     print("")
 }

@@ -10,7 +10,7 @@ struct RunCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "run",
         abstract: "Run a program against ioasid's /dev/iommu.",
-        usage: "ioasid run [--trace[=<file>]] [--trace-time] [--privileged] [--no-test-driver] [--machine <spec>] [--] <program> [<arguments> ...]",
+        usage: "ioasid run [--trace[=<file>]] [--trace-time] [--report=<file.html>] [--privileged] [--no-test-driver] [--machine <spec>] [--] <program> [<arguments> ...]",
         discussion: """
             The program runs with libioasid-preload.so in LD_PRELOAD (prepended to any existing \
             value). When it first opens /dev/iommu, the preload loads libIOASIDEngine.so and \
@@ -43,6 +43,7 @@ struct RunCommand: ParsableCommand {
               IOASID_TRACE        the trace destination with --trace, else unset
               IOASID_TRACE_TIME   1 with --trace-time, else unset
               IOASID_MACHINE      the --machine specification, else unset
+              IOASID_REPORT       the report's absolute path with --report, else unset
 
             The modelled machine (--machine): the devices a program can bind through VFIO \
             cdevs, /dev/vfio/devices/vfio0, vfio1, ... in the order given: a comma-separated \
@@ -50,6 +51,13 @@ struct RunCommand: ParsableCommand {
             driver), vtd (the software VT-d unit), smmuv3 (the software SMMUv3); DEVICE: pci \
             (the default); COUNT: 1 to 31. Without --machine no /dev/vfio path is \
             served. See docs/machine.md.
+
+            The report (--report=FILE.html): a self-contained HTML page per process that \
+            used ioasid, written when the program exits and rewritten each time its last \
+            /dev/iommu is closed: per open, each IOAS's IOVA layout, the objects and how \
+            they connect, pinned pages, and a table of the calls. The first process of the \
+            run to open /dev/iommu writes FILE.html; any other (a forked child, a later \
+            program) writes FILE.PID.html. See docs/report.md.
 
             Both libraries are looked up next to the ioasid executable (then in ../lib and \
             ../lib/ioasid).
@@ -59,6 +67,7 @@ struct RunCommand: ParsableCommand {
               ioasid run --trace -- ./my-vmm           trace each call to stderr
               ioasid run --trace=calls.log -- ./my-vmm trace to calls.log
               ioasid run --trace calls.log -- ./my-vmm the same
+              ioasid run --report=vmm.html -- ./my-vmm a picture of what the program did
               ioasid run --machine vtd:2,smmuv3 -- ./my-vmm
                                                        vfio0, vfio1 behind VT-d; vfio2 behind SMMUv3
             """)
@@ -72,6 +81,12 @@ struct RunCommand: ParsableCommand {
 
     @Flag(name: .customLong("trace-time"), help: "With --trace: end each line with the call's duration (monotonic clock, e.g. +1.2us).")
     var traceTime = false
+
+    @Option(
+        name: .customLong("report"),
+        help: ArgumentHelp("Write an HTML report of what the program did to <file.html> when it exits (see docs/report.md).",
+                           valueName: "file.html"))
+    var report: String?
 
     @Flag(name: .customLong("privileged"), help: "Act as if the program held the capabilities the kernel checks (CAP_SYS_RESOURCE), like root in a VM.")
     var privileged = false
@@ -103,6 +118,13 @@ struct RunCommand: ParsableCommand {
         } else {
             launch.environment["IOASID_TRACE"] = .unset
         }
+        if let report = options.report {
+            do { launch.environment["IOASID_REPORT"] = .set(try ReportDestination.prepare(report)) } catch {
+                IOASIDCommand.fail(error.description)
+            }
+        } else {
+            launch.environment["IOASID_REPORT"] = .unset
+        }
         // A crash inside the engine must end the program at once, as a kernel oops ends the
         // ioctl: the Swift runtime's interactive backtracer would otherwise hold it for minutes.
         if Launch.variable("SWIFT_BACKTRACE") == nil {
@@ -127,6 +149,20 @@ enum TraceDestination {
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         if fd < 0 { throw ToolError(description: "cannot create the trace file \(path): \(errorString(errno))") }
         close(fd)
+        return path
+    }
+}
+
+/// Where `--report` writes the page.
+enum ReportDestination {
+    /// Returns the value for `IOASID_REPORT`: the absolute path, checked to be creatable, with a
+    /// stale report from an earlier run removed (the first process of this run claims the name).
+    static func prepare(_ value: String) throws(ToolError) -> String {
+        let path = value.hasPrefix("/") ? value : currentDirectory() + "/" + value
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        if fd < 0 { throw ToolError(description: "cannot create the report \(path): \(errorString(errno))") }
+        close(fd)
+        unlink(path)
         return path
     }
 }

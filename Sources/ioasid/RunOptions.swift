@@ -29,6 +29,8 @@ struct RunOptions: Equatable {
     var noTestDriver = false
     /// The `--machine` specification as given (already checked).
     var machine: String?
+    /// Where `--report` writes the HTML page.
+    var report: String?
     /// The program and its arguments.
     var command: [String] = []
     /// `--help` or `-h` was given (nothing else is checked then).
@@ -92,6 +94,10 @@ struct RunOptions: Equatable {
                     throw UsageError(description: "--machine: \(error.description)")
                 }
                 options.machine = spec
+            case "--report":
+                let file = try value(of: "--report", inline: inline)
+                guard !file.isEmpty else { throw UsageError(description: "--report needs a file name") }
+                options.report = file
             default:
                 throw UsageError(description: "unknown option '\(word)'")
             }
