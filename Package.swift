@@ -41,11 +41,12 @@ let package = Package(
         // `ioasid demo`: the seed end to end on the software IOMMU (a library, so tests can run it).
         .target(name: "IOASIDDemo", dependencies: ["IOASIDCore", "IOASIDSets", "IOASIDSoftIOMMU", "IOASIDSoftDrivers", "IOASIDLinuxABI", "IOASIDStructures"]),
         .target(name: "IOASIDLinuxABI", dependencies: ["IOASIDStructures", "IOASIDCore", "IOASIDSets", "IOASIDTestDriver", "IOASIDSoftIOMMU", "IOASIDSoftDrivers", "CIOASIDSys"]),
-        .target(name: "IOASIDEngine", dependencies: ["IOASIDLinuxABI", "IOASIDCore", "IOASIDTestDriver", "IOASIDSoftDrivers", "CIOASIDSys"]),
+        .target(name: "IOASIDEngine", dependencies: ["IOASIDLinuxABI", "IOASIDCore", "IOASIDTestDriver", "IOASIDSoftDrivers", "IOASIDSoftIOMMU", "CIOASIDSys"]),
         .target(name: "CIOASIDPreload", linkerSettings: [.linkedLibrary("dl")]),
         .executableTarget(name: "ioasid", dependencies: [
             "IOASIDLinuxABI",
             "IOASIDDemo",
+            "IOASIDSoftDrivers",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "SystemPackage", package: "swift-system"),
         ]),

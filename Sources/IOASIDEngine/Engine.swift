@@ -1,6 +1,7 @@
 import CIOASIDSys
 import Glibc
 import IOASIDLinuxABI
+import IOASIDSoftDrivers
 import Synchronization
 
 /// The in-process engine behind `libioasid-preload.so`: the table of the descriptors it hands
@@ -37,6 +38,8 @@ final class Engine: DescriptorHost {
 
     /// The modelled machine's devices (`IOASID_MACHINE`), or the reason the specification was refused.
     private let machine: Result<Machine, Machine.SpecError>
+    /// The sysfs and /dev/vfio view of the machine, written on first use (`sysfsView`).
+    private let view = Mutex<SysfsViewSlot>(.notYet)
 
     init(environment: EngineEnvironment) {
         self.traceSink = environment.traceSink
@@ -60,7 +63,7 @@ final class Engine: DescriptorHost {
         let file = IOMMUFile(host: self, configuration: configuration)
         var eventFlags = IOASID_SYS_EFD_NONBLOCK
         if flags & O_CLOEXEC != 0 { eventFlags |= IOASID_SYS_EFD_CLOEXEC }
-        let fd = install(file, eventFlags: eventFlags, readable: true)
+        let fd = install(file, eventFlags: eventFlags, readable: true, node: .iommu)
         if fd < 0 { file.release() }
         trace { "open /dev/iommu flags=\(hex(flags)) -> \(result(fd))" }
         return fd
@@ -70,15 +73,21 @@ final class Engine: DescriptorHost {
     /// Opens `/dev/vfio/devices/vfio<index>` of the modelled machine: a new `VFIODeviceFile`, or
     /// -ENOENT when the machine has no such device.
     func openDevice(index: Int32, flags: Int32) -> Int32 {
-        guard case .success(let m) = machine, index >= 0, Int(index) < m.devices.count else {
+        guard case .success(let m) = machine, let device = m.devices.device(cdev: Int(index)) else {
             trace { "open /dev/vfio/devices/vfio\(index) -> -ENOENT" }
             return -ENOENT
         }
-        let file = VFIODeviceFile(host: self, model: m.devices[Int(index)], name: "vfio\(index)", trace: configuration.trace)
+        let file = VFIODeviceFile(host: self, model: device.model, name: "vfio\(index)", trace: configuration.trace)
         var eventFlags = IOASID_SYS_EFD_NONBLOCK
         if flags & O_CLOEXEC != 0 { eventFlags |= IOASID_SYS_EFD_CLOEXEC }
-        let fd = install(file, eventFlags: eventFlags, readable: false)
-        if fd < 0 { file.release() }
+        device.openCount.add(1, ordering: .acquiringAndReleasing)
+        let fd = install(file, eventFlags: eventFlags, readable: false, node: .cdev(Int(index))) {
+            device.openCount.subtract(1, ordering: .acquiringAndReleasing)
+        }
+        if fd < 0 {
+            file.release()
+            device.openCount.subtract(1, ordering: .acquiringAndReleasing)
+        }
         trace { "open /dev/vfio/devices/vfio\(index) flags=\(hex(flags)) -> \(result(fd))" }
         return fd
     }
@@ -86,26 +95,71 @@ final class Engine: DescriptorHost {
     /// Records that `newfd` now names the file `oldfd` names; 0 or -errno.
     func duplicate(_ oldfd: Int32, as newfd: Int32) -> Int32 {
         if oldfd == newfd { return file(for: oldfd) == nil ? -EBADF : 0 }
-        let (status, released): (Int32, (any LinuxFile)?) = state.withLock { state in
+        let (status, released): (Int32, OpenFile?) = state.withLock { state in
             guard let open = state.descriptors[oldfd] else { return (-EBADF, nil) }
             let released = state.forget(newfd)
             open.descriptors.append(newfd)
             state.descriptors[newfd] = open
             return (0, released)
         }
-        released?.release()
+        released?.releaseAll()
         trace { "dup fd=\(oldfd) -> \(result(status == 0 ? newfd : status))" }
         return status
     }
 
     /// Drops `fd`; releases its file if no other descriptor names it. 0 or -errno.
     func close(_ fd: Int32) -> Int32 {
-        let (found, released): (Bool, (any LinuxFile)?) = state.withLock { state in
+        let (found, released): (Bool, OpenFile?) = state.withLock { state in
             (state.descriptors[fd] != nil, state.forget(fd))
         }
-        released?.release()
+        released?.releaseAll()
         trace { "close fd=\(fd) -> \(result(found ? 0 : -EBADF))\(released != nil ? " (released)" : "")" }
         return found ? 0 : -EBADF
+    }
+
+    // MARK: The sysfs view
+
+    /// The machine's sysfs and /dev/vfio folder, made on first use; nil without a machine or
+    /// when it cannot be made.
+    func sysfsView() -> SysfsView? {
+        guard case .success(let m) = machine, m.devices.physicalCount > 0 else { return nil }
+        return view.withLock { slot in
+            if case .made(let made) = slot { return made }
+            let made = SysfsView(devices: m.devices)
+            slot = .made(made)
+            if made == nil { traceSink?.write("cannot create the sysfs view of the machine") }
+            return made
+        }
+    }
+
+    /// Opens one of the live sysfs attributes of a modelled device, by its path under
+    /// `/sys/bus/pci/devices/<bdf>/` or `/sys/devices/pci0100:00/<bdf>/`: `config` (a snapshot
+    /// of the current configuration space in an anonymous file) or `sriov_numvfs` (an engine
+    /// file). -ENOENT for anything else.
+    func openSysfs(path: String, flags: Int32) -> Int32 {
+        guard case .success(let m) = machine else { return -ENOENT }
+        let parts = path.split(separator: "/").map(String.init)
+        guard parts.count >= 2, let address = PCIAddress(parts[parts.count - 2]),
+              let device = m.devices.device(address: address) else { return -ENOENT }
+        let outcome: Int32
+        switch parts[parts.count - 1] {
+        case "config":
+            let bytes = m.devices.configSpace(of: device)
+            let fd = ioasid_sys_memfd(0, 1)
+            guard fd >= 0 else { return Int32(fd) }
+            _ = bytes.withUnsafeBytes { ioasid_sys_write_all(Int32(fd), $0.baseAddress, $0.count) }
+            _ = ioasid_sys_rewind(Int32(fd))
+            outcome = Int32(fd)
+        case "sriov_numvfs" where device.physicalFunction == nil && device.description.sriov != nil:
+            let file = SRIOVNumVFsFile(devices: m.devices, pf: device, view: sysfsView(), trace: configuration.trace)
+            var eventFlags = IOASID_SYS_EFD_NONBLOCK
+            if flags & O_CLOEXEC != 0 { eventFlags |= IOASID_SYS_EFD_CLOEXEC }
+            outcome = install(file, eventFlags: eventFlags, readable: true)
+        default:
+            outcome = -ENOENT
+        }
+        trace { "open \(path) flags=\(hex(flags)) -> \(result(outcome))" }
+        return outcome
     }
 
     // MARK: DescriptorHost
@@ -133,20 +187,27 @@ final class Engine: DescriptorHost {
 
     // MARK: Internals
 
-    private func install(_ file: any LinuxFile, eventFlags: Int32, readable: Bool) -> Int32 {
+    /// The device node `fd` was opened as (`/dev/iommu`, a VFIO node), for `fstat`; nil for the
+    /// anonymous files ioctls hand out and for descriptors that are not the engine's.
+    func node(for fd: Int32) -> DeviceNode? {
+        state.withLock { $0.descriptors[fd]?.node }
+    }
+
+    private func install(_ file: any LinuxFile, eventFlags: Int32, readable: Bool, node: DeviceNode? = nil,
+                         onRelease: (@Sendable () -> Void)? = nil) -> Int32 {
         let created = ioasid_sys_eventfd(readable ? 1 : 0, eventFlags)
         guard created >= 0 else { return Int32(created) }
         let fd = Int32(created)
-        let stale: (any LinuxFile)? = state.withLock { state in
+        let stale: OpenFile? = state.withLock { state in
             // A number the kernel just handed out can only be in the table if the program closed
             // it behind the preload's back (raw syscall); forget that file first.
             let stale = state.forget(fd)
-            let open = OpenFile(file: file, handle: fd, readable: readable)
+            let open = OpenFile(file: file, handle: fd, readable: readable, node: node, onRelease: onRelease)
             state.descriptors[fd] = open
             state.handles[fd] = open
             return stale
         }
-        stale?.release()
+        stale?.releaseAll()
         claim?.claim(fd)
         return fd
     }
@@ -163,13 +224,13 @@ private struct State: ~Copyable {
     /// The number each live file was installed under → that file (see `Engine`, "Sharing").
     var handles: [Int32: OpenFile] = [:]
 
-    /// Removes `fd`; returns its file if that was the last descriptor naming it.
-    mutating func forget(_ fd: Int32) -> (any LinuxFile)? {
+    /// Removes `fd`; returns its open file if that was the last descriptor naming it.
+    mutating func forget(_ fd: Int32) -> OpenFile? {
         guard let open = descriptors.removeValue(forKey: fd) else { return nil }
         open.descriptors.removeAll { $0 == fd }
         guard open.descriptors.isEmpty else { return nil }
         if handles[open.handle] === open { handles.removeValue(forKey: open.handle) }
-        return open.file
+        return open
     }
 }
 
@@ -180,13 +241,54 @@ private final class OpenFile {
     var descriptors: [Int32]
     /// Whether the eventfd's counter is non-zero.
     var readable: Bool
+    /// The device node it was opened as (what `fstat` reports), if any.
+    let node: DeviceNode?
+    /// Runs after the file is released (with no lock held).
+    let onRelease: (@Sendable () -> Void)?
 
-    init(file: any LinuxFile, handle: Int32, readable: Bool) {
+    init(file: any LinuxFile, handle: Int32, readable: Bool, node: DeviceNode?, onRelease: (@Sendable () -> Void)?) {
         self.file = file
         self.handle = handle
         self.descriptors = [handle]
         self.readable = readable
+        self.node = node
+        self.onRelease = onRelease
     }
+
+    /// Releases the file (its last descriptor is gone), then runs `onRelease`.
+    func releaseAll() {
+        file.release()
+        onRelease?()
+    }
+}
+
+/// The character device an engine descriptor was opened as: what `fstat` on it reports
+/// (`DeviceNumbers`).
+enum DeviceNode: Sendable, Equatable {
+    /// `/dev/iommu`.
+    case iommu
+    /// `/dev/vfio/vfio`.
+    case container
+    /// `/dev/vfio/<group>`.
+    case group(Int)
+    /// `/dev/vfio/devices/vfio<n>`.
+    case cdev(Int)
+
+    /// `(major, minor)`.
+    var numbers: (major: UInt32, minor: UInt32) {
+        switch self {
+        case .iommu: (DeviceNumbers.miscMajor, DeviceNumbers.iommuMinor)
+        case .container: (DeviceNumbers.miscMajor, DeviceNumbers.vfioContainerMinor)
+        case .group(let g): (DeviceNumbers.groupMajor, UInt32(g))
+        case .cdev(let n): (DeviceNumbers.cdevMajor, UInt32(n))
+        }
+    }
+}
+
+/// Whether the sysfs view was made yet.
+private enum SysfsViewSlot {
+    case notYet
+    case made(SysfsView?)
 }
 
 /// `ioasid_preload_claim`, resolved in the global scope where `LD_PRELOAD` put it.

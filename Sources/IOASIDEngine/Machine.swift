@@ -1,23 +1,22 @@
 import IOASIDCore
 import IOASIDSoftDrivers
+import IOASIDSoftIOMMU
 import IOASIDTestDriver
 
 /// The modelled machine a program sees under `ioasid run --machine SPEC` (environment
-/// `IOASID_MACHINE`): the devices behind `/dev/vfio/devices/vfio0`, `vfio1`, … in order.
+/// `IOASID_MACHINE`, grammar `MachineSpec`): the devices behind `/dev/vfio/devices/vfio0`,
+/// `vfio1`, … in order, at the PCI addresses `MachineLayout` gives them (`0100:00:01.0`, …).
 ///
-/// `SPEC` is a comma-separated list of `KIND[:COUNT]` (COUNT defaults to 1):
 /// - `mock` — a PASID-capable device of the test driver's mock IOMMU (the kernel's
 ///   `IOMMUFD_TEST` semantics: 2 KiB pages, mock hardware info);
-/// - `vtd` — a PCI function (20-bit PASIDs, ATS, PRI) behind the software VT-d unit
-///   (scalable mode; `IOMMU_HW_INFO_TYPE_INTEL_VTD`, nested HWPTs from `IOMMU_HWPT_DATA_VTD_S1`);
-/// - `smmuv3` — a PCI function (20-bit SubstreamIDs, ATS, PRI) behind the software SMMUv3
-///   (`IOMMU_HW_INFO_TYPE_ARM_SMMUV3`, vIOMMU `IOMMU_VIOMMU_TYPE_ARM_SMMUV3`).
+/// - `vtd[:KIND]` — a PCI function behind the software VT-d unit (scalable mode);
+/// - `smmuv3[:KIND]` — a PCI function behind the software SMMUv3.
 ///
-/// Device numbers follow the order of the list; all `vtd` devices share one VT-d unit and all
-/// `smmuv3` devices one SMMUv3 (`SoftMachine`).
+/// All `vtd` devices share one VT-d unit and all `smmuv3` devices one SMMUv3 (`SoftMachine`);
+/// each function's requester ID is its PCI address's bus/device/function.
 struct Machine {
-    /// The devices, by cdev number.
-    let devices: [any DeviceModel]
+    /// The devices, with the virtual functions programs enable.
+    let devices: MachineDevices
     /// The software IOMMUs behind the `vtd` and `smmuv3` devices.
     let soft: SoftMachine
 
@@ -26,33 +25,45 @@ struct Machine {
         let description: String
     }
 
-    /// Builds the machine `spec` describes.
-    static func parse(_ spec: String) throws(SpecError) -> Machine {
-        var devices: [any DeviceModel] = []
+    /// An empty machine (no `IOASID_MACHINE`).
+    static func empty() -> Machine {
         let soft = SoftMachine()
-        for item in spec.split(separator: ",", omittingEmptySubsequences: true) {
-            let parts = item.split(separator: ":", maxSplits: 1)
-            let kind = String(parts[0]).lowercased()
-            var count = 1
-            if parts.count == 2 {
-                guard let n = Int(parts[1]), n > 0, n <= 256 else { throw SpecError(description: "bad count in '\(item)'") }
-                count = n
-            }
-            for _ in 0..<count {
-                switch kind {
-                case "mock": devices.append(MockDevice(flags: Mock.devicePASID))
-                case "vtd":
-                    do throws(IOMMUError) { devices.append(try soft.addVTdDevice()) } catch {
-                        throw SpecError(description: "cannot add a VT-d device: \(error)")
-                    }
-                case "smmuv3":
-                    do throws(IOMMUError) { devices.append(try soft.addSMMUv3Device()) } catch {
-                        throw SpecError(description: "cannot add an SMMUv3 device: \(error)")
-                    }
-                default: throw SpecError(description: "unknown device kind '\(kind)' (known: mock, vtd, smmuv3)")
+        return Machine(devices: MachineDevices(physical: [], makeVirtualFunction: Self.functionMaker(soft)), soft: soft)
+    }
+
+    /// Builds the machine `spec` describes; an empty text is an empty machine.
+    static func parse(_ text: String) throws(SpecError) -> Machine {
+        if text.isEmpty { return empty() }
+        let spec: MachineSpec
+        do throws(MachineSpec.ParseError) { spec = try MachineSpec.parse(text) } catch {
+            throw SpecError(description: error.description)
+        }
+        let soft = SoftMachine()
+        let make = functionMaker(soft)
+        var physical: [MachineDevice] = []
+        for device in MachineLayout(spec).devices {
+            let model: any DeviceModel
+            if device.iommu == .mock {
+                model = MockDevice(flags: Mock.devicePASID)
+            } else {
+                do throws(IOMMUError) { model = try make(device.iommu, device.address.requesterID) } catch {
+                    throw SpecError(description: "cannot add a \(device.iommu.rawValue) device: \(error)")
                 }
             }
+            physical.append(MachineDevice(index: device.index, address: device.address, iommu: device.iommu,
+                                          kind: device.kind, description: device.description, model: model))
         }
-        return Machine(devices: devices, soft: soft)
+        return Machine(devices: MachineDevices(physical: physical, makeVirtualFunction: make), soft: soft)
+    }
+
+    /// Adds a PCI function behind the software IOMMU `iommu` at `rid`.
+    private static func functionMaker(_ soft: SoftMachine) -> @Sendable (MachineSpec.IOMMU, RequesterID) throws(IOMMUError) -> any DeviceModel {
+        { (iommu, rid) throws(IOMMUError) -> any DeviceModel in
+            switch iommu {
+            case .vtd: return try soft.addVTdDevice(requesterID: rid)
+            case .smmuv3: return try soft.addSMMUv3Device(requesterID: rid)
+            case .mock: return MockDevice(flags: Mock.devicePASID)
+            }
+        }
     }
 }

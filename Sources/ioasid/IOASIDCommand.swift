@@ -13,7 +13,7 @@ struct IOASIDCommand: ParsableCommand {
             the kernel. Nothing else the program does is affected. `ioasid demo` shows the \
             IOASID design end to end on the software IOMMU.
             """,
-        subcommands: [RunCommand.self, DemoCommand.self])
+        subcommands: [RunCommand.self, DemoCommand.self, DevicesCommand.self])
 
     /// Runs the tool; rewrites the bare `--trace` flag first (see `RunCommand.normalize`).
     static func main() {

@@ -169,6 +169,7 @@ struct Fixtures: Sendable {
     var iommu: String
     var contract: String
     var fakeEngine: String
+    var discovery: String
 
     static let source = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("Fixtures").path
@@ -196,7 +197,8 @@ struct Fixtures: Sendable {
             status: try build("status.c", output: "status", program),
             iommu: try build("iommu.c", output: "iommu", program + ["-pthread"]),
             contract: try build("contract.c", output: "contract", program),
-            fakeEngine: try build("fake_engine.c", output: "fake_engine.so", ["-shared", "-fPIC"]))
+            fakeEngine: try build("fake_engine.c", output: "fake_engine.so", ["-shared", "-fPIC"]),
+            discovery: try build("discovery.c", output: "discovery", program + ["-ldl"]))
     }
 }
 
