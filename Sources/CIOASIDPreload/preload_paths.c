@@ -201,9 +201,21 @@ static int starts_with(const char *path, const char *prefix, size_t length) {
 }
 #define STARTS_WITH(path, literal) starts_with((path), (literal), sizeof(literal) - 1)
 
+/* Whether "MAJ:MIN" (udev's /dev/char/ link name) names one of our nodes. */
+static int is_our_char_link(const char *name) {
+    unsigned long major_number = 0;
+    const char *c = name;
+    for (; *c >= '0' && *c <= '9' && major_number < 4096; c++) major_number = major_number * 10 + (unsigned long)(*c - '0');
+    if (c == name || *c != ':') return 0;
+    if (major_number == IOASID_CDEV_MAJOR || major_number == IOASID_GROUP_MAJOR) return 1;
+    return major_number == IOASID_MISC_MAJOR &&
+           (strcmp(c + 1, "196") == 0 || strcmp(c + 1, "257") == 0); /* vfio/vfio, iommu */
+}
+
 /* Whether `path` (absolute) lies in the machine's view. */
 static int in_view(const char *path) {
     if (path[1] == 'd') {
+        if (STARTS_WITH(path, "/dev/char/")) return is_our_char_link(path + sizeof("/dev/char/") - 1);
         if (!STARTS_WITH(path, "/dev/vfio")) return 0;
         return path[9] == '\0' || path[9] == '/';
     }
@@ -212,6 +224,9 @@ static int in_view(const char *path) {
     if (STARTS_WITH(rest, "bus/pci/devices/" IOASID_MODELLED_DOMAIN ":")) return 1;
     if (STARTS_WITH(rest, "devices/pci" IOASID_MODELLED_DOMAIN ":")) return 1;
     if (STARTS_WITH(rest, "bus/pci/drivers/vfio-pci/" IOASID_MODELLED_DOMAIN ":")) return 1;
+    /* The host's Intel IOMMU debugfs describes none of the modelled devices: hidden (the view
+     * has no such folder), so programs take their "no debugfs" path. */
+    if (STARTS_WITH(rest, "kernel/debug/iommu")) return rest[18] == '\0' || rest[18] == '/';
     if (STARTS_WITH(rest, "kernel/iommu_groups/")) {
         const char *digits = rest + sizeof("kernel/iommu_groups/") - 1;
         return *digits >= '0' && *digits <= '9'; /* ours only if the testbed has it: see classify */
@@ -245,6 +260,11 @@ static enum path_class classify(const char *path, char *out) {
 
 /* The character device a node path of the view names: 1 and the numbers, or 0. */
 static int view_node(const char *path, unsigned *major, unsigned *minor, mode_t *permissions) {
+    if (STARTS_WITH(path, "/dev/char/")) {
+        if (sscanf(path + sizeof("/dev/char/") - 1, "%u:%u", major, minor) != 2) return 0;
+        *permissions = *major == IOASID_MISC_MAJOR ? (*minor == IOASID_VFIO_CONTAINER_MINOR ? 0666 : 0660) : 0600;
+        return 1;
+    }
     if (!STARTS_WITH(path, "/dev/vfio/")) return 0;
     const char *name = path + sizeof("/dev/vfio/") - 1;
     unsigned kind_major = IOASID_GROUP_MAJOR;
@@ -641,6 +661,21 @@ int ioasid_open_redirected(int dirfd, const char *path, int flags, unsigned mode
             }
             return 1;
         }
+    }
+    if (STARTS_WITH(path, "/dev/char/")) {
+        /* udev's link: open what it names, through open() again (the engine's node). */
+        char target[PATH_MAX];
+        ssize_t length = syscall(SYS_readlinkat, AT_FDCWD, redirected, target, sizeof target - 1);
+        if (length <= 3 || strncmp(target, "../", 3) != 0) {
+            errno = ENOENT;
+            *result = -1;
+            return 1;
+        }
+        target[length] = '\0';
+        char logical[PATH_MAX];
+        snprintf(logical, sizeof logical, "/dev/%s", target + 3);
+        *result = open(logical, flags, mode);
+        return 1;
     }
     if (path[1] == 'd') {
         /* A node under /dev/vfio is the engine's to open (or nobody's): only folders are

@@ -20,12 +20,13 @@ import Synchronization
 /// dev/vfio/vfio                              character device 10:196 (when mknod is permitted;
 /// dev/vfio/<group>                           else an empty file: the preload's stat says
 /// dev/vfio/devices/vfio<n>                   "character device" either way)
+/// dev/char/<major>:<minor> -> ../vfio/...     udev's links (QEMU opens the cdev through them)
 /// sys/devices/pci0100:00/<bdf>/              vendor device subsystem_vendor subsystem_device class
 ///                                            revision config numa_node enable
 ///                                            iommu_group -> ../../../kernel/iommu_groups/<group>
 ///                                            driver -> ../../../bus/pci/drivers/vfio-pci
 ///                                            subsystem -> ../../../bus/pci
-///                                            vfio-dev/vfio<n>/dev ("241:<n>")
+///                                            vfio-dev/vfio<n>/dev ("241:<n>"), uevent, device link
 ///                                            sriov_totalvfs sriov_numvfs sriov_offset sriov_stride
 ///                                            sriov_vf_device virtfn<k> -> ../<vf bdf> (a PF)
 ///                                            physfn -> ../<pf bdf> (a VF)
@@ -63,12 +64,15 @@ final class SysfsView: Sendable {
         self.devices = devices
         SysfsView.removeAtExit(root, creator: pid)
 
-        for folder in ["dev", "dev/vfio", "dev/vfio/devices", "sys", "sys/devices", "sys/devices/pci0100:00",
+        for folder in ["dev", "dev/vfio", "dev/vfio/devices", "dev/char", "sys", "sys/devices", "sys/devices/pci0100:00",
                        "sys/bus", "sys/bus/pci", "sys/bus/pci/devices", "sys/bus/pci/drivers",
                        "sys/bus/pci/drivers/vfio-pci", "sys/kernel", "sys/kernel/iommu_groups"] {
             makeFolder(folder)
         }
         makeNode("dev/vfio/vfio", major: DeviceNumbers.miscMajor, minor: DeviceNumbers.vfioContainerMinor, mode: 0o666)
+        makeLink("dev/char/\(DeviceNumbers.miscMajor):\(DeviceNumbers.vfioContainerMinor)", to: "../vfio/vfio")
+        makeNode("dev/iommu", major: DeviceNumbers.miscMajor, minor: DeviceNumbers.iommuMinor, mode: 0o660)
+        makeLink("dev/char/\(DeviceNumbers.miscMajor):\(DeviceNumbers.iommuMinor)", to: "../iommu")
         writer.withLock { _ in
             for device in devices.all { add(device) }
         }
@@ -111,6 +115,9 @@ final class SysfsView: Sendable {
         makeFolder(folder + "/vfio-dev/vfio\(device.index)")
         writeFile(folder + "/vfio-dev/vfio\(device.index)/dev",
                   DeviceNumbers.text(major: DeviceNumbers.cdevMajor, minor: UInt32(device.index)) + "\n")
+        writeFile(folder + "/vfio-dev/vfio\(device.index)/uevent",
+                  "MAJOR=\(DeviceNumbers.cdevMajor)\nMINOR=\(device.index)\nDEVNAME=vfio/devices/vfio\(device.index)\n")
+        makeLink(folder + "/vfio-dev/vfio\(device.index)/device", to: "../../../\(bdf)")
         if !isVF, let sriov = device.description.sriov {
             writeFile(folder + "/sriov_totalvfs", "\(sriov.totalVFs)\n")
             writeFile(folder + "/sriov_numvfs", "0\n")
@@ -131,13 +138,16 @@ final class SysfsView: Sendable {
         makeLink("sys/kernel/iommu_groups/\(device.group)/devices/\(bdf)", to: "../../../../devices/pci0100:00/\(bdf)")
         makeNode("dev/vfio/\(device.group)", major: DeviceNumbers.groupMajor, minor: UInt32(device.group), mode: 0o600)
         makeNode("dev/vfio/devices/vfio\(device.index)", major: DeviceNumbers.cdevMajor, minor: UInt32(device.index), mode: 0o600)
+        makeLink("dev/char/\(DeviceNumbers.groupMajor):\(device.group)", to: "../vfio/\(device.group)")
+        makeLink("dev/char/\(DeviceNumbers.cdevMajor):\(device.index)", to: "../vfio/devices/vfio\(device.index)")
     }
 
     private func remove(_ device: MachineDevice, pf: MachineDevice) {
         let bdf = device.address.description
         if let parent = device.physicalFunction { _ = ioasid_sys_unlinkat(rootFD, deviceFolder(pf) + "/virtfn\(parent.vf)", 0) }
         for link in ["sys/bus/pci/devices/\(bdf)", "sys/bus/pci/drivers/vfio-pci/\(bdf)",
-                     "dev/vfio/\(device.group)", "dev/vfio/devices/vfio\(device.index)"] {
+                     "dev/vfio/\(device.group)", "dev/vfio/devices/vfio\(device.index)",
+                     "dev/char/\(DeviceNumbers.groupMajor):\(device.group)", "dev/char/\(DeviceNumbers.cdevMajor):\(device.index)"] {
             _ = ioasid_sys_unlinkat(rootFD, link, 0)
         }
         _ = ioasid_sys_remove_tree(root + "/" + deviceFolder(device))

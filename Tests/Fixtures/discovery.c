@@ -142,6 +142,23 @@ static void check_dev_vfio(void) {
     closedir(dir);
     CHECK(cdevs == 3, "/dev/vfio/devices lists 3 cdevs, not %d", cdevs);
     CHECK_ERRNO(stat("/dev/vfio/devices/vfio3", &st), ENOENT);
+    /* udev's /dev/char links, through which QEMU opens a cdev by its numbers. */
+    CHECK(lstat("/dev/char/241:1", &st) == 0 && S_ISLNK(st.st_mode), "/dev/char/241:1 is a link");
+    CHECK(stat("/dev/char/241:1", &st) == 0 && S_ISCHR(st.st_mode) && major(st.st_rdev) == 241 && minor(st.st_rdev) == 1,
+          "/dev/char/241:1 is the cdev");
+    CHECK(stat("/dev/char/10:257", &st) == 0 && S_ISCHR(st.st_mode) && minor(st.st_rdev) == 257, "/dev/char/10:257");
+    int fd = open("/dev/char/241:1", O_RDWR);
+    CHECK(fd >= 0, "open /dev/char/241:1");
+    CHECK(fstat(fd, &st) == 0 && S_ISCHR(st.st_mode) && major(st.st_rdev) == 241 && minor(st.st_rdev) == 1,
+          "fstat of the cdev opened through /dev/char");
+    close(fd);
+    char *resolved = realpath("/dev/char/241:1", NULL);
+    CHECK(resolved != NULL && strcmp(resolved, "/dev/vfio/devices/vfio1") == 0, "realpath /dev/char/241:1 = %s",
+          resolved ? resolved : "(null)");
+    free(resolved);
+    CHECK(stat("/dev/char/1:3", &st) == 0 || errno == ENOENT, "a foreign /dev/char link is the machine's");
+    /* The host's Intel IOMMU debugfs does not describe modelled devices. */
+    CHECK_ERRNO(access("/sys/kernel/debug/iommu/intel", F_OK), ENOENT);
     OK("/dev/vfio lists the machine's nodes");
 }
 
@@ -181,6 +198,8 @@ static void check_sysfs(void) {
     expect_link_basename(path, "0");
     snprintf(path, sizeof path, "%s/driver", PF);
     expect_link_basename(path, "vfio-pci");
+    snprintf(path, sizeof path, "%s/vfio-dev/vfio0/device", PF);
+    expect_link_basename(path, "0100:00:01.0");
     snprintf(path, sizeof path, "/sys/bus/pci/devices/0100:00:02.0/iommu_group");
     expect_link_basename(path, "1");
     char *resolved = realpath(PF, NULL);
