@@ -41,6 +41,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <linux/fs.h>
+#include <linux/fiemap.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -419,12 +421,29 @@ static inline void *variadic_pointer(va_list *arguments) {
     return va_arg(*arguments, void *);
 }
 
+/*
+ * Requests the kernel answers for every file before its driver sees them (fs/ioctl.c's
+ * do_vfs_ioctl): close-on-exec, non-blocking and async flags, and the generic file queries.
+ * On our descriptors they go to the underlying kernel file, which changes the same flags (and
+ * answers the queries as a file without those operations does).
+ */
+static inline int is_file_level_ioctl(unsigned long request) {
+    switch ((unsigned int)request) {
+    case FIOCLEX: case FIONCLEX: case FIONBIO: case FIOASYNC: case FIOQSIZE:
+    case FIFREEZE: case FITHAW: case FIGETBSZ: case FS_IOC_FIEMAP:
+    case FICLONE: case FICLONERANGE: case FIDEDUPERANGE:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 IOASID_EXPORT int ioctl(int fd, unsigned long request, ...) {
     va_list arguments;
     va_start(arguments, request);
     void *argument = variadic_pointer(&arguments);
     va_end(arguments);
-    if (unlikely(owned(fd))) return (int)from_engine(engine.ioctl(fd, request, argument));
+    if (unlikely(owned(fd)) && !is_file_level_ioctl(request)) return (int)from_engine(engine.ioctl(fd, request, argument));
     return REAL(ioctl, ioctl_fn)(fd, request, argument);
 }
 
@@ -435,7 +454,7 @@ IOASID_EXPORT int __ioctl_time64(int fd, unsigned long request, ...) {
     va_start(arguments, request);
     void *argument = variadic_pointer(&arguments);
     va_end(arguments);
-    if (unlikely(owned(fd))) return (int)from_engine(engine.ioctl(fd, request, argument));
+    if (unlikely(owned(fd)) && !is_file_level_ioctl(request)) return (int)from_engine(engine.ioctl(fd, request, argument));
     static _Atomic(void *) real_ioctl_time64;
     void *real = atomic_load(&real_ioctl_time64);
     if (real == NULL) atomic_store(&real_ioctl_time64, real = dlsym(RTLD_NEXT, "__ioctl_time64"));

@@ -44,6 +44,33 @@ long ioasid_sys_copy_out(uint64_t to, const void *from, size_t length)
 	return vm_copy(1, to, (void *)from, length);
 }
 
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+/* 1 when the kernel has MADV_POPULATE_READ/WRITE (5.14 and later), 0 when not, -1 unknown. */
+static int populate_supported = -1;
+
+static int probe_populate(void)
+{
+	static char page[1] __attribute__((aligned(4096)));
+	long page_size = sysconf(_SC_PAGESIZE);
+	uintptr_t start = (uintptr_t)page & ~(uintptr_t)(page_size - 1);
+	long rc = syscall(SYS_madvise, (void *)start, (size_t)page_size, (long)MADV_POPULATE_READ);
+	return rc == 0 || errno != EINVAL;
+}
+
+/*
+ * What the kernel's pin does to the span before a device may use it: every page must be
+ * mapped, readable, writeable when the map is, and ordinary memory (not a device's I/O
+ * mapping, such as a VFIO BAR, and not PROT_NONE). MADV_POPULATE_READ/WRITE applies the same
+ * checks as the kernel's page pinning and faults the pages in, as pinning does, in one system
+ * call; it fails for any page that could not be pinned. Kernels without it get the weaker
+ * msync check (mapped, nothing more).
+ */
 long ioasid_sys_check_range(uint64_t address, uint64_t length, int writable)
 {
 	long page = sysconf(_SC_PAGESIZE);
@@ -51,10 +78,25 @@ long ioasid_sys_check_range(uint64_t address, uint64_t length, int writable)
 	uint64_t end = address + length;
 	if (length == 0 || end < address)
 		return -EFAULT;
+	end = (end + (uint64_t)page - 1) & ~(uint64_t)(page - 1);
+	if (end == 0)
+		return -EFAULT;
+	int supported = __atomic_load_n(&populate_supported, __ATOMIC_RELAXED);
+	if (supported < 0) {
+		supported = probe_populate();
+		__atomic_store_n(&populate_supported, supported, __ATOMIC_RELAXED);
+	}
+	if (supported) {
+		long advice = writable ? MADV_POPULATE_WRITE : MADV_POPULATE_READ;
+		long rc;
+		do
+			rc = syscall(SYS_madvise, (void *)(uintptr_t)start, (size_t)(end - start), advice);
+		while (rc != 0 && errno == EINTR);
+		return rc == 0 ? 0 : -EFAULT;
+	}
 	/* msync fails with ENOMEM when any page of the span is unmapped; it touches nothing. */
 	if (syscall(SYS_msync, (void *)(uintptr_t)start, (size_t)(end - start), (long)MS_ASYNC) != 0)
 		return -EFAULT;
-	(void)writable;
 	return 0;
 }
 

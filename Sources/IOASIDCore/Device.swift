@@ -55,15 +55,34 @@ extension ContextState {
         // EBUSY whatever the HWPT (replace is the way to change it).
         if device.attachments[pasid] != nil { throw .busy("already attached; use replace") }
         try checkAttachable(hwpt, device: device, pasid: pasid)
+        let reservedIn = pasid == nil ? hwpt.pagingBase?.ioas : nil
+        if let ioas = reservedIn { try reserveRegions(of: device, in: ioas) }
         let gate = pasid == nil ? nil : pasidGate
-        if let gate, let p = pasid { try gate.authorize(pasid: p, device: device) }
+        if let gate, let p = pasid {
+            do throws(IOMMUError) { try gate.authorize(pasid: p, device: device) } catch {
+                reservedIn?.table.removeReserved(owner: .device(device.objectID))
+                throw error
+            }
+        }
         do throws(IOMMUError) { try device.model.attach(hwpt.baseDomain, pasid: pasid, replacing: nil) } catch {
             if let gate, let p = pasid { gate.refused(pasid: p, device: device) }
+            reservedIn?.table.removeReserved(owner: .device(device.objectID))
             throw error
         }
         device.attachments[pasid] = hwpt
         hwpt.users += 1
         if let gate, let p = pasid { gate.attached(pasid: p, device: device) }
+    }
+
+    /// Reserves the device's regions in `ioas`, all or none; `EADDRINUSE` if a mapping or an
+    /// allowed span is there.
+    func reserveRegions(of device: Device, in ioas: IOAS) throws(IOMMUError) {
+        for range in device.model.reservedRegions {
+            do throws(IOMMUError) { try ioas.table.reserve(range, owner: .device(device.objectID)) } catch {
+                ioas.table.removeReserved(owner: .device(device.objectID))
+                throw error
+            }
+        }
     }
 
     private func checkAttachable(_ hwpt: HWPT, device: Device, pasid: PASID?) throws(IOMMUError) {
@@ -78,6 +97,7 @@ extension ContextState {
     func detachHWPT(device: Device, pasid: PASID?) -> HWPT? {
         guard let hwpt = device.attachments.removeValue(forKey: pasid) else { return nil }
         device.model.detach(pasid: pasid)
+        if pasid == nil { hwpt.pagingBase?.ioas.table.removeReserved(owner: .device(device.objectID)) }
         hwpt.fault?.autoRespond(device: device, pasid: pasid, state: self)
         releaseAttachment(hwpt)
         if let p = pasid { pasidGate?.detached(pasid: p, device: device) }
@@ -96,7 +116,17 @@ extension ContextState {
         if old === hwpt { return }
         if old is HWPTSVA { throw .busy("the PASID is SVA-bound; unbind it first") }
         try checkAttachable(hwpt, device: device, pasid: pasid)
-        try device.model.attach(hwpt.baseDomain, pasid: pasid, replacing: old.baseDomain)
+        // The device's regions move with its RID when the IOAS changes (none to a nested-only
+        // or SVA table); within one IOAS they stay as they are.
+        let oldIOAS = pasid == nil ? old.pagingBase?.ioas : nil
+        let newIOAS = pasid == nil ? hwpt.pagingBase?.ioas : nil
+        let moves = newIOAS != nil && newIOAS !== oldIOAS
+        if moves, let ioas = newIOAS { try reserveRegions(of: device, in: ioas) }
+        do throws(IOMMUError) { try device.model.attach(hwpt.baseDomain, pasid: pasid, replacing: old.baseDomain) } catch {
+            if moves { newIOAS?.table.removeReserved(owner: .device(device.objectID)) }
+            throw error
+        }
+        if let o = oldIOAS, o !== newIOAS { o.table.removeReserved(owner: .device(device.objectID)) }
         device.attachments[pasid] = hwpt
         hwpt.users += 1
         old.fault?.autoRespond(device: device, pasid: pasid, state: self)

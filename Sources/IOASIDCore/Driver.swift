@@ -159,6 +159,11 @@ public protocol DeviceModel: AnyObject, Sendable {
     var maxPASIDs: UInt32 { get }
     /// Whether a domain with a fault queue may not be attached (a PCI virtual function with PRI).
     var refusesFaultDomains: Bool { get }
+    /// IOVA the IOMMU reserves for this device in every IOAS its RID is attached to through a
+    /// paging HWPT (the driver's reserved regions: the VT-d interrupt window, the SMMUv3
+    /// software MSI window). Mapping there is `EINVAL`; attaching while a mapping or an allowed
+    /// span covers it is `EADDRINUSE`. Empty by default.
+    var reservedRegions: [IOVARange] { get }
     /// Called when the core attaches `domain` at `pasid` (nil: the whole device). The driver
     /// may refuse (e.g. `EINVAL` for an incompatible domain).
     func attach(_ domain: any IOMMUDomain, pasid: PASID?, replacing: (any IOMMUDomain)?) throws(IOMMUError)
@@ -190,6 +195,7 @@ public protocol PASIDHostingDevice: DeviceModel {
 
 extension DeviceModel {
     public var iommuDevice: any DeviceModel { self }
+    public var reservedRegions: [IOVARange] { [] }
     public func bound(to context: Context, as device: Device.ID) {}
     public func unbound(from context: Context, as device: Device.ID) {}
 }

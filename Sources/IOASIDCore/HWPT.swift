@@ -20,6 +20,16 @@ public class HWPT: IOMMUObject, @unchecked Sendable {
 
     public var id: ID { ID(objectID) }
 
+    /// The paging HWPT whose IOAS this one translates through: itself, or a nested HWPT's
+    /// parent (the kernel's `find_hwpt_paging`); nil for an SVA table.
+    var pagingBase: HWPTPaging? {
+        switch self {
+        case let paging as HWPTPaging: paging
+        case let nested as HWPTNested: nested.parent
+        default: nil
+        }
+    }
+
     override public func destroyed(in state: ContextState) {
         if let f = fault { f.users -= 1; fault = nil }
     }

@@ -76,6 +76,19 @@ int main(void) {
     CHECK(mapping == MAP_FAILED && errno != EBADF, "mmap of an unknown offset fails");
     OK("mmap");
 
+    /* The kernel answers these for every file before the driver: the flags change. */
+    CHECK(ioctl(fd, FIOCLEX) == 0 && (fcntl(fd, F_GETFD) & FD_CLOEXEC), "FIOCLEX sets close-on-exec");
+    CHECK(ioctl(fd, FIONCLEX) == 0 && !(fcntl(fd, F_GETFD) & FD_CLOEXEC), "FIONCLEX clears it");
+    int on = 1, off = 0;
+    CHECK(ioctl(fd, FIONBIO, &on) == 0 && (fcntl(fd, F_GETFL) & O_NONBLOCK), "FIONBIO on");
+    CHECK(ioctl(fd, FIONBIO, &off) == 0 && !(fcntl(fd, F_GETFL) & O_NONBLOCK), "FIONBIO off");
+    CHECK_ERRNO(ioctl(fd, FIONBIO, (int *)8), EFAULT);
+    CHECK(ioctl(fd, FIOASYNC, &off) == 0, "FIOASYNC off: no change");
+    CHECK_ERRNO(ioctl(fd, FIOASYNC, &on), ENOTTY); /* no fasync on /dev/iommu */
+    CHECK_ERRNO(ioctl(fd, FIONREAD, &on), ENOTTY); /* FIONREAD of a char device is the driver's */
+    check_engine_fd(fd, "fd after the file-level requests");
+    OK("file-level ioctls");
+
     volatile int flags = O_RDWR | O_CLOEXEC;
     int others[] = {
         open("/dev/iommu", flags), open64("/dev/iommu", flags), openat(AT_FDCWD, "/dev/iommu", flags),

@@ -68,7 +68,7 @@ struct PreloadTests {
         let fixtures = try Fixtures.shared.get()
         let outcome = try runUnderIOASID([fixtures.iommu])
         #expect(outcome.exited(0), "\(outcome)")
-        for check in ["open and ioctl reach the engine", "poll", "open variants", "dup outlives the original",
+        for check in ["open and ioctl reach the engine", "poll", "file-level ioctls", "open variants", "dup outlives the original",
                       "dup2, dup3, F_DUPFD", "fork", "close_range", "threads", "close"] {
             #expect(outcome.standardOutput.contains("ok \(check)\n"), "missing: \(check)\n\(outcome)")
         }

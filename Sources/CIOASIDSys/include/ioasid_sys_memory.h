@@ -18,7 +18,9 @@ extern "C" {
 long ioasid_sys_copy_in(void *to, uint64_t from, size_t length);
 /* Copies `length` bytes from `from` to address `to` of this process; -EFAULT if unwriteable. */
 long ioasid_sys_copy_out(uint64_t to, const void *from, size_t length);
-/* 0 if every page of [address, address+length) is mapped (writeable if asked), else -EFAULT. */
+/* 0 if every page of [address, address+length) could be pinned as the kernel pins it: mapped,
+ * ordinary memory (not PROT_NONE, not a device mapping), writeable if asked; the pages are
+ * faulted in. Else -EFAULT. */
 long ioasid_sys_check_range(uint64_t address, uint64_t length, int writable);
 /* fstat: device, inode and size of `fd`; 0 or -errno. `is_regular` is set for files that mmap. */
 long ioasid_sys_file_info(int fd, uint64_t *device, uint64_t *inode, uint64_t *size, int *is_mappable);

@@ -143,6 +143,13 @@ public final class SMMUv3Master: DeviceModel, @unchecked Sendable {
     /// A physical function takes fault domains.
     public var refusesFaultDomains: Bool { false }
 
+    /// The software MSI window the SMMUv3 driver reserves for every master (1 MiB at
+    /// 0x08000000): the IOVA where the host maps the interrupt doorbell, never user memory.
+    public static let softwareMSIWindow = IOVARange(start: 0x0800_0000, last: 0x080f_ffff)
+
+    /// The software MSI window (``softwareMSIWindow``), as the kernel's SMMUv3 driver reports it.
+    public var reservedRegions: [IOVARange] { [Self.softwareMSIWindow] }
+
     /// Whether ATS can be used: the SMMU and the function both have it.
     var atsSupported: Bool { smmuDriver.features.ats && function.capabilities.ats != nil }
 

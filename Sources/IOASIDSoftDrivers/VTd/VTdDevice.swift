@@ -60,6 +60,13 @@ public final class VTdDevice: DeviceModel, @unchecked Sendable {
     /// Domains with fault queues may be attached (PCI virtual functions are not modelled).
     public var refusesFaultDomains: Bool { false }
 
+    /// The interrupt window every VT-d device reserves: DMA writes to 0xfee00000–0xfeefffff are
+    /// interrupt requests, never memory accesses, so no IOAS may map there.
+    public static let interruptWindow = IOVARange(start: 0xfee0_0000, last: 0xfeef_ffff)
+
+    /// The interrupt window (``interruptWindow``), as the kernel's VT-d driver reports it.
+    public var reservedRegions: [IOVARange] { [Self.interruptWindow] }
+
     /// Binds the device to `context` (``Context/bind(_:ownedByDriver:)``) and remembers the
     /// binding, so the driver can report the device's page requests there.
     public func bind(to context: Context, ownedByDriver: Bool = false) throws(IOMMUError) -> Device.ID {
