@@ -530,7 +530,7 @@ if let root, let built, !arguments.contains("--skip-foreign") {
     } else {
         _ = root
         let rounds = quick ? 4 : 8
-        let ops = ["ioctl_fionread", "read_eventfd", "close"]
+        let ops = ["ioctl_fionread", "read_eventfd", "close", "stat_foreign", "stat_dev_null", "open_close"]
         var plain: [String: [[Double]]] = [:], pre: [String: [[Double]]] = [:]
         for _ in 0..<rounds {
             let a = keyValues(run([built.fdbench, "50000"]).output)
