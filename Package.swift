@@ -45,6 +45,7 @@ let package = Package(
         .target(name: "CIOASIDPreload", linkerSettings: [.linkedLibrary("dl")]),
         .executableTarget(name: "ioasid", dependencies: [
             "IOASIDLinuxABI",
+            "IOASIDSoftDrivers",
             "IOASIDDemo",
             "IOASIDSoftDrivers",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

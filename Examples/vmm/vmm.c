@@ -43,7 +43,8 @@
 
 static int step_no;
 
-/* Starts a step: "[NN] description ... " (the result follows on the same line). */
+/* Starts a step: "[NN] description", a whole line (the result follows on the next line, so that
+ * the lines `ioasid run --trace` writes for the step's calls fall between whole lines). */
 static void step(const char *fmt, ...)
 {
 	va_list ap;
@@ -52,7 +53,7 @@ static void step(const char *fmt, ...)
 	va_start(ap, fmt);
 	vprintf(fmt, ap);
 	va_end(ap);
-	printf(" ... ");
+	printf("\n");
 	fflush(stdout);
 }
 
@@ -61,7 +62,7 @@ static void ok(const char *fmt, ...)
 {
 	va_list ap;
 
-	printf("ok");
+	printf("     ok");
 	if (fmt && *fmt) {
 		printf(" (");
 		va_start(ap, fmt);
@@ -83,7 +84,7 @@ static const char *errno_name(int err)
 /* Ends a step with the errno of the failed call and exits. */
 static void __attribute__((noreturn)) fail_errno(const char *call, int err)
 {
-	printf("FAILED: %s: %s (%d, %s)\n", call, errno_name(err), err, strerror(err));
+	printf("     FAILED: %s: %s (%d, %s)\n", call, errno_name(err), err, strerror(err));
 	fflush(stdout);
 	exit(1);
 }
@@ -93,7 +94,7 @@ static void __attribute__((noreturn)) fail_check(const char *fmt, ...)
 {
 	va_list ap;
 
-	printf("FAILED: ");
+	printf("     FAILED: ");
 	va_start(ap, fmt);
 	vprintf(fmt, ap);
 	va_end(ap);
@@ -146,7 +147,7 @@ static void check_iotlb(uint32_t hwpt_id, const uint32_t expected[MOCK_NESTED_DO
 		if (ioctl(iommufd, IOMMU_TEST_CMD, &cmd)) {
 			int err = errno;
 
-			printf("FAILED: IOMMU_TEST_OP_MD_CHECK_IOTLB iotlb[%u] != 0x%x: %s (%d)\n",
+			printf("     FAILED: IOMMU_TEST_OP_MD_CHECK_IOTLB iotlb[%u] != 0x%x: %s (%d)\n",
 			       i, expected[i], errno_name(err), err);
 			exit(1);
 		}

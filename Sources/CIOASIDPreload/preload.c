@@ -29,6 +29,7 @@
 #define _GNU_SOURCE
 #include "ioasid_preload.h"
 #include "preload_internal.h"
+#include "trap.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -488,6 +489,7 @@ IOASID_EXPORT int munmap(void *address, size_t length) {
     if (unlikely(atomic_load_explicit(&engine_state, memory_order_acquire) == ENGINE_READY) &&
         engine.munmap != NULL && engine.munmap(address, length) == 1)
         return 0;
+    if (ioasid_trap_forget(address, length) != 0) return -1; /* a trapped MMIO range stops trapping */
     static _Atomic(void *) real_munmap;
     void *real = atomic_load(&real_munmap);
     if (real == NULL) atomic_store(&real_munmap, real = dlsym(RTLD_NEXT, "munmap"));

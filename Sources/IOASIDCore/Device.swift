@@ -153,7 +153,8 @@ extension ContextState {
                     throw error
                 }
             }
-            if replace, device.attachments[pasid] == nil { throw .invalid("nothing attached to replace") }
+            // A replace finds out that nothing is attached only after the new auto domain was
+            // added to the IOAS (which can fail first with EADDRINUSE), as in the kernel.
             // Auto domains are allocated without IOMMU_HWPT_ALLOC_PASID, so an IOAS cannot be
             // attached to a PASID directly (EINVAL), as in the kernel.
             let hwpt = try allocatePaging(ioas: ioas, device: device, pasid: pasid, flags: [], data: nil, attachImmediately: !replace)

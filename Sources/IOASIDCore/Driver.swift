@@ -144,6 +144,9 @@ public protocol IOMMUDriver: AnyObject, Sendable {
     func allocatePagingDomain(device: any DeviceModel, flags: HWPTFlags, data: DriverData?, memory: any UserMemory) throws(IOMMUError) -> any PagingDomain
     /// Allocates a nested domain over `parent`.
     func allocateNestedDomain(device: any DeviceModel, parent: any PagingDomain, flags: HWPTFlags, data: DriverData, memory: any UserMemory) throws(IOMMUError) -> any IOMMUDomain
+    /// Whether `device` can have a vIOMMU of `type` (the kernel's `get_viommu_size` being
+    /// non-zero); checked before the parent HWPT is looked up. The default is no.
+    func supportsVIOMMU(type: UInt32, device: any DeviceModel) -> Bool
     /// Creates the driver part of a vIOMMU of `type` over the nesting parent `parent`.
     func allocateVIOMMU(device: any DeviceModel, parent: any PagingDomain, type: UInt32, data: DriverData?, memory: any UserMemory) throws(IOMMUError) -> any VIOMMUModel
     /// Allocates an SVA domain that makes `device` translate through `addressSpace`'s page table

@@ -273,32 +273,39 @@ extension Context {
     /// Reports the dirty IOVA of `[iova, iova+length)` in units of `pageSize` through `mark`
     /// (called with the index of each dirty unit), clearing the dirty state unless `keep`.
     /// The corresponding ioctl is `IOMMU_HWPT_GET_DIRTY_BITMAP`.
+    ///
+    /// As the kernel: the span and `pageSize` are checked with bit masks (a page size that is
+    /// not a power of two is used as its lowest set bit), and the walk covers the areas that
+    /// follow each other from `iova` on, stopping quietly at the first hole; `mark` is best
+    /// effort (a bitmap the kernel cannot write is skipped, not an error).
     public func readDirty(_ hwpt: HWPT.ID, iova: UInt64, length: UInt64, pageSize: UInt64, keep: Bool,
-                          mark: (UInt64) throws(IOMMUError) -> Void) throws(IOMMUError) {
+                          mark: (UInt64) -> Void) throws(IOMMUError) {
         try locked { s throws(IOMMUError) in
             let h = try s.object(hwpt.object, as: HWPTPaging.self)
             let align = h.ioas.table.iovaAlignment
-            guard let range = IOVARange(start: iova, length: length) else { throw .overflow("IOVA + length overflows") }
-            guard iova & (align - 1) == 0, (range.last &+ 1) & (align - 1) == 0 else { throw .invalid("span is not aligned to the IOAS") }
+            let (last, overflow) = iova.addingReportingOverflow(length &- 1)
+            guard !overflow else { throw .overflow("IOVA + length overflows") }
+            guard iova & (align - 1) == 0, (last &+ 1) & (align - 1) == 0 else { throw .invalid("span is not aligned to the IOAS") }
             guard pageSize != 0 else { throw .invalid("zero page size") }
-            guard pageSize & (pageSize - 1) == 0 || true else { throw .invalid("page size") }
-            guard iova % pageSize == 0, (range.last &+ 1) % pageSize == 0 else { throw .invalid("span is not aligned to the bitmap page size") }
+            guard iova & (pageSize - 1) == 0, (last &+ 1) & (pageSize - 1) == 0 else {
+                throw .invalid("span is not aligned to the bitmap page size")
+            }
             guard h.domain.supportsDirtyTracking else { throw .notSupported("domain cannot track dirty pages") }
+            let shift = UInt64(pageSize.trailingZeroBitCount)
             var units: [UInt64] = []
-            var cursor = range.start
-            while true {
-                guard let i = h.ioas.table.areas.index(containing: cursor) else { throw .invalid("span is not fully mapped") }
+            var cursor = iova
+            while let i = h.ioas.table.areas.index(containing: cursor) {
                 let e = h.ioas.table.areas[i]
-                let last = min(range.last, e.range.last)
-                try h.domain.readAndClearDirty(iova: cursor, length: last - cursor + 1, keep: keep) { s, l in
-                    var u = (s - iova) / pageSize
-                    let lastUnit = (s + l - 1 - iova) / pageSize
+                let end = min(last, e.range.last)
+                try h.domain.readAndClearDirty(iova: cursor, length: end - cursor + 1, keep: keep) { s, l in
+                    var u = (s - iova) >> shift
+                    let lastUnit = (s + l - 1 - iova) >> shift
                     while u <= lastUnit { units.append(u); u += 1 }
                 }
-                if last == range.last { break }
-                cursor = last + 1
+                if end == last { break }
+                cursor = end + 1
             }
-            for u in units { try mark(u) }
+            for u in units { mark(u) }
         }
     }
 

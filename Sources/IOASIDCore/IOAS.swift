@@ -69,18 +69,24 @@ extension Context {
                               pageSize: pageSize, memory: s.memory)
                 offset = address - base
             case .file(let fd, let start):
+                // In the kernel's order: the span, the descriptor, then the IOVA (derived from
+                // the file offset), and only then anything that needs the file's pages.
                 guard length != 0 else { throw .invalid("zero length") }
                 guard IOVARange(start: start, length: length) != nil else { throw .overflow("offset + length overflows") }
                 let base = start & ~(pageSize - 1)
                 let mapLength = alignUp(start + length - 1, pageSize) - base
-                let mapping = try s.memory.mapFile(fd: fd, offset: base, length: mapLength, writable: access.contains(.write))
-                if DMABufRegistry.shared.isRevoked(mapping.file) {
-                    s.memory.unmapFile(mapping)
-                    throw .noDevice("DMA-buf is revoked")
+                let (file, size) = try s.memory.fileInfo(fd: fd)
+                if DMABufRegistry.shared.isBuffer(file) {
+                    // A DMA-buf's span is checked when it is imported; a file's when it is pinned.
+                    guard start + length <= size else { throw .invalid("span passes the end of the DMA-buf") }
+                    if DMABufRegistry.shared.isRevoked(file) { throw .noDevice("DMA-buf is revoked") }
                 }
+                let placed = try s.placeIOVA(target, firstAddress: start, length: length, iova: iova)
+                let mapping = try s.memory.mapFile(fd: fd, offset: base, length: mapLength, writable: access.contains(.write))
                 pages = Pages(base: mapping.base, byteLength: mapLength, writable: access.contains(.write),
                               source: .file(mapping), pageSize: pageSize, memory: s.memory)
-                offset = start - base
+                try s.placeArea(target, pages: pages, offset: start - base, length: length, at: placed, access: access)
+                return placed
             }
             return try s.insertArea(target, pages: pages, offset: offset, length: length, iova: iova, access: access)
         }
@@ -143,6 +149,12 @@ extension Context {
     ///
     /// - Throws: `EINVAL` for a span with start >= last or overlapping spans; `EADDRINUSE` if a
     ///   span is reserved.
+    /// Throws `ENOENT` unless `ioas` names an IOAS of this context (for callers that must
+    /// look the IOAS up before they read anything else, as the kernel's ioctls do).
+    public func checkIOAS(_ ioas: IOAS.ID) throws(IOMMUError) {
+        try locked { s throws(IOMMUError) in _ = try s.object(ioas.object, as: IOAS.self) }
+    }
+
     public func allowIOVAs(_ ioas: IOAS.ID, _ ranges: [IOVARange]) throws(IOMMUError) {
         try locked { s throws(IOMMUError) in
             let target = try s.object(ioas.object, as: IOAS.self)
@@ -209,7 +221,7 @@ extension ContextState {
     /// Places one new area over `pages` and fills the domains (the map fast path: no array
     /// is built, nothing is copied).
     func insertArea(_ ioas: IOAS, pages: Pages, offset: UInt64, length: UInt64, iova: UInt64?, access: MapAccess) throws(IOMMUError) -> UInt64 {
-        let start = try placeIOVA(ioas, firstAddress: pages.base + offset, length: length, iova: iova)
+        let start = try placeIOVA(ioas, firstAddress: pages.placementAddress(at: offset), length: length, iova: iova)
         try placeArea(ioas, pages: pages, offset: offset, length: length, at: start, access: access)
         return start
     }
@@ -217,7 +229,7 @@ extension ContextState {
     /// Places areas for `slices` back to back at `iova` (or picked IOVA), pins and fills
     /// domains; undoes everything on failure.
     func insertAreas(_ ioas: IOAS, slices: [PagesSlice], length: UInt64, iova: UInt64?, access: MapAccess) throws(IOMMUError) -> UInt64 {
-        let start = try placeIOVA(ioas, firstAddress: slices[0].pages.base + slices[0].offset, length: length, iova: iova)
+        let start = try placeIOVA(ioas, firstAddress: slices[0].pages.placementAddress(at: slices[0].offset), length: length, iova: iova)
         var cursor = start
         do throws(IOMMUError) {
             for slice in slices {
@@ -237,7 +249,7 @@ extension ContextState {
     }
 
     /// Checks or picks the IOVA of a new mapping.
-    private func placeIOVA(_ ioas: IOAS, firstAddress: UInt64, length: UInt64, iova: UInt64?) throws(IOMMUError) -> UInt64 {
+    func placeIOVA(_ ioas: IOAS, firstAddress: UInt64, length: UInt64, iova: UInt64?) throws(IOMMUError) -> UInt64 {
         guard length & (ioas.table.iovaAlignment - 1) == 0, length != 0 else { throw .invalid("length is not aligned to the IOAS") }
         if let iova {
             _ = try ioas.table.checkIOVA(iova, length: length)
@@ -247,7 +259,7 @@ extension ContextState {
     }
 
     /// Inserts one area and fills the domains; removes it again on failure.
-    private func placeArea(_ ioas: IOAS, pages: Pages, offset: UInt64, length: UInt64, at start: UInt64, access: MapAccess) throws(IOMMUError) {
+    func placeArea(_ ioas: IOAS, pages: Pages, offset: UInt64, length: UInt64, at start: UInt64, access: MapAccess) throws(IOMMUError) {
         if access.contains(.write) && !pages.writable { throw .notPermitted("pages are not writeable") }
         guard (offset % options.pageSize) & (ioas.table.iovaAlignment - 1) == 0 else {
             throw .invalid("page offset is not aligned to the IOAS")

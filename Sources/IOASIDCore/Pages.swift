@@ -23,6 +23,15 @@ public final class Pages: @unchecked Sendable {
     /// Whether DMA may write the pages.
     public let writable: Bool
     public let source: Source
+
+    /// The address the kernel derives a picked IOVA's alignment from for the byte at `offset`:
+    /// the user address, or the offset in the file (or DMA-buf) for file-backed pages.
+    func placementAddress(at offset: UInt64) -> UInt64 {
+        switch source {
+        case .user: base &+ offset
+        case .file(let mapping): mapping.fileOffset &+ offset
+        }
+    }
     let pageSize: UInt64
     /// Pinned extents of page indexes.
     private(set) var pins: [(first: UInt64, last: UInt64, count: Int)] = []
@@ -76,8 +85,16 @@ public final class Pages: @unchecked Sendable {
             return
         }
         let before = pinnedPageCount
-        if case .user = source {
+        switch source {
+        case .user:
             try state.memory.pin(address: base + first * pageSize, length: (last - first + 1) * pageSize, writable: writable)
+        case .file:
+            // The kernel pins a file's pages from the file: a page past its end is EINVAL.
+            do throws(IOMMUError) {
+                try state.memory.pin(address: base + first * pageSize, length: (last - first + 1) * pageSize, writable: false)
+            } catch {
+                throw .invalid("file pages past the end of the file")
+            }
         }
         pins.append((first, last, 1))
         let added = pinnedPageCount - before

@@ -9,8 +9,12 @@ public protocol UserMemory: AnyObject, Sendable {
     func copyIn(from address: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(IOMMUError)
     /// Copies `buffer` to user memory at `address`; `EFAULT` if unwriteable.
     func copyOut(_ buffer: UnsafeRawBufferPointer, to address: UInt64) throws(IOMMUError)
+    /// Which file `fd` names and its current size; `EBADF` for a bad descriptor or a file that
+    /// cannot be mapped.
+    func fileInfo(fd: Int32) throws(IOMMUError) -> (identity: FileIdentity, size: UInt64)
     /// Maps `length` bytes of the file behind `fd` from `offset` (page-aligned) for the
-    /// framework's own use; `EBADF` for a bad descriptor, `EINVAL` past the end of the file.
+    /// framework's own use; `EBADF` for a bad descriptor. Pages past the end of the file are
+    /// mapped too (the kernel looks at a file's pages only when it pins them).
     func mapFile(fd: Int32, offset: UInt64, length: UInt64, writable: Bool) throws(IOMMUError) -> FileMapping
     /// Releases a mapping made by `mapFile`.
     func unmapFile(_ mapping: FileMapping)

@@ -101,6 +101,7 @@ extension Context {
         guard type != 0 else { throw .notSupported("default vIOMMU type") }
         return try locked { s throws(IOMMUError) in
             let d = try s.object(device.object, as: Device.self)
+            guard d.model.driver.supportsVIOMMU(type: type, device: d.model.iommuDevice) else { throw .notSupported("vIOMMU type") }
             let p = try s.object(parent.object, as: HWPTPaging.self)
             guard p.isNestParent else { throw .invalid("HWPT is not a nesting parent") }
             let model = try d.model.driver.allocateVIOMMU(device: d.model.iommuDevice, parent: p.domain, type: type,
@@ -229,4 +230,9 @@ extension Context {
             return q.objectID
         }
     }
+}
+
+extension IOMMUDriver {
+    /// No vIOMMU types unless the driver says otherwise.
+    public func supportsVIOMMU(type: UInt32, device: any DeviceModel) -> Bool { false }
 }

@@ -32,7 +32,9 @@ final class Engine: DescriptorHost {
 
     private let state = Mutex(State())
     private let configuration: EngineConfiguration
-    private let traceSink: TraceSink?
+    /// Traces every call on the engine's descriptors (`IOASID_TRACE`); nil when tracing is off,
+    /// and then the entry points call the files directly.
+    let tracer: CallTracer?
     /// `ioasid_preload_claim` when the preload is loaded (nil when the engine runs without it).
     private let claim: PreloadClaim?
 
@@ -42,16 +44,14 @@ final class Engine: DescriptorHost {
     private let view = Mutex<SysfsViewSlot>(.notYet)
 
     init(environment: EngineEnvironment) {
-        self.traceSink = environment.traceSink
         do throws(Machine.SpecError) { machine = .success(try Machine.parse(environment.machine ?? "")) } catch {
             machine = .failure(error)
-            environment.traceSink?.write("IOASID_MACHINE: \(error)")
+            // Said whether or not tracing is on: otherwise every device open just fails with ENOENT.
+            (environment.traceSink ?? .standardError).write("ioasid: IOASID_MACHINE refused: \(error)")
         }
         var configuration = EngineConfiguration(testDriver: environment.testDriver)
         configuration.privileged = environment.privileged
-        if let sink = environment.traceSink {
-            configuration.trace = { line in sink.write(line) }
-        }
+        self.tracer = environment.traceSink.map { sink in CallTracer(timing: environment.traceTime) { sink.write($0) } }
         self.configuration = configuration
         self.claim = PreloadClaim.resolve()
     }
@@ -60,35 +60,50 @@ final class Engine: DescriptorHost {
 
     /// Opens `/dev/iommu`: a new `IOMMUFile` behind a new descriptor, or -errno.
     func openIOMMU(flags: Int32) -> Int32 {
-        let file = IOMMUFile(host: self, configuration: configuration)
-        var eventFlags = IOASID_SYS_EFD_NONBLOCK
-        if flags & O_CLOEXEC != 0 { eventFlags |= IOASID_SYS_EFD_CLOEXEC }
-        let fd = install(file, eventFlags: eventFlags, readable: true, node: .iommu)
-        if fd < 0 { file.release() }
-        trace { "open /dev/iommu flags=\(hex(flags)) -> \(result(fd))" }
-        return fd
+        traceOpen(kind: "iommu", path: "/dev/iommu", flags: flags) {
+            let file = IOMMUFile(host: self, configuration: configuration)
+            var eventFlags = IOASID_SYS_EFD_NONBLOCK
+            if flags & O_CLOEXEC != 0 { eventFlags |= IOASID_SYS_EFD_CLOEXEC }
+            let fd = install(file, eventFlags: eventFlags, readable: true, node: .iommu)
+            if fd < 0 { file.release() }
+            return fd
+        }
     }
 
 
     /// Opens `/dev/vfio/devices/vfio<index>` of the modelled machine: a new `VFIODeviceFile`, or
     /// -ENOENT when the machine has no such device.
     func openDevice(index: Int32, flags: Int32) -> Int32 {
-        guard case .success(let m) = machine, let device = m.devices.device(cdev: Int(index)) else {
-            trace { "open /dev/vfio/devices/vfio\(index) -> -ENOENT" }
-            return -ENOENT
+        traceOpen(kind: "vfio\(index)", path: "/dev/vfio/devices/vfio\(index)", flags: flags) {
+            guard case .success(let m) = machine, let device = m.devices.device(cdev: Int(index)) else { return -ENOENT }
+            let file = VFIODeviceFile(host: self, model: device.model, name: "vfio\(index)")
+            var eventFlags = IOASID_SYS_EFD_NONBLOCK
+            if flags & O_CLOEXEC != 0 { eventFlags |= IOASID_SYS_EFD_CLOEXEC }
+            device.openCount.add(1, ordering: .acquiringAndReleasing)
+            let fd = install(file, eventFlags: eventFlags, readable: false, node: .cdev(Int(index))) {
+                device.openCount.subtract(1, ordering: .acquiringAndReleasing)
+            }
+            if fd < 0 {
+                file.release()
+                device.openCount.subtract(1, ordering: .acquiringAndReleasing)
+            }
+            return fd
         }
-        let file = VFIODeviceFile(host: self, model: device.model, name: "vfio\(index)", trace: configuration.trace)
-        var eventFlags = IOASID_SYS_EFD_NONBLOCK
-        if flags & O_CLOEXEC != 0 { eventFlags |= IOASID_SYS_EFD_CLOEXEC }
-        device.openCount.add(1, ordering: .acquiringAndReleasing)
-        let fd = install(file, eventFlags: eventFlags, readable: false, node: .cdev(Int(index))) {
-            device.openCount.subtract(1, ordering: .acquiringAndReleasing)
+    }
+
+    /// Runs an open, traced as `KIND:FD open path=… flags=… -> FD`.
+    private func traceOpen(kind: String, path: String, flags: Int32, _ body: () -> Int32) -> Int32 {
+        guard let tracer else { return body() }
+        var fd: Int32 = -1
+        _ = tracer.call(kind: kind, fd: nil) { line in
+            fd = body()
+            if fd >= 0 { line.setDescriptor(fd) }
+            line.call("open")
+            line.text("path", path)
+            line.hex("flags", UInt32(bitPattern: flags))
+            if fd == -ENOENT { line.failure(errno: ENOENT, reason: "the modelled machine has no such device") }
+            return Int(fd)
         }
-        if fd < 0 {
-            file.release()
-            device.openCount.subtract(1, ordering: .acquiringAndReleasing)
-        }
-        trace { "open /dev/vfio/devices/vfio\(index) flags=\(hex(flags)) -> \(result(fd))" }
         return fd
     }
 
@@ -103,18 +118,50 @@ final class Engine: DescriptorHost {
             return (0, released)
         }
         released?.releaseAll()
-        trace { "dup fd=\(oldfd) -> \(result(status == 0 ? newfd : status))" }
+        if let tracer {
+            _ = tracer.call(kind: kind(of: newfd), fd: oldfd) { line in
+                line.call("dup")
+                return Int(status == 0 ? newfd : status)
+            }
+        }
         return status
     }
 
     /// Drops `fd`; releases its file if no other descriptor names it. 0 or -errno.
     func close(_ fd: Int32) -> Int32 {
+        let fileKind = tracer == nil ? "" : kind(of: fd)
         let (found, released): (Bool, OpenFile?) = state.withLock { state in
             (state.descriptors[fd] != nil, state.forget(fd))
         }
         released?.releaseAll()
-        trace { "close fd=\(fd) -> \(result(found ? 0 : -EBADF))\(released != nil ? " (released)" : "")" }
+        if let tracer {
+            _ = tracer.call(kind: fileKind, fd: fd) { line in
+                line.call("close")
+                line.result(found ? 0 : -Int(EBADF))
+                line.note(released != nil ? "last descriptor: file released" : found ? "file still open" : "not an ioasid descriptor")
+                return found ? 0 : -Int(EBADF)
+            }
+        }
         return found ? 0 : -EBADF
+    }
+
+    /// `munmap` of a region an engine file mapped, traced when tracing.
+    func unmapRegion(_ file: IOMMUFile, address: UnsafeMutableRawPointer, length: Int) -> Bool {
+        guard let tracer else { return file.unmapRegion(address: address, length: length) }
+        var unmapped = false
+        _ = tracer.call(kind: file.traceKind, fd: nil) { line in
+            line.call("munmap")
+            line.hex("addr", UInt(bitPattern: address))
+            line.hex("length", UInt(bitPattern: length))
+            unmapped = file.unmapRegion(address: address, length: length)
+            return unmapped ? 0 : -Int(EINVAL)
+        }
+        return unmapped
+    }
+
+    /// The trace's name for the kind of file `fd` names (`?` when it names none of ours).
+    private func kind(of fd: Int32) -> String {
+        file(for: fd)?.traceKind ?? "?"
     }
 
     // MARK: The sysfs view
@@ -127,7 +174,7 @@ final class Engine: DescriptorHost {
             if case .made(let made) = slot { return made }
             let made = SysfsView(devices: m.devices)
             slot = .made(made)
-            if made == nil { traceSink?.write("cannot create the sysfs view of the machine") }
+            if made == nil { TraceSink.standardError.write("ioasid: cannot create the sysfs view of the machine") }
             return made
         }
     }
@@ -137,37 +184,40 @@ final class Engine: DescriptorHost {
     /// of the current configuration space in an anonymous file) or `sriov_numvfs` (an engine
     /// file). -ENOENT for anything else.
     func openSysfs(path: String, flags: Int32) -> Int32 {
-        guard case .success(let m) = machine else { return -ENOENT }
-        let parts = path.split(separator: "/").map(String.init)
-        guard parts.count >= 2, let address = PCIAddress(parts[parts.count - 2]),
-              let device = m.devices.device(address: address) else { return -ENOENT }
-        let outcome: Int32
-        switch parts[parts.count - 1] {
-        case "config":
-            let bytes = m.devices.configSpace(of: device)
-            let fd = ioasid_sys_memfd(0, 1)
-            guard fd >= 0 else { return Int32(fd) }
-            _ = bytes.withUnsafeBytes { ioasid_sys_write_all(Int32(fd), $0.baseAddress, $0.count) }
-            _ = ioasid_sys_rewind(Int32(fd))
-            outcome = Int32(fd)
-        case "sriov_numvfs" where device.physicalFunction == nil && device.description.sriov != nil:
-            let file = SRIOVNumVFsFile(devices: m.devices, pf: device, view: sysfsView(), trace: configuration.trace)
-            var eventFlags = IOASID_SYS_EFD_NONBLOCK
-            if flags & O_CLOEXEC != 0 { eventFlags |= IOASID_SYS_EFD_CLOEXEC }
-            outcome = install(file, eventFlags: eventFlags, readable: true)
-        default:
-            outcome = -ENOENT
+        traceOpen(kind: "sysfs", path: path, flags: flags) {
+            guard case .success(let m) = machine else { return -ENOENT }
+            let parts = path.split(separator: "/").map(String.init)
+            guard parts.count >= 2, let address = PCIAddress(parts[parts.count - 2]),
+                  let device = m.devices.device(address: address) else { return -ENOENT }
+            switch parts[parts.count - 1] {
+            case "config":
+                let bytes = m.devices.configSpace(of: device)
+                let fd = ioasid_sys_memfd(0, 1)
+                guard fd >= 0 else { return Int32(fd) }
+                _ = bytes.withUnsafeBytes { ioasid_sys_write_all(Int32(fd), $0.baseAddress, $0.count) }
+                _ = ioasid_sys_rewind(Int32(fd))
+                return Int32(fd)
+            case "sriov_numvfs" where device.physicalFunction == nil && device.description.sriov != nil:
+                let file = SRIOVNumVFsFile(devices: m.devices, pf: device, view: sysfsView())
+                var eventFlags = IOASID_SYS_EFD_NONBLOCK
+                if flags & O_CLOEXEC != 0 { eventFlags |= IOASID_SYS_EFD_CLOEXEC }
+                return install(file, eventFlags: eventFlags, readable: true)
+            default:
+                return -ENOENT
+            }
         }
-        trace { "open \(path) flags=\(hex(flags)) -> \(result(outcome))" }
-        return outcome
+    }
+
+    /// The device node `fd` was opened as (`/dev/iommu`, a VFIO node), for `fstat`; nil for the
+    /// anonymous files ioctls hand out and for descriptors that are not the engine's.
+    func node(for fd: Int32) -> DeviceNode? {
+        state.withLock { $0.descriptors[fd]?.node }
     }
 
     // MARK: DescriptorHost
 
     func install(_ file: any LinuxFile) -> Int32 {
-        let fd = install(file, eventFlags: IOASID_SYS_EFD_NONBLOCK | IOASID_SYS_EFD_CLOEXEC, readable: false)
-        trace { "new fd for \(type(of: file)) -> \(result(fd))" }
-        return fd
+        install(file, eventFlags: IOASID_SYS_EFD_NONBLOCK | IOASID_SYS_EFD_CLOEXEC, readable: false)
     }
 
     /// The file a live descriptor of the engine names, or nil if `fd` is not the engine's.
@@ -186,12 +236,6 @@ final class Engine: DescriptorHost {
     }
 
     // MARK: Internals
-
-    /// The device node `fd` was opened as (`/dev/iommu`, a VFIO node), for `fstat`; nil for the
-    /// anonymous files ioctls hand out and for descriptors that are not the engine's.
-    func node(for fd: Int32) -> DeviceNode? {
-        state.withLock { $0.descriptors[fd]?.node }
-    }
 
     private func install(_ file: any LinuxFile, eventFlags: Int32, readable: Bool, node: DeviceNode? = nil,
                          onRelease: (@Sendable () -> Void)? = nil) -> Int32 {
@@ -212,9 +256,6 @@ final class Engine: DescriptorHost {
         return fd
     }
 
-    private func trace(_ line: () -> String) {
-        traceSink?.write(line())
-    }
 }
 
 /// What `Engine.state` protects.
@@ -224,7 +265,7 @@ private struct State: ~Copyable {
     /// The number each live file was installed under → that file (see `Engine`, "Sharing").
     var handles: [Int32: OpenFile] = [:]
 
-    /// Removes `fd`; returns its open file if that was the last descriptor naming it.
+    /// Removes `fd`; returns its file if that was the last descriptor naming it.
     mutating func forget(_ fd: Int32) -> OpenFile? {
         guard let open = descriptors.removeValue(forKey: fd) else { return nil }
         open.descriptors.removeAll { $0 == fd }
@@ -305,17 +346,6 @@ struct PreloadClaim: Sendable {
         let function = unsafeBitCast(UnsafeRawPointer(bitPattern: address)!, to: Function.self)
         function(fd, 1)
     }
-}
-
-private func hex(_ value: Int32) -> String {
-    "0x" + String(UInt32(bitPattern: value), radix: 16)
-}
-
-/// A result as the ABI trace prints it: the value, or the negated errno by name.
-private func result(_ value: Int32) -> String {
-    guard value < 0 else { return String(value) }
-    let names: [Int32: String] = [EBADF: "EBADF", EMFILE: "EMFILE", ENFILE: "ENFILE", ENOMEM: "ENOMEM", EINVAL: "EINVAL"]
-    return "-" + (names[-value] ?? "errno \(-value)")
 }
 
 /// Regions the engine's files mapped into the program (`mmap` of `/dev/iommu`), so `munmap`

@@ -10,11 +10,14 @@ import Glibc
 ///   VM would; otherwise the program's real capabilities decide.
 /// - `IOASID_TRACE`: unset or empty disables tracing; `-` or `stderr` traces to fd 2; anything
 ///   else is a file the engine appends to (created with mode 0644 if missing).
+/// - `IOASID_TRACE_TIME`: `1` (or any switch-on value) ends each trace line with the call's
+///   duration on the monotonic clock.
 /// - `IOASID_MACHINE`: the modelled machine's devices (`Machine`), served as
 ///   `/dev/vfio/devices/vfioN`; unset: none.
 struct EngineEnvironment {
     var testDriver: Bool
     var traceSink: TraceSink?
+    var traceTime = false
     var privileged = false
     var machine: String?
 
@@ -31,6 +34,7 @@ struct EngineEnvironment {
             traceSink: TraceSink.open(Self.variable("IOASID_TRACE")),
             privileged: Self.parseSwitch(Self.variable("IOASID_PRIVILEGED"), default: false))
         machine = Self.variable("IOASID_MACHINE")
+        traceTime = Self.parseSwitch(Self.variable("IOASID_TRACE_TIME"), default: false)
     }
 
     static func variable(_ name: String) -> String? {

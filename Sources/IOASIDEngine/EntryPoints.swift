@@ -22,26 +22,34 @@ public func ioasid_engine_open_device(_ index: Int32, _ flags: Int32) -> Int32 {
 /// `ioctl(fd, request, argument)` on an engine fd.
 @_cdecl("ioasid_engine_ioctl")
 public func ioasid_engine_ioctl(_ fd: Int32, _ request: UInt, _ argument: UnsafeMutableRawPointer?) -> Int {
-    guard let file = Engine.shared.file(for: fd) else { return -Int(EBADF) }
+    let engine = Engine.shared
+    guard let file = engine.file(for: fd) else { return -Int(EBADF) }
+    if let tracer = engine.tracer { return tracer.ioctl(file, fd: fd, request: request, argument: argument) }
     return file.ioctl(request: request, argument: argument)
 }
 
 /// `read(fd, buffer, count)` on an engine fd.
 @_cdecl("ioasid_engine_read")
 public func ioasid_engine_read(_ fd: Int32, _ buffer: UnsafeMutableRawPointer?, _ count: UInt) -> Int {
-    guard let file = Engine.shared.file(for: fd) else { return -Int(EBADF) }
+    let engine = Engine.shared
+    guard let file = engine.file(for: fd) else { return -Int(EBADF) }
     let count = Int(clamping: count)
     if count > 0 && buffer == nil { return -Int(EFAULT) }
-    return file.read(into: UnsafeMutableRawBufferPointer(start: count > 0 ? buffer : nil, count: count))
+    let target = UnsafeMutableRawBufferPointer(start: count > 0 ? buffer : nil, count: count)
+    if let tracer = engine.tracer { return tracer.read(file, fd: fd, into: target) }
+    return file.read(into: target)
 }
 
 /// `write(fd, buffer, count)` on an engine fd.
 @_cdecl("ioasid_engine_write")
 public func ioasid_engine_write(_ fd: Int32, _ buffer: UnsafeRawPointer?, _ count: UInt) -> Int {
-    guard let file = Engine.shared.file(for: fd) else { return -Int(EBADF) }
+    let engine = Engine.shared
+    guard let file = engine.file(for: fd) else { return -Int(EBADF) }
     let count = Int(clamping: count)
     if count > 0 && buffer == nil { return -Int(EFAULT) }
-    return file.write(from: UnsafeRawBufferPointer(start: count > 0 ? buffer : nil, count: count))
+    let source = UnsafeRawBufferPointer(start: count > 0 ? buffer : nil, count: count)
+    if let tracer = engine.tracer { return tracer.write(file, fd: fd, from: source) }
+    return file.write(from: source)
 }
 
 /// `mmap(address, length, protection, flags, fd, offset)` on an engine fd: the address or -errno.
@@ -49,8 +57,11 @@ public func ioasid_engine_write(_ fd: Int32, _ buffer: UnsafeRawPointer?, _ coun
 public func ioasid_engine_mmap(
     _ address: UnsafeMutableRawPointer?, _ length: UInt, _ protection: Int32, _ flags: Int32, _ fd: Int32, _ offset: Int
 ) -> Int {
-    guard let file = Engine.shared.file(for: fd) else { return -Int(EBADF) }
-    let result = file.mmap(address: address, length: Int(clamping: length), protection: protection, flags: flags, offset: offset)
+    let engine = Engine.shared
+    guard let file = engine.file(for: fd) else { return -Int(EBADF) }
+    let length = Int(clamping: length)
+    let result = engine.tracer.map { $0.mmap(file, fd: fd, address: address, length: length, protection: protection, flags: flags, offset: offset) }
+        ?? file.mmap(address: address, length: length, protection: protection, flags: flags, offset: offset)
     if result >= 0, let iommu = file as? IOMMUFile { MappedRegions.record(UInt(result), iommu) }
     return result
 }
@@ -60,7 +71,7 @@ public func ioasid_engine_mmap(
 @_cdecl("ioasid_engine_munmap")
 public func ioasid_engine_munmap(_ address: UnsafeMutableRawPointer?, _ length: UInt) -> Int32 {
     guard let address, let file = MappedRegions.take(UInt(bitPattern: address)) else { return 0 }
-    return file.unmapRegion(address: address, length: Int(clamping: length)) ? 1 : 0
+    return Engine.shared.unmapRegion(file, address: address, length: Int(clamping: length)) ? 1 : 0
 }
 
 /// The program duplicated an engine fd (dup, dup2, dup3, F_DUPFD): `newfd` now names the same file.

@@ -42,6 +42,9 @@ struct Machine {
         let make = functionMaker(soft)
         var physical: [MachineDevice] = []
         for device in MachineLayout(spec).devices {
+            guard device.kind == .pci else {
+                throw SpecError(description: "device kind '\(device.kind.rawValue)' is not modelled by this engine")
+            }
             let model: any DeviceModel
             if device.iommu == .mock {
                 model = MockDevice(flags: Mock.devicePASID)

@@ -11,14 +11,12 @@ final class SRIOVNumVFsFile: LinuxFile, Sendable {
     private let devices: MachineDevices
     private let pf: MachineDevice
     private let view: SysfsView?
-    private let trace: (@Sendable (String) -> Void)?
     private let position = Mutex(0)
 
-    init(devices: MachineDevices, pf: MachineDevice, view: SysfsView?, trace: (@Sendable (String) -> Void)?) {
+    init(devices: MachineDevices, pf: MachineDevice, view: SysfsView?) {
         self.devices = devices
         self.pf = pf
         self.view = view
-        self.trace = trace
     }
 
     func read(into buffer: UnsafeMutableRawBufferPointer) -> Int {
@@ -34,21 +32,20 @@ final class SRIOVNumVFsFile: LinuxFile, Sendable {
 
     func write(from buffer: UnsafeRawBufferPointer) -> Int {
         guard let count = Self.parse(buffer) else {
-            trace?("\(pf.address) sriov_numvfs write -> -EINVAL (not a number)")
             return -Int(IOMMUError.invalid("").errno)
         }
         do throws(IOMMUError) {
             let change = try devices.setVirtualFunctions(pf: pf.index, count: count)
             view?.apply(change, pf: pf)
-            trace?("\(pf.address) sriov_numvfs=\(count) -> \(buffer.count)")
             return buffer.count
         } catch {
-            trace?("\(pf.address) sriov_numvfs=\(count) -> -errno \(error.errno) (\(error))")
             return -Int(error.errno)
         }
     }
 
     func release() {}
+
+    var traceKind: String { "\(pf.address)/sriov_numvfs" }
 
     /// `kstrtou16(text, 0)`: nil when the text is not one unsigned 16-bit number.
     static func parse(_ bytes: UnsafeRawBufferPointer) -> Int? {

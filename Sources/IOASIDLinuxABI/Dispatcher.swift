@@ -63,41 +63,100 @@ enum Dispatcher {
 }
 
 extension IOMMUFile {
-    /// Decodes and runs one ioctl; returns its result or a negated errno.
-    func dispatch(request: UInt, argument: UnsafeMutableRawPointer?) -> Int {
+    /// Decodes and runs one ioctl; returns its result or a negated errno. With a `trace` line,
+    /// describes the call on it: the request, the struct's fields after the call, the outcome
+    /// (the untraced path builds nothing and allocates nothing).
+    func dispatch(request: UInt, argument: UnsafeMutableRawPointer?, trace: inout TraceLine?) -> Int {
         let nr = Int(request & 0xff)
         let index = nr - Dispatcher.base
-        guard (request >> 8) & 0xff == 0x3b else { return -Int(ENOTTY_) }
+        guard (request >> 8) & 0xff == 0x3b else {
+            return Self.refuse(&trace, request, argument, ENOTTY_, "not an iommufd request")
+        }
         let op: IoctlOp
         if index >= 0, index < Dispatcher.table.count {
             // As the kernel does, the size is read before the request is matched (EFAULT first).
-            guard let user = argument, UInt(bitPattern: user) >= 4096 else { return -14 }
-            guard let row = Dispatcher.table[index], row.request == request & 0xffff_ffff else { return -Int(ENOTTY_) }
+            guard let user = argument, UInt(bitPattern: user) >= 4096 else {
+                return Self.refuse(&trace, request, argument, 14, "argument pointer not readable")
+            }
+            guard let row = Dispatcher.table[index], row.request == request & 0xffff_ffff else {
+                return Self.refuse(&trace, request, argument, ENOTTY_, "unknown iommufd request")
+            }
             op = row
         } else if nr >= Int(IOASIDUAPI.IOASID_CMD_BASE), nr - Int(IOASIDUAPI.IOASID_CMD_BASE) < IOMMUFile.ioasidTable.count {
             // The IOASID layer's own requests (include/ioasid/ioasid.h).
-            guard let user = argument, UInt(bitPattern: user) >= 4096 else { return -14 }
+            guard let user = argument, UInt(bitPattern: user) >= 4096 else {
+                return Self.refuse(&trace, request, argument, 14, "argument pointer not readable")
+            }
             let row = IOMMUFile.ioasidTable[nr - Int(IOASIDUAPI.IOASID_CMD_BASE)]
-            guard row.request == request & 0xffff_ffff else { return -Int(ENOTTY_) }
+            guard row.request == request & 0xffff_ffff else {
+                return Self.refuse(&trace, request, argument, ENOTTY_, "unknown IOASID request")
+            }
             op = row
         } else {
-            return vfioIoctl(request: request, argument: argument)
+            return VFIOCompat.handle(self, request: request, argument: argument, trace: &trace)
         }
         let user = argument!
-        if op.request == IOCTL.IOMMU_TEST_CMD, testDriver == nil { return -Int(ENOTTY_) }
+        if op.request == IOCTL.IOMMU_TEST_CMD, testDriver == nil {
+            return Self.refuse(&trace, request, argument, ENOTTY_, "test driver is off")
+        }
         let userSize = Int(user.load(as: UInt32.self))
         return withUnsafeTemporaryAllocation(byteCount: Dispatcher.maximumSize, alignment: 16) { raw -> Int in
             let buffer = raw.baseAddress!
             buffer.initializeMemory(as: UInt8.self, repeating: 0, count: op.size)
             do throws(IOMMUError) {
-                try StructCopy.copyIn(from: user, userSize: userSize, into: buffer, size: op.size, minimumSize: op.minimumSize)
+                do throws(IOMMUError) {
+                    try StructCopy.copyIn(from: user, userSize: userSize, into: buffer, size: op.size, minimumSize: op.minimumSize)
+                } catch {
+                    // The size is the error (or the tail past our struct is): show it.
+                    if trace != nil {
+                        trace!.call("\(op.name)")
+                        trace!.decimal("size", userSize)
+                        switch error.errno {
+                        case EINVAL_: trace!.failure(errno: EINVAL_, reason: "\(error.reason), which ends at \(op.minimumSize)")
+                        case 7: trace!.failure(errno: 7, reason: "\(error.reason), which ends at \(op.size)")
+                        default: trace!.failure(error)
+                        }
+                    }
+                    return -Int(error.errno)
+                }
                 let r = try op.handler(self, UserCommand(user: user, userSize: userSize, buffer: buffer, size: op.size))
-                if let trace = configuration.trace { trace(Trace.line(op, buffer: buffer, result: r)) }
+                if trace != nil { Self.describe(&trace!, op, buffer) }
                 return r
             } catch {
-                if let trace = configuration.trace { trace(Trace.line(op, buffer: buffer, result: -Int(error.errno), error: error)) }
+                if trace != nil {
+                    Self.describe(&trace!, op, buffer)
+                    trace!.failure(error)
+                }
                 return -Int(error.errno)
             }
+        }
+    }
+
+    /// Names a request refused before its struct was read, with the argument pointer.
+    private static func refuse(_ trace: inout TraceLine?, _ request: UInt, _ argument: UnsafeMutableRawPointer?,
+                               _ errno: Int32, _ reason: String) -> Int {
+        if trace != nil {
+            trace!.call(TraceLine.requestName(request))
+            trace!.hex("arg", UInt(bitPattern: argument))
+            trace!.failure(errno: errno, reason: reason)
+        }
+        return -Int(errno)
+    }
+
+    /// The request and every field of its struct as it stands after the call (the "out" fields
+    /// hold the answer). `IOMMU_TEST_CMD` shows its op and the fields of that op's union member.
+    private static func describe(_ line: inout TraceLine, _ op: IoctlOp, _ buffer: UnsafeMutableRawPointer) {
+        line.call("\(op.name)")
+        if op.request == IOCTL.IOMMU_TEST_CMD {
+            let opcode = Int(buffer.load(fromByteOffset: 4, as: UInt32.self))
+            let member = TestCommandNames.members[opcode] ?? ""
+            line.text("op", TestCommandNames.ops[opcode] ?? String(opcode))
+            line.fields(of: op.type, in: buffer) { name in
+                name == "op" || (name != "id" && (member.isEmpty || !name.hasPrefix(member + ".")))
+            }
+        } else {
+            // The in/out halves of a union share bytes: after the call only the "out" name is meaningful.
+            line.fields(of: op.type, in: buffer) { $0 == "in_data_type" }
         }
     }
 }

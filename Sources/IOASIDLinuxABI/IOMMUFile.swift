@@ -28,8 +28,15 @@ public final class IOMMUFile: LinuxFile, @unchecked Sendable {
     }
 
     public func ioctl(request: UInt, argument: UnsafeMutableRawPointer?) -> Int {
-        dispatch(request: request, argument: argument)
+        var untraced: TraceLine? = nil
+        return dispatch(request: request, argument: argument, trace: &untraced)
     }
+
+    public func ioctl(request: UInt, argument: UnsafeMutableRawPointer?, trace: inout TraceLine?) -> Int {
+        dispatch(request: request, argument: argument, trace: &trace)
+    }
+
+    public var traceKind: String { "iommu" }
 
     public func mmap(address: UnsafeMutableRawPointer?, length: Int, protection: Int32, flags: Int32, offset: Int) -> Int {
         mapRegion(address: address, length: length, protection: protection, flags: flags, offset: offset)
@@ -73,6 +80,9 @@ public final class IOMMUFile: LinuxFile, @unchecked Sendable {
     static let allowIOVAs: IoctlOp.Handler = { f, u throws(IOMMUError) in
         let c = u.load(iommu_ioas_allow_iovas.self)
         guard c.__reserved == 0 else { throw .notSupported("reserved field set") }
+        // As the kernel: the IOAS is looked up before the array is read, and each span is
+        // checked as it is read (a bad span stops the load before a later unreadable one).
+        try f.context.checkIOAS(IOAS.ID(c.ioas_id))
         var ranges: [IOVARange] = []
         for i in 0..<UInt64(c.num_iovas) {
             var r = iommu_iova_range()
@@ -80,7 +90,9 @@ public final class IOMMUFile: LinuxFile, @unchecked Sendable {
                 try f.context.memory.copyIn(from: c.allowed_iovas + i * 16, into: b)
             }
             guard r.start < r.last else { throw .invalid("allowed span start >= last") }
-            ranges.append(IOVARange(start: r.start, last: r.last))
+            let range = IOVARange(start: r.start, last: r.last)
+            guard !ranges.contains(where: { $0.overlaps(range) }) else { throw .invalid("allowed spans overlap") }
+            ranges.append(range)
         }
         try f.context.allowIOVAs(IOAS.ID(c.ioas_id), ranges)
         return 0
@@ -146,7 +158,10 @@ public final class IOMMUFile: LinuxFile, @unchecked Sendable {
         if c.iova == 0 && c.length == .max {
             c.length = try f.context.unmapAll(IOAS.ID(c.ioas_id))
         } else {
-            guard c.iova < .max, c.length < .max else { throw .overflow("value too large") }
+            guard c.iova < .max, c.length < .max else {
+                try f.context.checkIOAS(IOAS.ID(c.ioas_id))  // the kernel looks the IOAS up first
+                throw .overflow("value too large")
+            }
             c.length = try f.context.unmap(IOAS.ID(c.ioas_id), iova: c.iova, length: c.length)
         }
         u.respond(c)
@@ -238,12 +253,14 @@ public final class IOMMUFile: LinuxFile, @unchecked Sendable {
         let c = u.load(iommu_hwpt_get_dirty_bitmap.self)
         guard c.flags & ~UInt32(1) == 0, c.__reserved == 0 else { throw .notSupported("unknown flags or reserved field set") }
         let memory = f.context.memory
-        try f.context.readDirty(HWPT.ID(c.hwpt_id), iova: c.iova, length: c.length, pageSize: c.page_size, keep: c.flags & 1 != 0) { unit throws(IOMMUError) in
-            let at = c.data + (unit / 8)
+        // Bits go out best effort, as the kernel sets them: a bitmap byte that cannot be
+        // read or written is skipped.
+        try f.context.readDirty(HWPT.ID(c.hwpt_id), iova: c.iova, length: c.length, pageSize: c.page_size, keep: c.flags & 1 != 0) { unit in
+            let at = c.data &+ (unit / 8)
             var byte: UInt8 = 0
-            try withUnsafeMutableBytes(of: &byte) { b throws(IOMMUError) in try memory.copyIn(from: at, into: b) }
+            guard (try? withUnsafeMutableBytes(of: &byte, { b throws(IOMMUError) in try memory.copyIn(from: at, into: b) })) != nil else { return }
             byte |= 1 << UInt8(unit % 8)
-            try withUnsafeBytes(of: &byte) { b throws(IOMMUError) in try memory.copyOut(b, to: at) }
+            _ = try? withUnsafeBytes(of: &byte) { b throws(IOMMUError) in try memory.copyOut(b, to: at) }
         }
         return 0
     }

@@ -14,6 +14,19 @@ public protocol LinuxFile: AnyObject, Sendable {
     func mmap(address: UnsafeMutableRawPointer?, length: Int, protection: Int32, flags: Int32, offset: Int) -> Int
     /// Called when the last descriptor naming this file is closed.
     func release()
+
+    /// What the trace calls this kind of file (`iommu`, `fault-queue`, …; see `TraceLine`).
+    var traceKind: String { get }
+    /// `ioctl`, describing the call on `trace` (name, arguments, the reason for an error) when
+    /// it is not nil. The default names the request and runs `ioctl(request:argument:)`.
+    func ioctl(request: UInt, argument: UnsafeMutableRawPointer?, trace: inout TraceLine?) -> Int
+    /// `read`, described on `trace` when it is not nil.
+    func read(into buffer: UnsafeMutableRawBufferPointer, trace: inout TraceLine?) -> Int
+    /// `write`, described on `trace` when it is not nil.
+    func write(from buffer: UnsafeRawBufferPointer, trace: inout TraceLine?) -> Int
+    /// `mmap`, described on `trace` when it is not nil.
+    func mmap(address: UnsafeMutableRawPointer?, length: Int, protection: Int32, flags: Int32, offset: Int,
+              trace: inout TraceLine?) -> Int
 }
 
 extension LinuxFile {
@@ -21,6 +34,38 @@ extension LinuxFile {
     public func write(from buffer: UnsafeRawBufferPointer) -> Int { -Int(EINVAL_) }
     public func mmap(address: UnsafeMutableRawPointer?, length: Int, protection: Int32, flags: Int32, offset: Int) -> Int { -Int(ENODEV_) }
     public func ioctl(request: UInt, argument: UnsafeMutableRawPointer?) -> Int { -Int(ENOTTY_) }
+
+    public var traceKind: String { "file" }
+
+    public func ioctl(request: UInt, argument: UnsafeMutableRawPointer?, trace: inout TraceLine?) -> Int {
+        trace?.call(TraceLine.requestName(request))
+        trace?.hex("arg", UInt(bitPattern: argument))
+        return ioctl(request: request, argument: argument)
+    }
+
+    public func read(into buffer: UnsafeMutableRawBufferPointer, trace: inout TraceLine?) -> Int {
+        trace?.call("read")
+        trace?.decimal("count", buffer.count)
+        let r = read(into: buffer)
+        if r == -Int(EINVAL_) { trace?.failure(errno: EINVAL_, reason: "\(traceKind) has no read") }
+        return r
+    }
+
+    public func write(from buffer: UnsafeRawBufferPointer, trace: inout TraceLine?) -> Int {
+        trace?.call("write")
+        trace?.decimal("count", buffer.count)
+        let r = write(from: buffer)
+        if r == -Int(EINVAL_) { trace?.failure(errno: EINVAL_, reason: "\(traceKind) has no write") }
+        return r
+    }
+
+    public func mmap(address: UnsafeMutableRawPointer?, length: Int, protection: Int32, flags: Int32, offset: Int,
+                     trace: inout TraceLine?) -> Int {
+        trace?.mmapArguments(address: address, length: length, protection: protection, flags: flags, offset: offset)
+        let r = mmap(address: address, length: length, protection: protection, flags: flags, offset: offset)
+        if r >= 0 { trace?.result(r, hex: true) }
+        return r
+    }
 }
 
 let EINVAL_: Int32 = 22
@@ -44,13 +89,10 @@ public protocol DescriptorHost: AnyObject, Sendable {
 public struct EngineConfiguration: Sendable {
     /// Whether `IOMMU_TEST_CMD` is served (the kernel's `CONFIG_IOMMUFD_TEST`).
     public var testDriver: Bool
-    /// Receives one decoded line per ioctl when tracing.
-    public var trace: (@Sendable (String) -> Void)?
     /// Treat the caller as holding the capabilities the kernel checks, whatever it really holds.
     public var privileged = false
 
-    public init(testDriver: Bool = true, trace: (@Sendable (String) -> Void)? = nil) {
+    public init(testDriver: Bool = true) {
         self.testDriver = testDriver
-        self.trace = trace
     }
 }

@@ -27,6 +27,15 @@ extension IOMMUFile {
         return mapped
     }
 
+    public func mmap(address: UnsafeMutableRawPointer?, length: Int, protection: Int32, flags: Int32, offset: Int,
+                     trace: inout TraceLine?) -> Int {
+        trace?.mmapArguments(address: address, length: length, protection: protection, flags: flags, offset: offset)
+        let r = mapRegion(address: address, length: length, protection: protection, flags: flags, offset: offset)
+        if r >= 0 { trace?.result(r, hex: true) }
+        if r == -6 { trace?.failure(errno: 6, reason: "no vIOMMU region at this offset and length") }
+        return r
+    }
+
     /// `munmap` of a region handed out by `mapRegion`; returns false when the span is not one.
     public func unmapRegion(address: UnsafeMutableRawPointer, length: Int) -> Bool {
         let a = UInt(bitPattern: address)
@@ -41,8 +50,4 @@ extension IOMMUFile {
         return true
     }
 
-    /// The VFIO type1 container ioctls served on the iommufd descriptor.
-    func vfioIoctl(request: UInt, argument: UnsafeMutableRawPointer?) -> Int {
-        VFIOCompat.handle(self, request: request, argument: argument)
-    }
 }

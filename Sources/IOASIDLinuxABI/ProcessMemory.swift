@@ -32,20 +32,24 @@ public final class ProcessMemory: UserMemory, @unchecked Sendable {
         if ioasid_sys_copy_out(address, buffer.baseAddress, buffer.count) != 0 { throw .fault("user memory is not writeable") }
     }
 
-    public func mapFile(fd: Int32, offset: UInt64, length: UInt64, writable: Bool) throws(IOMMUError) -> FileMapping {
+    public func fileInfo(fd: Int32) throws(IOMMUError) -> (identity: FileIdentity, size: UInt64) {
         var device: UInt64 = 0, inode: UInt64 = 0, size: UInt64 = 0
         var mappable: Int32 = 0
         let rc = ioasid_sys_file_info(fd, &device, &inode, &size, &mappable)
         if rc == -9 { throw .badDescriptor("not an open file descriptor") }
         if rc != 0 || mappable == 0 { throw .badDescriptor("file cannot be mapped") }
-        guard offset <= size, length <= size - offset else { throw .invalid("span passes the end of the file") }
+        return (FileIdentity(device: device, inode: inode), size)
+    }
+
+    public func mapFile(fd: Int32, offset: UInt64, length: UInt64, writable: Bool) throws(IOMMUError) -> FileMapping {
+        let file = try fileInfo(fd: fd).identity
         let prot: Int32 = writable ? 3 : 1 // PROT_READ | PROT_WRITE
         let address = ioasid_sys_mmap(nil, Int(length), prot, 1 /* MAP_SHARED */, fd, Int(offset))
         if address < 0 {
             if address == -13 { throw .notPermitted("file is not writeable") }
             throw .invalid("file cannot be mapped")
         }
-        return FileMapping(base: UInt64(address), length: length, file: FileIdentity(device: device, inode: inode), fileOffset: offset)
+        return FileMapping(base: UInt64(address), length: length, file: file, fileOffset: offset)
     }
 
     public func unmapFile(_ mapping: FileMapping) {

@@ -31,33 +31,65 @@ final class QueueFile: LinuxFile, @unchecked Sendable {
     static let recordSize = MemoryLayout<iommu_hwpt_pgfault>.size
     static let responseSize = MemoryLayout<iommu_hwpt_page_response>.size
 
+    var traceKind: String {
+        switch queue {
+        case .fault: "fault-queue"
+        case .vevent: "vevent-queue"
+        case .access: "access"
+        case .none: "file"
+        }
+    }
+
     func read(into buffer: UnsafeMutableRawBufferPointer) -> Int {
-        let r = readQueue(into: buffer)
-        trace("read", count: buffer.count, result: r)
-        return r
+        readQueue(into: buffer).value
     }
 
     func write(from buffer: UnsafeRawBufferPointer) -> Int {
-        let r = writeQueue(from: buffer)
-        trace("write", count: buffer.count, result: r)
-        return r
+        writeQueue(from: buffer).value
     }
 
-    private func trace(_ call: String, count: Int, result: Int) {
-        guard let t = owner?.configuration.trace else { return }
-        let what: String
-        switch queue {
-        case .fault(let q): what = "fault queue \(q.objectID.rawValue)"
-        case .vevent(let q): what = "vEVENT queue \(q.objectID.rawValue)"
-        default: what = "file"
+    func read(into buffer: UnsafeMutableRawBufferPointer, trace: inout TraceLine?) -> Int {
+        let outcome = readQueue(into: buffer)
+        describe(&trace, "read", count: buffer.count, outcome)
+        if trace != nil, case .fault = queue, outcome.value > 0 { trace!.decimal("records", outcome.value / Self.recordSize) }
+        return outcome.value
+    }
+
+    func write(from buffer: UnsafeRawBufferPointer, trace: inout TraceLine?) -> Int {
+        let outcome = writeQueue(from: buffer)
+        describe(&trace, "write", count: buffer.count, outcome)
+        if trace != nil, outcome.value > 0 { trace!.decimal("responses", outcome.value / Self.responseSize) }
+        return outcome.value
+    }
+
+    private func describe(_ trace: inout TraceLine?, _ call: String, count: Int, _ outcome: Outcome) {
+        guard trace != nil else { return }
+        trace!.call(call)
+        trace!.decimal("count", count)
+        if case .failed(let errno, let reason) = outcome { trace!.failure(errno: errno, reason: "\(reason)") }
+    }
+
+    /// The result of a read or write: the byte count, or an errno with the check that failed.
+    private enum Outcome {
+        case done(Int)
+        case failed(Int32, StaticString)
+
+        init(_ error: IOMMUError) { self = .failed(error.errno, error.reason) }
+
+        var value: Int {
+            switch self {
+            case .done(let n): n
+            case .failed(let errno, _): -Int(errno)
+            }
         }
-        t("\(call) fd=\(fd) (\(what)) count=\(count) -> " + (result < 0 ? "-\(Trace.errnoName(Int32(-result)))" : "\(result)"))
     }
 
-    private func readQueue(into buffer: UnsafeMutableRawBufferPointer) -> Int {
+    private static let ESPIPE: Int32 = 29
+
+    private func readQueue(into buffer: UnsafeMutableRawBufferPointer) -> Outcome {
         switch queue {
         case .fault(let q):
-            guard buffer.count % Self.recordSize == 0 else { return -29 } // ESPIPE
+            guard buffer.count % Self.recordSize == 0 else { return .failed(Self.ESPIPE, "count is not a multiple of the fault record size") }
             do throws(IOMMUError) {
                 let records = try context.readFaults(q, maxRecords: buffer.count / Self.recordSize)
                 for (i, r) in records.enumerated() {
@@ -66,8 +98,8 @@ final class QueueFile: LinuxFile, @unchecked Sendable {
                     c.perm = r.permissions; c.addr = r.address; c.length = r.length; c.cookie = r.cookie
                     buffer.baseAddress!.storeBytes(of: c, toByteOffset: i * Self.recordSize, as: iommu_hwpt_pgfault.self)
                 }
-                return records.count * Self.recordSize
-            } catch { return -Int(error.errno) }
+                return .done(records.count * Self.recordSize)
+            } catch { return Outcome(error) }
         case .vevent(let q):
             do throws(IOMMUError) {
                 let events = try context.readVEvents(q, capacity: buffer.count)
@@ -80,25 +112,29 @@ final class QueueFile: LinuxFile, @unchecked Sendable {
                     at += 8
                     for b in e.data { buffer[at] = b; at += 1 }
                 }
-                return at
-            } catch { return -Int(error.errno) }
+                return .done(at)
+            } catch { return Outcome(error) }
         default:
-            return -Int(EINVAL_)
+            return .failed(EINVAL_, "a test access has no read")
         }
     }
 
-    private func writeQueue(from buffer: UnsafeRawBufferPointer) -> Int {
-        guard case .fault(let q) = queue else { return -Int(EINVAL_) }
-        guard buffer.count % Self.responseSize == 0 else { return -29 }
-        var done = 0
-        while done < buffer.count {
-            let r = buffer.baseAddress!.loadUnaligned(fromByteOffset: done, as: iommu_hwpt_page_response.self)
-            do throws(IOMMUError) { try context.respond(q, cookie: r.cookie, code: r.code) } catch {
-                return done == 0 ? -Int(error.errno) : done
+    private func writeQueue(from buffer: UnsafeRawBufferPointer) -> Outcome {
+        switch queue {
+        case .fault(let q):
+            guard buffer.count % Self.responseSize == 0 else { return .failed(Self.ESPIPE, "count is not a multiple of the page response size") }
+            var done = 0
+            while done < buffer.count {
+                let r = buffer.baseAddress!.loadUnaligned(fromByteOffset: done, as: iommu_hwpt_page_response.self)
+                do throws(IOMMUError) { try context.respond(q, cookie: r.cookie, code: r.code) } catch {
+                    return done == 0 ? Outcome(error) : .done(done)
+                }
+                done += Self.responseSize
             }
-            done += Self.responseSize
+            return .done(done)
+        case .vevent: return .failed(EINVAL_, "a vEVENT queue has no write")
+        default: return .failed(EINVAL_, "a test access has no write")
         }
-        return done
     }
 
     func release() {

@@ -121,3 +121,22 @@ extension IOMMUFile {
         return a
     }
 }
+
+/// The names the trace gives `IOMMU_TEST_CMD`'s ops (`IOMMU_TEST_OP_` dropped) and the union
+/// member of `iommu_test_cmd` each op uses.
+enum TestCommandNames {
+    static let ops: [Int: String] = Dictionary(uniqueKeysWithValues: [
+        "ADD_RESERVED", "MOCK_DOMAIN", "MD_CHECK_MAP", "MD_CHECK_REFS", "CREATE_ACCESS", "DESTROY_ACCESS_PAGES",
+        "ACCESS_PAGES", "ACCESS_RW", "SET_TEMP_MEMORY_LIMIT", "MOCK_DOMAIN_REPLACE", "ACCESS_REPLACE_IOAS",
+        "MOCK_DOMAIN_FLAGS", "DIRTY", "MD_CHECK_IOTLB", "TRIGGER_IOPF", "DEV_CHECK_CACHE", "TRIGGER_VEVENT",
+        "PASID_ATTACH", "PASID_REPLACE", "PASID_DETACH", "PASID_CHECK_HWPT", "DMABUF_GET", "DMABUF_REVOKE",
+    ].enumerated().map { ($0.offset + 1, $0.element) })
+
+    static let members: [Int: String] = [
+        1: "add_reserved", 2: "mock_domain", 3: "check_map", 4: "check_refs", 5: "create_access", 6: "destroy_access_pages",
+        7: "access_pages", 8: "access_rw", 9: "memory_limit", 10: "mock_domain_replace", 11: "access_replace_ioas",
+        12: "mock_domain_flags", 13: "dirty", 14: "check_iotlb", 15: "trigger_iopf", 16: "check_dev_cache",
+        17: "trigger_vevent", 18: "pasid_attach", 19: "pasid_replace", 20: "pasid_detach", 21: "pasid_check",
+        22: "dmabuf_get", 23: "dmabuf_revoke",
+    ]
+}

@@ -1,10 +1,12 @@
+import CIOASIDSys
 import IOASIDCore
 
 /// The VFIO type1 container ioctls that iommufd serves on its own descriptor, mapped onto the
 /// compatibility IOAS (`IOMMU_VFIO_IOAS`).
 enum VFIOCompat {
-    static func handle(_ f: IOMMUFile, request: UInt, argument: UnsafeMutableRawPointer?) -> Int {
+    static func handle(_ f: IOMMUFile, request: UInt, argument: UnsafeMutableRawPointer?, trace: inout TraceLine?) -> Int {
         let result: Int
+        trace?.call(TraceLine.requestName(request))
         do throws(IOMMUError) {
             switch request {
             case IOCTL.VFIO_GET_API_VERSION: result = UAPI.VFIO_API_VERSION
@@ -13,14 +15,40 @@ enum VFIOCompat {
             case IOCTL.VFIO_IOMMU_GET_INFO: result = try info(f, argument)
             case IOCTL.VFIO_IOMMU_MAP_DMA: result = try map(f, argument)
             case IOCTL.VFIO_IOMMU_UNMAP_DMA: result = try unmap(f, argument)
-            default: return -Int(ENOTTY_)
+            default:
+                if trace != nil {
+                    trace!.hex("arg", UInt(bitPattern: argument))
+                    trace!.failure(errno: ENOTTY_, reason: "unknown request")
+                }
+                return -Int(ENOTTY_)
             }
         } catch {
-            if let t = f.configuration.trace { t("\(IOCTL.name(of: request) ?? "VFIO") -> -\(error.errno) (\(error.reason))") }
+            if trace != nil {
+                describe(request, argument, &trace!)
+                trace!.failure(error)
+            }
             return -Int(error.errno)
         }
-        if let t = f.configuration.trace { t("\(IOCTL.name(of: request) ?? "VFIO") -> \(result)") }
+        if trace != nil { describe(request, argument, &trace!) }
         return result
+    }
+
+    /// The argument of a VFIO request: the value passed for the by-value requests, the fields of
+    /// the struct (read fault-safely, as it stands after the call) for the others.
+    private static func describe(_ request: UInt, _ argument: UnsafeMutableRawPointer?, _ line: inout TraceLine) {
+        func fields<T: UAPIStruct>(_: T.Type) {
+            var value = T()
+            let rc = withUnsafeMutableBytes(of: &value) { ioasid_sys_copy_in($0.baseAddress, UInt64(UInt(bitPattern: argument)), MemoryLayout<T>.size) }
+            guard rc == 0 else { line.hex("arg", UInt(bitPattern: argument)); return }
+            withUnsafeBytes(of: &value) { line.fields(of: T.self, in: $0.baseAddress!) }
+        }
+        switch request {
+        case IOCTL.VFIO_CHECK_EXTENSION, IOCTL.VFIO_SET_IOMMU: line.decimal("arg", UInt(bitPattern: argument))
+        case IOCTL.VFIO_IOMMU_GET_INFO: fields(vfio_iommu_type1_info.self)
+        case IOCTL.VFIO_IOMMU_MAP_DMA: fields(vfio_iommu_type1_dma_map.self)
+        case IOCTL.VFIO_IOMMU_UNMAP_DMA: fields(vfio_iommu_type1_dma_unmap.self)
+        default: break
+        }
     }
 
     static func checkExtension(_ f: IOMMUFile, _ type: UInt) -> Int {

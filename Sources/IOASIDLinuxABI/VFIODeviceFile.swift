@@ -21,7 +21,6 @@ public final class VFIODeviceFile: LinuxFile, @unchecked Sendable {
     public let model: any DeviceModel
     /// `vfioN`.
     public let name: String
-    private let trace: (@Sendable (String) -> Void)?
     /// The iommufd and device ID of the bind. What is attached is the core's to know (a PASID the
     /// IOASID layer frees is detached behind this file's back), so it is asked, never mirrored.
     private struct Binding { var file: IOMMUFile; var device: Device.ID }
@@ -30,36 +29,69 @@ public final class VFIODeviceFile: LinuxFile, @unchecked Sendable {
     private enum Parked { case read(PendingDMA<[UInt8]>, to: UInt64), write(PendingDMA<Void>) }
     private let parked = Locked<Parked?>(nil)
 
-    public init(host: any DescriptorHost, model: any DeviceModel, name: String, trace: (@Sendable (String) -> Void)? = nil) {
+    public init(host: any DescriptorHost, model: any DeviceModel, name: String) {
         self.host = host
         self.model = model
         self.name = name
-        self.trace = trace
     }
 
     /// The device's ID in the iommufd it is bound to, if bound.
     public var boundDevice: (file: IOMMUFile, device: Device.ID)? { binding.withLock { b in b.map { ($0.file, $0.device) } } }
 
     public func ioctl(request: UInt, argument: UnsafeMutableRawPointer?) -> Int {
+        var untraced: TraceLine? = nil
+        return ioctl(request: request, argument: argument, trace: &untraced)
+    }
+
+    public var traceKind: String { name }
+
+    public func ioctl(request: UInt, argument: UnsafeMutableRawPointer?, trace: inout TraceLine?) -> Int {
         let r: Int
-        let what: String
+        trace?.call(TraceLine.requestName(request))
         do throws(IOMMUError) {
             switch IOCTL.normalized(request) {
-            case IOCTL.VFIO_DEVICE_BIND_IOMMUFD: what = "VFIO_DEVICE_BIND_IOMMUFD"; r = try bind(argument)
-            case IOCTL.VFIO_DEVICE_ATTACH_IOMMUFD_PT: what = "VFIO_DEVICE_ATTACH_IOMMUFD_PT"; r = try attach(argument)
-            case IOCTL.VFIO_DEVICE_DETACH_IOMMUFD_PT: what = "VFIO_DEVICE_DETACH_IOMMUFD_PT"; r = try detach(argument)
-            case IOASIDUAPI.IOASID_DEVICE_DMA: what = "IOASID_DEVICE_DMA"; r = try dma(argument)
+            case IOCTL.VFIO_DEVICE_BIND_IOMMUFD: r = try bind(argument)
+            case IOCTL.VFIO_DEVICE_ATTACH_IOMMUFD_PT: r = try attach(argument)
+            case IOCTL.VFIO_DEVICE_DETACH_IOMMUFD_PT: r = try detach(argument)
+            case IOASIDUAPI.IOASID_DEVICE_DMA: r = try dma(argument)
             default:
-                what = IOCTL.name(of: request) ?? "ioctl 0x\(String(request, radix: 16))"
                 guard binding.withLock({ $0 != nil }) else { throw .invalid("the device is not bound to an iommufd") }
                 throw .invalid("request not served by this device")
             }
         } catch {
-            trace?("\(name) \(IOCTL.name(of: request) ?? "ioctl") -> -\(Trace.errnoName(error.errno)) (\(error.reason))")
+            if trace != nil {
+                Self.describe(request, argument, &trace!)
+                trace!.failure(error)
+            }
             return -Int(error.errno)
         }
-        trace?("\(name) \(what) -> \(r)")
+        if trace != nil { Self.describe(request, argument, &trace!) }
         return r
+    }
+
+    /// The fields of the request's struct as they stand after the call (read fault-safely), or
+    /// the argument pointer.
+    private static func describe(_ request: UInt, _ argument: UnsafeMutableRawPointer?, _ line: inout TraceLine) {
+        func fields<T: UAPIStruct>(_: T.Type, skipping skip: (String) -> Bool = { _ in false }) {
+            var value = T()
+            let rc = withUnsafeMutableBytes(of: &value) { ioasid_sys_copy_in($0.baseAddress, UInt64(UInt(bitPattern: argument)), MemoryLayout<T>.size) }
+            guard rc == 0 else { line.hex("arg", UInt(bitPattern: argument)); return }
+            withUnsafeBytes(of: &value) { line.fields(of: T.self, in: $0.baseAddress!, skipping: skip) }
+        }
+        switch IOCTL.normalized(request) {
+        case IOCTL.VFIO_DEVICE_BIND_IOMMUFD: fields(vfio_device_bind_iommufd.self)
+        case IOCTL.VFIO_DEVICE_ATTACH_IOMMUFD_PT: fields(vfio_device_attach_iommufd_pt.self)
+        case IOCTL.VFIO_DEVICE_DETACH_IOMMUFD_PT: fields(vfio_device_detach_iommufd_pt.self)
+        case IOASIDUAPI.IOASID_DEVICE_DMA:
+            // The outcome of the DMA by name: DONE, PAGE_REQUEST (parked for a page response), FAULT (blocked).
+            fields(ioasid_device_dma.self) { $0 == "out_status" }
+            var status: UInt32 = 0
+            if ioasid_sys_copy_in(&status, UInt64(UInt(bitPattern: argument)) + 32, 4) == 0 {
+                let names = ["DONE", "PAGE_REQUEST", "FAULT"]
+                line.text("out_status", Int(status) < names.count ? names[Int(status)] : String(status))
+            }
+        default: line.hex("arg", UInt(bitPattern: argument))
+        }
     }
 
     public func release() {

@@ -78,6 +78,8 @@ public final class MockIOMMU: IOMMUDriver, @unchecked Sendable {
         return try MockNestedDomain.make(data: data, memory: memory, viommu: nil)
     }
 
+    public func supportsVIOMMU(type: UInt32, device: any DeviceModel) -> Bool { type == Mock.viommuType }
+
     public func allocateVIOMMU(device: any DeviceModel, parent: any PagingDomain, type: UInt32, data: DriverData?, memory: any UserMemory) throws(IOMMUError) -> any VIOMMUModel {
         guard type == Mock.viommuType else { throw .notSupported("vIOMMU type") }
         guard let p = parent as? MockPagingDomain else { throw .invalid("parent is not a mock domain") }

@@ -87,21 +87,29 @@ public struct TestDriver: Sendable {
         }
     }
 
-    /// Attaches, replaces or detaches a PASID of a mock device.
+    /// Attaches, replaces or detaches a PASID of a mock device. PASID 0 is the kernel's
+    /// `IOMMU_NO_PASID`: the device itself (its RID), as the test driver's commands pass it on.
     public func pasidAttach(_ handle: ObjectID, pasid: PASID, to pt: ObjectID) throws(IOMMUError) -> ObjectID {
-        try context.withState { s throws(IOMMUError) in try s.attach(try self.handle(s, handle).device, pasid: pasid, to: pt, replace: false) }
+        try context.withState { s throws(IOMMUError) in
+            try s.attach(try self.handle(s, handle).device, pasid: Self.devicePASID(pasid), to: pt, replace: false)
+        }
     }
     public func pasidReplace(_ handle: ObjectID, pasid: PASID, with pt: ObjectID) throws(IOMMUError) -> ObjectID {
-        try context.withState { s throws(IOMMUError) in try s.attach(try self.handle(s, handle).device, pasid: pasid, to: pt, replace: true) }
+        try context.withState { s throws(IOMMUError) in
+            try s.attach(try self.handle(s, handle).device, pasid: Self.devicePASID(pasid), to: pt, replace: true)
+        }
     }
     public func pasidDetach(_ handle: ObjectID, pasid: PASID) throws(IOMMUError) {
-        try context.withState { s throws(IOMMUError) in s.detach(try self.handle(s, handle).device, pasid: pasid) }
+        try context.withState { s throws(IOMMUError) in s.detach(try self.handle(s, handle).device, pasid: Self.devicePASID(pasid)) }
     }
+
+    /// The attachment point a test command's PASID names: nil (the RID) for `IOMMU_NO_PASID`.
+    private static func devicePASID(_ pasid: PASID) -> PASID? { pasid == 0 ? nil : pasid }
     /// Checks what is attached at a PASID: `hwpt` 0 means "nothing".
     public func pasidCheck(_ handle: ObjectID, pasid: PASID, hwpt: ObjectID) throws(IOMMUError) {
         try context.withState { s throws(IOMMUError) in
             let h = try self.handle(s, handle)
-            let attached = s.attached(h.device, pasid: pasid)
+            let attached = s.attached(h.device, pasid: Self.devicePASID(pasid))
             if hwpt.rawValue == 0 {
                 if attached != nil { throw .invalid("PASID is attached") }
                 return

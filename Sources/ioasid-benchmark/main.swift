@@ -15,6 +15,7 @@
 //   7. the software IOMMU's translation cache: hit lookup vs an array load, streaming vs random DMA (SoftIOMMUBench.swift)
 //   8. the software IOMMU's page-table walks on a miss vs pointer chasing; page-table memory per GiB (WalkBench.swift)
 //   9. SVA on VT-d: the I/O page fault round trip in-process, bind + unbind end to end (SVABench.swift)
+//  10. trapped MMIO: a 4-byte load and store to a trapped BAR vs one system call (TrappedMMIOBench.swift)
 //
 // `--malloc-child` is the internal mode of section 4 (prints "key value" lines).
 
@@ -564,6 +565,7 @@ if let root, let built, !arguments.contains("--skip-foreign") {
 
 setsBenchmark()
 svaSection()
+trappedMMIOSection(root: root, malloccount: built?.malloccount)
 
 // Section 5: the selftest's wall time.
 if let root, !arguments.contains("--skip-conformance") {

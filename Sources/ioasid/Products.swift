@@ -1,4 +1,3 @@
-import ArgumentParser
 import Glibc
 
 /// The two libraries `ioasid run` injects, found next to the `ioasid` executable.
@@ -13,7 +12,7 @@ struct Products {
 
     /// Looks in the executable's directory (the SwiftPM build directory), then `../lib` and
     /// `../lib/ioasid` (an installed layout).
-    static func locate() throws -> Products {
+    static func locate() throws(ToolError) -> Products {
         let directory = executableDirectory()
         let candidates = [directory, directory + "/../lib", directory + "/../lib/ioasid"]
         for candidate in candidates {
@@ -21,7 +20,7 @@ struct Products {
                 return Products(preload: preload, engine: engine)
             }
         }
-        throw ValidationError("Cannot find \(preloadName) and \(engineName) next to the ioasid executable (looked in \(candidates.joined(separator: ", "))).")
+        throw ToolError(description: "cannot find \(preloadName) and \(engineName) next to the ioasid executable (looked in \(candidates.joined(separator: ", ")))")
     }
 
     static func executableDirectory() -> String {

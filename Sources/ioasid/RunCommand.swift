@@ -1,12 +1,16 @@
 import ArgumentParser
 import Glibc
 
-/// `ioasid run [--trace[=FILE]] [--no-test-driver] [--] PROGRAM [ARGUMENTS...]`
+/// `ioasid run [OPTIONS] [--] PROGRAM [ARGUMENTS...]`
+///
+/// The options are parsed by `RunOptions` (see there for why); the declarations below give
+/// `ioasid run --help` its text, and a test checks that they name exactly the options
+/// `RunOptions` accepts.
 struct RunCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "run",
         abstract: "Run a program against ioasid's /dev/iommu.",
-        usage: "ioasid run [--trace[=<file>]] [--privileged] [--no-test-driver] [--machine <spec>] [--] <program> [<arguments> ...]",
+        usage: "ioasid run [--trace[=<file>]] [--trace-time] [--privileged] [--no-test-driver] [--machine <spec>] [--] <program> [<arguments> ...]",
         discussion: """
             The program runs with libioasid-preload.so in LD_PRELOAD (prepended to any existing \
             value). When it first opens /dev/iommu, the preload loads libIOASIDEngine.so and \
@@ -14,9 +18,22 @@ struct RunCommand: ParsableCommand {
             engine hands out (fault queues, event queues); every other descriptor goes to the \
             kernel unchanged. Children and exec'd programs inherit the setup.
 
-            The exit status of the program is passed through. If the program is killed by a \
-            signal, ioasid kills itself with the same signal (or exits with 128 + the signal \
-            number if it cannot).
+            Options end at `--` or at the first word that does not start with `-` (the \
+            program); everything from the program on is passed to it unchanged. An unknown \
+            option or a malformed --machine specification is a usage error.
+
+            Tracing (--trace): one line per call on every descriptor ioasid serves (open, \
+            ioctl, read, write, mmap, dup, close), written whole with one write(2): \
+            `[pid P] KIND:FD CALL ARGUMENTS -> RESULT`. --trace=<file> writes to <file> \
+            (truncated first; `-` or `stderr`: standard error). A bare --trace writes to \
+            standard error, except that `--trace <file> -- <program>` (a `--` later on the \
+            line) takes <file> as the file. See docs/architecture.md (Trace) for the format.
+
+            Exit status: the program's. If the program is killed by a signal, ioasid kills \
+            itself with the same signal (or exits with 128 + the signal number if it cannot). \
+            2: a usage error; 125: ioasid itself failed (its libraries not found, the trace \
+            file not writable); 126: the program cannot be executed; 127: the program was not \
+            found.
 
             Environment set for the program:
               LD_PRELOAD          the preload library, prepended
@@ -24,13 +41,14 @@ struct RunCommand: ParsableCommand {
               IOASID_TEST_DRIVER  1, or 0 with --no-test-driver
               IOASID_PRIVILEGED   1 with --privileged, else unset
               IOASID_TRACE        the trace destination with --trace, else unset
+              IOASID_TRACE_TIME   1 with --trace-time, else unset
               IOASID_MACHINE      the --machine specification, else unset
 
             The modelled machine (--machine): the devices a program can bind through VFIO \
-            cdevs, /dev/vfio/devices/vfio0, vfio1, ... in the order given, each a comma-\
-            separated KIND[:COUNT]. Kinds: mock (a PASID-capable device of the test \
-            driver), vtd (a PCI function behind the software VT-d unit), smmuv3 (a PCI \
-            function behind the software SMMUv3). Without --machine no /dev/vfio path is \
+            cdevs, /dev/vfio/devices/vfio0, vfio1, ... in the order given: a comma-separated \
+            list of IOMMU[:DEVICE][:COUNT]. IOMMU: mock (a PASID-capable device of the test \
+            driver), vtd (the software VT-d unit), smmuv3 (the software SMMUv3); DEVICE: pci \
+            (the default); COUNT: 1 to 31. Without --machine no /dev/vfio path is \
             served. See docs/machine.md.
 
             Both libraries are looked up next to the ioasid executable (then in ../lib and \
@@ -38,8 +56,9 @@ struct RunCommand: ParsableCommand {
 
             Examples:
               ioasid run -- ./iommufd                  run the kernel's iommufd selftest
-              ioasid run --trace -- ./my-vmm           trace each iommufd call to stderr
+              ioasid run --trace -- ./my-vmm           trace each call to stderr
               ioasid run --trace=calls.log -- ./my-vmm trace to calls.log
+              ioasid run --trace calls.log -- ./my-vmm the same
               ioasid run --machine vtd:2,smmuv3 -- ./my-vmm
                                                        vfio0, vfio1 behind VT-d; vfio2 behind SMMUv3
             """)
@@ -47,9 +66,12 @@ struct RunCommand: ParsableCommand {
     @Option(
         name: .customLong("trace"),
         help: ArgumentHelp(
-            "Trace each iommufd call: to stderr with a bare --trace or --trace=-, else appended to <file> (truncated first).",
+            "Trace every call on ioasid's descriptors: to stderr with a bare --trace, --trace=- or --trace=stderr, else to <file> (truncated first).",
             valueName: "file"))
     var trace: String?
+
+    @Flag(name: .customLong("trace-time"), help: "With --trace: end each line with the call's duration (monotonic clock, e.g. +1.2us).")
+    var traceTime = false
 
     @Flag(name: .customLong("privileged"), help: "Act as if the program held the capabilities the kernel checks (CAP_SYS_RESOURCE), like root in a VM.")
     var privileged = false
@@ -57,29 +79,30 @@ struct RunCommand: ParsableCommand {
     @Flag(name: .customLong("no-test-driver"), help: "Do not serve IOMMU_TEST_CMD (like a kernel without CONFIG_IOMMUFD_TEST).")
     var noTestDriver = false
 
-    @Option(name: .customLong("machine"), help: ArgumentHelp("The modelled machine's devices, served as /dev/vfio/devices/vfioN: comma-separated KIND[:COUNT].", valueName: "spec"))
+    @Option(name: .customLong("machine"), help: ArgumentHelp("The modelled machine's devices, served as /dev/vfio/devices/vfioN: comma-separated IOMMU[:DEVICE][:COUNT].", valueName: "spec"))
     var machine: String?
 
-    @Argument(parsing: .captureForPassthrough, help: ArgumentHelp("The program to run, then its arguments.", valueName: "program"))
+    @Argument(help: ArgumentHelp("The program to run, then its arguments.", valueName: "program"))
     var command: [String] = []
 
-    func validate() throws {
-        var command = command
-        if command.first == "--" { command.removeFirst() }
-        if command.isEmpty { throw ValidationError("Missing the program to run.") }
-    }
-
-    func run() throws {
-        var command = command
-        if command.first == "--" { command.removeFirst() }
-        let products = try Products.locate()
-        var launch = Launch(command: command)
+    /// Starts the program as `options` say; does not return.
+    static func run(_ options: RunOptions) -> Never {
+        let products: Products
+        do { products = try Products.locate() } catch { IOASIDCommand.fail(error.description) }
+        var launch = Launch(command: options.command)
         launch.environment["LD_PRELOAD"] = .set(Launch.prepending(products.preload, toSearchList: Launch.variable("LD_PRELOAD")))
         launch.environment["IOASID_ENGINE"] = .set(products.engine)
-        launch.environment["IOASID_TEST_DRIVER"] = .set(noTestDriver ? "0" : "1")
-        launch.environment["IOASID_PRIVILEGED"] = privileged ? .set("1") : .unset
-        launch.environment["IOASID_MACHINE"] = machine.map { .set($0) } ?? .unset
-        launch.environment["IOASID_TRACE"] = try trace.map { .set(try TraceDestination.prepare($0)) } ?? .unset
+        launch.environment["IOASID_TEST_DRIVER"] = .set(options.noTestDriver ? "0" : "1")
+        launch.environment["IOASID_PRIVILEGED"] = options.privileged ? .set("1") : .unset
+        launch.environment["IOASID_MACHINE"] = options.machine.map { .set($0) } ?? .unset
+        launch.environment["IOASID_TRACE_TIME"] = options.traceTime ? .set("1") : .unset
+        if let trace = options.trace {
+            do { launch.environment["IOASID_TRACE"] = .set(try TraceDestination.prepare(trace)) } catch {
+                IOASIDCommand.fail(error.description)
+            }
+        } else {
+            launch.environment["IOASID_TRACE"] = .unset
+        }
         // A crash inside the engine must end the program at once, as a kernel oops ends the
         // ioctl: the Swift runtime's interactive backtracer would otherwise hold it for minutes.
         if Launch.variable("SWIFT_BACKTRACE") == nil {
@@ -87,37 +110,22 @@ struct RunCommand: ParsableCommand {
         }
         launch.runAndExitLikeChild()
     }
+}
 
-    /// Makes `--trace` without `=<file>` mean `--trace=-` (stderr). An optional option value
-    /// must be attached with `=`, as with `git --exec-path[=<path>]`; the rewrite stops at the
-    /// program name or `--`, so the program's own arguments are never touched.
-    /// Also turns `run --help` into `help run`: the program's arguments are captured verbatim,
-    /// so the parser would otherwise take `--help` for the program.
-    static func normalize(_ arguments: [String]) -> [String] {
-        guard let run = arguments.firstIndex(of: "run") else { return arguments }
-        var arguments = arguments
-        var skipValue = false
-        for index in arguments.indices.dropFirst(run + 1) {
-            let argument = arguments[index]
-            if skipValue { skipValue = false; continue }
-            if argument == "--machine" { skipValue = true; continue }  // its value follows
-            if argument == "--" || !argument.hasPrefix("-") { break }
-            if argument == "--trace" { arguments[index] = "--trace=-" }
-            if argument == "--help" || argument == "-h" { return ["help", "run"] }
-        }
-        return arguments
-    }
+/// A failure of ioasid itself (not of the command line): printed as one line, exit status 125.
+struct ToolError: Error, CustomStringConvertible {
+    let description: String
 }
 
 /// Where `--trace` sends the lines.
 enum TraceDestination {
     /// Returns the value for `IOASID_TRACE`: `stderr`, or an absolute path to a file created
     /// (and truncated) now, so that all processes of the run append to one fresh file.
-    static func prepare(_ value: String) throws -> String {
+    static func prepare(_ value: String) throws(ToolError) -> String {
         if value.isEmpty || value == "-" || value == "stderr" { return "stderr" }
         let path = value.hasPrefix("/") ? value : currentDirectory() + "/" + value
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        if fd < 0 { throw ValidationError("Cannot create the trace file \(path): \(errorString(errno))") }
+        if fd < 0 { throw ToolError(description: "cannot create the trace file \(path): \(errorString(errno))") }
         close(fd)
         return path
     }

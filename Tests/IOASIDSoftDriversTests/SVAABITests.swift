@@ -34,11 +34,16 @@ final class SVATraceLog: Sendable {
     var sink: @Sendable (String) -> Void { { l in self.lines.withLock { $0.append(l) } } }
 }
 
+/// Files whose `svaCall`s are traced (as descriptor 3), and by which tracer.
+let svaTracers = Mutex<[ObjectIdentifier: CallTracer]>([:])
+
 extension IOMMUFile {
     /// Issues `request` with `value` (its `size` set to the struct's size).
     func svaCall<T: UAPIStruct>(_ request: UInt, _ value: inout T) -> Int {
-        withUnsafeMutableBytes(of: &value) { b in
+        let tracer = svaTracers.withLock { $0[ObjectIdentifier(self)] }
+        return withUnsafeMutableBytes(of: &value) { b in
             b.storeBytes(of: UInt32(b.count), as: UInt32.self)
+            if let tracer { return tracer.ioctl(self, fd: 3, request: request, argument: b.baseAddress) }
             return ioctl(request: request, argument: b.baseAddress)
         }
     }
@@ -48,8 +53,9 @@ extension IOMMUFile {
     @Test func bindAndUnbindThroughTheIoctls() throws {
         let trace = SVATraceLog()
         let host = SVADescriptorHost()
-        let file = IOMMUFile(host: host, configuration: EngineConfiguration(testDriver: false, trace: trace.sink))
-        defer { host.closeAll(); file.release() }
+        let file = IOMMUFile(host: host, configuration: EngineConfiguration(testDriver: false))
+        svaTracers.withLock { $0[ObjectIdentifier(file)] = CallTracer(emit: trace.sink) }
+        defer { host.closeAll(); file.release(); svaTracers.withLock { $0[ObjectIdentifier(file)] = nil } }
         let driver = try VTdDriver(memory: VTdDriver.processMemory(), delivery: .manual)
         let device = try driver.addDevice(requesterID: RequesterID(bus: 0x40, device: 0, function: 0),
                                           capabilities: .init(pasidWidth: 20, ats: .deviceTLB, pageRequestCapacity: 16))
@@ -148,9 +154,9 @@ extension IOMMUFile {
         #expect(file.svaCall(IOASIDUAPI.IOASID_SVA_BIND, &bind) == -3, "exited: ESRCH")
 
         // --trace decodes the new requests from their layout tables.
-        let lines = trace.all.filter { $0.hasPrefix("IOASID_SVA") }
-        #expect(lines.contains { $0.hasPrefix("IOASID_SVA_BIND flags=2 dev_id=\(dev.rawValue) pid=0x\(String(pid, radix: 16)) fault_id=") && $0.contains("out_pasid=\(pasid) -> 0") })
-        #expect(lines.contains { $0 == "IOASID_SVA_UNBIND flags=0 dev_id=\(dev.rawValue) pasid=\(pasid) -> 0" })
+        let lines = trace.all.filter { $0.hasPrefix("iommu:3 IOASID_SVA") }
+        #expect(lines.contains { $0.hasPrefix("iommu:3 IOASID_SVA_BIND flags=0x2 dev_id=\(dev.rawValue) pid=\(pid) fault_id=") && $0.contains("out_pasid=\(pasid) -> 0") })
+        #expect(lines.contains { $0 == "iommu:3 IOASID_SVA_UNBIND flags=0x0 dev_id=\(dev.rawValue) pasid=\(pasid) -> 0" })
         #expect(lines.contains { $0.hasSuffix("-> -ESRCH (no such process)") })
     }
 

@@ -494,6 +494,10 @@ public final class SMMUv3Driver: IOMMUDriver, @unchecked Sendable {
     /// - Throws: `EOPNOTSUPP` for another type, or when the SMMU cannot nest (stages, or neither
     ///   a coherent root complex nor stage-2 FWB); `EINVAL` when `parent` is not a stage-2 domain
     ///   of this SMMU.
+    public func supportsVIOMMU(type: UInt32, device: any DeviceModel) -> Bool {
+        type == SMMUv3UAPI.viommuType && nesting && (features.forcedWriteBack || features.coherent)
+    }
+
     public func allocateVIOMMU(device: any DeviceModel, parent: any PagingDomain, type: UInt32, data: DriverData?,
                                memory: any UserMemory) throws(IOMMUError) -> any VIOMMUModel {
         guard type == SMMUv3UAPI.viommuType else { throw .notSupported("vIOMMU type") }

@@ -1,0 +1,829 @@
+/*
+ * Trapped MMIO: plain loads and stores to a device's BAR reach the device model, one call per
+ * access, in program order.
+ *
+ * A user-space driver (DPDK, SPDK, the kernel's VFIO selftest drivers) mmaps a BAR and then
+ * reads and writes registers with ordinary moves. There is no device behind our mapping, so
+ * ioasid_trap_map() reserves address space with no access at all: every access faults. The
+ * SIGSEGV handler below finds the faulting address in a table of trapped regions, decodes the
+ * instruction at RIP (mmio_decoder.c), performs the access through the region's handler, writes
+ * the destination register and flags into the signal's ucontext, moves RIP past the instruction
+ * and returns; the program continues as if the device had answered.
+ *
+ * Vocabulary. A *region* is [start, end) with a handler, its context and the offset of `start`
+ * in the region as first mapped (a partly unmapped region keeps its offsets). A *slot* holds one
+ * region in a fixed table (no allocation, ever). The *program's action* for SIGSEGV, SIGBUS and
+ * SIGILL is what the program installed with sigaction()/signal(); once the first region is
+ * mapped, the kernel runs ours and we run theirs for every signal that is not a trapped access.
+ *
+ * Invariants and concurrency.
+ *  - The table is read only by the signal handler, lock-free: a slot's generation is odd while
+ *    a writer changes it (readers wait), and a reader that found its region holds `users` until
+ *    the handler returned. Writers (map, unmap, munmap) are serialized by `regions_lock`; a
+ *    writer makes the slot odd, then waits for `users` to drop to zero, so once
+ *    ioasid_trap_unmap() returns no handler call for that range is running or will start.
+ *  - The program's actions are a seqlock each, written under `actions_lock`, a spinlock taken
+ *    only with every signal blocked (sigaction is async-signal-safe and so must we be).
+ *  - Our handler runs with every signal blocked, on the alternate signal stack when the
+ *    program's action for that signal has SA_ONSTACK; the program's handler runs with the mask
+ *    the kernel would have given it (the mask at the fault, its sa_mask, the signal unless
+ *    SA_NODEFER).
+ *  - The trap path calls no allocator and takes no lock: a page fault, the decoder, the
+ *    handler, sigreturn. MOVDIR64B reads its source with process_vm_readv (one system call)
+ *    so that a bad source cannot fault inside this handler.
+ *
+ * MOVDIR64B and MOVDIRI on a CPU without them raise #UD before the page fault (decoding comes
+ * before memory access in the exception priorities), so SIGILL is trapped too: when the
+ * instruction at RIP is one of those two and its destination is in a region, it is performed
+ * like any other trapped store; every other SIGILL goes to the program.
+ *
+ * An instruction the decoder does not know, or an access that leaves its region, prints one line
+ * to stderr and kills the process with SIGBUS (default action, core dump), whatever the program
+ * installed: it is a limitation of ours, not a device error, and looping would hide it. A
+ * handler's bus error (-1) is a device error: SIGBUS goes to the program's handler with si_addr
+ * set and RIP at the instruction, as on a real machine (returning from that handler runs the
+ * instruction again).
+ *
+ * Not covered (docs/architecture.md, "Trapped MMIO"): programs that install handlers with the
+ * raw rt_sigaction system call or are linked statically, threads that block SIGSEGV (the kernel
+ * then kills the process on any fault, ours included), VEX/EVEX and string instructions, and
+ * system calls given a trapped address (the kernel returns EFAULT).
+ */
+#define _GNU_SOURCE
+#include "ioasid_preload.h"
+#include "mmio_decoder.h"
+#include "trap.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+#define IOASID_EXPORT __attribute__((visibility("default")))
+
+#ifndef ARCH_GET_FS
+#define ARCH_GET_FS 0x1003
+#define ARCH_GET_GS 0x1004
+#endif
+
+/* ---------------------------------------------------------------------------------------------
+ * The table of trapped regions.
+ */
+
+#define TRAP_SLOTS 256
+
+struct trap_region {
+    _Atomic uint64_t generation; /* odd while a writer changes the slot */
+    _Atomic uintptr_t start;     /* [start, end); empty when equal */
+    _Atomic uintptr_t end;
+    _Atomic(ioasid_mmio_handler) handler;
+    _Atomic(void *) context;
+    _Atomic uint64_t offset_base; /* offset of `start` in the region as first mapped */
+    _Atomic long users;           /* handler calls in flight for this slot */
+};
+
+static struct trap_region regions[TRAP_SLOTS];
+static _Atomic unsigned region_limit;                            /* slots >= limit are empty */
+static pthread_mutex_t regions_lock = PTHREAD_MUTEX_INITIALIZER; /* serializes the writers */
+static _Thread_local int inside_handler __attribute__((tls_model("initial-exec")));
+
+/* What the signal handler found: a snapshot of the region, with `users` held. */
+struct trap_hit {
+    struct trap_region *slot;
+    uintptr_t start, end;
+    ioasid_mmio_handler handler;
+    void *context;
+    uint64_t offset_base;
+};
+
+static int trap_lookup(uintptr_t address, struct trap_hit *hit) {
+    unsigned limit = atomic_load_explicit(&region_limit, memory_order_acquire);
+    for (unsigned index = 0; index < limit; index++) {
+        struct trap_region *slot = &regions[index];
+        for (;;) {
+            uint64_t before = atomic_load_explicit(&slot->generation, memory_order_acquire);
+            if (before & 1) { /* a writer is changing this slot: wait for it */
+                sched_yield();
+                continue;
+            }
+            uintptr_t start = atomic_load_explicit(&slot->start, memory_order_relaxed);
+            uintptr_t end = atomic_load_explicit(&slot->end, memory_order_relaxed);
+            if (address < start || address >= end) {
+                atomic_thread_fence(memory_order_acquire);
+                if (atomic_load_explicit(&slot->generation, memory_order_relaxed) != before) continue;
+                break;
+            }
+            hit->handler = atomic_load_explicit(&slot->handler, memory_order_relaxed);
+            hit->context = atomic_load_explicit(&slot->context, memory_order_relaxed);
+            hit->offset_base = atomic_load_explicit(&slot->offset_base, memory_order_relaxed);
+            atomic_fetch_add_explicit(&slot->users, 1, memory_order_seq_cst);
+            if (atomic_load_explicit(&slot->generation, memory_order_seq_cst) != before) {
+                atomic_fetch_sub_explicit(&slot->users, 1, memory_order_release);
+                continue;
+            }
+            hit->slot = slot;
+            hit->start = start;
+            hit->end = end;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static void trap_release(struct trap_hit *hit) {
+    atomic_fetch_sub_explicit(&hit->slot->users, 1, memory_order_release);
+}
+
+/* Writers (under regions_lock): open a slot for change, waiting out handler calls in flight. */
+static void slot_open(struct trap_region *slot) {
+    atomic_fetch_add_explicit(&slot->generation, 1, memory_order_seq_cst);
+    while (atomic_load_explicit(&slot->users, memory_order_seq_cst) != 0) sched_yield();
+}
+
+static void slot_close(struct trap_region *slot) {
+    atomic_fetch_add_explicit(&slot->generation, 1, memory_order_release);
+}
+
+static void slot_set(struct trap_region *slot, uintptr_t start, uintptr_t end, ioasid_mmio_handler handler,
+                     void *context, uint64_t offset_base) {
+    slot_open(slot);
+    atomic_store_explicit(&slot->start, start, memory_order_relaxed);
+    atomic_store_explicit(&slot->end, end, memory_order_relaxed);
+    atomic_store_explicit(&slot->handler, handler, memory_order_relaxed);
+    atomic_store_explicit(&slot->context, context, memory_order_relaxed);
+    atomic_store_explicit(&slot->offset_base, offset_base, memory_order_relaxed);
+    slot_close(slot);
+}
+
+static int slot_empty(struct trap_region *slot) {
+    return atomic_load_explicit(&slot->start, memory_order_relaxed) ==
+           atomic_load_explicit(&slot->end, memory_order_relaxed);
+}
+
+/* A free slot (under regions_lock), the limit raised to cover it; -1 when the table is full. */
+static int slot_allocate(void) {
+    for (unsigned index = 0; index < TRAP_SLOTS; index++) {
+        if (!slot_empty(&regions[index])) continue;
+        if (index >= atomic_load_explicit(&region_limit, memory_order_relaxed))
+            atomic_store_explicit(&region_limit, index + 1, memory_order_release);
+        return (int)index;
+    }
+    return -1;
+}
+
+static size_t page_size(void) {
+    static _Atomic size_t cached;
+    size_t size = atomic_load_explicit(&cached, memory_order_relaxed);
+    if (size == 0) {
+        long queried = sysconf(_SC_PAGESIZE);
+        size = queried > 0 ? (size_t)queried : 4096;
+        atomic_store_explicit(&cached, size, memory_order_relaxed);
+    }
+    return size;
+}
+
+int ioasid_trap_forget(void *address, size_t length) {
+    if (atomic_load_explicit(&region_limit, memory_order_acquire) == 0) return 0;
+    size_t page = page_size();
+    uintptr_t first = (uintptr_t)address;
+    uintptr_t last = first + ((length + page - 1) & ~(page - 1)); /* exclusive */
+    if (last < first) last = UINTPTR_MAX;
+    pthread_mutex_lock(&regions_lock);
+    unsigned limit = atomic_load_explicit(&region_limit, memory_order_relaxed);
+    unsigned splits = 0, free_slots = 0;
+    for (unsigned index = 0; index < TRAP_SLOTS; index++) {
+        struct trap_region *slot = &regions[index];
+        if (slot_empty(slot)) {
+            free_slots++;
+            continue;
+        }
+        uintptr_t start = atomic_load_explicit(&slot->start, memory_order_relaxed);
+        uintptr_t end = atomic_load_explicit(&slot->end, memory_order_relaxed);
+        if (end <= first || start >= last) continue;
+        if (inside_handler) { /* would wait for the handler call we are in */
+            pthread_mutex_unlock(&regions_lock);
+            errno = EDEADLK;
+            return -1;
+        }
+        if (start < first && end > last) splits++;
+    }
+    if (splits > free_slots) {
+        pthread_mutex_unlock(&regions_lock);
+        errno = ENOMEM;
+        return -1;
+    }
+    for (unsigned index = 0; index < limit; index++) {
+        struct trap_region *slot = &regions[index];
+        if (slot_empty(slot)) continue;
+        uintptr_t start = atomic_load_explicit(&slot->start, memory_order_relaxed);
+        uintptr_t end = atomic_load_explicit(&slot->end, memory_order_relaxed);
+        if (end <= first || start >= last) continue;
+        ioasid_mmio_handler handler = atomic_load_explicit(&slot->handler, memory_order_relaxed);
+        void *context = atomic_load_explicit(&slot->context, memory_order_relaxed);
+        uint64_t base = atomic_load_explicit(&slot->offset_base, memory_order_relaxed);
+        if (start < first && end > last) {
+            /* A hole in the middle: publish the tail first, so it is never untrapped. */
+            int tail = slot_allocate();
+            slot_set(&regions[tail], last, end, handler, context, base + (last - start));
+            slot_set(slot, start, first, handler, context, base);
+        } else if (start >= first && end <= last) {
+            slot_set(slot, 0, 0, NULL, NULL, 0);
+        } else if (start < first) {
+            slot_set(slot, start, first, handler, context, base);
+        } else {
+            slot_set(slot, last, end, handler, context, base + (last - start));
+        }
+    }
+    pthread_mutex_unlock(&regions_lock);
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * The program's actions for the signals we keep.
+ */
+
+enum { KEPT_SIGSEGV, KEPT_SIGBUS, KEPT_SIGILL, KEPT_COUNT };
+
+static int kept_index(int signo) {
+    switch (signo) {
+    case SIGSEGV: return KEPT_SIGSEGV;
+    case SIGBUS: return KEPT_SIGBUS;
+    case SIGILL: return KEPT_SIGILL;
+    default: return -1;
+    }
+}
+
+static const int kept_signals[KEPT_COUNT] = {SIGSEGV, SIGBUS, SIGILL};
+
+struct program_action {
+    _Atomic unsigned sequence; /* seqlock: odd while written */
+    struct sigaction action;
+};
+
+static struct program_action program_actions[KEPT_COUNT];
+static _Atomic int handlers_installed;
+static _Atomic int actions_lock;
+
+typedef int (*sigaction_fn)(int, const struct sigaction *, struct sigaction *);
+typedef sighandler_t (*signal_fn)(int, sighandler_t);
+static _Atomic(sigaction_fn) real_sigaction_function;
+static _Atomic(signal_fn) real_signal_function, real_sysv_signal_function;
+
+__attribute__((constructor)) static void trap_init(void) {
+    void *function = dlsym(RTLD_NEXT, "sigaction");
+    if (function == NULL) function = dlsym(RTLD_NEXT, "__sigaction");
+    atomic_store(&real_sigaction_function, (sigaction_fn)function);
+    atomic_store(&real_signal_function, (signal_fn)dlsym(RTLD_NEXT, "signal"));
+    atomic_store(&real_sysv_signal_function, (signal_fn)dlsym(RTLD_NEXT, "sysv_signal"));
+}
+
+static int real_sigaction(int signo, const struct sigaction *action, struct sigaction *old) {
+    sigaction_fn real = atomic_load_explicit(&real_sigaction_function, memory_order_acquire);
+    if (real == NULL) {
+        trap_init();
+        real = atomic_load(&real_sigaction_function);
+        if (real == NULL) {
+            errno = ENOSYS;
+            return -1;
+        }
+    }
+    return real(signo, action, old);
+}
+
+/* The spinlock over program_actions; `saved` is NULL inside our handler (all blocked already). */
+static void actions_lock_take(sigset_t *saved) {
+    if (saved != NULL) {
+        sigset_t all;
+        sigfillset(&all);
+        pthread_sigmask(SIG_BLOCK, &all, saved);
+    }
+    while (atomic_exchange_explicit(&actions_lock, 1, memory_order_acquire) != 0) sched_yield();
+}
+
+static void actions_lock_give(const sigset_t *saved) {
+    atomic_store_explicit(&actions_lock, 0, memory_order_release);
+    if (saved != NULL) pthread_sigmask(SIG_SETMASK, saved, NULL);
+}
+
+static void program_action_write(int which, const struct sigaction *action) {
+    struct program_action *entry = &program_actions[which];
+    atomic_fetch_add_explicit(&entry->sequence, 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+    entry->action = *action;
+    atomic_fetch_add_explicit(&entry->sequence, 1, memory_order_release);
+}
+
+static void program_action_read(int which, struct sigaction *action) {
+    struct program_action *entry = &program_actions[which];
+    for (;;) {
+        unsigned before = atomic_load_explicit(&entry->sequence, memory_order_acquire);
+        if (before & 1) {
+            sched_yield();
+            continue;
+        }
+        memcpy(action, &entry->action, sizeof *action);
+        atomic_thread_fence(memory_order_acquire);
+        if (atomic_load_explicit(&entry->sequence, memory_order_relaxed) == before) return;
+    }
+}
+
+static void trap_signal(int signo, siginfo_t *info, void *context);
+
+/* Gives the kernel our handler for a kept signal (under actions_lock). It runs on the
+ * alternate signal stack exactly when the program's handler asked for it (a program that
+ * catches stack overflow needs it; a program whose small alternate stack serves other signals
+ * must not find our frame there). Every signal is blocked while it runs. */
+static int install_ours(int which, int on_stack) {
+    struct sigaction ours;
+    memset(&ours, 0, sizeof ours);
+    ours.sa_sigaction = trap_signal;
+    ours.sa_flags = SA_SIGINFO | SA_RESTART | (on_stack ? SA_ONSTACK : 0);
+    sigfillset(&ours.sa_mask);
+    return real_sigaction(kept_signals[which], &ours, NULL);
+}
+
+/* Puts our handler in front of the program's for the kept signals, recording theirs. */
+static int install_handlers(void) {
+    if (atomic_load_explicit(&handlers_installed, memory_order_acquire)) return 0;
+    sigset_t saved;
+    int result = 0;
+    actions_lock_take(&saved);
+    if (!atomic_load_explicit(&handlers_installed, memory_order_relaxed)) {
+        struct sigaction theirs[KEPT_COUNT];
+        for (int which = 0; which < KEPT_COUNT && result == 0; which++) {
+            if (real_sigaction(kept_signals[which], NULL, &theirs[which]) != 0) result = -1;
+            else program_action_write(which, &theirs[which]);
+        }
+        for (int which = 0; which < KEPT_COUNT && result == 0; which++) {
+            if (install_ours(which, (theirs[which].sa_flags & SA_ONSTACK) != 0) != 0) result = -1;
+        }
+        if (result == 0) atomic_store_explicit(&handlers_installed, 1, memory_order_release);
+    }
+    int saved_errno = errno;
+    actions_lock_give(&saved);
+    errno = saved_errno;
+    return result;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * sigaction and signal: for SIGSEGV, SIGBUS and SIGILL, once our handler is installed, the
+ * program's action is recorded and reported instead of being given to the kernel.
+ */
+
+static int kept_sigaction(int signo, const struct sigaction *action, struct sigaction *old) {
+    int which = kept_index(signo);
+    if (which < 0) return real_sigaction(signo, action, old);
+    struct sigaction requested, previous;
+    if (action != NULL) requested = *action; /* read the program's memory outside the lock */
+    sigset_t saved;
+    actions_lock_take(&saved);
+    if (!atomic_load_explicit(&handlers_installed, memory_order_relaxed)) {
+        int result = real_sigaction(signo, action, old);
+        int saved_errno = errno;
+        actions_lock_give(&saved);
+        errno = saved_errno;
+        return result;
+    }
+    program_action_read(which, &previous);
+    if (action != NULL) {
+        program_action_write(which, &requested);
+        if ((requested.sa_flags & SA_ONSTACK) != (previous.sa_flags & SA_ONSTACK))
+            (void)install_ours(which, (requested.sa_flags & SA_ONSTACK) != 0);
+    }
+    actions_lock_give(&saved);
+    if (old != NULL) *old = previous;
+    return 0;
+}
+
+IOASID_EXPORT int sigaction(int signo, const struct sigaction *action, struct sigaction *old) {
+    return kept_sigaction(signo, action, old);
+}
+
+IOASID_EXPORT int __sigaction(int signo, const struct sigaction *action, struct sigaction *old) {
+    return kept_sigaction(signo, action, old);
+}
+
+/* signal() with glibc's BSD semantics (the signal masked in its handler, SA_RESTART). */
+static sighandler_t kept_signal(int signo, sighandler_t handler, int flags, int mask_self) {
+    if (handler == SIG_ERR || signo < 1 || signo >= NSIG) {
+        errno = EINVAL;
+        return SIG_ERR;
+    }
+    struct sigaction action, old;
+    memset(&action, 0, sizeof action);
+    action.sa_handler = handler;
+    sigemptyset(&action.sa_mask);
+    if (mask_self) sigaddset(&action.sa_mask, signo);
+    action.sa_flags = flags;
+    if (kept_sigaction(signo, &action, &old) != 0) return SIG_ERR;
+    return old.sa_handler;
+}
+
+IOASID_EXPORT sighandler_t signal(int signo, sighandler_t handler) {
+    signal_fn real = atomic_load_explicit(&real_signal_function, memory_order_acquire);
+    if (kept_index(signo) < 0 && real != NULL) return real(signo, handler);
+    return kept_signal(signo, handler, SA_RESTART, 1);
+}
+
+IOASID_EXPORT sighandler_t bsd_signal(int signo, sighandler_t handler) { return signal(signo, handler); }
+IOASID_EXPORT sighandler_t ssignal(int signo, sighandler_t handler) { return signal(signo, handler); }
+
+/* System V semantics: reset to SIG_DFL on delivery, not masked in the handler. */
+IOASID_EXPORT sighandler_t sysv_signal(int signo, sighandler_t handler) {
+    signal_fn real = atomic_load_explicit(&real_sysv_signal_function, memory_order_acquire);
+    if (kept_index(signo) < 0 && real != NULL) return real(signo, handler);
+    return kept_signal(signo, handler, SA_RESETHAND | SA_NODEFER, 0);
+}
+
+IOASID_EXPORT sighandler_t __sysv_signal(int signo, sighandler_t handler) { return sysv_signal(signo, handler); }
+
+/* ---------------------------------------------------------------------------------------------
+ * Raw output and deterministic death.
+ */
+
+struct line {
+    char text[256];
+    size_t length;
+};
+
+static void line_append(struct line *line, const char *text) {
+    while (*text && line->length < sizeof line->text - 1) line->text[line->length++] = *text++;
+}
+
+static void line_hex(struct line *line, uint64_t value, unsigned minimum_digits) {
+    char digits[16];
+    unsigned count = 0;
+    do {
+        digits[count++] = "0123456789abcdef"[value & 15];
+        value >>= 4;
+    } while (value != 0 || count < minimum_digits);
+    while (count > 0 && line->length < sizeof line->text - 1) line->text[line->length++] = digits[--count];
+}
+
+static pid_t current_tid(void) { return (pid_t)syscall(SYS_gettid); }
+
+static void unblock(int signo) {
+    uint64_t mask = 1ull << (signo - 1);
+    (void)syscall(SYS_rt_sigprocmask, SIG_UNBLOCK, &mask, NULL, sizeof mask);
+}
+
+/* Kills the process with `signo`'s default action (core dump for SIGBUS). */
+static _Noreturn void die_by(int signo) {
+    struct sigaction default_action;
+    memset(&default_action, 0, sizeof default_action);
+    default_action.sa_handler = SIG_DFL;
+    (void)real_sigaction(signo, &default_action, NULL);
+    unblock(signo);
+    (void)syscall(SYS_tgkill, getpid(), current_tid(), signo);
+    for (;;) (void)syscall(SYS_exit_group, 128 + signo);
+}
+
+/* One line naming the instruction's bytes (within its page: the next page may be unmapped),
+ * then death by SIGBUS. */
+static _Noreturn void fail_clearly(const char *why, uint64_t rip, uint64_t address) {
+    struct line line = {.length = 0};
+    line_append(&line, "ioasid-preload: trapped MMIO at 0x");
+    line_hex(&line, address, 1);
+    line_append(&line, ": ");
+    line_append(&line, why);
+    line_append(&line, " at 0x");
+    line_hex(&line, rip, 1);
+    line_append(&line, ":");
+    size_t page = page_size();
+    uint64_t page_end = (rip | (page - 1)) + 1;
+    for (uint64_t byte = rip; byte < rip + MMIO_MAX_INSTRUCTION && byte < page_end; byte++) {
+        line_append(&line, " ");
+        line_hex(&line, *(const volatile uint8_t *)byte, 2);
+    }
+    line_append(&line, "\n");
+    (void)syscall(SYS_write, 2, line.text, line.length);
+    die_by(SIGBUS);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Running the program's action.
+ */
+
+/* The signal again with its default action: either by letting the faulting instruction run
+ * again (a fault the kernel raised) or by queueing it to this thread, delivered when our
+ * handler returns. */
+static void run_default_action(int signo, siginfo_t *info, ucontext_t *uc, int fault_again) {
+    struct sigaction default_action;
+    memset(&default_action, 0, sizeof default_action);
+    default_action.sa_handler = SIG_DFL;
+    (void)real_sigaction(signo, &default_action, NULL);
+    if (fault_again) return;
+    sigdelset(&uc->uc_sigmask, signo);
+    siginfo_t copy = *info;
+    (void)syscall(SYS_rt_tgsigqueueinfo, getpid(), current_tid(), signo, &copy);
+}
+
+/* Runs the program's action for `signo` as the kernel would have. `synthesized`: a bus error
+ * from a trapped access, not a signal the kernel delivered. */
+static void chain(int signo, siginfo_t *info, ucontext_t *uc, int synthesized) {
+    int which = kept_index(signo);
+    struct sigaction action;
+    program_action_read(which, &action);
+    int from_kernel = info->si_code > 0;
+    int blocked = sigismember(&uc->uc_sigmask, signo) == 1;
+    if (action.sa_handler == SIG_IGN && !from_kernel) return;
+    if (action.sa_handler == SIG_DFL || action.sa_handler == SIG_IGN || (synthesized && blocked)) {
+        /* A fault the program ignores or blocks kills it, as the kernel's forced signals do. */
+        run_default_action(signo, info, uc, from_kernel && !synthesized);
+        return;
+    }
+    if (action.sa_flags & SA_RESETHAND) {
+        actions_lock_take(NULL);
+        struct sigaction current;
+        program_action_read(which, &current);
+        if (current.sa_handler == action.sa_handler) {
+            memset(&current, 0, sizeof current);
+            current.sa_handler = SIG_DFL;
+            program_action_write(which, &current);
+        }
+        actions_lock_give(NULL);
+    }
+    sigset_t mask = uc->uc_sigmask;
+    for (int other = 1; other < NSIG; other++) {
+        if (sigismember(&action.sa_mask, other) == 1) sigaddset(&mask, other);
+    }
+    if (!(action.sa_flags & SA_NODEFER)) sigaddset(&mask, signo);
+    (void)syscall(SYS_rt_sigprocmask, SIG_SETMASK, &mask, NULL, (size_t)(_NSIG / 8));
+    if (action.sa_flags & SA_SIGINFO) {
+        action.sa_sigaction(signo, info, uc);
+    } else {
+        /* The kernel passes all three arguments to every handler on x86-64; so do we. */
+        ((void (*)(int, siginfo_t *, void *))(void *)action.sa_handler)(signo, info, uc);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * The trapped access.
+ */
+
+static const int gpr_slots[16] = {
+    REG_RAX, REG_RCX, REG_RDX, REG_RBX, REG_RSP, REG_RBP, REG_RSI, REG_RDI,
+    REG_R8, REG_R9, REG_R10, REG_R11, REG_R12, REG_R13, REG_R14, REG_R15,
+};
+
+static inline uint64_t *gpr(ucontext_t *uc, unsigned number) {
+    return (uint64_t *)&uc->uc_mcontext.gregs[gpr_slots[number & 15]];
+}
+
+static inline uint8_t *xmm(ucontext_t *uc, unsigned number) {
+    return (uint8_t *)&uc->uc_mcontext.fpregs->_xmm[number & 15];
+}
+
+/* After writing an XMM register into the frame: when the frame is in XSAVE format, mark the SSE
+ * component present in XSTATE_BV, or sigreturn's XRSTOR would restore the init state (all
+ * zeros) for registers that were all zero at the fault and drop what we wrote. */
+#define FRAME_XSAVE_MAGIC 0x46505853u /* "FPXS" in the frame's software-reserved bytes */
+static void mark_xmm_written(ucontext_t *uc) {
+    uint8_t *frame = (uint8_t *)uc->uc_mcontext.fpregs;
+    uint32_t magic;
+    memcpy(&magic, frame + 464, sizeof magic);
+    if (magic != FRAME_XSAVE_MAGIC) return;
+    uint64_t present;
+    memcpy(&present, frame + 512, sizeof present);
+    present |= 2; /* component 1: SSE (XMM registers, MXCSR) */
+    memcpy(frame + 512, &present, sizeof present);
+}
+
+/* Reads MOVDIR64B's source without faulting here: the kernel copies it or says EFAULT. */
+static int read_source(uint64_t address, uint8_t *data, size_t length) {
+    struct iovec local = {.iov_base = data, .iov_len = length};
+    struct iovec remote = {.iov_base = (void *)address, .iov_len = length};
+    long copied = syscall(SYS_process_vm_readv, getpid(), &local, 1UL, &remote, 1UL, 0UL);
+    if (copied == (long)length) return 0;
+    if (copied < 0 && errno != EFAULT) { /* process_vm_readv unavailable: trust the address */
+        memcpy(data, (const void *)address, length);
+        return 0;
+    }
+    return -1;
+}
+
+/* Performs the decoded instruction through the handler; 0, or -1 when the handler reported a
+ * bus error (then no register or flag has changed). */
+static int perform(const struct mmio_instruction *instruction, ucontext_t *uc, const struct trap_hit *hit,
+                   uint64_t offset, uint64_t source_address, uint64_t rip, uint64_t address) {
+    uint8_t data[64] __attribute__((aligned(64)));
+    unsigned size = instruction->size;
+    void *context = hit->context;
+    ioasid_mmio_handler handler = hit->handler;
+    uint64_t *reg = instruction->register_kind == MMIO_REGISTER_GPR ? gpr(uc, instruction->register_number) : NULL;
+    uint64_t value = 0;
+    memset(data, 0, sizeof data);
+
+    switch (instruction->operation) {
+    case MMIO_LOAD:
+        if (handler(context, offset, size, 0, data) != 0) return -1;
+        if (reg != NULL) {
+            memcpy(&value, data, size);
+            value = ioasid_mmio_extend(value, size, instruction->extension);
+            *reg = ioasid_mmio_write_register(*reg, value, instruction->register_width, instruction->high_byte);
+        } else {
+            if (uc->uc_mcontext.fpregs == NULL) fail_clearly("no XMM state in the signal frame", rip, address);
+            if (instruction->zero_upper_xmm) memset(xmm(uc, instruction->register_number), 0, 16);
+            memcpy(xmm(uc, instruction->register_number), data, size);
+            mark_xmm_written(uc);
+        }
+        return 0;
+
+    case MMIO_STORE:
+        if (instruction->has_immediate) {
+            memcpy(data, &instruction->immediate, size);
+        } else if (reg != NULL) {
+            value = ioasid_mmio_read_register(*reg, instruction->register_width, instruction->high_byte);
+            memcpy(data, &value, size);
+        } else {
+            if (uc->uc_mcontext.fpregs == NULL) fail_clearly("no XMM state in the signal frame", rip, address);
+            memcpy(data, xmm(uc, instruction->register_number), size);
+        }
+        return handler(context, offset, size, 1, data) != 0 ? -1 : 0;
+
+    case MMIO_EXCHANGE: {
+        if (handler(context, offset, size, 0, data) != 0) return -1;
+        uint64_t old = 0;
+        memcpy(&old, data, size);
+        value = ioasid_mmio_read_register(*reg, instruction->register_width, instruction->high_byte);
+        memcpy(data, &value, size);
+        if (handler(context, offset, size, 1, data) != 0) return -1;
+        *reg = ioasid_mmio_write_register(*reg, old, instruction->register_width, instruction->high_byte);
+        return 0;
+    }
+
+    case MMIO_ALU: {
+        if (handler(context, offset, size, 0, data) != 0) return -1;
+        uint64_t memory = 0, source = 0;
+        memcpy(&memory, data, size);
+        if (instruction->has_immediate) {
+            source = instruction->immediate;
+        } else if (reg != NULL) {
+            source = ioasid_mmio_read_register(*reg, instruction->register_width, instruction->high_byte);
+        }
+        uint64_t flags = (uint64_t)uc->uc_mcontext.gregs[REG_EFL];
+        int writes = ioasid_mmio_alu_writes(instruction->alu);
+        if (instruction->memory_is_source) {
+            uint64_t result = ioasid_mmio_alu(instruction->alu, size, source, memory, &flags);
+            if (writes) *reg = ioasid_mmio_write_register(*reg, result, instruction->register_width, instruction->high_byte);
+        } else {
+            uint64_t result = ioasid_mmio_alu(instruction->alu, size, memory, source, &flags);
+            if (writes) {
+                memcpy(data, &result, size);
+                if (handler(context, offset, size, 1, data) != 0) return -1;
+            }
+        }
+        uc->uc_mcontext.gregs[REG_EFL] = (greg_t)flags;
+        return 0;
+    }
+
+    case MMIO_COPY64:
+        if (read_source(source_address, data, 64) != 0)
+            fail_clearly("MOVDIR64B source is not readable", rip, address);
+        return handler(context, offset, 64, 1, data) != 0 ? -1 : 0;
+    }
+    fail_clearly("cannot emulate the instruction", rip, address);
+}
+
+/* MOVDIR64B or MOVDIRI at `code`? Reads only the bytes those encodings have. */
+static int is_direct_store(const uint8_t *code) {
+    unsigned position = 0;
+    while (position < MMIO_MAX_INSTRUCTION - 3) {
+        uint8_t byte = code[position];
+        if (byte == 0x66 || byte == 0x67 || byte == 0x2E || byte == 0x3E || byte == 0x26 || byte == 0x36 ||
+            byte == 0x64 || byte == 0x65 || (byte & 0xF0) == 0x40) {
+            position++;
+            continue;
+        }
+        break;
+    }
+    return code[position] == 0x0F && code[position + 1] == 0x38 &&
+           (code[position + 2] == 0xF8 || code[position + 2] == 0xF9);
+}
+
+/* Handles a fault at `fault_address` (SIGSEGV) or a #UD (SIGILL, fault_address 0). Returns 1
+ * when the access was a trapped one (done, or a bus error passed on), 0 when it is not ours. */
+static int trap_access(int signo, ucontext_t *uc, uintptr_t fault_address) {
+    uint64_t rip = (uint64_t)uc->uc_mcontext.gregs[REG_RIP];
+    const uint8_t *code = (const uint8_t *)rip;
+    struct mmio_instruction instruction;
+    struct trap_hit hit;
+    int have_hit = 0;
+
+    if (signo == SIGSEGV) {
+        if (!trap_lookup(fault_address, &hit)) return 0;
+        if (fault_address - rip < MMIO_MAX_INSTRUCTION) { /* fetching code from a region: not an access */
+            trap_release(&hit);
+            return 0;
+        }
+        have_hit = 1;
+        if (ioasid_mmio_decode(code, &instruction) != 0)
+            fail_clearly("unknown instruction", rip, fault_address);
+    } else {
+        if (!is_direct_store(code) || ioasid_mmio_decode(code, &instruction) != 0) return 0;
+    }
+
+    uint64_t registers[16];
+    for (unsigned number = 0; number < 16; number++) registers[number] = *gpr(uc, number);
+    uint64_t segment_base = 0;
+    if (instruction.address.segment != MMIO_SEGMENT_DEFAULT) {
+        int code_number = instruction.address.segment == MMIO_SEGMENT_FS ? ARCH_GET_FS : ARCH_GET_GS;
+        (void)syscall(SYS_arch_prctl, code_number, &segment_base);
+    }
+    uint64_t address = ioasid_mmio_effective_address(&instruction, registers, rip, segment_base);
+    uint64_t source_address = 0;
+    if (instruction.operation == MMIO_COPY64) {
+        source_address = address;
+        address = registers[instruction.copy_destination];
+        if (instruction.address.address32) address = (uint32_t)address;
+    }
+
+    if (!have_hit) { /* SIGILL: only a direct store into a region is ours */
+        if (!trap_lookup((uintptr_t)address, &hit)) return 0;
+    } else if (fault_address < address || fault_address - address >= instruction.size) {
+        fail_clearly("the decoded address does not match the fault", rip, fault_address);
+    }
+    if (address < hit.start || address + instruction.size > hit.end)
+        fail_clearly("the access crosses the end of the trapped region", rip, address);
+    if (instruction.operation == MMIO_COPY64 && (address & 63) != 0)
+        fail_clearly("MOVDIR64B destination is not 64-byte aligned", rip, address);
+
+    inside_handler = 1;
+    int result = perform(&instruction, uc, &hit, address - hit.start + hit.offset_base, source_address, rip, address);
+    inside_handler = 0;
+    trap_release(&hit);
+
+    if (result == 0) {
+        uc->uc_mcontext.gregs[REG_RIP] = (greg_t)(rip + instruction.length);
+        return 1;
+    }
+    siginfo_t bus_error;
+    memset(&bus_error, 0, sizeof bus_error);
+    bus_error.si_signo = SIGBUS;
+    bus_error.si_code = BUS_ADRERR;
+    bus_error.si_addr = (void *)address;
+    chain(SIGBUS, &bus_error, uc, 1);
+    return 1;
+}
+
+static void trap_signal(int signo, siginfo_t *info, void *context) {
+    ucontext_t *uc = context;
+    int saved_errno = errno;
+    int handled = 0;
+    if (info->si_code > 0 && atomic_load_explicit(&region_limit, memory_order_acquire) != 0 &&
+        (signo == SIGSEGV || signo == SIGILL)) {
+        handled = trap_access(signo, uc, (uintptr_t)info->si_addr);
+    }
+    if (!handled) chain(signo, info, uc, 0);
+    errno = saved_errno;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * The API.
+ */
+
+IOASID_EXPORT void *ioasid_trap_map(size_t length, void *hint, ioasid_mmio_handler handler, void *context) {
+    size_t page = page_size();
+    if (length == 0 || length % page != 0 || handler == NULL || ((uintptr_t)hint % page) != 0) {
+        errno = EINVAL;
+        return MAP_FAILED;
+    }
+    if (inside_handler) { /* a writer may hold regions_lock while it waits for this handler */
+        errno = EDEADLK;
+        return MAP_FAILED;
+    }
+    if (install_handlers() != 0) return MAP_FAILED;
+    long mapped = syscall(SYS_mmap, hint, length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0L);
+    if (mapped == -1) return MAP_FAILED;
+    void *address = (void *)mapped;
+    pthread_mutex_lock(&regions_lock);
+    int index = slot_allocate();
+    if (index < 0) {
+        pthread_mutex_unlock(&regions_lock);
+        (void)syscall(SYS_munmap, address, length);
+        errno = ENOMEM;
+        return MAP_FAILED;
+    }
+    slot_set(&regions[index], (uintptr_t)address, (uintptr_t)address + length, handler, context, 0);
+    pthread_mutex_unlock(&regions_lock);
+    return address;
+}
+
+IOASID_EXPORT int ioasid_trap_unmap(void *address, size_t length) {
+    if (length == 0 || ((uintptr_t)address % page_size()) != 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    if (ioasid_trap_forget(address, length) != 0) return -1;
+    if (syscall(SYS_munmap, address, length) != 0) return -1;
+    return 0;
+}
