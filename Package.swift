@@ -50,12 +50,13 @@ let package = Package(
         .target(name: "IOASIDLinuxABI", dependencies: ["IOASIDStructures", "IOASIDCore", "IOASIDSets", "IOASIDTestDriver", "IOASIDSoftIOMMU", "IOASIDSoftDrivers", "CIOASIDSys"]),
         // The report page (layer 6): plain values in, self-contained HTML out.
         .target(name: "IOASIDReport", dependencies: ["IOASIDCore", "IOASIDLinuxABI", "IOASIDStructures"]),
-        .target(name: "IOASIDEngine", dependencies: ["IOASIDLinuxABI", "IOASIDReport", "IOASIDCore", "IOASIDTestDriver", "IOASIDSoftDrivers", "CIOASIDSys"]),
+        .target(name: "IOASIDEngine", dependencies: ["IOASIDLinuxABI", "IOASIDReport", "IOASIDCore", "IOASIDTestDriver", "IOASIDSoftDrivers", "IOASIDSoftIOMMU", "CIOASIDSys"]),
         .target(name: "CIOASIDPreload", linkerSettings: [.linkedLibrary("dl")]),
         .executableTarget(name: "ioasid", dependencies: [
             "IOASIDLinuxABI",
             "IOASIDSoftDrivers",
             "IOASIDDemo",
+            "IOASIDSoftDrivers",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "SystemPackage", package: "swift-system"),
         ]),

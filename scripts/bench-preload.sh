@@ -20,6 +20,9 @@
 #   read_eventfd    read(eventfd, 8 bytes) on a semaphore eventfd with a huge count (every
 #                   read succeeds and returns 1)
 #   close           close() of a descriptor made by dup() (the dup()s are not timed)
+#   stat_foreign    stat("/etc/passwd"): a path the preload rules out with two byte compares
+#   stat_dev_null   stat("/dev/null"): a path under /dev, which pays the preload's prefix checks
+#   open_close      open("/etc/passwd", O_RDONLY) then close() of it
 #
 # libmalloccount.so replaces malloc, calloc, realloc, free, memalign, aligned_alloc,
 # posix_memalign, valloc and pvalloc, counts the calls of the allocating functions in
@@ -47,6 +50,7 @@ build() {
 #include <stdlib.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -71,6 +75,27 @@ static void report(const char *name, double *v, double *d) {
 typedef int (*ioctl_fn)(int, unsigned long, ...);
 typedef ssize_t (*read_fn)(int, void *, size_t);
 typedef int (*close_fn)(int);
+typedef int (*stat_fn)(const char *, struct stat *);
+typedef int (*open_fn)(const char *, int, ...);
+
+/* Times `path_call` (through the PLT) against `direct_call` (glibc's function) like the loops
+ * above: half the calls each per repetition, the order alternating. */
+#define PATH_BENCH(NAME, PLT_CALL, DIRECT_CALL)                                                     \
+	for (int rep = -2; rep < REPS; rep++) {                                                    \
+		uint64_t plt = 0, direct = 0;                                                          \
+		for (int k = 0; k < 2; k++) {                                                          \
+			uint64_t t0 = now();                                                           \
+			if ((k ^ rep) & 1) {                                                           \
+				for (long i = 0; i < iterations / 2; i++) { PLT_CALL; }                \
+				plt += now() - t0;                                                     \
+			} else {                                                                       \
+				for (long i = 0; i < iterations / 2; i++) { DIRECT_CALL; }             \
+				direct += now() - t0;                                                  \
+			}                                                                              \
+		}                                                                                      \
+		if (rep >= 0) { r[rep] = (double)plt / (iterations / 2); d[rep] = (double)direct / (iterations / 2); } \
+	}                                                                                              \
+	report(NAME, r, d);
 
 /* Each repetition times the ordinary call (through the PLT: the preload's wrapper when it is
  * preloaded) and, right after, glibc's own function called through a pointer from
@@ -155,6 +180,20 @@ int main(int argc, char **argv) {
 		if (rep >= 0) { r[rep] = (double)total / (batches * BATCH); d[rep] = (double)direct / (batches * BATCH); }
 	}
 	report("close", r, d);
+
+	stat_fn volatile libc_stat = (stat_fn)dlsym(libc, "stat");
+	open_fn volatile libc_open = (open_fn)dlsym(libc, "open");
+	if (!libc_stat || !libc_open) { fprintf(stderr, "no stat/open in libc.so.6\n"); return 2; }
+	struct stat st;
+	PATH_BENCH("stat_foreign",
+		if (stat("/etc/passwd", &st) != 0) { perror("stat"); return 2; },
+		if (libc_stat("/etc/passwd", &st) != 0) { perror("stat"); return 2; })
+	PATH_BENCH("stat_dev_null",
+		if (stat("/dev/null", &st) != 0) { perror("stat"); return 2; },
+		if (libc_stat("/dev/null", &st) != 0) { perror("stat"); return 2; })
+	PATH_BENCH("open_close",
+		int fd = open("/etc/passwd", O_RDONLY); if (fd < 0 || close(fd) != 0) { perror("open"); return 2; },
+		int fd = libc_open("/etc/passwd", O_RDONLY); if (fd < 0 || libc_close(fd) != 0) { perror("open"); return 2; })
 	return 0;
 }
 EOF

@@ -30,6 +30,7 @@
 #undef _FORTIFY_SOURCE /* we define open() etc. ourselves; fortify would make them inline wrappers */
 #define _GNU_SOURCE
 #include "ioasid_preload.h"
+#include "preload_internal.h"
 #include "trap.h"
 
 #include <dlfcn.h>
@@ -51,8 +52,6 @@
 #include <unistd.h>
 
 #define IOASID_EXPORT __attribute__((visibility("default")))
-#define likely(x) __builtin_expect(!!(x), 1)
-#define unlikely(x) __builtin_expect(!!(x), 0)
 
 /* Declared by glibc only under _FORTIFY_SOURCE; programs built with it call these. */
 IOASID_EXPORT int __open_2(const char *path, int flags);
@@ -149,7 +148,7 @@ static void diagnose(const char *first, const char *second) {
 #define CHUNK_SIZE (1u << CHUNK_BITS)
 #define CHUNK_COUNT (((unsigned)INT_MAX >> CHUNK_BITS) + 1)
 
-static _Atomic unsigned char owned_low[CHUNK_SIZE];
+_Atomic unsigned char owned_low[CHUNK_SIZE]; /* hidden: preload_internal.h */
 static _Atomic(_Atomic unsigned char *) owned_high[CHUNK_COUNT]; /* [0] unused: owned_low */
 
 static _Atomic unsigned char *high_chunk(int fd, int create) {
@@ -168,7 +167,7 @@ static _Atomic unsigned char *high_chunk(int fd, int create) {
     return expected;
 }
 
-static __attribute__((noinline)) int owned_slow(int fd) {
+__attribute__((noinline)) int owned_slow(int fd) {
     if (fd < 0) return 0;
     _Atomic unsigned char *chunk = high_chunk(fd, 0);
     return chunk != NULL && atomic_load_explicit(&chunk[fd & (CHUNK_SIZE - 1)], memory_order_relaxed);
@@ -217,6 +216,8 @@ static struct {
     ssize_t (*pread)(int fd, void *buffer, size_t count, int64_t offset);         /* optional */
     ssize_t (*pwrite)(int fd, const void *buffer, size_t count, int64_t offset);  /* optional */
 } engine;
+
+static void *engine_handle; /* set once the engine is ready */
 
 enum { ENGINE_UNLOADED = 0, ENGINE_READY = 1, ENGINE_FAILED = -1 };
 static _Atomic int engine_state = ENGINE_UNLOADED;
@@ -273,6 +274,8 @@ static int load_engine_locked(void) {
     *(void **)&engine.open_group = dlsym(handle, "ioasid_engine_open_group");
     *(void **)&engine.pread = dlsym(handle, "ioasid_engine_pread");
     *(void **)&engine.pwrite = dlsym(handle, "ioasid_engine_pwrite");
+
+    engine_handle = handle;
     return ENGINE_READY;
 }
 
@@ -288,6 +291,11 @@ static int ensure_engine(void) {
     }
     pthread_mutex_unlock(&engine_lock);
     return state == ENGINE_READY;
+}
+
+void *ioasid_preload_engine_symbol(const char *name) {
+    if (!ensure_engine()) return NULL;
+    return dlsym(engine_handle, name);
 }
 
 /* Turns an engine result (>= 0, or -errno) into the libc convention. */
@@ -393,6 +401,7 @@ IOASID_EXPORT int open(const char *path, int flags, ...) {
     MODE_ARGUMENT(flags, flags);
     int kind = engine_path_kind(path);
     if (unlikely(kind != PATH_NOT_ENGINE)) return open_engine_path(kind, flags);
+    IOASID_REDIRECT_OPEN(AT_FDCWD, path, flags, mode);
     return REAL(open, open_fn)(path, flags, mode);
 }
 
@@ -400,6 +409,7 @@ IOASID_EXPORT int open64(const char *path, int flags, ...) {
     MODE_ARGUMENT(flags, flags);
     int kind = engine_path_kind(path);
     if (unlikely(kind != PATH_NOT_ENGINE)) return open_engine_path(kind, flags);
+    IOASID_REDIRECT_OPEN(AT_FDCWD, path, flags, mode);
     return REAL(open64, open_fn)(path, flags, mode);
 }
 
@@ -407,6 +417,7 @@ IOASID_EXPORT int openat(int dirfd, const char *path, int flags, ...) {
     MODE_ARGUMENT(flags, flags);
     int kind = engine_path_kind(path);
     if (unlikely(kind != PATH_NOT_ENGINE)) return open_engine_path(kind, flags);
+    IOASID_REDIRECT_OPEN(dirfd, path, flags, mode);
     return REAL(openat, openat_fn)(dirfd, path, flags, mode);
 }
 
@@ -414,30 +425,35 @@ IOASID_EXPORT int openat64(int dirfd, const char *path, int flags, ...) {
     MODE_ARGUMENT(flags, flags);
     int kind = engine_path_kind(path);
     if (unlikely(kind != PATH_NOT_ENGINE)) return open_engine_path(kind, flags);
+    IOASID_REDIRECT_OPEN(dirfd, path, flags, mode);
     return REAL(openat64, openat_fn)(dirfd, path, flags, mode);
 }
 
 IOASID_EXPORT int __open_2(const char *path, int flags) {
     int kind = engine_path_kind(path);
     if (unlikely(kind != PATH_NOT_ENGINE)) return open_engine_path(kind, flags);
+    IOASID_REDIRECT_OPEN(AT_FDCWD, path, flags, 0);
     return REAL(__open_2, open2_fn)(path, flags);
 }
 
 IOASID_EXPORT int __open64_2(const char *path, int flags) {
     int kind = engine_path_kind(path);
     if (unlikely(kind != PATH_NOT_ENGINE)) return open_engine_path(kind, flags);
+    IOASID_REDIRECT_OPEN(AT_FDCWD, path, flags, 0);
     return REAL(__open64_2, open2_fn)(path, flags);
 }
 
 IOASID_EXPORT int __openat_2(int dirfd, const char *path, int flags) {
     int kind = engine_path_kind(path);
     if (unlikely(kind != PATH_NOT_ENGINE)) return open_engine_path(kind, flags);
+    IOASID_REDIRECT_OPEN(dirfd, path, flags, 0);
     return REAL(__openat_2, openat2_fn)(dirfd, path, flags);
 }
 
 IOASID_EXPORT int __openat64_2(int dirfd, const char *path, int flags) {
     int kind = engine_path_kind(path);
     if (unlikely(kind != PATH_NOT_ENGINE)) return open_engine_path(kind, flags);
+    IOASID_REDIRECT_OPEN(dirfd, path, flags, 0);
     return REAL(__openat64_2, openat2_fn)(dirfd, path, flags);
 }
 

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <stdint.h>
 #include <sys/eventfd.h>
+#include <sys/sysmacros.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -103,4 +104,75 @@ long ioasid_sys_is_eventfd(int fd) {
     if ((size_t)n != sizeof eventfd_name - 1) return 0;
     for (long i = 0; i < n; i++) if (target[i] != eventfd_name[i]) return 0;
     return 1;
+}
+
+long ioasid_sys_mkdirat(int dirfd, const char *path, unsigned int mode) {
+    return kernel_result(syscall(SYS_mkdirat, dirfd, path, mode));
+}
+
+long ioasid_sys_symlinkat(const char *target, int dirfd, const char *path) {
+    return kernel_result(syscall(SYS_symlinkat, target, dirfd, path));
+}
+
+long ioasid_sys_mknodat(int dirfd, const char *path, unsigned int mode, unsigned int major, unsigned int minor) {
+    return kernel_result(syscall(SYS_mknodat, dirfd, path, mode, (unsigned long)makedev(major, minor)));
+}
+
+long ioasid_sys_renameat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath) {
+    return kernel_result(syscall(SYS_renameat2, olddirfd, oldpath, newdirfd, newpath, 0));
+}
+
+long ioasid_sys_unlinkat(int dirfd, const char *path, int flags) {
+    return kernel_result(syscall(SYS_unlinkat, dirfd, path, flags));
+}
+
+long ioasid_sys_rewind(int fd) {
+    long result = kernel_result(syscall(SYS_lseek, fd, 0L, 0 /* SEEK_SET */));
+    return result < 0 ? result : 0;
+}
+
+struct linux_dirent64_header {
+    uint64_t d_ino;
+    int64_t d_off;
+    unsigned short d_reclen;
+    unsigned char d_type;
+    char d_name[];
+};
+
+static long remove_children(int dirfd, int depth) {
+    long first_error = 0;
+    char buffer[4096];
+    for (;;) {
+        long count = kernel_result(syscall(SYS_getdents64, dirfd, buffer, sizeof buffer));
+        if (count <= 0) return count < 0 ? count : first_error;
+        for (long at = 0; at < count;) {
+            struct linux_dirent64_header *entry = (struct linux_dirent64_header *)(buffer + at);
+            at += entry->d_reclen;
+            const char *name = entry->d_name;
+            if (name[0] == '.' && (name[1] == 0 || (name[1] == '.' && name[2] == 0))) continue;
+            long result;
+            if (entry->d_type == 4 /* DT_DIR */ && depth < 32) {
+                long child = kernel_result(syscall(SYS_openat, dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0));
+                result = child;
+                if (child >= 0) {
+                    result = remove_children((int)child, depth + 1);
+                    (void)syscall(SYS_close, (int)child);
+                    long removed = kernel_result(syscall(SYS_unlinkat, dirfd, name, IOASID_SYS_AT_REMOVEDIR));
+                    if (result == 0) result = removed;
+                }
+            } else {
+                result = kernel_result(syscall(SYS_unlinkat, dirfd, name, 0));
+            }
+            if (result < 0 && first_error == 0) first_error = result;
+        }
+    }
+}
+
+long ioasid_sys_remove_tree(const char *path) {
+    long fd = kernel_result(syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0));
+    if (fd < 0) return kernel_result(syscall(SYS_unlinkat, AT_FDCWD, path, 0));
+    long result = remove_children((int)fd, 0);
+    (void)syscall(SYS_close, (int)fd);
+    long removed = kernel_result(syscall(SYS_unlinkat, AT_FDCWD, path, IOASID_SYS_AT_REMOVEDIR));
+    return result < 0 ? result : removed;
 }

@@ -1,6 +1,7 @@
 import CIOASIDSys
 import Glibc
 import IOASIDLinuxABI
+import IOASIDSoftDrivers
 import Synchronization
 
 /// The in-process engine behind `libioasid-preload.so`: the table of the descriptors it hands
@@ -42,6 +43,8 @@ final class Engine: DescriptorHost {
 
     /// The modelled machine's devices (`IOASID_MACHINE`), or the reason the specification was refused.
     private let machine: Result<Machine, Machine.SpecError>
+    /// The sysfs and /dev/vfio view of the machine, written on first use (`sysfsView`).
+    private let view = Mutex<SysfsViewSlot>(.notYet)
 
     init(environment: EngineEnvironment) {
         let isEngineDescriptor: @Sendable (Int32) -> Bool = { fd in Engine.shared.file(for: fd) != nil }
@@ -73,7 +76,7 @@ final class Engine: DescriptorHost {
             let file = IOMMUFile(host: self, configuration: configuration)
             var eventFlags = IOASID_SYS_EFD_NONBLOCK
             if flags & O_CLOEXEC != 0 { eventFlags |= IOASID_SYS_EFD_CLOEXEC }
-            let fd = install(file, eventFlags: eventFlags, readable: true)
+            let fd = install(file, eventFlags: eventFlags, readable: true, node: .iommu)
             if fd < 0 { file.release() }
             if fd >= 0, let report { file.recorder = report.recorder(for: file, descriptor: fd) }
             return fd
@@ -85,13 +88,18 @@ final class Engine: DescriptorHost {
     /// -ENOENT when the machine has no such device.
     func openDevice(index: Int32, flags: Int32) -> Int32 {
         traceOpen(kind: "vfio\(index)", path: "/dev/vfio/devices/vfio\(index)", flags: flags) {
-            guard case .success(let m) = machine, index >= 0, Int(index) < m.entries.count else { return -ENOENT }
-            let entry = m.entries[Int(index)]
-            let file = VFIODeviceFile(host: self, model: entry.device, pci: entry.pci, name: "vfio\(index)")
+            guard case .success(let m) = machine, let device = m.devices.device(cdev: Int(index)) else { return -ENOENT }
+            let file = VFIODeviceFile(host: self, model: device.model, pci: device.pci, name: "vfio\(index)")
             var eventFlags = IOASID_SYS_EFD_NONBLOCK
             if flags & O_CLOEXEC != 0 { eventFlags |= IOASID_SYS_EFD_CLOEXEC }
-            let fd = install(file, eventFlags: eventFlags, readable: false)
-            if fd < 0 { file.release() }
+            device.openCount.add(1, ordering: .acquiringAndReleasing)
+            let fd = install(file, eventFlags: eventFlags, readable: false, node: .cdev(Int(index))) {
+                device.openCount.subtract(1, ordering: .acquiringAndReleasing)
+            }
+            if fd < 0 {
+                file.release()
+                device.openCount.subtract(1, ordering: .acquiringAndReleasing)
+            }
             return fd
         }
     }
@@ -100,13 +108,13 @@ final class Engine: DescriptorHost {
     /// machine has no such group (a `mock` device has none).
     func openGroup(index: Int32, flags: Int32) -> Int32 {
         traceOpen(kind: "vfio-group\(index)", path: "/dev/vfio/\(index)", flags: flags) {
-            guard case .success(let m) = machine, index >= 0, Int(index) < m.entries.count, let pci = m.entries[Int(index)].pci else {
+            guard case .success(let m) = machine, let device = m.devices.device(group: Int(index)), let pci = device.pci else {
                 return -ENOENT
             }
             let file = VFIOGroupFile(host: self, pci: pci)
             var eventFlags = IOASID_SYS_EFD_NONBLOCK
             if flags & O_CLOEXEC != 0 { eventFlags |= IOASID_SYS_EFD_CLOEXEC }
-            let fd = install(file, eventFlags: eventFlags, readable: false)
+            let fd = install(file, eventFlags: eventFlags, readable: false, node: .group(Int(index)))
             if fd < 0 { file.release() }
             return fd
         }
@@ -131,14 +139,14 @@ final class Engine: DescriptorHost {
     /// Records that `newfd` now names the file `oldfd` names; 0 or -errno.
     func duplicate(_ oldfd: Int32, as newfd: Int32) -> Int32 {
         if oldfd == newfd { return file(for: oldfd) == nil ? -EBADF : 0 }
-        let (status, released): (Int32, (any LinuxFile)?) = state.withLock { state in
+        let (status, released): (Int32, OpenFile?) = state.withLock { state in
             guard let open = state.descriptors[oldfd] else { return (-EBADF, nil) }
             let released = state.forget(newfd)
             open.descriptors.append(newfd)
             state.descriptors[newfd] = open
             return (0, released)
         }
-        releaseFile(released)
+        releaseFiles(released)
         if let tracer {
             _ = tracer.call(kind: kind(of: newfd), fd: oldfd) { line in
                 line.call("dup")
@@ -151,10 +159,10 @@ final class Engine: DescriptorHost {
     /// Drops `fd`; releases its file if no other descriptor names it. 0 or -errno.
     func close(_ fd: Int32) -> Int32 {
         let fileKind = tracer == nil ? "" : kind(of: fd)
-        let (found, released): (Bool, (any LinuxFile)?) = state.withLock { state in
+        let (found, released): (Bool, OpenFile?) = state.withLock { state in
             (state.descriptors[fd] != nil, state.forget(fd))
         }
-        releaseFile(released)
+        releaseFiles(released)
         if let tracer {
             _ = tracer.call(kind: fileKind, fd: fd) { line in
                 line.call("close")
@@ -185,6 +193,56 @@ final class Engine: DescriptorHost {
         file(for: fd)?.traceKind ?? "?"
     }
 
+    // MARK: The sysfs view
+
+    /// The machine's sysfs and /dev/vfio folder, made on first use; nil without a machine or
+    /// when it cannot be made.
+    func sysfsView() -> SysfsView? {
+        guard case .success(let m) = machine, m.devices.physicalCount > 0 else { return nil }
+        return view.withLock { slot in
+            if case .made(let made) = slot { return made }
+            let made = SysfsView(devices: m.devices)
+            slot = .made(made)
+            if made == nil { TraceSink.standardError.write("ioasid: cannot create the sysfs view of the machine") }
+            return made
+        }
+    }
+
+    /// Opens one of the live sysfs attributes of a modelled device, by its path under
+    /// `/sys/bus/pci/devices/<bdf>/` or `/sys/devices/pci0100:00/<bdf>/`: `config` (a snapshot
+    /// of the current configuration space in an anonymous file) or `sriov_numvfs` (an engine
+    /// file). -ENOENT for anything else.
+    func openSysfs(path: String, flags: Int32) -> Int32 {
+        traceOpen(kind: "sysfs", path: path, flags: flags) {
+            guard case .success(let m) = machine else { return -ENOENT }
+            let parts = path.split(separator: "/").map(String.init)
+            guard parts.count >= 2, let address = PCIAddress(parts[parts.count - 2]),
+                  let device = m.devices.device(address: address) else { return -ENOENT }
+            switch parts[parts.count - 1] {
+            case "config":
+                let bytes = m.devices.configSpace(of: device)
+                let fd = ioasid_sys_memfd(0, 1)
+                guard fd >= 0 else { return Int32(fd) }
+                _ = bytes.withUnsafeBytes { ioasid_sys_write_all(Int32(fd), $0.baseAddress, $0.count) }
+                _ = ioasid_sys_rewind(Int32(fd))
+                return Int32(fd)
+            case "sriov_numvfs" where device.physicalFunction == nil && device.description.sriov != nil:
+                let file = SRIOVNumVFsFile(devices: m.devices, pf: device, view: sysfsView())
+                var eventFlags = IOASID_SYS_EFD_NONBLOCK
+                if flags & O_CLOEXEC != 0 { eventFlags |= IOASID_SYS_EFD_CLOEXEC }
+                return install(file, eventFlags: eventFlags, readable: true)
+            default:
+                return -ENOENT
+            }
+        }
+    }
+
+    /// The device node `fd` was opened as (`/dev/iommu`, a VFIO node), for `fstat`; nil for the
+    /// anonymous files ioctls hand out and for descriptors that are not the engine's.
+    func node(for fd: Int32) -> DeviceNode? {
+        state.withLock { $0.descriptors[fd]?.node }
+    }
+
     // MARK: DescriptorHost
 
     func install(_ file: any LinuxFile) -> Int32 {
@@ -208,29 +266,30 @@ final class Engine: DescriptorHost {
 
     // MARK: Internals
 
-    private func install(_ file: any LinuxFile, eventFlags: Int32, readable: Bool) -> Int32 {
+    private func install(_ file: any LinuxFile, eventFlags: Int32, readable: Bool, node: DeviceNode? = nil,
+                         onRelease: (@Sendable () -> Void)? = nil) -> Int32 {
         let created = ioasid_sys_eventfd(readable ? 1 : 0, eventFlags)
         guard created >= 0 else { return Int32(created) }
         let fd = Int32(created)
-        let stale: (any LinuxFile)? = state.withLock { state in
+        let stale: OpenFile? = state.withLock { state in
             // A number the kernel just handed out can only be in the table if the program closed
             // it behind the preload's back (raw syscall); forget that file first.
             let stale = state.forget(fd)
-            let open = OpenFile(file: file, handle: fd, readable: readable)
+            let open = OpenFile(file: file, handle: fd, readable: readable, node: node, onRelease: onRelease)
             state.descriptors[fd] = open
             state.handles[fd] = open
             return stale
         }
-        releaseFile(stale)
+        releaseFiles(stale)
         claim?.claim(fd)
         return fd
     }
 
     /// Releases a file whose last descriptor is gone; the report hears of a closed `/dev/iommu`.
-    private func releaseFile(_ file: (any LinuxFile)?) {
-        guard let file else { return }
-        file.release()
-        if let report, file is IOMMUFile { report.closed() }
+    private func releaseFiles(_ open: OpenFile?) {
+        guard let open else { return }
+        open.releaseAll()
+        if let report, open.file is IOMMUFile { report.closed() }
     }
 }
 
@@ -242,12 +301,12 @@ private struct State: ~Copyable {
     var handles: [Int32: OpenFile] = [:]
 
     /// Removes `fd`; returns its file if that was the last descriptor naming it.
-    mutating func forget(_ fd: Int32) -> (any LinuxFile)? {
+    mutating func forget(_ fd: Int32) -> OpenFile? {
         guard let open = descriptors.removeValue(forKey: fd) else { return nil }
         open.descriptors.removeAll { $0 == fd }
         guard open.descriptors.isEmpty else { return nil }
         if handles[open.handle] === open { handles.removeValue(forKey: open.handle) }
-        return open.file
+        return open
     }
 }
 
@@ -258,13 +317,54 @@ private final class OpenFile {
     var descriptors: [Int32]
     /// Whether the eventfd's counter is non-zero.
     var readable: Bool
+    /// The device node it was opened as (what `fstat` reports), if any.
+    let node: DeviceNode?
+    /// Runs after the file is released (with no lock held).
+    let onRelease: (@Sendable () -> Void)?
 
-    init(file: any LinuxFile, handle: Int32, readable: Bool) {
+    init(file: any LinuxFile, handle: Int32, readable: Bool, node: DeviceNode?, onRelease: (@Sendable () -> Void)?) {
         self.file = file
         self.handle = handle
         self.descriptors = [handle]
         self.readable = readable
+        self.node = node
+        self.onRelease = onRelease
     }
+
+    /// Releases the file (its last descriptor is gone), then runs `onRelease`.
+    func releaseAll() {
+        file.release()
+        onRelease?()
+    }
+}
+
+/// The character device an engine descriptor was opened as: what `fstat` on it reports
+/// (`DeviceNumbers`).
+enum DeviceNode: Sendable, Equatable {
+    /// `/dev/iommu`.
+    case iommu
+    /// `/dev/vfio/vfio`.
+    case container
+    /// `/dev/vfio/<group>`.
+    case group(Int)
+    /// `/dev/vfio/devices/vfio<n>`.
+    case cdev(Int)
+
+    /// `(major, minor)`.
+    var numbers: (major: UInt32, minor: UInt32) {
+        switch self {
+        case .iommu: (DeviceNumbers.miscMajor, DeviceNumbers.iommuMinor)
+        case .container: (DeviceNumbers.miscMajor, DeviceNumbers.vfioContainerMinor)
+        case .group(let g): (DeviceNumbers.groupMajor, UInt32(g))
+        case .cdev(let n): (DeviceNumbers.cdevMajor, UInt32(n))
+        }
+    }
+}
+
+/// Whether the sysfs view was made yet.
+private enum SysfsViewSlot {
+    case notYet
+    case made(SysfsView?)
 }
 
 /// `ioasid_preload_claim`, resolved in the global scope where `LD_PRELOAD` put it.

@@ -1,5 +1,6 @@
 import Glibc
 import IOASIDLinuxABI
+import Synchronization
 
 // The C entry points the preload resolves with dlsym after dlopen'ing this library
 // (docs/architecture.md, "Preload contract"). Each returns a result >= 0 or a negated errno.
@@ -107,4 +108,43 @@ public func ioasid_engine_dup(_ oldfd: Int32, _ newfd: Int32) -> Int32 {
 @_cdecl("ioasid_engine_close")
 public func ioasid_engine_close(_ fd: Int32) -> Int32 {
     Engine.shared.close(fd)
+}
+
+/// The folder that holds the modelled machine's sysfs and /dev/vfio view (`SysfsView`), made on
+/// the first call; NULL when no machine is configured. The string lives as long as the process.
+@_cdecl("ioasid_engine_testbed")
+public func ioasid_engine_testbed() -> UnsafePointer<CChar>? {
+    guard let view = Engine.shared.sysfsView() else { return nil }
+    return TestbedPath.cString(view.root)
+}
+
+/// `open(path, flags)` of a live sysfs attribute of a modelled device (`config`, `sriov_numvfs`);
+/// `path` is the path the program named. A new fd or -errno.
+@_cdecl("ioasid_engine_open_sysfs")
+public func ioasid_engine_open_sysfs(_ path: UnsafePointer<CChar>?, _ flags: Int32) -> Int32 {
+    guard let path else { return -EFAULT }
+    return Engine.shared.openSysfs(path: String(cString: path), flags: flags)
+}
+
+/// The character device an engine fd was opened as, for `fstat`: 1 with `major`/`minor` set, or
+/// 0 when `fd` is an anonymous engine file (or not the engine's).
+@_cdecl("ioasid_engine_node")
+public func ioasid_engine_node(_ fd: Int32, _ major: UnsafeMutablePointer<UInt32>?, _ minor: UnsafeMutablePointer<UInt32>?) -> Int32 {
+    guard let node = Engine.shared.node(for: fd) else { return 0 }
+    major?.pointee = node.numbers.major
+    minor?.pointee = node.numbers.minor
+    return 1
+}
+
+/// The testbed path as a C string that is never freed (one per process).
+private enum TestbedPath {
+    nonisolated(unsafe) private static var stored: UnsafeMutablePointer<CChar>?
+    private static let lock = Mutex(())
+
+    static func cString(_ path: String) -> UnsafePointer<CChar>? {
+        lock.withLock { _ in
+            if stored == nil { stored = strdup(path) }
+            return UnsafePointer(stored)
+        }
+    }
 }

@@ -6,31 +6,24 @@ import IOASIDTestDriver
 
 /// The modelled machine a program sees under `ioasid run --machine SPEC` (environment
 /// `IOASID_MACHINE`, grammar `MachineSpec`): the devices behind `/dev/vfio/devices/vfio0`,
-/// `vfio1`, … and the groups `/dev/vfio/0`, `/dev/vfio/1`, … in order.
+/// `vfio1`, … and the groups `/dev/vfio/0`, `/dev/vfio/1`, … in order, at the PCI addresses
+/// `MachineLayout` gives them (`0100:00:01.0`, …).
 ///
 /// - `mock` — a PASID-capable device of the test driver's mock IOMMU (the kernel's
 ///   `IOMMUFD_TEST` semantics); it has a cdev but no PCI face (no regions, IRQs or group);
 /// - `vtd[:KIND]` — a device behind the software VT-d unit (scalable mode);
 /// - `smmuv3[:KIND]` — a device behind the software SMMUv3;
-/// - `KIND` is `pci` (`GenericPCIDevice`: 20-bit PASIDs, ATS, PRI, MSI, MSI-X, a DMA engine in
-///   BAR 0) or `ioat` (an Intel I/OAT DMA engine).
+/// - `KIND` is `pci` (`GenericPCIDevice`: 20-bit PASIDs, ATS, PRI, MSI, MSI-X, SR-IOV, a DMA
+///   engine in BAR 0) or `ioat` (an Intel I/OAT DMA engine).
 ///
-/// All `vtd` devices share one VT-d unit and all `smmuv3` devices one SMMUv3 (`SoftMachine`).
-/// Device N is in IOMMU group N and has the PCI address `bdf(of: N)`.
+/// All `vtd` devices share one VT-d unit and all `smmuv3` devices one SMMUv3 (`SoftMachine`);
+/// each function's requester ID is its PCI address's bus/device/function. Virtual functions a
+/// program enables through `sriov_numvfs` join the list (`MachineDevices`).
 struct Machine {
-    /// One device: what an iommufd binds, and its PCI face (nil for `mock`).
-    struct Entry {
-        let device: any DeviceModel
-        let pci: VFIOPCIDevice?
-    }
-
-    /// The devices, by cdev number.
-    let entries: [Entry]
+    /// The devices, with the virtual functions programs enable.
+    let devices: MachineDevices
     /// The software IOMMUs behind the `vtd` and `smmuv3` devices.
     let soft: SoftMachine
-
-    /// The devices the IOASID core binds, by cdev number.
-    var devices: [any DeviceModel] { entries.map(\.device) }
 
     /// Why a specification was refused.
     struct SpecError: Error, CustomStringConvertible {
@@ -38,40 +31,77 @@ struct Machine {
     }
 
     /// The device model of one `KIND`.
-    static func model(_ kind: MachineSpec.DeviceKind) throws(SpecError) -> any PCIDeviceModel {
+    static func model(_ kind: MachineSpec.DeviceKind, virtualFunction: Bool = false) -> any PCIDeviceModel {
         switch kind {
-        case .pci: return GenericPCIDevice()
+        case .pci: return GenericPCIDevice(virtualFunction: virtualFunction)
         case .ioat: return IOATDevice()
         }
     }
 
-    /// Builds the machine `spec` describes (an empty text: no devices). `isEngineDescriptor`
+    /// Builds the machine `text` describes (an empty text: no devices). `isEngineDescriptor`
     /// says whether a descriptor is one of the engine's (not a program's eventfd).
-    static func parse(_ spec: String, isEngineDescriptor: @escaping @Sendable (Int32) -> Bool = { _ in false }) throws(SpecError) -> Machine {
+    static func parse(_ text: String, isEngineDescriptor: @escaping @Sendable (Int32) -> Bool = { _ in false }) throws(SpecError) -> Machine {
         let soft = SoftMachine()
-        guard !spec.isEmpty else { return Machine(entries: [], soft: soft) }
-        let parsed: MachineSpec
-        do throws(MachineSpec.ParseError) { parsed = try MachineSpec.parse(spec.lowercased()) } catch {
+        let makeVF = virtualFunctionMaker(soft, isEngineDescriptor: isEngineDescriptor)
+        guard !text.isEmpty else { return Machine(devices: MachineDevices(physical: [], makeVirtualFunction: makeVF), soft: soft) }
+        let spec: MachineSpec
+        do throws(MachineSpec.ParseError) { spec = try MachineSpec.parse(text.lowercased()) } catch {
             throw SpecError(description: error.description)
         }
-        var entries: [Entry] = []
-        for item in parsed.devices {
-            let index = entries.count
-            switch item.iommu {
-            case .mock:
-                entries.append(Entry(device: MockDevice(flags: Mock.devicePASID), pci: nil))
-            case .vtd, .smmuv3:
-                let model = try Self.model(item.device)
+        var physical: [MachineDevice] = []
+        for device in MachineLayout(spec).devices {
+            let model: any DeviceModel
+            var pci: VFIOPCIDevice? = nil
+            if device.iommu == .mock {
+                model = MockDevice(flags: Mock.devicePASID)
+            } else {
                 let plugged: PluggedPCIDevice
                 do throws(IOMMUError) {
-                    plugged = item.iommu == .vtd ? try soft.plugVTd(model) : try soft.plugSMMUv3(model)
+                    plugged = try plug(Self.model(device.kind), behind: device.iommu, at: device.address.requesterID, soft: soft)
                 } catch {
-                    throw SpecError(description: "cannot add a \(item.iommu.rawValue) device: \(error)")
+                    throw SpecError(description: "cannot add a \(device.iommu.rawValue) device: \(error)")
                 }
-                let pci = VFIOPCIDevice(slot: plugged.slot, device: plugged.device, index: index, isEngineDescriptor: isEngineDescriptor)
-                entries.append(Entry(device: plugged.device, pci: pci))
+                model = plugged.device
+                pci = VFIOPCIDevice(slot: plugged.slot, device: plugged.device, index: device.index,
+                                    address: device.address.description, isEngineDescriptor: isEngineDescriptor)
             }
+            let entry = MachineDevice(index: device.index, address: device.address, iommu: device.iommu,
+                                      kind: device.kind, description: device.description, model: model, pci: pci)
+            if let pci {
+                let length = device.description.isPCIExpress ? 4096 : 256
+                entry.configProvider.withLock { $0 = { Self.configBytes(of: pci.slot, length: length) } }
+            }
+            physical.append(entry)
         }
-        return Machine(entries: entries, soft: soft)
+        return Machine(devices: MachineDevices(physical: physical, makeVirtualFunction: makeVF), soft: soft)
+    }
+
+    /// The device's configuration space as it reads now (the sysfs `config` file).
+    static func configBytes(of slot: PCIDeviceSlot, length: Int) -> [UInt8] {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(length)
+        for offset in stride(from: 0, to: length, by: 4) {
+            let word = slot.configRead(offset, size: 4)
+            for i in 0..<4 { bytes.append(UInt8(truncatingIfNeeded: word >> (8 * UInt32(i)))) }
+        }
+        return bytes
+    }
+
+    private static func plug(_ model: any PCIDeviceModel, behind iommu: MachineSpec.IOMMU, at rid: RequesterID,
+                             soft: SoftMachine) throws(IOMMUError) -> PluggedPCIDevice {
+        iommu == .vtd ? try soft.plugVTd(model, requesterID: rid) : try soft.plugSMMUv3(model, requesterID: rid)
+    }
+
+    /// Builds a virtual function of `parent` at `rid` with cdev/group number `index`.
+    private static func virtualFunctionMaker(_ soft: SoftMachine, isEngineDescriptor: @escaping @Sendable (Int32) -> Bool)
+        -> @Sendable (MachineDevice, RequesterID, Int) throws(IOMMUError) -> (any DeviceModel, VFIOPCIDevice?) {
+        { (parent, rid, index) throws(IOMMUError) -> (any DeviceModel, VFIOPCIDevice?) in
+            guard parent.iommu != .mock else { return (MockDevice(flags: Mock.devicePASID), nil) }
+            let plugged = try plug(Self.model(parent.kind, virtualFunction: true), behind: parent.iommu, at: rid, soft: soft)
+            let address = PCIAddress(domain: PCIAddress.modelledDomain, requesterID: rid)
+            let pci = VFIOPCIDevice(slot: plugged.slot, device: plugged.device, index: index, address: address.description,
+                                    physicalFunction: parent.pci, isEngineDescriptor: isEngineDescriptor)
+            return (plugged.device, pci)
+        }
     }
 }

@@ -12,15 +12,17 @@ public struct PluggedPCIDevice: Sendable {
 }
 
 extension SoftMachine {
-    /// Plugs `model` into a new PCI function behind the VT-d unit (capabilities from the model).
-    public func plugVTd(_ model: any PCIDeviceModel) throws(IOMMUError) -> PluggedPCIDevice {
-        let device = try addVTdDevice(capabilities: PCIFunction.Capabilities(advertisedBy: model))
+    /// Plugs `model` into a new PCI function behind the VT-d unit (capabilities from the model),
+    /// at `requesterID` (default: the next free slot).
+    public func plugVTd(_ model: any PCIDeviceModel, requesterID: RequesterID? = nil) throws(IOMMUError) -> PluggedPCIDevice {
+        let device = try addVTdDevice(requesterID: requesterID, capabilities: PCIFunction.Capabilities(advertisedBy: model))
         return PluggedPCIDevice(device: device, slot: PCIDeviceSlot(model: model, function: device.function))
     }
 
-    /// Plugs `model` into a new PCI function behind the SMMUv3 (capabilities from the model).
-    public func plugSMMUv3(_ model: any PCIDeviceModel) throws(IOMMUError) -> PluggedPCIDevice {
-        let device = try addSMMUv3Device(capabilities: PCIFunction.Capabilities(advertisedBy: model))
+    /// Plugs `model` into a new PCI function behind the SMMUv3 (capabilities from the model), at
+    /// `requesterID` (default: the next free slot).
+    public func plugSMMUv3(_ model: any PCIDeviceModel, requesterID: RequesterID? = nil) throws(IOMMUError) -> PluggedPCIDevice {
+        let device = try addSMMUv3Device(requesterID: requesterID, capabilities: PCIFunction.Capabilities(advertisedBy: model))
         return PluggedPCIDevice(device: device, slot: PCIDeviceSlot(model: model, function: device.function))
     }
 }

@@ -63,23 +63,29 @@ public final class SoftMachine: @unchecked Sendable {
         RequesterID(bus: 0, device: UInt8(truncatingIfNeeded: s.devices.count + 1), function: 0)
     }
 
-    /// Adds a PCI function behind the VT-d unit.
-    public func addVTdDevice(capabilities: PCIFunction.Capabilities = SoftMachine.defaultCapabilities) throws(IOMMUError) -> VTdDevice {
+    /// Adds a PCI function behind the VT-d unit, at `requesterID` (default: the next free slot
+    /// `00:NN.0` in the order of addition; `EEXIST` if the ID is taken).
+    public func addVTdDevice(requesterID: RequesterID? = nil,
+                             capabilities: PCIFunction.Capabilities = SoftMachine.defaultCapabilities) throws(IOMMUError) -> VTdDevice {
         try lock.withLock { (s) throws(IOMMUError) -> VTdDevice in
-            guard s.devices.count < 31 else { throw .noSpace("the machine's bus is full") }
+            guard s.devices.count < 31 * 8 else { throw .noSpace("the machine's bus is full") }
             if s.vtd == nil { s.vtd = try VTdDriver(memory: VTdDriver.processMemory(), delivery: vtdDelivery) }
-            let d = try s.vtd!.addDevice(requesterID: nextRequesterID(s), capabilities: capabilities)
+            let d = try s.vtd!.addDevice(requesterID: requesterID ?? nextRequesterID(s), capabilities: capabilities)
             s.devices.append(d)
             return d
         }
     }
 
-    /// Adds a PCI function behind the SMMUv3.
-    public func addSMMUv3Device(capabilities: PCIFunction.Capabilities = SoftMachine.defaultCapabilities) throws(IOMMUError) -> SMMUv3Master {
+    /// Adds a PCI function behind the SMMUv3, at `requesterID` (default: the next free slot;
+    /// `EEXIST` if the ID is taken).
+    public func addSMMUv3Device(requesterID: RequesterID? = nil,
+                                capabilities: PCIFunction.Capabilities = SoftMachine.defaultCapabilities) throws(IOMMUError) -> SMMUv3Master {
         try lock.withLock { (s) throws(IOMMUError) -> SMMUv3Master in
-            guard s.devices.count < 31 else { throw .noSpace("the machine's bus is full") }
+            guard s.devices.count < 31 * 8 else { throw .noSpace("the machine's bus is full") }
+            let rid = requesterID ?? nextRequesterID(s)
+            guard !s.devices.contains(where: { $0.function.requesterID == rid }) else { throw .exists("requester ID in use") }
             if s.smmu == nil { s.smmu = SMMUv3Driver() }
-            let d = s.smmu!.addDevice(requesterID: nextRequesterID(s), capabilities: capabilities)
+            let d = s.smmu!.addDevice(requesterID: rid, capabilities: capabilities)
             s.devices.append(d)
             return d
         }

@@ -9,7 +9,7 @@ func foreignFDSection(built: (fdbench: String, malloccount: String)) {
         print("no \(preload): build it first (swift build -c release)")
     } else {
         let rounds = quick ? 4 : 8
-        let ops = ["ioctl_fionread", "read_eventfd", "close"]
+        let ops = ["ioctl_fionread", "read_eventfd", "close", "stat_foreign", "stat_dev_null", "open_close"]
         var plain: [String: [[Double]]] = [:], pre: [String: [[Double]]] = [:]
         for _ in 0..<rounds {
             let a = keyValues(run([built.fdbench, "50000"]).output)

@@ -18,7 +18,7 @@ struct IOASIDCommand: ParsableCommand {
             IOASID design end to end on the software IOMMU.
             """,
         version: Version.string,
-        subcommands: [RunCommand.self, DemoCommand.self])
+        subcommands: [RunCommand.self, DemoCommand.self, DevicesCommand.self])
 
     /// The exit status of a usage error (as `getopt`-based tools use).
     static let usageStatus: Int32 = 2

@@ -172,6 +172,7 @@ struct Fixtures: Sendable {
     var iommu: String
     var contract: String
     var fakeEngine: String
+    var discovery: String
     var trace: String
     var vfio: String
 
@@ -202,6 +203,7 @@ struct Fixtures: Sendable {
             iommu: try build("iommu.c", output: "iommu", program + ["-pthread"]),
             contract: try build("contract.c", output: "contract", program),
             fakeEngine: try build("fake_engine.c", output: "fake_engine.so", ["-shared", "-fPIC"]),
+            discovery: try build("discovery.c", output: "discovery", program + ["-ldl"]),
             trace: try build("trace.c", output: "trace", program),
             vfio: try build("vfio.c", output: "vfio", program))
     }

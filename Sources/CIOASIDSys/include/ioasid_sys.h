@@ -74,6 +74,27 @@ long ioasid_sys_is_eventfd(int fd);
 /* getpid(): the caller's process ID (always fresh, also right after fork). */
 long ioasid_sys_getpid(void);
 
+/* File-system calls for the sysfs view the engine writes (a folder of its own, never a path the
+ * preload redirects): mkdirat, symlinkat, mknodat (a character device when `major` or `minor`
+ * is non-zero, else a regular file), renameat, unlinkat (flags: AT_REMOVEDIR = 0x200). 0 or -errno. */
+long ioasid_sys_mkdirat(int dirfd, const char *path, unsigned int mode);
+long ioasid_sys_symlinkat(const char *target, int dirfd, const char *path);
+long ioasid_sys_mknodat(int dirfd, const char *path, unsigned int mode, unsigned int major, unsigned int minor);
+long ioasid_sys_renameat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath);
+long ioasid_sys_unlinkat(int dirfd, const char *path, int flags);
+
+/* lseek(fd, 0, SEEK_SET): 0 or -errno. */
+long ioasid_sys_rewind(int fd);
+
+/* Removes `path` and, if it is a folder, everything under it (symbolic links are removed, never
+ * followed). 0, or -errno of the first failure (the rest is still attempted). */
+long ioasid_sys_remove_tree(const char *path);
+
+/* The S_IFCHR and S_IFREG mode bits. */
+#define IOASID_SYS_S_IFCHR 0020000
+#define IOASID_SYS_S_IFREG 0100000
+#define IOASID_SYS_AT_REMOVEDIR 0x200
+
 #ifdef __cplusplus
 }
 #endif

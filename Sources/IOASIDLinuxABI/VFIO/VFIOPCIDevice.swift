@@ -25,7 +25,7 @@ public final class VFIOPCIDevice: @unchecked Sendable {
     public let device: any DeviceModel
     /// The device's number in the machine (cdev `vfioN`, group `N`).
     public let index: Int
-    /// The PCI address (`bdf(of: index)`).
+    /// The PCI address (by default `bdf(of: index)`; a virtual function's is its own).
     public let address: String
     /// For a virtual function, its physical function.
     public let physicalFunction: VFIOPCIDevice?
@@ -42,12 +42,12 @@ public final class VFIOPCIDevice: @unchecked Sendable {
     let interrupts: VFIOInterrupts
 
     /// A device of the machine.
-    public init(slot: PCIDeviceSlot, device: any DeviceModel, index: Int, physicalFunction: VFIOPCIDevice? = nil,
+    public init(slot: PCIDeviceSlot, device: any DeviceModel, index: Int, address: String? = nil, physicalFunction: VFIOPCIDevice? = nil,
                 isEngineDescriptor: @escaping @Sendable (Int32) -> Bool = { _ in false }) {
         self.slot = slot
         self.device = device
         self.index = index
-        self.address = bdf(of: index)
+        self.address = address ?? bdf(of: index)
         self.physicalFunction = physicalFunction
         vfToken = physicalFunction == nil && slot.layout.sriov != 0
             ? Locked<(uuid: [UInt8], users: Int)>((uuid: (0..<16).map { _ in UInt8.random(in: 0...255) }, users: 0)) : nil

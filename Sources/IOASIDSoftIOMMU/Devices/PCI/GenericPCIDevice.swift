@@ -22,18 +22,12 @@ import IOASIDStructures
 public final class GenericPCIDevice: PCIDeviceModel, @unchecked Sendable {
     /// What the identification register reads.
     public static let magic: UInt32 = 0x494f_4153   // "SAOI" little endian: "IOAS"
-    public let identity = PCIIdentity(vendorID: 0x1b36, deviceID: 0x00f0, revision: 1, classCode: 0xff_0000)
+    public let identity: PCIIdentity
     public let bars = [PCIBAR(index: 0, size: 0x4000, kind: .memory64)]
-    public let capabilities: [PCICapability] = [
-        .powerManagement,
-        .msi(vectors: 4, addresses64Bit: true, perVectorMasking: true),
-        .msix(vectors: 8, tableBAR: 0, tableOffset: 0x2000, pbaBAR: 0, pbaOffset: 0x3000),
-        .pciExpress(deviceType: .endpoint, functionLevelReset: true),
-        .pasid(width: 20, executePermission: false, privilegedMode: false),
-        .ats,
-        .pageRequest(capacity: 32),
-        .sriov(totalVFs: 7, vfDeviceID: 0x00f1, firstVFOffset: 1, vfStride: 1),
-    ]
+    public let capabilities: [PCICapability]
+    /// Whether this is one of the physical function's virtual functions (1b36:00f1: no MSI, no
+    /// SR-IOV, no PRI of its own).
+    public let isVirtualFunction: Bool
 
     private struct Registers {
         var address: UInt64 = 0
@@ -47,8 +41,31 @@ public final class GenericPCIDevice: PCIDeviceModel, @unchecked Sendable {
     private let registers = Locked(Registers())
     private let hostSlot = Locked<(any PCIDeviceHost)?>(nil)
 
-    /// A device at power-on.
-    public init() {}
+    /// A device at power-on: the physical function, or one of its virtual functions.
+    public init(virtualFunction: Bool = false) {
+        isVirtualFunction = virtualFunction
+        if virtualFunction {
+            identity = PCIIdentity(vendorID: 0x1b36, deviceID: 0x00f1, revision: 1, classCode: 0xff_0000)
+            capabilities = [
+                .msix(vectors: 8, tableBAR: 0, tableOffset: 0x2000, pbaBAR: 0, pbaOffset: 0x3000),
+                .pciExpress(deviceType: .endpoint, functionLevelReset: true),
+                .pasid(width: 20, executePermission: false, privilegedMode: false),
+                .ats,
+            ]
+        } else {
+            identity = PCIIdentity(vendorID: 0x1b36, deviceID: 0x00f0, revision: 1, classCode: 0xff_0000)
+            capabilities = [
+                .powerManagement,
+                .msi(vectors: 4, addresses64Bit: true, perVectorMasking: true),
+                .msix(vectors: 8, tableBAR: 0, tableOffset: 0x2000, pbaBAR: 0, pbaOffset: 0x3000),
+                .pciExpress(deviceType: .endpoint, functionLevelReset: true),
+                .pasid(width: 20, executePermission: false, privilegedMode: false),
+                .ats,
+                .pageRequest(capacity: 32),
+                .sriov(totalVFs: 7, vfDeviceID: 0x00f1, firstVFOffset: 1, vfStride: 1),
+            ]
+        }
+    }
 
     public func plug(into host: any PCIDeviceHost) { hostSlot.withLock { $0 = host } }
 

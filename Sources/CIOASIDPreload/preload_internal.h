@@ -1,0 +1,52 @@
+/*
+ * What the two halves of the preload share: preload.c (descriptors: open of the engine's nodes,
+ * ioctl, read, write, mmap, dup, close) and preload_paths.c (paths: stat and friends, access,
+ * readlink, realpath, opendir, fopen, and the redirection of the modelled machine's sysfs and
+ * /dev/vfio view). Hidden symbols only; nothing here is exported from the library.
+ */
+#ifndef IOASID_PRELOAD_INTERNAL_H
+#define IOASID_PRELOAD_INTERNAL_H
+
+#include <stdatomic.h>
+
+#define IOASID_HIDDEN __attribute__((visibility("hidden")))
+#ifndef likely
+#define likely(x) __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+#endif
+
+/* The table of owned fds (preload.c): one byte per fd below 1<<16, chunks above. */
+#define IOASID_OWNED_LOW_SIZE (1u << 16)
+IOASID_HIDDEN extern _Atomic unsigned char owned_low[IOASID_OWNED_LOW_SIZE];
+IOASID_HIDDEN int owned_slow(int fd);
+
+/* Whether the engine owns `fd`: the one byte load every call on a foreign fd pays. */
+static inline int ioasid_owned(int fd) {
+    if (likely((unsigned)fd < IOASID_OWNED_LOW_SIZE)) return atomic_load_explicit(&owned_low[fd], memory_order_relaxed);
+    return owned_slow(fd);
+}
+
+/* Loads the engine if needed and looks up one of its symbols; NULL if the engine cannot be
+ * loaded or does not export it. */
+IOASID_HIDDEN void *ioasid_preload_engine_symbol(const char *name);
+
+/* The cheap test every path-taking wrapper makes first: only absolute paths under /d… and /s…
+ * can name a node or folder of ioasid. Two byte compares for everything else. */
+static inline int ioasid_path_maybe_ours(const char *path) {
+    return path != NULL && path[0] == '/' && (path[1] == 'd' || path[1] == 's');
+}
+
+/* open() of a path of the modelled machine's view (preload_paths.c): returns 1 and stores the
+ * result (fd or -1 with errno) in *result when the path is one, 0 when the caller should go on
+ * with the real open of `path`. */
+IOASID_HIDDEN int ioasid_open_redirected(int dirfd, const char *path, int flags, unsigned mode, int *result);
+
+#define IOASID_REDIRECT_OPEN(dirfd, path, flags, mode)                                              \
+    do {                                                                                            \
+        int redirected_;                                                                            \
+        if (unlikely(ioasid_path_maybe_ours(path)) &&                                               \
+            ioasid_open_redirected((dirfd), (path), (flags), (unsigned)(mode), &redirected_))       \
+            return redirected_;                                                                     \
+    } while (0)
+
+#endif /* IOASID_PRELOAD_INTERNAL_H */
