@@ -1,7 +1,7 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-// Layers (DESIGN.md §4), lowest first; each target depends only on targets above it in this list.
+// Layers (docs/architecture.md), lowest first; each target depends only on targets above it in this list.
 //   IOASIDStructures  — pure data structures (IOVA ranges, interval map, allocator, bitmaps)
 //   IOASIDSoftIOMMU   — the software IOMMU: page-table formats in modelled memory (layer 2)
 //   IOASIDCore        — the IOASID object model (contexts, IOAS, HWPT, devices, accesses, queues)
@@ -56,12 +56,11 @@ let package = Package(
             "IOASIDLinuxABI",
             "IOASIDSoftDrivers",
             "IOASIDDemo",
-            "IOASIDSoftDrivers",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
         .executableTarget(name: "ioasid-benchmark", dependencies: ["IOASIDLinuxABI", "IOASIDCore", "IOASIDSets", "IOASIDTestDriver", "IOASIDSoftIOMMU", "IOASIDSoftDrivers", "CIOASIDSys"]),
-        // Examples: a device emulator in Swift on the software IOMMU (issue 3, the Swift API).
+        // Examples: a device emulator in Swift on the software IOMMU.
         .executableTarget(name: "device-emulator", dependencies: ["IOASIDCore", "IOASIDLinuxABI", "IOASIDSoftDrivers", "IOASIDSoftIOMMU"],
                           path: "Examples/device-emulator"),
         // The README's quick start, verbatim (a test checks that the README prints this file).

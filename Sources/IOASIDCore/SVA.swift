@@ -1,5 +1,5 @@
 // Shared virtual addressing (SVA): a device at one PASID uses a CPU process's page table, so its
-// DMA addresses are the process's virtual addresses (DESIGN.md §1 "SVA"; the kernel's
+// DMA addresses are the process's virtual addresses (the kernel's
 // iommu_sva_bind_device in drivers/iommu/iommu-sva.c).
 //
 // Vocabulary:

@@ -1,4 +1,4 @@
-// `ioasid demo`: the seed of the design (DESIGN.md §1) end to end, on the software IOMMU.
+// `ioasid demo`: the IOASID design (docs/demo.md) end to end, on the software IOMMU.
 
 /// The built-in scenario of `ioasid demo`.
 ///

@@ -1,5 +1,5 @@
 // The IOASID layer: contexts act for IOASID sets, and a PASID reaches a device only through
-// the set that owns it (issue 4 item 3; DESIGN.md §1).
+// the set that owns it.
 import IOASIDCore
 import IOASIDStructures
 

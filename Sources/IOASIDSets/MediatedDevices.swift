@@ -1,4 +1,4 @@
-// Mediated and vDPA devices on PASIDs handed out by the IOASID layer (issue 4 items 4 and 5).
+// Mediated and vDPA devices on PASIDs handed out by the IOASID layer.
 // Upstream Linux never let them use a PASID; here each is a `DeviceModel` like a physical
 // function, so it binds and attaches through the same core API.
 import IOASIDCore

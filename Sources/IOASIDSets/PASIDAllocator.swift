@@ -1,4 +1,4 @@
-// Host PASID allocation with IOASID sets (DESIGN.md §1, §4; issue 4 item 1).
+// Host PASID allocation with IOASID sets.
 import IOASIDCore
 import IOASIDStructures
 

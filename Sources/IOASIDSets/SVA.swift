@@ -1,4 +1,4 @@
-// SVA bind through the IOASID layer (issue 4 item 6): a process address space shared with
+// SVA bind through the IOASID layer: a process address space shared with
 // devices at the process's PASID, which the layer hands out from the binding context's set.
 //
 // The kernel's model (drivers/iommu/iommu-sva.c), with the IOASID layer as the allocator:

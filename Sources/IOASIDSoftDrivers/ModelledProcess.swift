@@ -1,4 +1,4 @@
-// A modelled process address space: what the kernel's mm is to SVA (issue 4 item 6).
+// A modelled process address space: what the kernel's mm is to SVA.
 //
 // The process's CPU page table is an x86-64 first-stage table (``X86PageTable``) in the IOMMU's
 // modelled memory, so a VT-d PASID entry can point at its root (FSPTPTR) and the unit walks it as

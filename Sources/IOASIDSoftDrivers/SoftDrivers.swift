@@ -1,4 +1,4 @@
-// Drivers under the core for the software IOMMU (layer 3 of ../shared/DESIGN.md §4): the core's
+// Drivers under the core for the software IOMMU (layer 3 of docs/architecture.md): the core's
 // IOMMUDriver / DeviceModel / PagingDomain protocols implemented on the modelled hardware.
 //
 //   VTd/     Intel VT-d scalable mode (host-allocated PASIDs: the host programs each PASID entry)

@@ -1,5 +1,5 @@
-// A modelled machine: IOMMUs and the PCI functions behind them (issue 3 item 7: the Swift API for
-// device emulators; also what `ioasid run --machine` builds).
+// A modelled machine: IOMMUs and the PCI functions behind them (the Swift API for device
+// emulators; also what `ioasid run --machine` builds).
 import IOASIDCore
 import IOASIDSoftIOMMU
 import IOASIDStructures

@@ -1,4 +1,4 @@
-// The software IOMMU (layer 2 of ../shared/DESIGN.md §4). See docs/architecture.md.
+// The software IOMMU (layer 2 of docs/architecture.md). See docs/architecture.md.
 //
 //   Memory/      PhysicalMemory — modelled physical memory: atomic 64-bit words, the frame allocator,
 //                RAM regions (anonymous, memfd, caller memory) and bulk DMA bytes; thread-safe

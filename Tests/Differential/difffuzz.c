@@ -5,7 +5,7 @@
  *   difffuzz [-n COUNT] [-s SEED] [-P]        (-P: no bad argument pointers)
  *
  * The same seed gives the same sequence of requests wherever it runs, so a transcript recorded
- * on the real kernel (static build, ../shared/oracle/run.sh) can be replayed under ioasid
+ * on the real kernel (static build, run under the real kernel by scripts/differential.sh --record) can be replayed under ioasid
  * (dynamic build, `ioasid run`) and compared line by line (scripts/differential.sh). Every
  * answer that feeds later requests (object IDs, IOVAs, counts) is printed, so a divergence shows
  * where it starts.

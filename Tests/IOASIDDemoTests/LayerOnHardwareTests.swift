@@ -1,4 +1,4 @@
-// The IOASID layer on the modelled hardware (issue 4, items 2, 4, 5 and the free path of 3):
+// The IOASID layer on the modelled hardware (both PASID models, mediated and vDPA devices, the free path):
 // mediated and vDPA devices, both PASID models side by side, and freed PASIDs, each checked by
 // real DMA through the VT-d and SMMUv3 models into real memory.
 import IOASIDCore

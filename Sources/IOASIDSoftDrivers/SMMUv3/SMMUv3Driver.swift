@@ -1,4 +1,4 @@
-// The Arm SMMUv3 driver under the IOASID core (layer 3 of ../shared/DESIGN.md): what the
+// The Arm SMMUv3 driver under the IOASID core (layer 3 of docs/architecture.md): what the
 // kernel's arm-smmu-v3 driver does for iommufd, done to the SMMUv3 model of IOASIDSoftIOMMU
 // through its registers, its in-memory structures and its queues.
 //
