@@ -1,19 +1,8 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-// Layers (docs/architecture.md), lowest first; each target depends only on targets above it in this list.
-//   IOASIDStructures  — pure data structures (IOVA ranges, interval map, allocator, bitmaps)
-//   IOASIDSoftIOMMU   — the software IOMMU: page-table formats in modelled memory (layer 2)
-//   IOASIDCore        — the IOASID object model (contexts, IOAS, HWPT, devices, accesses, queues)
-//   IOASIDSets        — host PASID allocation with IOASID sets and quotas
-//   IOASIDTestDriver  — the mock driver matching the kernel's IOMMUFD_TEST driver
-//   IOASIDSoftDrivers — VT-d and SMMUv3 drivers under the core, on the software IOMMU
-//   IOASIDDemo        — `ioasid demo`: the design end to end on the software IOMMU
-//   IOASIDLinuxABI    — ioctl numbers, struct layouts, the size rules and the dispatcher
-//   IOASIDReport      — the HTML report of a run (`ioasid run --report`), from core snapshots and call records
-//   IOASIDEngine      — the in-process engine behind the preload library (fd table, C entry points)
-//   CIOASIDPreload    — the tiny C interposer (libioasid-preload.so)
-//   ioasid            — the command-line tool (`ioasid run`)
+// The layers and which module may import which: docs/architecture.md (the table there is the
+// one statement; LayeringTests checks the sources against it).
 let package = Package(
     name: "ioasid",
     platforms: [.macOS(.v15)],
@@ -22,7 +11,7 @@ let package = Package(
         // software IOMMU and its drivers (SoftMachine), the IOASID layer, the mock test driver and
         // the Linux ABI (ProcessMemory, the dispatcher).
         .library(name: "IOASID", targets: ["IOASIDStructures", "IOASIDCore", "IOASIDSoftIOMMU", "IOASIDSoftDrivers",
-                                           "IOASIDSets", "IOASIDTestDriver", "IOASIDLinuxABI"]),
+                                           "IOASIDSets", "IOASIDTestDriver", "IOASIDProcessMemory", "IOASIDLinuxABI"]),
         .library(name: "IOASIDEngine", type: .dynamic, targets: ["IOASIDEngine"]),
         .library(name: "ioasid-preload", type: .dynamic, targets: ["CIOASIDPreload"]),
         .executable(name: "ioasid", targets: ["ioasid"]),
@@ -42,12 +31,14 @@ let package = Package(
         // The IOASID layer of the original design: host PASID allocation with per-VM sets.
         .target(name: "IOASIDSets", dependencies: ["IOASIDCore", "IOASIDStructures"]),
         .target(name: "IOASIDTestDriver", dependencies: ["IOASIDCore"]),
+        // This process's memory as a context's user memory (system calls: fault-safe copies, pins).
+        .target(name: "IOASIDProcessMemory", dependencies: ["IOASIDCore", "CIOASIDSys"]),
         // Drivers under the core on the software IOMMU: VT-d scalable mode and SMMUv3.
         .target(name: "IOASIDSoftDrivers", dependencies: ["IOASIDCore", "IOASIDSoftIOMMU", "IOASIDStructures"]),
         .target(name: "CIOASIDSys"),
         // `ioasid demo`: the seed end to end on the software IOMMU (a library, so tests can run it).
-        .target(name: "IOASIDDemo", dependencies: ["IOASIDCore", "IOASIDSets", "IOASIDSoftIOMMU", "IOASIDSoftDrivers", "IOASIDLinuxABI", "IOASIDStructures"]),
-        .target(name: "IOASIDLinuxABI", dependencies: ["IOASIDStructures", "IOASIDCore", "IOASIDSets", "IOASIDTestDriver", "IOASIDSoftIOMMU", "IOASIDSoftDrivers", "CIOASIDSys"]),
+        .target(name: "IOASIDDemo", dependencies: ["IOASIDCore", "IOASIDSets", "IOASIDSoftIOMMU", "IOASIDSoftDrivers", "IOASIDProcessMemory", "IOASIDStructures"]),
+        .target(name: "IOASIDLinuxABI", dependencies: ["IOASIDProcessMemory", "IOASIDStructures", "IOASIDCore", "IOASIDSets", "IOASIDTestDriver", "IOASIDSoftIOMMU", "IOASIDSoftDrivers", "CIOASIDSys"]),
         // The report page (layer 6): plain values in, self-contained HTML out.
         .target(name: "IOASIDReport", dependencies: ["IOASIDCore", "IOASIDLinuxABI", "IOASIDStructures"]),
         .target(name: "IOASIDEngine", dependencies: ["IOASIDLinuxABI", "IOASIDReport", "IOASIDCore", "IOASIDTestDriver", "IOASIDSoftDrivers", "IOASIDSoftIOMMU", "CIOASIDSys"]),
@@ -59,23 +50,23 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
-        .executableTarget(name: "ioasid-benchmark", dependencies: ["IOASIDLinuxABI", "IOASIDCore", "IOASIDSets", "IOASIDTestDriver", "IOASIDSoftIOMMU", "IOASIDSoftDrivers", "CIOASIDSys"]),
+        .executableTarget(name: "ioasid-benchmark", dependencies: ["IOASIDProcessMemory", "IOASIDLinuxABI", "IOASIDCore", "IOASIDSets", "IOASIDTestDriver", "IOASIDSoftIOMMU", "IOASIDSoftDrivers", "CIOASIDSys"]),
         // Examples: a device emulator in Swift on the software IOMMU.
-        .executableTarget(name: "device-emulator", dependencies: ["IOASIDCore", "IOASIDLinuxABI", "IOASIDSoftDrivers", "IOASIDSoftIOMMU"],
+        .executableTarget(name: "device-emulator", dependencies: ["IOASIDProcessMemory", "IOASIDCore", "IOASIDLinuxABI", "IOASIDSoftDrivers", "IOASIDSoftIOMMU"],
                           path: "Examples/device-emulator"),
         // The README's quick start, verbatim (a test checks that the README prints this file).
-        .executableTarget(name: "quick-start", dependencies: ["IOASIDCore", "IOASIDLinuxABI", "IOASIDTestDriver"],
+        .executableTarget(name: "quick-start", dependencies: ["IOASIDProcessMemory", "IOASIDCore", "IOASIDLinuxABI", "IOASIDTestDriver"],
                           path: "Examples/quick-start"),
         .testTarget(name: "ExamplesTests"),
         .testTarget(name: "IOASIDStructuresTests", dependencies: ["IOASIDStructures"]),
         .testTarget(name: "IOASIDSoftIOMMUTests", dependencies: ["IOASIDSoftIOMMU", "IOASIDStructures"]),
-        .testTarget(name: "IOASIDSoftDriversTests", dependencies: ["IOASIDSoftDrivers", "IOASIDSoftIOMMU", "IOASIDCore", "IOASIDStructures", "IOASIDLinuxABI", "IOASIDSets"]),
-        .testTarget(name: "IOASIDDemoTests", dependencies: ["IOASIDDemo", "IOASIDSets", "IOASIDCore", "IOASIDSoftDrivers", "IOASIDSoftIOMMU", "IOASIDLinuxABI", "IOASIDStructures"]),
-        .testTarget(name: "IOASIDSetsTests", dependencies: ["IOASIDSets", "IOASIDStructures", "IOASIDCore", "IOASIDTestDriver", "IOASIDLinuxABI"]),
-        .testTarget(name: "IOASIDCoreTests", dependencies: ["IOASIDCore", "IOASIDTestDriver", "IOASIDLinuxABI", "IOASIDStructures"]),
+        .testTarget(name: "IOASIDSoftDriversTests", dependencies: ["IOASIDProcessMemory", "IOASIDSoftDrivers", "IOASIDSoftIOMMU", "IOASIDCore", "IOASIDStructures", "IOASIDLinuxABI", "IOASIDSets"]),
+        .testTarget(name: "IOASIDDemoTests", dependencies: ["IOASIDProcessMemory", "IOASIDDemo", "IOASIDSets", "IOASIDCore", "IOASIDSoftDrivers", "IOASIDSoftIOMMU", "IOASIDLinuxABI", "IOASIDStructures"]),
+        .testTarget(name: "IOASIDSetsTests", dependencies: ["IOASIDProcessMemory", "IOASIDSets", "IOASIDStructures", "IOASIDCore", "IOASIDTestDriver", "IOASIDLinuxABI"]),
+        .testTarget(name: "IOASIDCoreTests", dependencies: ["IOASIDProcessMemory", "IOASIDCore", "IOASIDTestDriver", "IOASIDLinuxABI", "IOASIDStructures"]),
         .testTarget(name: "IOASIDReportTests", dependencies: ["IOASIDReport", "IOASIDCore", "IOASIDLinuxABI", "IOASIDStructures", "IOASIDTestDriver"]),
         // zlib, for the render check that decodes a headless browser's PNG screenshot.
         .systemLibrary(name: "CZlib", path: "Tests/CZlib"),
-        .testTarget(name: "IOASIDLinuxABITests", dependencies: ["IOASIDLinuxABI", "CIOASIDSys", "IOASIDStructures", "IOASIDSoftDrivers", "IOASIDReport", "CZlib"]),
+        .testTarget(name: "IOASIDLinuxABITests", dependencies: ["IOASIDProcessMemory", "IOASIDLinuxABI", "CIOASIDSys", "IOASIDStructures", "IOASIDSoftDrivers", "IOASIDReport", "CZlib"]),
     ]
 )

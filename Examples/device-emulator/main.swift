@@ -2,6 +2,7 @@
 // device an address space, DMA into it, take an I/O page fault and answer it.
 //
 //   swift run device-emulator
+import IOASIDProcessMemory
 import IOASIDCore
 import IOASIDLinuxABI  // ProcessMemory: this process's memory as the context's user memory
 import IOASIDSoftDrivers

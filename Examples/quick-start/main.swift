@@ -1,5 +1,5 @@
 import IOASIDCore        // the object model: Context, IOAS, HWPT, devices
-import IOASIDLinuxABI    // ProcessMemory: this process's memory as the context's user memory
+import IOASIDProcessMemory  // ProcessMemory: this process's memory as the context's user memory
 import IOASIDTestDriver  // TestDriver: the mock device of the kernel's IOMMUFD_TEST driver
 
 let context = Context(memory: ProcessMemory.shared)  // one "open of /dev/iommu"

@@ -13,7 +13,7 @@ import IOASIDStructures
 /// framework (to signal a file descriptor, to wake a reader) while the lock is held: such work
 /// is collected in `ContextState.pendingSignals` and run after unlocking.
 public final class Context: @unchecked Sendable {
-    let lock = ContextLock()
+    let lock = Lock()
     let state: ContextState
 
     /// Creates a context that reads and pins user memory through `memory`.
@@ -25,7 +25,7 @@ public final class Context: @unchecked Sendable {
     /// Runs `body` with the state locked, then delivers queued signals.
     @inline(__always)
     func locked<R>(_ body: (ContextState) throws(IOMMUError) -> R) throws(IOMMUError) -> R {
-        let result: Result<R, IOMMUError> = lock.withLock { _ in
+        let result: Result<R, IOMMUError> = lock.withLock {
             do throws(IOMMUError) { return .success(try body(state)) } catch { return .failure(error) }
         }
         if !state.pendingSignals.isEmpty { flushSignals() }
@@ -33,7 +33,7 @@ public final class Context: @unchecked Sendable {
     }
 
     private func flushSignals() {
-        let signals: [@Sendable () -> Void] = lock.withLock { _ in
+        let signals: [@Sendable () -> Void] = lock.withLock {
             let s = state.pendingSignals
             state.pendingSignals.removeAll(keepingCapacity: true)
             return s
@@ -55,7 +55,7 @@ public final class Context: @unchecked Sendable {
 
     /// The IDs and kinds of every live object, ascending; for tests and tracing.
     public var objects: [(id: ObjectID, kind: ObjectKind)] {
-        lock.withLock { _ in state.slots.compactMap { o in o.flatMap { $0.isLive ? ($0.objectID, $0.kind) : nil } } }
+        lock.withLock { state.slots.compactMap { o in o.flatMap { $0.isLive ? ($0.objectID, $0.kind) : nil } } }
     }
 
     /// Tears the context down as the kernel does on the last close: every object is destroyed

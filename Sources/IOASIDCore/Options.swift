@@ -1,7 +1,7 @@
 /// Options of a context and of its IOAS (`IOMMU_OPTION`).
 extension Context {
     /// The accounting mode of pinned pages (`IOMMU_OPTION_RLIMIT_MODE`, get).
-    public var accountingMode: AccountingMode { lock.withLock { _ in state.accountingMode } }
+    public var accountingMode: AccountingMode { lock.withLock { state.accountingMode } }
 
     /// Sets the accounting mode (`IOMMU_OPTION_RLIMIT_MODE`, set).
     ///
@@ -45,7 +45,7 @@ extension Context {
 
     /// Pages currently charged for pinning under `mode`.
     public func chargedPages(_ mode: AccountingMode) -> UInt64 {
-        lock.withLock { _ in state.chargedPages[mode, default: 0] }
+        lock.withLock { state.chargedPages[mode, default: 0] }
     }
 }
 
@@ -88,7 +88,7 @@ extension Context {
 
     /// Forgets the compatibility IOAS (`IOMMU_VFIO_IOAS_CLEAR`).
     public func clearCompatibilityIOAS() {
-        lock.withLock { _ in state.vfioCompatIOAS = nil }
+        lock.withLock { state.vfioCompatIOAS = nil }
     }
 }
 

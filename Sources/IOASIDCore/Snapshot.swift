@@ -238,7 +238,7 @@ extension Context {
     ///
     /// Complexity: O(objects + areas + reserved spans); it allocates, so it is not for hot paths.
     public func snapshot() -> ContextSnapshot {
-        lock.withLock { _ in state.snapshot() }
+        lock.withLock { state.snapshot() }
     }
 }
 

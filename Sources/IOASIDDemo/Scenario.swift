@@ -5,8 +5,8 @@
 // models' DMA (`PCIFunction`). Nothing is faked: each outcome is read back from guest memory, the
 // IOMMUs' tables and fault records, or the allocator.
 
+import IOASIDProcessMemory
 import IOASIDCore
-import IOASIDLinuxABI
 import IOASIDSets
 import IOASIDSoftDrivers
 import IOASIDSoftIOMMU

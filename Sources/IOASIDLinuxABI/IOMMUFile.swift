@@ -1,3 +1,4 @@
+import IOASIDProcessMemory
 import CIOASIDSys
 import IOASIDCore
 import IOASIDSets

@@ -4,16 +4,14 @@ import Glibc
 import Darwin
 #endif
 
-/// A value guarded by a pthread mutex: the same shape as `Synchronization.Mutex`, but built on a
-/// lock ThreadSanitizer models (it does not see `Mutex`'s raw futex on Linux and reports false
-/// races through it). Not recursive: a body must not take the same lock again.
-public final class Locked<State: ~Copyable>: @unchecked Sendable {
-    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
-    private var state: State
+/// The project's one mutex: a pthread mutex, because ThreadSanitizer models pthread locks (it
+/// does not see `Synchronization.Mutex`'s raw futex on Linux and reports false races through
+/// it). Not recursive: a body must not take the same lock again. `Locked` guards a value with it.
+public final class Lock: @unchecked Sendable {
+    @usableFromInline let mutex: UnsafeMutablePointer<pthread_mutex_t>
 
-    /// Guards `initial`.
-    public init(_ initial: consuming State) {
-        state = initial
+    /// An unlocked mutex.
+    public init() {
         mutex = .allocate(capacity: 1)
         pthread_mutex_init(mutex, nil)
     }
@@ -23,11 +21,31 @@ public final class Locked<State: ~Copyable>: @unchecked Sendable {
         mutex.deallocate()
     }
 
+    /// Runs `body` with the lock held.
+    @inlinable @inline(__always)
+    public func withLock<R, E: Error>(_ body: () throws(E) -> R) throws(E) -> R {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return try body()
+    }
+}
+
+/// A value guarded by a `Lock`: the same shape as `Synchronization.Mutex`, on the lock
+/// ThreadSanitizer models. Not recursive: a body must not take the same lock again.
+public final class Locked<State: ~Copyable>: @unchecked Sendable {
+    @usableFromInline let lock = Lock()
+    private var state: State
+
+    /// Guards `initial`.
+    public init(_ initial: consuming State) {
+        state = initial
+    }
+
     /// Runs `body` with the lock held and the state lent to it.
     @inlinable @inline(__always)
     public func withLock<R, E: Error>(_ body: (inout State) throws(E) -> R) throws(E) -> R {
-        lock()
-        defer { unlock() }
+        pthread_mutex_lock(lock.mutex)
+        defer { pthread_mutex_unlock(lock.mutex) }
         return try body(&stateStorage)
     }
 
@@ -35,6 +53,4 @@ public final class Locked<State: ~Copyable>: @unchecked Sendable {
         _read { yield state }
         _modify { yield &state }
     }
-    @usableFromInline func lock() { pthread_mutex_lock(mutex) }
-    @usableFromInline func unlock() { pthread_mutex_unlock(mutex) }
 }

@@ -7,6 +7,7 @@
 //   - the same copy through `PCIFunction.copy` alone (the bulk DMA path without the device);
 //   - mallocs per IOAT memcpy: `ioatBenchMemcpy()` is counted in section 4's child.
 
+import IOASIDProcessMemory
 import Glibc
 import IOASIDCore
 import IOASIDLinuxABI

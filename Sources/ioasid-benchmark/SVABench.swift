@@ -13,6 +13,7 @@
 //     layer), and a process's whole SVA life (create, bind with PASID allocation, exit), against
 //     an attach + detach of a paging HWPT at a PASID of the same kind of device.
 
+import IOASIDProcessMemory
 import Dispatch
 import Glibc
 import IOASIDCore

@@ -1,5 +1,6 @@
 // Section 6: the IOASID layer — PASID alloc+free with many PASIDs outstanding, and a PASID's
 // way to a device end to end (alloc, attach, detach, free) against the same attach without the layer.
+import IOASIDProcessMemory
 import IOASIDCore
 import IOASIDLinuxABI
 import IOASIDSets

@@ -1,3 +1,4 @@
+import IOASIDProcessMemory
 import Glibc
 import IOASIDCore
 import IOASIDLinuxABI

@@ -1,6 +1,7 @@
 // Helpers shared by the core suites: page-aligned user memory, errno expectations, a fresh
 // context on the real process memory, and the process-wide pin lock.
 
+import IOASIDProcessMemory
 import Foundation
 import IOASIDCore
 import IOASIDLinuxABI

@@ -1,6 +1,7 @@
 // The IOASID layer on the modelled hardware (both PASID models, mediated and vDPA devices, the free path):
 // mediated and vDPA devices, both PASID models side by side, and freed PASIDs, each checked by
 // real DMA through the VT-d and SMMUv3 models into real memory.
+import IOASIDProcessMemory
 import IOASIDCore
 @testable import IOASIDDemo
 import IOASIDLinuxABI

@@ -1,4 +1,5 @@
 // The IOASID layer's authorization: a PASID reaches a device only through the set that owns it.
+import IOASIDProcessMemory
 import IOASIDCore
 import IOASIDLinuxABI
 @testable import IOASIDSets

@@ -1,5 +1,6 @@
 // Mediated and vDPA devices on layer-issued PASIDs, through the core's API (the hardware side
 // is a recording device model here; DMA through the software IOMMU is tested with its drivers).
+import IOASIDProcessMemory
 import IOASIDCore
 import IOASIDLinuxABI
 @testable import IOASIDSets

@@ -2,6 +2,7 @@
 // drive it, on a VT-d and on an SMMUv3 function of a SoftMachine, with its DMA through the
 // IOMMU by IOVA.
 
+import IOASIDProcessMemory
 import Foundation
 import IOASIDCore
 import IOASIDLinuxABI

@@ -1,6 +1,7 @@
 // I/O page faults of a mediated device: the parent function's page request for the mediated
 // device's PASID reaches the fault queue of the context the mediated device is bound to, as that
 // device's own request (no PASID), and the answer travels back to the parent at that PASID.
+import IOASIDProcessMemory
 import IOASIDCore
 import IOASIDLinuxABI
 @testable import IOASIDSets

@@ -1,3 +1,4 @@
+import IOASIDProcessMemory
 import Foundation
 import IOASIDCore
 import IOASIDLinuxABI

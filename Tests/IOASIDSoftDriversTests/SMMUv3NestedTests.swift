@@ -3,6 +3,7 @@
 // from the guest's STE whose S1ContextPtr is the guest's own CD table (a GPA), the guest's
 // invalidation commands through the vIOMMU, and the guest's events on the vEVENT queue.
 
+import IOASIDProcessMemory
 import Testing
 import IOASIDCore
 import IOASIDLinuxABI

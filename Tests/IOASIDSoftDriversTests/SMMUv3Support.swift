@@ -1,6 +1,7 @@
 // Helpers of the SMMUv3 driver suites: real user memory, a context on it, a device behind a new
 // SMMUv3 driver, and guest RAM in which a guest builds its stage-1 tables and CD table.
 
+import IOASIDProcessMemory
 import IOASIDCore
 import IOASIDLinuxABI
 @testable import IOASIDSoftDrivers

@@ -6,7 +6,7 @@ import Testing
 
 /// The first failure message of a stress test (a pthread mutex: ThreadSanitizer models it).
 final class FirstViolation: @unchecked Sendable {
-    private let lock = PthreadMutex()
+    private let lock = Lock()
     private var first: String?
     func record(_ message: String) { lock.withLock { if first == nil { first = message } } }
     var text: String? { lock.withLock { first } }

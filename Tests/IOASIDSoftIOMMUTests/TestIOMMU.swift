@@ -24,7 +24,7 @@ final class TestIOMMU: TranslationAgent, @unchecked Sendable {
     /// Whether faults of PASID-tagged requests are recoverable (the owner takes page requests).
     let recoverable: Bool
 
-    private let lock = PthreadMutex()
+    private let lock = Lock()
     private var map: [Key: Mapping] = [:]
     private var endpoints: [RequesterID: WeakEndpoint] = [:]
     private var _faults: [FaultRecord] = []

@@ -179,7 +179,7 @@ public final class PCIFunction: DeviceEndpoint, @unchecked Sendable {
         var outstandingRequests = 0
         var nextGroup: UInt16 = 0
     }
-    private let lock = PthreadMutex()
+    private let lock = Lock()
     private var state = State()
     /// DMA accesses are readers; ATC invalidation drains them as the writer.
     private let inFlight = ReadMostlyLock()

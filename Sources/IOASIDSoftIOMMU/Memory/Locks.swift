@@ -1,8 +1,9 @@
-// Locks of the software IOMMU's machine fabric.
+// The read-mostly lock of the software IOMMU's machine fabric (plain mutexes are
+// IOASIDStructures' `Lock` and `Locked`).
 //
-// Both are built from primitives ThreadSanitizer models on Linux (pthread mutexes and compiler
-// atomics); it does not model `Synchronization.Mutex` there (a futex inside an uninstrumented
-// standard library), see scripts/tsan.sh.
+// Built from primitives ThreadSanitizer models on Linux (a pthread mutex and compiler atomics);
+// it does not model `Synchronization.Mutex` there (a futex inside an uninstrumented standard
+// library), see scripts/tsan.sh.
 
 #if canImport(Glibc)
 import Glibc
@@ -10,31 +11,8 @@ import Glibc
 import Darwin
 #endif
 import CIOASIDSys
+import IOASIDStructures
 import Synchronization
-
-/// A plain pthread mutex. Not recursive: a body must not take the same lock again.
-@usableFromInline
-final class PthreadMutex: @unchecked Sendable {
-    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
-
-    init() {
-        mutex = .allocate(capacity: 1)
-        pthread_mutex_init(mutex, nil)
-    }
-
-    deinit {
-        pthread_mutex_destroy(mutex)
-        mutex.deallocate()
-    }
-
-    /// Runs `body` with the lock held.
-    @inline(__always)
-    func withLock<R, E: Error>(_ body: () throws(E) -> R) throws(E) -> R {
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
-        return try body()
-    }
-}
 
 /// A reader–writer lock for data that is read on every access and changed rarely (the RAM
 /// region table of ``PhysicalMemory``): a "big-reader" lock.
@@ -56,7 +34,7 @@ final class ReadMostlyLock: @unchecked Sendable {
     private static let stride = 128 / MemoryLayout<Atomic<Int>>.stride
     private let readers: UnsafeMutablePointer<Atomic<Int>>
     private let writer = Atomic<Int>(0)
-    private let writers = PthreadMutex()
+    private let writers = Lock()
 
     init() {
         let raw = UnsafeMutableRawPointer.allocate(byteCount: Self.stripes * 128, alignment: 128)

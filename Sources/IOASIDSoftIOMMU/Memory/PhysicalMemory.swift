@@ -34,6 +34,7 @@
 // The host is little-endian: byte `i` of a word is bits `8i..<8i+8`.
 
 #if canImport(Glibc)
+import IOASIDStructures
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
@@ -127,7 +128,7 @@ public final class PhysicalMemory: @unchecked Sendable {
     private let bitmapBytes: Int
 
     /// Protects `freeList` and `nextFrame`.
-    private let allocatorLock = PthreadMutex()
+    private let allocatorLock = Lock()
     /// Freed window frame indices, reused first (LIFO).
     private var freeList: [Int] = []
     /// The next never-allocated window frame index.
@@ -157,7 +158,7 @@ public final class PhysicalMemory: @unchecked Sendable {
 
     /// Protects `looseFrames`. The frames themselves are accessed with atomics outside it; they
     /// are never freed before the memory is.
-    private let looseLock = PthreadMutex()
+    private let looseLock = Lock()
     private var looseFrames: [UInt64: UnsafeMutableRawPointer] = [:]
 
     /// Creates an empty memory whose frame allocator serves `[allocatorBase, allocatorLimit)`.

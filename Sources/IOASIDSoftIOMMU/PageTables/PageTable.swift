@@ -53,6 +53,8 @@
 ///   far, for an owner whose invalidation covers all of it. Until reclaimed, retired frames count
 ///   in ``retiredTableFrameCount`` and in `memory.allocatedFrameCount`, not in
 ///   ``tableFrameCount``. Retired frames read as the empty tables they were when unlinked.
+import IOASIDStructures
+
 public final class PageTable<Format: PageTableFormat>: @unchecked Sendable {
     /// The memory the tables live in.
     public let memory: PhysicalMemory
@@ -72,7 +74,7 @@ public final class PageTable<Format: PageTableFormat>: @unchecked Sendable {
     }
 
     /// Serializes writers and software readers; see "Concurrency" above.
-    private let writerLock = PthreadMutex()
+    private let writerLock = Lock()
     /// Only touched with `writerLock` held.
     private var state = WriterState()
 

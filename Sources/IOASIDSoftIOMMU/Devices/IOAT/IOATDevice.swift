@@ -26,6 +26,8 @@
 /// // a driver: reset the channel, set CHAINADDR, write DMACOUNT, poll CHANSTS
 /// ioat.write(bar: 0, offset: 0x84, size: 1, value: 0x20)
 /// ```
+import IOASIDStructures
+
 public final class IOATDevice: PCIDeviceModel, @unchecked Sendable {
     /// CBVER's value.
     public static let versionValue: UInt8 = 0x33
@@ -55,7 +57,7 @@ public final class IOATDevice: PCIDeviceModel, @unchecked Sendable {
     }
     // Under `lock`. Three stored properties, not one struct: the channel updates ATTNSTATUS while
     // it is itself being mutated, and exclusive access is per property.
-    private let lock = PthreadMutex()
+    private let lock = Lock()
     private var general = GeneralRegisters()
     private var attention: UInt32 = 0
     private var channel = IOATChannel(index: 0, transferCapacityLog2: IOATDevice.transferCapacityLog2)
