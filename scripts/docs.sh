@@ -26,7 +26,7 @@ while [ $# -gt 0 ]; do
 done
 
 # The modules a user imports (the product IOASID), each with its own catalog or doc comments.
-TARGETS=(IOASIDCore IOASIDStructures IOASIDSoftIOMMU IOASIDSoftDrivers IOASIDSets IOASIDTestDriver IOASIDLinuxABI)
+TARGETS=(IOASIDCore IOASIDStructures IOASIDSoftIOMMU IOASIDSoftDrivers IOASIDSets IOASIDTestDriver IOASIDProcessMemory IOASIDLinuxABI)
 ARGS=()
 for t in "${TARGETS[@]}"; do ARGS+=(--target "$t"); done
 

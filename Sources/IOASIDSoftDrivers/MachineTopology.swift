@@ -143,45 +143,16 @@ public struct MachineDeviceDescription: Sendable {
     /// The `pci` kind: a PCI Express endpoint with 20-bit PASIDs, ATS, PRI and SR-IOV (7 VFs,
     /// the functions 1–7 of its own slot). IDs are made up under the QEMU/Red Hat vendor ID and
     /// belong to no real device (no host driver claims them).
-    public static let pci = MachineDeviceDescription(
-        identity: PCIIdentity(vendorID: 0x1b36, deviceID: 0x00f0, revision: 1, classCode: 0xff_0000),
-        bars: [PCIBAR(index: 0, size: 0x4000), PCIBAR(index: 2, size: 0x1000)],
-        capabilities: [
-            .powerManagement,
-            .msi(vectors: 4, addresses64Bit: true, perVectorMasking: true),
-            .msix(vectors: 8, tableBAR: 2, tableOffset: 0, pbaBAR: 2, pbaOffset: 0x800),
-            .pciExpress(deviceType: .endpoint, functionLevelReset: true),
-            .pasid(width: 20, executePermission: false, privilegedMode: false),
-            .ats,
-            .pageRequest(capacity: 32),
-            .sriov(totalVFs: 7, vfDeviceID: 0x00f1, firstVFOffset: 1, vfStride: 1),
-        ],
-        name: "ioasid PCI function")
+    public static let pci = MachineDeviceDescription(of: GenericPCIDevice(), name: "ioasid PCI function")
 
     /// A virtual function of the `pci` kind: its device ID, no SR-IOV of its own, no MSI.
-    public static let pciVirtualFunction = MachineDeviceDescription(
-        identity: PCIIdentity(vendorID: 0x1b36, deviceID: 0x00f1, revision: 1, classCode: 0xff_0000),
-        bars: [PCIBAR(index: 0, size: 0x4000), PCIBAR(index: 2, size: 0x1000)],
-        capabilities: [
-            .msix(vectors: 8, tableBAR: 2, tableOffset: 0, pbaBAR: 2, pbaOffset: 0x800),
-            .pciExpress(deviceType: .endpoint, functionLevelReset: true),
-            .pasid(width: 20, executePermission: false, privilegedMode: false),
-            .ats,
-            .pageRequest(capacity: 32),
-        ],
-        name: "ioasid PCI virtual function")
+    public static let pciVirtualFunction = MachineDeviceDescription(of: GenericPCIDevice(virtualFunction: true),
+                                                                    name: "ioasid PCI virtual function")
 
     /// The `ioat` kind: an Intel I/OAT (Crystal Beach) DMA engine, 8086:2021, class 0x088000
     /// (system peripheral), as Linux's `ioatdma` and the VFIO selftests' driver know it. The
     /// device model itself owns the register details; this is only what discovery shows.
-    public static let ioat = MachineDeviceDescription(
-        identity: PCIIdentity(vendorID: 0x8086, deviceID: 0x2021, revision: 4, classCode: 0x08_8000),
-        bars: [PCIBAR(index: 0, size: 0x4000)],
-        capabilities: [
-            .pciExpress(deviceType: .rootComplexIntegratedEndpoint, functionLevelReset: false),
-            .msix(vectors: 1, tableBAR: 0, tableOffset: 0x2000, pbaBAR: 0, pbaOffset: 0x3000),
-        ],
-        name: "Intel I/OAT DMA engine")
+    public static let ioat = MachineDeviceDescription(of: IOATDevice(), name: "Intel I/OAT DMA engine")
 
     /// The test driver's mock device: PASID-capable, nothing else.
     public static let mock = MachineDeviceDescription(
@@ -231,4 +202,12 @@ public struct MachineLayout: Sendable {
 private func hex(_ value: UInt64, _ digits: Int) -> String {
     let text = String(value, radix: 16)
     return String(repeating: "0", count: max(0, digits - text.count)) + text
+}
+
+extension MachineDeviceDescription {
+    /// What `model` says of itself: its identity, BARs and capabilities, so discovery shows
+    /// exactly the device the machine plugs in.
+    public init(of model: any PCIDeviceModel, name: String) {
+        self.init(identity: model.identity, bars: model.bars, capabilities: model.capabilities, name: name)
+    }
 }

@@ -42,7 +42,7 @@ struct DiscoveryTests {
         let outcome = try run(BuiltProducts.directory + "/ioasid", arguments: ["devices", "--machine", "vtd:ioat,smmuv3:2,mock"])
         #expect(outcome.exited(0), "\(outcome)")
         let expected = """
-            0100:00:01.0 System peripheral [0880]: Intel I/OAT DMA engine [8086:2021] (rev 04) kind=ioat iommu=vtd group=0 cdev=vfio0 caps=pcie,msix
+            0100:00:01.0 System peripheral [0880]: Intel I/OAT DMA engine [8086:2021] (rev 04) kind=ioat iommu=vtd group=0 cdev=vfio0 caps=msix,pcie,pm
             0100:00:02.0 Unassigned class [ff00]: ioasid PCI function [1b36:00f0] (rev 01) kind=pci iommu=smmuv3 group=1 cdev=vfio1 caps=pm,msi,msix,pcie,pasid,ats,pri,sriov totalvfs=7
             0100:00:03.0 Unassigned class [ff00]: ioasid PCI function [1b36:00f0] (rev 01) kind=pci iommu=smmuv3 group=2 cdev=vfio2 caps=pm,msi,msix,pcie,pasid,ats,pri,sriov totalvfs=7
             0100:00:04.0 Unassigned class [ff00]: ioasid mock device [1b36:00f0] (rev 01) kind=mock iommu=mock group=3 cdev=vfio3 caps=pcie,pasid
