@@ -485,43 +485,34 @@ public final class PCIFunction: DeviceEndpoint, @unchecked Sendable {
     /// into `buffer`. Allocates nothing.
     public func read(pasid: PASID? = nil, address: UInt64, into buffer: UnsafeMutableRawBufferPointer,
                      privileged: Bool = false) -> Result<Void, DMAError> {
-        let control = lock.withLock { state.control }
-        if let e = refusal(pasid: pasid, privileged: privileged, execute: false, control: control) { return .failure(e) }
-        var done = 0
-        while done < buffer.count {
-            let step: Result<Int, DMAError> = inFlight.withReadLock {
-                switch translatePage(pasid: pasid, privileged: privileged, address: address &+ UInt64(done), access: .read,
-                                     remaining: buffer.count - done, useATS: control.ats) {
-                case .translated(let output, let n):
-                    do throws(PhysicalMemoryError) {
-                        try iommu.memory.read(UnsafeMutableRawBufferPointer(rebasing: buffer[done..<(done + n)]), at: output)
-                    } catch { return .failure(.memory(error)) }
-                    return .success(n)
-                case .needsPage(let e), .failed(let e): return .failure(e)
-                }
-            }
-            switch step {
-            case .success(let n): done += n
-            case .failure(let e): return .failure(e)
-            }
+        bulk(pasid: pasid, privileged: privileged, address: address, count: buffer.count, access: .read) { (done, n, output) throws(PhysicalMemoryError) in
+            try iommu.memory.read(UnsafeMutableRawBufferPointer(rebasing: buffer[done..<(done + n)]), at: output)
         }
-        return .success(())
     }
 
     /// Writes `bytes` at untranslated `address` (in the address space of `pasid`). Allocates nothing.
     public func write(pasid: PASID? = nil, address: UInt64, from bytes: UnsafeRawBufferPointer,
                       privileged: Bool = false) -> Result<Void, DMAError> {
+        bulk(pasid: pasid, privileged: privileged, address: address, count: bytes.count, access: .write) { (done, n, output) throws(PhysicalMemoryError) in
+            try iommu.memory.write(UnsafeRawBufferPointer(rebasing: bytes[done..<(done + n)]), at: output)
+        }
+    }
+
+    /// Moves `count` bytes at untranslated `address` page run by page run: each run is
+    /// translated and moved (`move(offset, length, host address)`) inside one reader section of
+    /// `inFlight`, so an ATC invalidation waits for it.
+    @inline(__always)
+    private func bulk(pasid: PASID?, privileged: Bool, address: UInt64, count: Int, access: AccessPermissions,
+                      move: (Int, Int, UInt64) throws(PhysicalMemoryError) -> Void) -> Result<Void, DMAError> {
         let control = lock.withLock { state.control }
         if let e = refusal(pasid: pasid, privileged: privileged, execute: false, control: control) { return .failure(e) }
         var done = 0
-        while done < bytes.count {
+        while done < count {
             let step: Result<Int, DMAError> = inFlight.withReadLock {
-                switch translatePage(pasid: pasid, privileged: privileged, address: address &+ UInt64(done), access: .write,
-                                     remaining: bytes.count - done, useATS: control.ats) {
+                switch translatePage(pasid: pasid, privileged: privileged, address: address &+ UInt64(done), access: access,
+                                     remaining: count - done, useATS: control.ats) {
                 case .translated(let output, let n):
-                    do throws(PhysicalMemoryError) {
-                        try iommu.memory.write(UnsafeRawBufferPointer(rebasing: bytes[done..<(done + n)]), at: output)
-                    } catch { return .failure(.memory(error)) }
+                    do throws(PhysicalMemoryError) { try move(done, n, output) } catch { return .failure(.memory(error)) }
                     return .success(n)
                 case .needsPage(let e), .failed(let e): return .failure(e)
                 }
