@@ -95,21 +95,9 @@ done
 case $IOMMU in vtd|smmuv3) ;; *) die "--iommu must be vtd or smmuv3" ;; esac
 MACHINE=${MACHINE:-$IOMMU}
 IOAT_MACHINE=${IOAT_MACHINE:-$IOMMU:ioat}
-if [ -n "$BASELINE" ]; then
-	[ -r "$BASELINE" ] || die "cannot read the baseline file: $BASELINE"
-	BASELINE_N=$(tr -d '[:space:]' < "$BASELINE")
-	[[ $BASELINE_N =~ ^[0-9]+$ ]] || die "$BASELINE must hold one number"
-fi
-
-is_root() { [ "$(id -u)" = 0 ]; }
-install_pkgs() {	# install Debian packages, as root only
-	is_root || die "missing $*: install them (apt-get install $*) or run as root"
-	log "installing $*"
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get install -y -qq --no-install-recommends "$@" >&2 ||
-		{ apt-get update -qq >&2 && apt-get install -y -qq --no-install-recommends "$@" >&2; } ||
-		die "apt-get install $* failed"
-}
+# shellcheck source=scripts/test-runner-common.sh
+. "$ROOT/scripts/test-runner-common.sh"
+read_baseline
 
 mkdir -p "$OUT" || die "cannot create $OUT"
 OUT=$(cd "$OUT" && pwd)
