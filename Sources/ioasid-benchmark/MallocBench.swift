@@ -35,6 +35,7 @@ func mallocChild() -> Never {
     count("walk_x86", walkBenchSingleWalk())
     count("walk_nested", walkBenchNestedWalk())
     count("ioat_memcpy_64k", ioatBenchMemcpy())
+    count("dma_8b_cached", ioatBenchCachedDMA())
 
     // The heap the 1 GiB mapping keeps while it is mapped (areas, pages, pins, domain extents).
     let big = FastPath()
@@ -113,6 +114,7 @@ func mallocSection(built: (fdbench: String, malloccount: String)?) {
                 ["x86 4-level walk (section 8)", v("walk_x86.mallocs"), v("walk_x86.frees"), "-"],
                 ["nested x86/VT-d 2D walk (section 8)", v("walk_nested.mallocs"), v("walk_nested.frees"), "-"],
                 ["IOAT memcpy 64 KiB through VT-d (section 12)", v("ioat_memcpy_64k.mallocs"), v("ioat_memcpy_64k.frees"), "-"],
+                ["8-byte DMA with a cached translation through VT-d (section 12)", v("dma_8b_cached.mallocs"), v("dma_8b_cached.frees"), "-"],
                 ["(control) one syscall", v("baseline.mallocs"), v("baseline.frees"), sc("baseline")],
             ])
             print("(syscalls/call: strace -f -c of 1000 calls minus the same program with 0 calls)")

@@ -43,6 +43,8 @@ if arguments.contains("--only-ioat") {
             print("mallocs per 64 KiB IOAT memcpy through VT-d: \(kv["ioat_memcpy_64k.mallocs"]?.first.map { fmt($0, 2) } ?? "n/a")"
                   + ", frees: \(kv["ioat_memcpy_64k.frees"]?.first.map { fmt($0, 2) } ?? "n/a")"
                   + " (control, one syscall: \(kv["baseline.mallocs"]?.first.map { fmt($0, 2) } ?? "n/a"))")
+            print("mallocs per 8-byte DMA with a cached translation: \(kv["dma_8b_cached.mallocs"]?.first.map { fmt($0, 2) } ?? "n/a")"
+                  + ", frees: \(kv["dma_8b_cached.frees"]?.first.map { fmt($0, 2) } ?? "n/a")")
         }
     }
     exit(0)

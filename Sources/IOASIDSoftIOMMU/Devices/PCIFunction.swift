@@ -25,6 +25,7 @@
 // its translate methods take.
 
 import IOASIDStructures
+import Synchronization
 
 /// Why a function's DMA (or page request) failed.
 public enum DMAError: Error, Hashable, Sendable {
@@ -181,6 +182,16 @@ public final class PCIFunction: DeviceEndpoint, @unchecked Sendable {
     }
     private let lock = Lock()
     private var state = State()
+    /// `state.control` as one word (bit 0 PASID, 1 ATS, 2 PRI, 63:8 the allocation), stored
+    /// under `lock` whenever it changes, so that a DMA reads it without the lock.
+    private let controlWord = Atomic<UInt64>(0)
+
+    /// The enable bits as a DMA sees them (no lock).
+    @inline(__always)
+    private var currentControl: Control {
+        let w = controlWord.load(ordering: .acquiring)
+        return Control(pasid: w & 1 != 0, ats: w & 2 != 0, pri: w & 4 != 0, pageRequestAllocation: Int(truncatingIfNeeded: w >> 8))
+    }
     /// DMA accesses are readers; ATC invalidation drains them as the writer.
     private let inFlight = ReadMostlyLock()
 
@@ -207,6 +218,8 @@ public final class PCIFunction: DeviceEndpoint, @unchecked Sendable {
             let flush = lock.withLock {
                 let old = state.control
                 state.control = newValue
+                controlWord.store((newValue.pasid ? 1 : 0) | (newValue.ats ? 2 : 0) | (newValue.pri ? 4 : 0)
+                                  | UInt64(newValue.pageRequestAllocation) << 8, ordering: .releasing)
                 if newValue.pri && !old.pri { state.priStatus = PRIStatus() }
                 return old.ats && !newValue.ats
             }
@@ -335,7 +348,7 @@ public final class PCIFunction: DeviceEndpoint, @unchecked Sendable {
 
     /// Moves the rest of `op`'s bytes, page by page.
     private func run(_ op: Operation) -> Outcome {
-        let control = lock.withLock { state.control }
+        let control = currentControl
         if let e = refusal(pasid: op.pasid, privileged: op.privileged, execute: op.execute, control: control) { return .failed(e) }
         var access: AccessPermissions = op.isWrite ? .write : .read
         if op.execute { access.insert(.execute) }
@@ -504,7 +517,7 @@ public final class PCIFunction: DeviceEndpoint, @unchecked Sendable {
     @inline(__always)
     private func bulk(pasid: PASID?, privileged: Bool, address: UInt64, count: Int, access: AccessPermissions,
                       move: (Int, Int, UInt64) throws(PhysicalMemoryError) -> Void) -> Result<Void, DMAError> {
-        let control = lock.withLock { state.control }
+        let control = currentControl
         if let e = refusal(pasid: pasid, privileged: privileged, execute: false, control: control) { return .failure(e) }
         var done = 0
         while done < count {
@@ -532,7 +545,7 @@ public final class PCIFunction: DeviceEndpoint, @unchecked Sendable {
     /// (``PhysicalMemory/copy(from:to:count:)``). Allocates nothing.
     public func copy(pasid: PASID? = nil, from source: UInt64, to destination: UInt64, count: Int,
                      privileged: Bool = false) -> Result<Void, CopyFailure> {
-        let control = lock.withLock { state.control }
+        let control = currentControl
         if let e = refusal(pasid: pasid, privileged: privileged, execute: false, control: control) { return .failure(.read(e)) }
         let memory = iommu.memory
         if !control.ats { return copyInBursts(pasid: pasid, from: source, to: destination, count: count, privileged: privileged) }
@@ -704,6 +717,13 @@ public final class PCIFunction: DeviceEndpoint, @unchecked Sendable {
         }
         inFlight.withWriteLock {}  // every access that might use a removed translation has finished
         return ATCInvalidationCompletion(requesterID: requesterID, tag: request.tag)
+    }
+
+    /// Waits until every DMA access begun before the call has finished (each page's
+    /// translate-and-move is a reader section of `inFlight`): what an IOMMU's invalidation
+    /// wait relies on.
+    public func drainDMA() {
+        inFlight.withWriteLock {}
     }
 
     /// Takes the response to one of the function's page request groups: frees its requests,

@@ -45,6 +45,19 @@ public protocol DeviceEndpoint: AnyObject, Sendable {
 
     /// Delivers the response to one of the device's page request groups.
     func receive(_ response: PageResponse)
+
+    /// Returns once every DMA access the device began before the call has finished: its
+    /// translation used and its bytes moved. The IOMMU calls it before it completes an
+    /// invalidation that software waits for (a VT-d invalidation wait descriptor, an SMMUv3
+    /// `CMD_SYNC`), so no access that used a removed translation lands after the wait. Called
+    /// with no lock of the IOMMU's translate path held. A device that reaches memory only
+    /// through ``PCIFunction`` gets this from it.
+    func drainDMA()
+}
+
+extension DeviceEndpoint {
+    /// Nothing to drain: a device without DMA of its own.
+    public func drainDMA() {}
 }
 
 extension TranslationAgent {

@@ -97,7 +97,7 @@ public final class SMMUv3: TranslationAgent, @unchecked Sendable {
     let state: Locked<State>
     /// Serializes command consumption; holds the invalidations waiting for a CMD_SYNC.
     let commandLock = Locked(PendingInvalidations())
-    private let endpointTable = Locked<[UInt32: WeakEndpoint]>([:])
+    let endpointTable = Locked<[UInt32: WeakEndpoint]>([:])
     private let handlerBox = Locked<(@Sendable (SMMUv3Interrupts) -> Void)?>(nil)
 
     final class WeakEndpoint {

@@ -146,8 +146,11 @@ extension SMMUv3 {
     }
 
     /// Applies every pending invalidation: configuration caches, the TLB, then the devices' ATCs
-    /// (each invalidation waits for the device's completion).
+    /// (each invalidation waits for the device's completion); then, if anything was invalidated,
+    /// waits until every connected device has finished the DMA it began before (so no access
+    /// that used a removed translation lands after the CMD_SYNC completes).
     func completeSync(_ pending: inout PendingInvalidations) {
+        let drain = !pending.configs.isEmpty || !pending.tlb.isEmpty || !pending.atc.isEmpty
         if !pending.configs.isEmpty {
             state.withLock { s in
                 for c in pending.configs {
@@ -169,6 +172,10 @@ extension SMMUv3 {
         }
         for inv in pending.tlb { tlb.invalidate(inv) }
         for (sid, inv) in pending.atc { _ = endpoint(sid)?.invalidate(inv) }
+        if drain {
+            let devices: [any DeviceEndpoint] = endpointTable.withLock { t in t.values.compactMap { $0.endpoint } }
+            for d in devices { d.drainDMA() }
+        }
         pending = PendingInvalidations()
         state.withLock { $0.statistics.syncs += 1 }
     }

@@ -13,7 +13,12 @@
 //                  global ones; page: those in the range, global ones included.
 //   device-TLB     an ATS invalidation to the device's ATC (without PASID: every translation in
 //                  the range; with PASID: that PASID's, and the global ones when G is set).
-//   wait           status write of the 32-bit data, ICS.IWC when IF is set.
+//   wait           status write of the 32-bit data, ICS.IWC when IF is set. If a cache
+//                  invalidation ran since the previous wait, the wait first drains every
+//                  connected device's DMA (DeviceEndpoint.drainDMA): an access that used a
+//                  removed translation (its lookup ran before the removal) lands before the
+//                  status write, never after it. Hardware drains when DR/DW ask or a wait
+//                  fences; the model always does, which is the stronger promise.
 //   page group response  delivered to the device.
 
 import IOASIDStructures
@@ -22,7 +27,7 @@ extension VTdUnit {
     /// Processes the invalidation queue from IQH to IQT (with queued invalidation enabled and no
     /// pending queue error), as hardware does when software moves the tail.
     func processInvalidationQueue() {
-        queueLock.withLock { _ in
+        queueLock.withLock { drainOwed in
             while true {
                 let next: VTdDescriptor? = state.withLock { s in
                     guard s.globalStatus & VTdGlobalCommand.queuedInvalidationEnable != 0,
@@ -45,6 +50,17 @@ extension VTdUnit {
                     }
                     return
                 }
+                switch invalidation {
+                case .wait:
+                    if drainOwed {
+                        drainConnectedDevices()
+                        drainOwed = false
+                    }
+                case .contextCache, .pasidCache, .iotlb, .pasidIOTLB, .deviceTLB, .pasidDeviceTLB:
+                    drainOwed = true
+                case .pageGroupResponse:
+                    break
+                }
                 execute(invalidation)
                 state.withLock { s in
                     let size = UInt64(4096) << (s.invalidationQueueAddress & 7)
@@ -59,6 +75,7 @@ extension VTdUnit {
         switch invalidation {
         case .contextCache(let g):
             state.withLock { s in
+                resolutions.invalidateAll()
                 switch g {
                 case .global, .domain:
                     s.contextCache.removeAll(keepingCapacity: true)
@@ -71,6 +88,7 @@ extension VTdUnit {
             }
         case .pasidCache(let g):
             state.withLock { s in
+                resolutions.invalidateAll()
                 switch g {
                 case .global:
                     s.pasidCache.removeAll(keepingCapacity: true)

@@ -49,6 +49,7 @@ extension VTdUnit {
         state.withLock { s in
             switch offset {
             case VTdRegister.globalCommand:
+                resolutions.invalidateAll()
                 let cmd = UInt32(truncatingIfNeeded: value)
                 if cmd & VTdGlobalCommand.setRootTablePointer != 0 {
                     s.rootTable = s.rootTableRegister & VTdAddress.pageMask
@@ -69,6 +70,7 @@ extension VTdUnit {
                     s.globalStatus &= ~VTdGlobalCommand.queuedInvalidationEnable
                 }
             case VTdRegister.rootTableAddress:
+                resolutions.invalidateAll()
                 s.rootTableRegister = value & (VTdAddress.pageMask | 0xC00)
             case VTdRegister.faultStatus:
                 let clear = UInt32(truncatingIfNeeded: value) & (VTdFaultStatus.primaryFaultOverflow

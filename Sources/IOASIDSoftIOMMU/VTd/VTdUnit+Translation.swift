@@ -88,88 +88,124 @@ extension VTdUnit {
     // MARK: Resolution
 
     /// Finds the context and PASID entries for a request (through the context and PASID caches).
+    /// A successful resolution of an untranslated or translated request also fills the
+    /// lock-free ``VTdResolutionCache`` that ``translate(_:)-(DMARequest)`` reads first.
     func resolve(rid: UInt16, pasid: UInt32?, privileged: Bool, execute: Bool,
                  kind: VTdRequestKind) -> Result<VTdResolution?, VTdFault> {
         state.withLock { s -> Result<VTdResolution?, VTdFault> in
-            guard s.globalStatus & VTdGlobalCommand.translationEnable != 0 else { return .success(nil) }
-            guard s.scalableMode, s.rootTable != 0 else {
-                return .failure(VTdFault(pasid != nil ? .legacyModeRequestWithPASID : .invalidRootTableAddress))
+            let result = resolveLocked(&s, rid: rid, pasid: pasid, privileged: privileged, execute: execute, kind: kind)
+            let fastKind: VTdResolutionCache.Kind
+            switch kind {
+            case .untranslated: fastKind = .untranslated
+            case .translated: fastKind = .translated
+            case .translationRequest: return result
             }
-            // Context entry.
-            let context: VTdContextEntry
-            switch lookupContext(&s, rid: rid) {
-            case .success(let c): context = c
-            case .failure(let f): return .failure(f)
+            let value: UInt64
+            switch result {
+            case .failure: return result
+            case .success(nil): value = VTdResolutionCache.value(.identity)
+            case .success(let r?):
+                if kind == .translated {
+                    value = VTdResolutionCache.value(.identity)
+                } else {
+                    let mode: VTdResolutionCache.Mode
+                    switch r.entry.pgtt {
+                    case .firstStage?: mode = .firstStage
+                    case .secondStage?: mode = .secondStage
+                    case .nested?: mode = .nested
+                    case .passThrough?: mode = .passThrough
+                    case nil: return result
+                    }
+                    value = VTdResolutionCache.value(mode, domain: r.entry.domainID, pasid: r.pasid, privileged: r.privileged)
+                }
             }
-            var faultsDisabled = context.faultProcessingDisable
-            if kind != .untranslated, !context.deviceTLBEnable {
-                return .failure(VTdFault(.deviceTLBNotEnabled, faultsDisabled: faultsDisabled))
-            }
-            if kind == .translated {
-                return .success(VTdResolution(context: context, entry: VTdPASIDEntry(), pasid: pasid ?? 0, privileged: privileged,
-                                              faultsDisabled: faultsDisabled, firstStage: defaultFirstStage,
-                                              secondStage: defaultSecondStage))
-            }
-            // PASID.
-            let effective: UInt32
-            var priv = privileged
-            if let pasid {
-                guard context.pasidEnable, extendedCapability.pasid else {
-                    return .failure(VTdFault(.pasidNotEnabled, faultsDisabled: faultsDisabled))
-                }
-                guard pasid < context.pasidLimit, pasid >> UInt32(extendedCapability.pasidSizeSupported) == 0 else {
-                    return .failure(VTdFault(.pasidTooLarge, faultsDisabled: faultsDisabled))
-                }
-                effective = pasid
-            } else {
-                guard context.ridPASID < context.pasidLimit else {
-                    return .failure(VTdFault(.ridPASIDInvalid, faultsDisabled: faultsDisabled))
-                }
-                effective = context.ridPASID
-                priv = context.ridPrivileged
-            }
-            // PASID entry.
-            let key = UInt64(rid) << 20 | UInt64(effective)
-            let cached: CachedPASID
-            if let c = s.pasidCache[key] {
-                s.statistics.pasidHits += 1
-                cached = c
-            } else {
-                s.statistics.pasidMisses += 1
-                let dir = VTdPASIDDirectoryEntry(rawValue: memory.read64(VTdPASIDDirectoryEntry.address(directory: context.pasidDirectory,
-                                                                                                     pasid: effective)))
-                guard dir.present else {
-                    return .failure(VTdFault(.pasidDirectoryEntryNotPresent, faultsDisabled: faultsDisabled || dir.faultProcessingDisable))
-                }
-                faultsDisabled = faultsDisabled || dir.faultProcessingDisable
-                if dir.rawValue & VTdPASIDDirectoryEntry.reservedMask != 0 {
-                    return .failure(VTdFault(.pasidDirectoryEntryReserved, faultsDisabled: faultsDisabled))
-                }
-                let e = VTdPASIDEntry.read(memory, at: VTdPASIDEntry.address(table: dir.pasidTable, pasid: effective))
-                guard e.present else {
-                    return .failure(VTdFault(.pasidEntryNotPresent, faultsDisabled: faultsDisabled || e.faultProcessingDisable))
-                }
-                if e.hasReservedBits {
-                    return .failure(VTdFault(.pasidEntryReserved, faultsDisabled: faultsDisabled || e.faultProcessingDisable))
-                }
-                if !isSupported(e) {
-                    return .failure(VTdFault(.pasidEntryInvalid, faultsDisabled: faultsDisabled || e.faultProcessingDisable))
-                }
-                cached = CachedPASID(entry: e, directoryFaultsDisabled: dir.faultProcessingDisable, firstStage: firstStageFormat(e),
-                                     secondStage: e.secondStageLevels != nil ? secondStageFormat(e) : defaultSecondStage)
-                s.pasidCache[key] = cached
-            }
-            faultsDisabled = faultsDisabled || cached.directoryFaultsDisabled || cached.entry.faultProcessingDisable
-            if priv && !cached.entry.supervisorRequestEnable {
-                return .failure(VTdFault(.supervisorNotEnabled, faultsDisabled: faultsDisabled))
-            }
-            if execute && !(extendedCapability.executeRequests && cached.entry.executeRequestEnable) {
-                return .failure(VTdFault(.executeNotEnabled, faultsDisabled: faultsDisabled))
-            }
-            return .success(VTdResolution(context: context, entry: cached.entry, pasid: effective, privileged: priv,
-                                          faultsDisabled: faultsDisabled, firstStage: cached.firstStage,
-                                          secondStage: cached.secondStage))
+            resolutions.store(VTdResolutionCache.key(rid: rid, pasid: pasid, privileged: privileged, execute: execute, kind: fastKind),
+                              value: value, generation: resolutions.generation.load(ordering: .relaxed))
+            return result
         }
+    }
+
+    /// ``resolve(rid:pasid:privileged:execute:kind:)`` with `state` locked.
+    private func resolveLocked(_ s: inout State, rid: UInt16, pasid: UInt32?, privileged: Bool, execute: Bool,
+                               kind: VTdRequestKind) -> Result<VTdResolution?, VTdFault> {
+        guard s.globalStatus & VTdGlobalCommand.translationEnable != 0 else { return .success(nil) }
+        guard s.scalableMode, s.rootTable != 0 else {
+            return .failure(VTdFault(pasid != nil ? .legacyModeRequestWithPASID : .invalidRootTableAddress))
+        }
+        // Context entry.
+        let context: VTdContextEntry
+        switch lookupContext(&s, rid: rid) {
+        case .success(let c): context = c
+        case .failure(let f): return .failure(f)
+        }
+        var faultsDisabled = context.faultProcessingDisable
+        if kind != .untranslated, !context.deviceTLBEnable {
+            return .failure(VTdFault(.deviceTLBNotEnabled, faultsDisabled: faultsDisabled))
+        }
+        if kind == .translated {
+            return .success(VTdResolution(context: context, entry: VTdPASIDEntry(), pasid: pasid ?? 0, privileged: privileged,
+                                          faultsDisabled: faultsDisabled, firstStage: defaultFirstStage,
+                                          secondStage: defaultSecondStage))
+        }
+        // PASID.
+        let effective: UInt32
+        var priv = privileged
+        if let pasid {
+            guard context.pasidEnable, extendedCapability.pasid else {
+                return .failure(VTdFault(.pasidNotEnabled, faultsDisabled: faultsDisabled))
+            }
+            guard pasid < context.pasidLimit, pasid >> UInt32(extendedCapability.pasidSizeSupported) == 0 else {
+                return .failure(VTdFault(.pasidTooLarge, faultsDisabled: faultsDisabled))
+            }
+            effective = pasid
+        } else {
+            guard context.ridPASID < context.pasidLimit else {
+                return .failure(VTdFault(.ridPASIDInvalid, faultsDisabled: faultsDisabled))
+            }
+            effective = context.ridPASID
+            priv = context.ridPrivileged
+        }
+        // PASID entry.
+        let key = UInt64(rid) << 20 | UInt64(effective)
+        let cached: CachedPASID
+        if let c = s.pasidCache[key] {
+            s.statistics.pasidHits += 1
+            cached = c
+        } else {
+            s.statistics.pasidMisses += 1
+            let dir = VTdPASIDDirectoryEntry(rawValue: memory.read64(VTdPASIDDirectoryEntry.address(directory: context.pasidDirectory,
+                                                                                                 pasid: effective)))
+            guard dir.present else {
+                return .failure(VTdFault(.pasidDirectoryEntryNotPresent, faultsDisabled: faultsDisabled || dir.faultProcessingDisable))
+            }
+            faultsDisabled = faultsDisabled || dir.faultProcessingDisable
+            if dir.rawValue & VTdPASIDDirectoryEntry.reservedMask != 0 {
+                return .failure(VTdFault(.pasidDirectoryEntryReserved, faultsDisabled: faultsDisabled))
+            }
+            let e = VTdPASIDEntry.read(memory, at: VTdPASIDEntry.address(table: dir.pasidTable, pasid: effective))
+            guard e.present else {
+                return .failure(VTdFault(.pasidEntryNotPresent, faultsDisabled: faultsDisabled || e.faultProcessingDisable))
+            }
+            if e.hasReservedBits {
+                return .failure(VTdFault(.pasidEntryReserved, faultsDisabled: faultsDisabled || e.faultProcessingDisable))
+            }
+            if !isSupported(e) {
+                return .failure(VTdFault(.pasidEntryInvalid, faultsDisabled: faultsDisabled || e.faultProcessingDisable))
+            }
+            cached = CachedPASID(entry: e, directoryFaultsDisabled: dir.faultProcessingDisable, firstStage: firstStageFormat(e),
+                                 secondStage: e.secondStageLevels != nil ? secondStageFormat(e) : defaultSecondStage)
+            s.pasidCache[key] = cached
+        }
+        faultsDisabled = faultsDisabled || cached.directoryFaultsDisabled || cached.entry.faultProcessingDisable
+        if priv && !cached.entry.supervisorRequestEnable {
+            return .failure(VTdFault(.supervisorNotEnabled, faultsDisabled: faultsDisabled))
+        }
+        if execute && !(extendedCapability.executeRequests && cached.entry.executeRequestEnable) {
+            return .failure(VTdFault(.executeNotEnabled, faultsDisabled: faultsDisabled))
+        }
+        return .success(VTdResolution(context: context, entry: cached.entry, pasid: effective, privileged: priv,
+                                      faultsDisabled: faultsDisabled, firstStage: cached.firstStage,
+                                      secondStage: cached.secondStage))
     }
 
     /// Whether the unit supports what a present PASID entry asks for (else the entry is invalid).
@@ -257,7 +293,9 @@ extension VTdUnit {
 
     /// The translation of `address` by the PASID entry of `r` for `access`, from the IOTLB or
     /// by walking the tables (and then cached).
-    func translate(_ r: VTdResolution, address: UInt64, access: PageAccess) -> Result<Translation, VTdFault> {
+    /// With `lookedUp`, the caller has just missed in the IOTLB the entry selects (the lock-free
+    /// path), so the walk starts at once (one lookup counted per request).
+    func translate(_ r: VTdResolution, address: UInt64, access: PageAccess, lookedUp: Bool = false) -> Result<Translation, VTdFault> {
         let e = r.entry
         guard let pgtt = e.pgtt else { return .failure(VTdFault(.pasidEntryInvalid)) }
         let did = e.domainID
@@ -271,7 +309,7 @@ extension VTdUnit {
                                         permissions: extendedCapability.executeRequests ? .all : .readWrite))
         case .secondStage:
             let tag = TranslationTag(domain: did, space: nil)
-            if let t = iotlb.lookup(tag, address: address), t.permissions.isSuperset(of: needed) { return .success(t) }
+            if !lookedUp, let t = iotlb.lookup(tag, address: address), t.permissions.isSuperset(of: needed) { return .success(t) }
             let ticket = iotlb.fillTicket()
             countWalk()
             var port = DirectWalkPort(memory: memory)
@@ -289,7 +327,7 @@ extension VTdUnit {
             }
         case .firstStage:
             let tag = TranslationTag(domain: did, space: r.pasid, privileged: r.privileged)
-            if let t = iotlb.lookup(tag, address: address), t.permissions.isSuperset(of: needed) { return .success(t) }
+            if !lookedUp, let t = iotlb.lookup(tag, address: address), t.permissions.isSuperset(of: needed) { return .success(t) }
             let ticket = iotlb.fillTicket()
             countWalk()
             var port = DirectWalkPort(memory: memory)
@@ -307,7 +345,7 @@ extension VTdUnit {
             }
         case .nested:
             let tag = TranslationTag(domain: did, space: r.pasid, privileged: r.privileged)
-            if let t = nestedIOTLB.lookup(tag, address: address), t.permissions.isSuperset(of: needed) { return .success(t) }
+            if !lookedUp, let t = nestedIOTLB.lookup(tag, address: address), t.permissions.isSuperset(of: needed) { return .success(t) }
             let ticket = nestedIOTLB.fillTicket()
             countWalk()
             switch walkNested(r, address: address, access: access) {
@@ -351,7 +389,64 @@ extension VTdUnit {
     /// untranslated request is remapped through the tables its PASID entry (or RID_PASID entry)
     /// selects; a translated request is allowed as is if its context has DTE set. A request
     /// tagged with a PASID whose entry is not present is blocked and recorded (reason 0x59).
+    ///
+    /// The hot path takes no lock: the requester's resolution from the lock-free
+    /// ``VTdResolutionCache``, then the IOTLB (per-set seqlocks). Anything else — a resolution
+    /// not cached, an IOTLB miss, a fault — goes the locked way.
     public func translate(_ request: DMARequest) -> Result<Translation, FaultRecord> {
+        switch fastTranslate(request) {
+        case .hit(let t): return .success(t)
+        case .notResolved: return translateLocked(request, lookedUp: false)
+        case .missed: return translateLocked(request, lookedUp: true)
+        }
+    }
+
+    /// What the lock-free path found.
+    enum FastOutcome {
+        /// The translation (an IOTLB hit with the rights the request needs, or the identity).
+        case hit(Translation)
+        /// The resolution is not cached.
+        case notResolved
+        /// Resolved, but the IOTLB had no entry with the rights needed (it was looked up).
+        case missed
+    }
+
+    /// The lock-free path of ``translate(_:)-(DMARequest)``.
+    @inline(__always)
+    func fastTranslate(_ request: DMARequest) -> FastOutcome {
+        let kind: VTdResolutionCache.Kind = request.addressType == .translated ? .translated : .untranslated
+        let execute = request.access.contains(.execute)
+        guard let v = resolutions.lookup(VTdResolutionCache.key(rid: request.requesterID.rawValue, pasid: request.pasid?.rawValue,
+                                                                privileged: request.privileged, execute: execute, kind: kind))
+        else { return .notResolved }
+        let did = UInt16(truncatingIfNeeded: v >> 16)
+        let pasid = UInt32(truncatingIfNeeded: v >> 32) & 0xF_FFFF
+        let privileged = v & 8 != 0
+        let cached: Translation?
+        switch v & 7 {
+        case VTdResolutionCache.Mode.identity.rawValue:
+            return .hit(Translation(inputBase: request.address, outputBase: request.address, permissions: .all))
+        case VTdResolutionCache.Mode.passThrough.rawValue:
+            guard request.address >> UInt64(configuration.hostAddressWidth) == 0 else { return .notResolved }
+            return .hit(Translation(inputBase: request.address, outputBase: request.address, pageShift: 12,
+                                    permissions: extendedCapability.executeRequests ? .all : .readWrite))
+        case VTdResolutionCache.Mode.secondStage.rawValue:
+            cached = iotlb.lookup(TranslationTag(domain: did, space: nil), address: request.address)
+        case VTdResolutionCache.Mode.firstStage.rawValue:
+            cached = iotlb.lookup(TranslationTag(domain: did, space: pasid, privileged: privileged), address: request.address)
+        default:
+            cached = nestedIOTLB.lookup(TranslationTag(domain: did, space: pasid, privileged: privileged), address: request.address)
+        }
+        guard let t = cached else { return .missed }
+        let needed: AccessPermissions = request.access.contains(.write) ? .write : execute ? [.read, .execute] : .read
+        guard t.permissions.isSuperset(of: needed) else { return .missed }
+        // An atomic (read + write) needs read too; the locked path records the fault.
+        if request.access.contains(.read) && request.access.contains(.write) && !t.permissions.contains(.read) { return .notResolved }
+        return .hit(t)
+    }
+
+    /// ``translate(_:)-(DMARequest)`` through the locked resolution.
+    func translateLocked(_ request: DMARequest, lookedUp: Bool) -> Result<Translation, FaultRecord> {
         let rid = request.requesterID.rawValue
         let kind: VTdRequestKind = request.addressType == .translated ? .translated : .untranslated
         let resolution: VTdResolution
@@ -366,7 +461,7 @@ extension VTdUnit {
             return .success(Translation(inputBase: request.address, outputBase: request.address, permissions: .all))
         }
         let access = Self.pageAccess(request.access, privileged: resolution.privileged)
-        switch translate(resolution, address: request.address, access: access) {
+        switch translate(resolution, address: request.address, access: access, lookedUp: lookedUp) {
         case .success(let t):
             if request.access.contains(.read) && request.access.contains(.write) && !t.permissions.contains(.read) {
                 return .failure(report(VTdFault(.readDenied, faultsDisabled: resolution.faultsDisabled), request: request,
@@ -382,9 +477,33 @@ extension VTdUnit {
     /// Translates a burst (see ``TranslationAgent/translateBurst(_:count:into:)``): the context
     /// and PASID entries are resolved once, as for the burst's first request; each page is then
     /// looked up in the IOTLB (walked on a miss) as ``translate(_:)-(DMARequest)`` does.
+    ///
+    /// Lock-free while the requester's resolution is cached and the pages hit in the IOTLB (see
+    /// ``translate(_:)-(DMARequest)``); a translation of a larger page serves every page of the
+    /// burst it covers. The first page that misses and the rest go the locked way.
     public func translateBurst(_ first: DMARequest, count: Int, into translations: UnsafeMutablePointer<Translation>)
         -> (translated: Int, fault: FaultRecord?) {
         guard count > 0 else { return (0, nil) }
+        var request = first
+        var i = 0
+        while i < count {
+            if i > 0 { request.address = (first.address & ~0xFFF) &+ UInt64(i) << 12 }
+            guard case .hit(let t) = fastTranslate(request) else { break }
+            translations[i] = t
+            i += 1
+            while i < count, t.contains((first.address & ~0xFFF) &+ UInt64(i) << 12) {
+                translations[i] = t
+                i += 1
+            }
+        }
+        if i == count { return (count, nil) }
+        let rest = translateBurstLocked(request, count: count - i, into: translations + i)
+        return (i + rest.translated, rest.fault)
+    }
+
+    /// ``translateBurst(_:count:into:)`` through the locked resolution.
+    func translateBurstLocked(_ first: DMARequest, count: Int, into translations: UnsafeMutablePointer<Translation>)
+        -> (translated: Int, fault: FaultRecord?) {
         guard first.addressType == .untranslated else {
             var request = first
             for i in 0..<count {

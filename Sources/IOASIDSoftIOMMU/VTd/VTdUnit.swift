@@ -108,6 +108,8 @@ public final class VTdUnit: TranslationAgent, @unchecked Sendable {
     public let iotlb: TranslationCache
     /// The IOTLB for combined (nested) translations.
     public let nestedIOTLB: TranslationCache
+    /// The lock-free front of the context and PASID caches for the DMA hot path.
+    let resolutions = VTdResolutionCache()
 
     /// A weak reference to a connected device.
     struct WeakEndpoint { weak var endpoint: (any DeviceEndpoint)? }
@@ -155,8 +157,9 @@ public final class VTdUnit: TranslationAgent, @unchecked Sendable {
     let defaultSecondStage: VTdSecondStageFormat
 
     let state: Locked<State>
-    /// Serializes invalidation-queue processing (taken before `state`).
-    let queueLock = Locked<Void>(())
+    /// Serializes invalidation-queue processing (taken before `state`). Holds whether a cache
+    /// invalidation was executed since the last wait descriptor: the next wait drains DMA first.
+    let queueLock = Locked<Bool>(false)
 
     /// Creates a unit over `memory` with `configuration`, its IOTLBs of geometry `iotlb`.
     /// Translation is disabled until software sets a root table and TE.
@@ -220,6 +223,13 @@ public final class VTdUnit: TranslationAgent, @unchecked Sendable {
 
     func endpoint(_ rid: UInt16) -> (any DeviceEndpoint)? {
         state.withLock { $0.endpoints[rid]?.endpoint }
+    }
+
+    /// Waits until every connected device has finished the DMA it began before the call (see
+    /// ``DeviceEndpoint/drainDMA()``). Called with `queueLock` held and `state` not held.
+    func drainConnectedDevices() {
+        let devices: [any DeviceEndpoint] = state.withLock { s in s.endpoints.values.compactMap { $0.endpoint } }
+        for d in devices { d.drainDMA() }
     }
 }
 
