@@ -142,6 +142,8 @@ public final class PCIFunction: DeviceEndpoint, @unchecked Sendable {
     public let capabilities: Capabilities
     /// The IOMMU in front of it.
     public let iommu: any TranslationAgent
+    /// The IOMMU's memory (where translated requests land), kept so a DMA need not ask for it.
+    private let memory: PhysicalMemory
     /// The address translation cache (with the ATS capability): domain 0, space = PASID.
     public let atc: TranslationCache?
 
@@ -200,6 +202,7 @@ public final class PCIFunction: DeviceEndpoint, @unchecked Sendable {
         self.requesterID = requesterID
         self.capabilities = capabilities
         self.iommu = iommu
+        memory = iommu.memory
         atc = capabilities.ats.map { TranslationCache($0) }
         iommu.connect(self)
     }
@@ -386,7 +389,6 @@ public final class PCIFunction: DeviceEndpoint, @unchecked Sendable {
             case .failed(let e): return .failed(e)
             }
             let done = op.done
-            let memory = iommu.memory
             let result: Result<Void, PhysicalMemoryError>
             if op.isWrite {
                 result = op.data.withUnsafeBytes { b in
@@ -499,7 +501,7 @@ public final class PCIFunction: DeviceEndpoint, @unchecked Sendable {
     public func read(pasid: PASID? = nil, address: UInt64, into buffer: UnsafeMutableRawBufferPointer,
                      privileged: Bool = false) -> Result<Void, DMAError> {
         bulk(pasid: pasid, privileged: privileged, address: address, count: buffer.count, access: .read) { (done, n, output) throws(PhysicalMemoryError) in
-            try iommu.memory.read(UnsafeMutableRawBufferPointer(rebasing: buffer[done..<(done + n)]), at: output)
+            try memory.read(UnsafeMutableRawBufferPointer(rebasing: buffer[done..<(done + n)]), at: output)
         }
     }
 
@@ -507,7 +509,7 @@ public final class PCIFunction: DeviceEndpoint, @unchecked Sendable {
     public func write(pasid: PASID? = nil, address: UInt64, from bytes: UnsafeRawBufferPointer,
                       privileged: Bool = false) -> Result<Void, DMAError> {
         bulk(pasid: pasid, privileged: privileged, address: address, count: bytes.count, access: .write) { (done, n, output) throws(PhysicalMemoryError) in
-            try iommu.memory.write(UnsafeRawBufferPointer(rebasing: bytes[done..<(done + n)]), at: output)
+            try memory.write(UnsafeRawBufferPointer(rebasing: bytes[done..<(done + n)]), at: output)
         }
     }
 
@@ -547,7 +549,6 @@ public final class PCIFunction: DeviceEndpoint, @unchecked Sendable {
                      privileged: Bool = false) -> Result<Void, CopyFailure> {
         let control = currentControl
         if let e = refusal(pasid: pasid, privileged: privileged, execute: false, control: control) { return .failure(.read(e)) }
-        let memory = iommu.memory
         if !control.ats { return copyInBursts(pasid: pasid, from: source, to: destination, count: count, privileged: privileged) }
         var done = 0
         while done < count {
@@ -592,7 +593,6 @@ public final class PCIFunction: DeviceEndpoint, @unchecked Sendable {
     /// before the destination page of an earlier stretch fails, as with an engine that reads ahead.
     private func copyInBursts(pasid: PASID?, from source: UInt64, to destination: UInt64, count: Int,
                               privileged: Bool) -> Result<Void, CopyFailure> {
-        let memory = iommu.memory
         let window = Self.burstPages << 12
         var done = 0
         while done < count {

@@ -22,10 +22,13 @@
 // after a read; partial words at the ends are merged with compare-exchange). So DMA from many
 // threads while page tables change is free of data races by construction, as each aligned
 // 8-byte access of real memory is single-copy atomic, and ThreadSanitizer sees only atomics.
-// One exception, for speed: ``copy(from:to:count:)`` (a DMA engine moving data from memory to
-// memory) copies between the two host addresses with `memmove`. Its bytes are DMA data, never
-// page tables or queues the models read with atomics; a program that touches the same bytes while
-// the engine copies them races with it exactly as it would with a real DMA engine.
+// Two exceptions, for speed, both DMA data (never page tables or queues the models read with
+// atomics): ``copy(from:to:count:)`` (a DMA engine moving data from memory to memory), and
+// bulk reads and writes of RAM regions (memory a program owns, such as its pinned pages), move
+// their bytes with plain copies. A program that touches the same bytes while a device moves them
+// races with it exactly as it would with a real DMA engine. Every such byte moves in one
+// function, `moveDMAData(to:from:count:)`, the single place that touches memory a program may
+// unmap behind the model's back (to be made fault-safe there).
 // The frame allocator is a pthread mutex around a free list; allocation state is an atomic
 // bitmap so `isAllocated` takes no lock. The region table changes under the writer side of a
 // `ReadMostlyLock`, which waits for every access in flight: once `detachRAM` returns, no access
@@ -563,12 +566,21 @@ public final class PhysicalMemory: @unchecked Sendable {
             return
         }
         try regionLock.withReadLock { () throws(PhysicalMemoryError) in
+            // The usual case: one region holds it all (one search).
+            if let r = regionSegment(address), r.available >= count {
+                guard Self.moveDMAData(to: dst, from: r.pointer, count: buffer.count) else { throw .unbacked(address: address) }
+                return
+            }
             if let bad = firstUnbacked(address, count) { throw .unbacked(address: bad) }
             var a = address, done = 0
             while done < buffer.count {
                 let s = segment(a)!
                 let step = Int(min(s.available, UInt64(buffer.count - done)))
-                Self.copyOut(s.pointer, dst + done, step)
+                if s.window {
+                    Self.copyOut(s.pointer, dst + done, step)
+                } else if !Self.moveDMAData(to: dst + done, from: s.pointer, count: step) {
+                    throw .unbacked(address: a)
+                }
                 done += step
                 a &+= UInt64(step)
             }
@@ -589,13 +601,22 @@ public final class PhysicalMemory: @unchecked Sendable {
             return
         }
         try regionLock.withReadLock { () throws(PhysicalMemoryError) in
+            // The usual case: one region holds it all (one search).
+            if let r = regionSegment(address), r.available >= count {
+                guard Self.moveDMAData(to: r.pointer, from: src, count: bytes.count) else { throw .unbacked(address: address) }
+                return
+            }
             if let bad = firstUnbacked(address, count) { throw .unbacked(address: bad) }
             var a = address, done = 0
             while done < bytes.count {
                 let s = segment(a)!
                 let step = Int(min(s.available, UInt64(bytes.count - done)))
-                if s.window { touchWindow(a - allocatorBase, UInt64(step)) }
-                Self.copyIn(src + done, s.pointer, step)
+                if s.window {
+                    touchWindow(a - allocatorBase, UInt64(step))
+                    Self.copyIn(src + done, s.pointer, step)
+                } else if !Self.moveDMAData(to: s.pointer, from: src + done, count: step) {
+                    throw .unbacked(address: a)
+                }
                 done += step
                 a &+= UInt64(step)
             }
@@ -615,10 +636,16 @@ public final class PhysicalMemory: @unchecked Sendable {
         let s = source &- allocatorBase, d = destination &- allocatorBase
         if s < windowSize && windowSize - s >= n && d < windowSize && windowSize - d >= n {
             touchWindow(d, n)
-            memmove(UnsafeMutableRawPointer(windowWords) + Int(d), UnsafeMutableRawPointer(windowWords) + Int(s), count)
+            _ = Self.moveDMAData(to: UnsafeMutableRawPointer(windowWords) + Int(d), from: UnsafeMutableRawPointer(windowWords) + Int(s),
+                                 count: count)
             return
         }
         try regionLock.withReadLock { () throws(PhysicalMemoryError) in
+            // The usual case: a region holds each span (two searches).
+            if let a = regionSegment(source), a.available >= n, let b = regionSegment(destination), b.available >= n {
+                guard Self.moveDMAData(to: b.pointer, from: a.pointer, count: count) else { throw .unbacked(address: source) }
+                return
+            }
             if let bad = firstUnbacked(source, n) { throw .unbacked(address: bad) }
             if let bad = firstUnbacked(destination, n) { throw .unbacked(address: bad) }
             var from = source, to = destination, left = count
@@ -626,7 +653,7 @@ public final class PhysicalMemory: @unchecked Sendable {
                 let a = segment(from)!, b = segment(to)!
                 let step = Int(min(a.available, b.available, UInt64(left)))
                 if b.window { touchWindow(to - allocatorBase, UInt64(step)) }
-                memmove(b.pointer, a.pointer, step)
+                guard Self.moveDMAData(to: b.pointer, from: a.pointer, count: step) else { throw .unbacked(address: from) }
                 left -= step
                 from &+= UInt64(step)
                 to &+= UInt64(step)
@@ -648,6 +675,16 @@ public final class PhysicalMemory: @unchecked Sendable {
         try bytes.withUnsafeBytes { b in
             Result { () throws(PhysicalMemoryError) in try write(b, at: address) }
         }.get()
+    }
+
+    /// Moves `count` bytes of DMA data from host address `source` to host address
+    /// `destination` (the spans may overlap): the one place where a device's data bytes touch
+    /// memory a program owns. Returns whether the bytes moved; a copy that survives memory
+    /// unmapped behind the model's back would return false there (today a plain `memmove`).
+    @inline(__always)
+    static func moveDMAData(to destination: UnsafeMutableRawPointer, from source: UnsafeRawPointer, count: Int) -> Bool {
+        memmove(destination, source, count)
+        return true
     }
 
     private func touchWindow(_ offset: UInt64, _ count: UInt64) {

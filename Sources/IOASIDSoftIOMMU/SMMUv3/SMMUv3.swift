@@ -73,6 +73,9 @@ public final class SMMUv3: TranslationAgent, @unchecked Sendable {
     /// The TLB: translations tagged by VMID (`domain`), ASID (`space`, none for stage-2-only
     /// entries) and the stages they came from.
     public let tlb: TranslationCache
+    /// The lock-free front of the STE and CD caches for the DMA hot path: by StreamID and
+    /// SubstreamID, the VMID and ASID of the TLB tag (see ``SMMUv3/translate(_:)-(DMARequest)``).
+    let resolutions = ResolutionCache()
 
     /// Everything `state` guards.
     struct State {
@@ -194,6 +197,7 @@ public final class SMMUv3: TranslationAgent, @unchecked Sendable {
     /// Writes a 64-bit register (`STRTAB_BASE`, `CMDQ_BASE`, `EVENTQ_BASE`, `PRIQ_BASE`).
     public func write64(_ register: SMMUv3Register, _ value: UInt64) {
         state.withLock { s in
+            resolutions.invalidateAll()
             switch register {
             case .strtabBase: s.strtabBase = value & (SMMUv3Field.mask(51, 6) | (1 << 62))
             case .cmdqBase: s.cmdq.base = value & (SMMUv3Field.mask(51, 5) | 0x1F | (1 << 62))
@@ -211,6 +215,7 @@ public final class SMMUv3: TranslationAgent, @unchecked Sendable {
     public func write32(_ register: SMMUv3Register, _ value: UInt32) {
         var consume = false
         state.withLock { s in
+            resolutions.invalidateAll()
             switch register {
             case .cr0:
                 let enabling = value & SMMUv3CR0.commandQueueEnable != 0 && s.cr0 & SMMUv3CR0.commandQueueEnable == 0

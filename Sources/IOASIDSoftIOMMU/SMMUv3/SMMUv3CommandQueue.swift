@@ -153,6 +153,7 @@ extension SMMUv3 {
         let drain = !pending.configs.isEmpty || !pending.tlb.isEmpty || !pending.atc.isEmpty
         if !pending.configs.isEmpty {
             state.withLock { s in
+                resolutions.invalidateAll()
                 for c in pending.configs {
                     switch c {
                     case .all:

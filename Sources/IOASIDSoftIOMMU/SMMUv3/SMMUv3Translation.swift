@@ -162,7 +162,7 @@ extension SMMUv3 {
 
     /// Translates `address` for a transaction of `config`: a TLB hit that grants `access`, or a
     /// walk whose result is cached. Walk statistics are added to `statistics`.
-    func translate(_ config: ResolvedConfig, address: UInt64, access: AccessPermissions, privileged: Bool,
+    func translate(_ config: ResolvedConfig, address: UInt64, access: AccessPermissions, privileged: Bool, lookedUp: Bool = false,
                    statistics: inout (walks: Int, reads: Int)) -> Result<Translation, SMMUv3WalkFault> {
         let stream = config.stream
         if config.context == nil && !stream.stage2 {
@@ -173,7 +173,7 @@ extension SMMUv3 {
             }
         }
         let tag = Self.tag(config, privileged: privileged)
-        if let t = tlb.lookup(tag, address: address), t.permissions.isSuperset(of: access) { return .success(t) }
+        if !lookedUp, let t = tlb.lookup(tag, address: address), t.permissions.isSuperset(of: access) { return .success(t) }
         let ticket = tlb.fillTicket()
         let pageAccess = Self.pageAccess(access, privileged: privileged)
         let result = walk(config, address: address, access: pageAccess)
@@ -225,7 +225,41 @@ extension SMMUv3 {
     /// STE and CD, the TLB, then a walk. A refused request records its event and returns the
     /// fault; faults are never recoverable here (this SMMU does not stall; devices resolve page
     /// faults with ATS and PRI).
+    ///
+    /// The hot path takes no lock: the stream's VMID and ASID from the lock-free
+    /// ``ResolutionCache``, then the TLB (per-set seqlocks). A configuration not cached, a TLB
+    /// miss or a fault goes the locked way.
     public func translate(_ request: DMARequest) -> Result<Translation, FaultRecord> {
+        if request.addressType == .untranslated {
+            let key = Self.fastKey(sid: Self.streamID(request.requesterID), ssid: request.pasid?.rawValue)
+            if let v = resolutions.lookup(key) {
+                let tag = TranslationTag(domain: UInt16(truncatingIfNeeded: v), space: v & (1 << 32) != 0 ? UInt32(truncatingIfNeeded: v >> 16) & 0xFFFF : nil,
+                                         privileged: request.privileged)
+                if let t = tlb.lookup(tag, address: request.address), t.permissions.isSuperset(of: request.access) { return .success(t) }
+                return translateLocked(request, lookedUp: true)
+            }
+        }
+        return translateLocked(request, lookedUp: false)
+    }
+
+    /// The key of a stream and substream in ``resolutions`` (never zero).
+    @inline(__always)
+    static func fastKey(sid: UInt32, ssid: UInt32?) -> UInt64 {
+        1 << 63 | UInt64(sid) | (ssid.map { 1 << 52 | UInt64($0 & 0xF_FFFF) << 32 } ?? 0)
+    }
+
+    /// The value of a configuration in ``resolutions``: bits 15:0 VMID, 31:16 ASID, 32 whether
+    /// there is a context (stage 1). Nil for a configuration the hot path does not take (bypass).
+    static func fastValue(_ config: ResolvedConfig) -> UInt64? {
+        if config.context == nil && !config.stream.stage2 { return nil }
+        var v = UInt64(config.stream.vmid)
+        if let c = config.context { v |= UInt64(c.asid) << 16 | 1 << 32 }
+        return v
+    }
+
+    /// ``translate(_:)-(DMARequest)`` through the locked configuration; `lookedUp`: the TLB
+    /// was just looked up for this request (one lookup counted per request).
+    func translateLocked(_ request: DMARequest, lookedUp: Bool) -> Result<Translation, FaultRecord> {
         var interrupts: SMMUv3Interrupts = []
         defer { raise(interrupts) }
         let sid = Self.streamID(request.requesterID)
@@ -233,7 +267,13 @@ extension SMMUv3 {
         if request.addressType == .translated {
             return checkTranslated(request, sid: sid, interrupts: &interrupts)
         }
-        let resolved = state.withLock { s in resolve(&s, sid: sid, ssid: ssid, quiet: false, interrupts: &interrupts) }
+        let resolved = state.withLock { s in
+            let r = resolve(&s, sid: sid, ssid: ssid, quiet: false, interrupts: &interrupts)
+            if case .success(let c) = r, let v = Self.fastValue(c) {
+                resolutions.store(Self.fastKey(sid: sid, ssid: ssid), value: v, generation: resolutions.generation.load(ordering: .relaxed))
+            }
+            return r
+        }
         let config: ResolvedConfig
         switch resolved {
         case .success(let c): config = c
@@ -241,7 +281,7 @@ extension SMMUv3 {
         }
         var statistics = (walks: 0, reads: 0)
         let result = translate(config, address: request.address, access: request.access, privileged: request.privileged,
-                               statistics: &statistics)
+                               lookedUp: lookedUp, statistics: &statistics)
         switch result {
         case .success(let t):
             if statistics.walks > 0 {

@@ -89,12 +89,12 @@ extension VTdUnit {
 
     /// Finds the context and PASID entries for a request (through the context and PASID caches).
     /// A successful resolution of an untranslated or translated request also fills the
-    /// lock-free ``VTdResolutionCache`` that ``translate(_:)-(DMARequest)`` reads first.
+    /// lock-free ``ResolutionCache`` that ``translate(_:)-(DMARequest)`` reads first.
     func resolve(rid: UInt16, pasid: UInt32?, privileged: Bool, execute: Bool,
                  kind: VTdRequestKind) -> Result<VTdResolution?, VTdFault> {
         state.withLock { s -> Result<VTdResolution?, VTdFault> in
             let result = resolveLocked(&s, rid: rid, pasid: pasid, privileged: privileged, execute: execute, kind: kind)
-            let fastKind: VTdResolutionCache.Kind
+            let fastKind: VTdFastResolution.Kind
             switch kind {
             case .untranslated: fastKind = .untranslated
             case .translated: fastKind = .translated
@@ -103,12 +103,12 @@ extension VTdUnit {
             let value: UInt64
             switch result {
             case .failure: return result
-            case .success(nil): value = VTdResolutionCache.value(.identity)
+            case .success(nil): value = VTdFastResolution.value(.identity)
             case .success(let r?):
                 if kind == .translated {
-                    value = VTdResolutionCache.value(.identity)
+                    value = VTdFastResolution.value(.identity)
                 } else {
-                    let mode: VTdResolutionCache.Mode
+                    let mode: VTdFastResolution.Mode
                     switch r.entry.pgtt {
                     case .firstStage?: mode = .firstStage
                     case .secondStage?: mode = .secondStage
@@ -116,10 +116,10 @@ extension VTdUnit {
                     case .passThrough?: mode = .passThrough
                     case nil: return result
                     }
-                    value = VTdResolutionCache.value(mode, domain: r.entry.domainID, pasid: r.pasid, privileged: r.privileged)
+                    value = VTdFastResolution.value(mode, domain: r.entry.domainID, pasid: r.pasid, privileged: r.privileged)
                 }
             }
-            resolutions.store(VTdResolutionCache.key(rid: rid, pasid: pasid, privileged: privileged, execute: execute, kind: fastKind),
+            resolutions.store(VTdFastResolution.key(rid: rid, pasid: pasid, privileged: privileged, execute: execute, kind: fastKind),
                               value: value, generation: resolutions.generation.load(ordering: .relaxed))
             return result
         }
@@ -391,7 +391,7 @@ extension VTdUnit {
     /// tagged with a PASID whose entry is not present is blocked and recorded (reason 0x59).
     ///
     /// The hot path takes no lock: the requester's resolution from the lock-free
-    /// ``VTdResolutionCache``, then the IOTLB (per-set seqlocks). Anything else — a resolution
+    /// ``ResolutionCache``, then the IOTLB (per-set seqlocks). Anything else — a resolution
     /// not cached, an IOTLB miss, a fault — goes the locked way.
     public func translate(_ request: DMARequest) -> Result<Translation, FaultRecord> {
         switch fastTranslate(request) {
@@ -414,9 +414,9 @@ extension VTdUnit {
     /// The lock-free path of ``translate(_:)-(DMARequest)``.
     @inline(__always)
     func fastTranslate(_ request: DMARequest) -> FastOutcome {
-        let kind: VTdResolutionCache.Kind = request.addressType == .translated ? .translated : .untranslated
+        let kind: VTdFastResolution.Kind = request.addressType == .translated ? .translated : .untranslated
         let execute = request.access.contains(.execute)
-        guard let v = resolutions.lookup(VTdResolutionCache.key(rid: request.requesterID.rawValue, pasid: request.pasid?.rawValue,
+        guard let v = resolutions.lookup(VTdFastResolution.key(rid: request.requesterID.rawValue, pasid: request.pasid?.rawValue,
                                                                 privileged: request.privileged, execute: execute, kind: kind))
         else { return .notResolved }
         let did = UInt16(truncatingIfNeeded: v >> 16)
@@ -424,15 +424,15 @@ extension VTdUnit {
         let privileged = v & 8 != 0
         let cached: Translation?
         switch v & 7 {
-        case VTdResolutionCache.Mode.identity.rawValue:
+        case VTdFastResolution.Mode.identity.rawValue:
             return .hit(Translation(inputBase: request.address, outputBase: request.address, permissions: .all))
-        case VTdResolutionCache.Mode.passThrough.rawValue:
+        case VTdFastResolution.Mode.passThrough.rawValue:
             guard request.address >> UInt64(configuration.hostAddressWidth) == 0 else { return .notResolved }
             return .hit(Translation(inputBase: request.address, outputBase: request.address, pageShift: 12,
                                     permissions: extendedCapability.executeRequests ? .all : .readWrite))
-        case VTdResolutionCache.Mode.secondStage.rawValue:
+        case VTdFastResolution.Mode.secondStage.rawValue:
             cached = iotlb.lookup(TranslationTag(domain: did, space: nil), address: request.address)
-        case VTdResolutionCache.Mode.firstStage.rawValue:
+        case VTdFastResolution.Mode.firstStage.rawValue:
             cached = iotlb.lookup(TranslationTag(domain: did, space: pasid, privileged: privileged), address: request.address)
         default:
             cached = nestedIOTLB.lookup(TranslationTag(domain: did, space: pasid, privileged: privileged), address: request.address)

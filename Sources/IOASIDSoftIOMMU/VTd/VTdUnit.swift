@@ -109,7 +109,7 @@ public final class VTdUnit: TranslationAgent, @unchecked Sendable {
     /// The IOTLB for combined (nested) translations.
     public let nestedIOTLB: TranslationCache
     /// The lock-free front of the context and PASID caches for the DMA hot path.
-    let resolutions = VTdResolutionCache()
+    let resolutions = ResolutionCache()
 
     /// A weak reference to a connected device.
     struct WeakEndpoint { weak var endpoint: (any DeviceEndpoint)? }

@@ -1,24 +1,26 @@
-// The lock-free front of a VT-d unit's context and PASID caches: what the DMA hot path needs
-// from a resolved requester (the PGTT, domain ID, PASID and privilege that make its IOTLB tag),
-// kept in a small direct-mapped table that readers check without any lock.
+// The lock-free front of an IOMMU's configuration caches: what the DMA hot path needs from a
+// resolved requester (for VT-d the PGTT, domain ID, PASID and privilege that make its IOTLB tag;
+// for SMMUv3 the VMID and ASID of its TLB tag), as one 64-bit value under a 64-bit key, kept in
+// a small direct-mapped table that readers check without any lock.
 //
 // Each slot is four 64-bit atomic words — sequence, key, value, generation — written under a
 // per-slot seqlock: a writer makes the sequence odd, stores the three words and makes it even
 // again; a reader loads the sequence, the words, and the sequence again, and uses the slot only
 // if both sequence loads are the same even number. Writers are serialized by the unit's `state`
-// lock (a slot is filled by the slow path, which resolves under that lock).
+// lock (a slot is filled by the slow path, which resolves under that lock). Keys are never zero.
 //
-// Validity. The unit's `generation` changes (under `state`) whenever something a resolution
-// depends on may have changed: a context-cache or PASID-cache invalidation, a global command
-// (TE, SRTP), a root table address write. A slot records the generation its resolution was made
+// Validity. The cache's `generation` changes (under the unit's `state`) whenever something a
+// resolution depends on may have changed (VT-d: a context-cache or PASID-cache invalidation, a
+// global command, a root table address write; SMMUv3: a configuration invalidation applied at a
+// CMD_SYNC, any register write). A slot records the generation its resolution was made
 // under and is used only while that is still the unit's generation, so one increment retires
 // every slot at once. A reader that loaded a slot just before an invalidation may still use it:
-// that DMA is in flight, and the invalidation wait drains it (see VTdUnit+Invalidation.swift).
+// that DMA is in flight, and the invalidation wait drains it (see DeviceEndpoint.drainDMA).
 
 import Synchronization
 
-/// The lock-free resolution cache of a ``VTdUnit`` (see the comment at the top of the file).
-final class VTdResolutionCache: @unchecked Sendable {
+/// A lock-free resolution cache (see the comment at the top of the file).
+final class ResolutionCache: @unchecked Sendable {
     /// Slots in the table (a power of two).
     static let slotCount = 64
     /// Words per slot: sequence, key, value, generation.
@@ -37,44 +39,6 @@ final class VTdResolutionCache: @unchecked Sendable {
 
     deinit {
         UnsafeMutableRawPointer(words).deallocate()
-    }
-
-    // MARK: Keys and values
-
-    /// How a request reaches the unit, as a key field.
-    enum Kind: UInt64 {
-        case untranslated = 0, translated = 1
-    }
-
-    /// The key of a request: requester, PASID (if any), privilege and execute asked for, kind.
-    /// Never zero (bit 63 is set), so an empty slot matches nothing.
-    @inline(__always)
-    static func key(rid: UInt16, pasid: UInt32?, privileged: Bool, execute: Bool, kind: Kind) -> UInt64 {
-        var k: UInt64 = 1 << 63 | kind.rawValue << 40 | UInt64(rid)
-        if let pasid { k |= 1 << 37 | UInt64(pasid & 0xF_FFFF) << 16 }
-        if privileged { k |= 1 << 38 }
-        if execute { k |= 1 << 39 }
-        return k
-    }
-
-    /// What a resolution leads to on the hot path.
-    enum Mode: UInt64 {
-        /// Translation disabled, or a translated request the context allows: the address as is.
-        case identity = 0
-        /// Second-stage translation: IOTLB tag (DID, no PASID).
-        case secondStage = 1
-        /// First-stage translation: IOTLB tag (DID, PASID, privilege).
-        case firstStage = 2
-        /// Nested translation: nested IOTLB tag (DID, PASID, privilege).
-        case nested = 3
-        /// Pass-through: the address as is, within the host address width.
-        case passThrough = 4
-    }
-
-    /// A resolution's value word: bits 2:0 mode, 3 privileged, 31:16 DID, 51:32 PASID.
-    @inline(__always)
-    static func value(_ mode: Mode, domain: UInt16 = 0, pasid: UInt32 = 0, privileged: Bool = false) -> UInt64 {
-        mode.rawValue | (privileged ? 8 : 0) | UInt64(domain) << 16 | UInt64(pasid & 0xF_FFFF) << 32
     }
 
     // MARK: Access
