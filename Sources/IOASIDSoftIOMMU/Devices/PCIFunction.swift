@@ -19,6 +19,8 @@
 //
 // The bulk paths (`read(into:)`, `write(from:)`, `copy`) keep this exactness: each page (each
 // source/destination page pair of a copy) is translated and accessed inside one reader section.
+// The same writer side is `drainDMA()`, which an IOMMU calls before completing an invalidation
+// wait: so no DMA, with or without ATS, lands after it with a translation it removed.
 //
 // Locks: `state` (control bits, page request bookkeeping) is a leaf lock. `inFlight` is held
 // across calls into the IOMMU; so an IOMMU must not call `invalidate(_:)` while holding a lock

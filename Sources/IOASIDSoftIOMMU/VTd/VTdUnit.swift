@@ -25,14 +25,18 @@
 // Locks. `state` (a pthread-based `Locked`, which ThreadSanitizer models) guards the
 // registers, the context and PASID caches, fault records and the endpoint table; it is never
 // held while calling a device or running a walk. The
-// IOTLBs are lock-free translation caches (per-set seqlocks). `queueLock` serializes
+// IOTLBs are lock-free translation caches (per-set seqlocks), and `resolutions` (a lock-free
+// `ResolutionCache`, filled under `state`) holds the IOTLB tag of recently resolved requesters:
+// a request whose resolution and translation are cached takes no lock at all. `queueLock` serializes
 // invalidation-queue processing; it is taken before `state` and may be held while calling a
 // device (ATC invalidation, page group response). Interrupt callbacks run with no lock held.
 //
 // Exactness. A walk takes a fill ticket first and inserts only if no invalidation started in
 // between; an invalidation holds each cache set it clears. So once an invalidation descriptor
 // (and the wait descriptor after it) completed, no translate call that starts afterwards sees an
-// entry it covered.
+// entry it covered. A wait descriptor after any cache invalidation also drains every connected
+// device's DMA (`DeviceEndpoint.drainDMA`), so an access that looked up an entry before it was
+// removed has landed before the wait completes.
 
 import IOASIDStructures
 
