@@ -42,7 +42,9 @@ let package = Package(
         // The report page (layer 6): plain values in, self-contained HTML out.
         .target(name: "IOASIDReport", dependencies: ["IOASIDCore", "IOASIDLinuxABI", "IOASIDStructures"]),
         .target(name: "IOASIDEngine", dependencies: ["IOASIDLinuxABI", "IOASIDReport", "IOASIDCore", "IOASIDTestDriver", "IOASIDSoftDrivers", "IOASIDSoftIOMMU", "CIOASIDSys"]),
-        .target(name: "CIOASIDPreload", linkerSettings: [.linkedLibrary("dl")]),
+        // The preload links CIOASIDSys for the safe user copies (its handler fixes up their faults;
+        // the engine it loads then binds to the preload's copy of those symbols).
+        .target(name: "CIOASIDPreload", dependencies: ["CIOASIDSys"], linkerSettings: [.linkedLibrary("dl")]),
         .executableTarget(name: "ioasid", dependencies: [
             "IOASIDLinuxABI",
             "IOASIDSoftDrivers",

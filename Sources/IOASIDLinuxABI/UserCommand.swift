@@ -18,10 +18,19 @@ struct UserCommand {
     func load<T: UAPIStruct>(_: T.Type = T.self) -> T { buffer.load(as: T.self) }
 
     /// Stores `value` into our copy and writes `min(userSize, size)` bytes back to the caller.
+    ///
+    /// - Throws: `EFAULT` when the caller's struct is not writeable (the kernel's
+    ///   `iommufd_ucmd_respond`); the caller undoes what the call created.
     @inline(__always)
-    func respond<T: UAPIStruct>(_ value: T) {
+    func respond<T: UAPIStruct>(_ value: T) throws(IOMMUError) {
         buffer.storeBytes(of: value, as: T.self)
-        user.copyMemory(from: buffer, byteCount: min(userSize, size))
+        try StructCopy.copyOut(buffer, count: min(userSize, size), to: user)
+    }
+
+    /// Writes `count` bytes of our copy at `offset` back to the caller (a partial response).
+    @inline(__always)
+    func respond(bytes count: Int, at offset: Int) throws(IOMMUError) {
+        try StructCopy.copyOut(buffer + offset, count: count, to: user + offset)
     }
 }
 
@@ -35,8 +44,24 @@ enum StructCopy {
     static func copyIn(from user: UnsafeMutableRawPointer, userSize: Int, into buffer: UnsafeMutableRawPointer,
                        size: Int, minimumSize: Int) throws(IOMMUError) {
         guard userSize >= minimumSize else { throw .invalid("argument size below the last mandatory field") }
-        buffer.copyMemory(from: user, byteCount: min(userSize, size))
+        if ioasid_sys_copy_in(buffer, UInt64(UInt(bitPattern: user)), min(userSize, size)) != 0 {
+            throw .fault("argument is not readable")
+        }
         if userSize > size { try checkZeroTail(user + size, count: userSize - size) }
+    }
+
+    /// The caller's `size` field, the first 4 bytes of every iommufd struct.
+    @inline(__always)
+    static func size(at user: UnsafeMutableRawPointer) throws(IOMMUError) -> Int {
+        var size: UInt32 = 0
+        if ioasid_sys_copy_in(&size, UInt64(UInt(bitPattern: user)), 4) != 0 { throw .fault("argument pointer not readable") }
+        return Int(size)
+    }
+
+    /// Copies `count` bytes from `buffer` to the caller's `user`, fault-safely.
+    @inline(__always)
+    static func copyOut(_ buffer: UnsafeRawPointer, count: Int, to user: UnsafeMutableRawPointer) throws(IOMMUError) {
+        if ioasid_sys_copy_out(UInt64(UInt(bitPattern: user)), buffer, count) != 0 { throw .fault("argument is not writeable") }
     }
 
     /// Checks that `count` bytes at `address` are zero, reading them fault-safely.

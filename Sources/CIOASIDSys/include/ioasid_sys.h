@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "ioasid_sys_thread.h" /* the thread pointer, for per-thread counter stripes */
+#include "ioasid_sys_uaccess.h" /* copies of the program's memory that survive bad pointers */
 
 #ifdef __cplusplus
 extern "C" {
