@@ -121,6 +121,7 @@ static void *resolve_real(enum real_index index) {
 
 __attribute__((constructor)) static void ioasid_preload_init(void) {
     for (int index = 0; index < REAL_COUNT; index++) resolve_real((enum real_index)index);
+    ioasid_preload_adopt_inherited();
 }
 
 /* Writes a diagnostic to stderr without stdio (no locks, no allocation). */

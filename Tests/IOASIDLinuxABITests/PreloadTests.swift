@@ -83,6 +83,22 @@ struct PreloadTests {
         }
     }
 
+    @Test func descriptorsHandedAcrossExecAreTheNodesAgain() throws {
+        let fixtures = try Fixtures.shared.get()
+        let outcome = try runUnderIOASID(["--machine", "vtd", "--", fixtures.exec])
+        #expect(outcome.exited(0), "\(outcome)")
+        for check in ["handed descriptors are the nodes again", "close-on-exec and foreign descriptors", "bind after exec"] {
+            #expect(outcome.standardOutput.contains("ok \(check)\n"), "missing: \(check)\n\(outcome)")
+        }
+    }
+
+    @Test func aStaleHandOverListLeavesOtherDescriptorsAlone() throws {
+        let fixtures = try Fixtures.shared.get()
+        let outcome = try runUnderIOASID(["--machine", "vtd", "--", fixtures.exec, "forged"])
+        #expect(outcome.exited(0), "\(outcome)")
+        #expect(outcome.standardOutput.contains("ok a listed descriptor that is no eventfd is left alone\n"), "\(outcome)")
+    }
+
     @Test func traceToFile() throws {
         let fixtures = try Fixtures.shared.get()
         let file = fixtures.directory + "/trace-\(UUID().uuidString).log"
@@ -175,6 +191,7 @@ struct Fixtures: Sendable {
     var discovery: String
     var trace: String
     var vfio: String
+    var exec: String
 
     static let source = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("Fixtures").path
@@ -205,7 +222,8 @@ struct Fixtures: Sendable {
             fakeEngine: try build("fake_engine.c", output: "fake_engine.so", ["-shared", "-fPIC"]),
             discovery: try build("discovery.c", output: "discovery", program + ["-ldl"]),
             trace: try build("trace.c", output: "trace", program),
-            vfio: try build("vfio.c", output: "vfio", program))
+            vfio: try build("vfio.c", output: "vfio", program),
+            exec: try build("exec.c", output: "exec", program))
     }
 }
 
