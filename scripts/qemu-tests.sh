@@ -10,9 +10,11 @@
 #   sysfsdev  -object iommufd,id=iommufd0 -device vfio-pci,sysfsdev=/sys/bus/pci/devices/BDF,iommufd=iommufd0
 #   fd        a shell opens the cdev and /dev/iommu and execs QEMU with
 #             -object iommufd,id=iommufd0,fd=6 -device vfio-pci,fd=5,iommufd=iommufd0
+#   container -device vfio-pci,host=BDF without iommufd: QEMU's legacy VFIO path (group
+#             /dev/vfio/N and the /dev/vfio/vfio container, which is iommufd's compat one)
 #
 # usage: scripts/qemu-tests.sh [options]
-#   --forms LIST        comma-separated forms to boot (default host,sysfsdev,fd)
+#   --forms LIST        comma-separated forms to boot (default host,sysfsdev,fd,container)
 #   --iterations N      dmatest copies the guest runs and must verify (default 2000)
 #   --timeout SECONDS   limit for each boot (default 300)
 #   --baseline-boot     also boot once without ioasid and without the device (timing only)
@@ -30,7 +32,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-FORMS=host,sysfsdev,fd
+FORMS=host,sysfsdev,fd,container
 ITERATIONS=2000
 TIMEOUT=300
 BASELINE=0
@@ -128,7 +130,9 @@ for form in "${forms[@]}"; do
 		cmd=("${run[@]}" /bin/bash -c 'exec 5<>/dev/vfio/devices/vfio0 6<>/dev/iommu && exec "$0" "$@"'
 			"$QEMU" "${GUEST_ARGS[@]}" -object iommufd,id=iommufd0,fd=6
 			-device vfio-pci,fd=5,iommufd=iommufd0) ;;
-	*) die "unknown form: $form (host, sysfsdev or fd)" ;;
+	container)
+		cmd=("${run[@]}" "$QEMU" "${GUEST_ARGS[@]}" -device "vfio-pci,host=$BDF") ;;
+	*) die "unknown form: $form (host, sysfsdev, fd or container)" ;;
 	esac
 	log "$form: ${cmd[*]}"
 	boot "$form" "${cmd[@]}"
