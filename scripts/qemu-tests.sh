@@ -12,9 +12,13 @@
 #             -object iommufd,id=iommufd0,fd=6 -device vfio-pci,fd=5,iommufd=iommufd0
 #   container -device vfio-pci,host=BDF without iommufd: QEMU's legacy VFIO path (group
 #             /dev/vfio/N and the /dev/vfio/vfio container, which is iommufd's compat one)
+#   viommu    host= behind QEMU's emulated VT-d (-device intel-iommu,caching-mode=on, guest
+#             intel_iommu=on): the guest's VT-d driver maps each DMA buffer and QEMU shadows
+#             every guest map and unmap into the IOAS (IOMMU_IOAS_MAP/UNMAP, counted from
+#             the trace)
 #
 # usage: scripts/qemu-tests.sh [options]
-#   --forms LIST        comma-separated forms to boot (default host,sysfsdev,fd,container)
+#   --forms LIST        comma-separated forms to boot (default host,sysfsdev,fd,container,viommu)
 #   --iterations N      dmatest copies the guest runs and must verify (default 2000)
 #   --timeout SECONDS   limit for each boot (default 300)
 #   --baseline-boot     also boot once without ioasid and without the device (timing only)
@@ -28,11 +32,11 @@
 # first, under the machine's build lock where builds share one).
 #
 # In the logs folder: FORM.serial (the guest's console), FORM.stderr (QEMU's and ioasid's
-# messages), host.trace (the `ioasid run --trace` of the first form) and summary.txt.
+# messages), FORM.trace (the `ioasid run --trace` of the first form and of viommu) and summary.txt.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-FORMS=host,sysfsdev,fd,container
+FORMS=host,sysfsdev,fd,container,viommu
 ITERATIONS=2000
 TIMEOUT=300
 BASELINE=0
@@ -76,6 +80,9 @@ rm -f "$OUT"/*.serial "$OUT"/*.stderr "$OUT"/*.trace "$OUT/summary.txt"
 GUEST_ARGS=(-accel tcg -M q35 "${FIRMWARE[@]}" -m 512 -nographic -no-reboot
 	-kernel "$GUEST/bzImage" -initrd "$GUEST/initramfs.cpio"
 	-append "console=ttyS0 panic=-1 ioasid.iterations=$ITERATIONS")
+# The same with the guest's VT-d driver on, for a QEMU with intel-iommu.
+VIOMMU_ARGS=("${GUEST_ARGS[@]}")
+VIOMMU_ARGS[${#VIOMMU_ARGS[@]}-1]+=" intel_iommu=on"
 
 # boot NAME COMMAND...: runs it with the limit; the serial log goes to NAME.serial with each
 # line's host time since the start; sets RESULT, INIT_S and TOTAL_S.
@@ -117,7 +124,7 @@ fi
 IFS=, read -r -a forms <<< "$FORMS"
 for form in "${forms[@]}"; do
 	trace=()
-	[ "$form" = "${forms[0]}" ] && trace=(--trace="$OUT/$form.trace")
+	{ [ "$form" = "${forms[0]}" ] || [ "$form" = viommu ]; } && trace=(--trace="$OUT/$form.trace")
 	run=("$IOASID" run --machine vtd:ioat "${trace[@]}" --)
 	case $form in
 	host)
@@ -132,15 +139,20 @@ for form in "${forms[@]}"; do
 			-device vfio-pci,fd=5,iommufd=iommufd0) ;;
 	container)
 		cmd=("${run[@]}" "$QEMU" "${GUEST_ARGS[@]}" -device "vfio-pci,host=$BDF") ;;
-	*) die "unknown form: $form (host, sysfsdev, fd or container)" ;;
+	viommu)
+		cmd=("${run[@]}" "$QEMU" "${VIOMMU_ARGS[@]}" -device intel-iommu,caching-mode=on
+			-object iommufd,id=iommufd0 -device "vfio-pci,host=$BDF,iommufd=iommufd0") ;;
+	*) die "unknown form: $form (host, sysfsdev, fd, container or viommu)" ;;
 	esac
 	log "$form: ${cmd[*]}"
 	boot "$form" "${cmd[@]}"
 	report "$form"
 	if [ -n "${trace[*]}" ] && [ -f "$OUT/$form.trace" ]; then
 		t=$OUT/$form.trace
-		printf '%-9s trace: %d IOAS_MAP, %d IOAS_UNMAP, %d SET_IRQS, %d calls in all\n' "$form" \
-			"$(grep -c ' IOMMU_IOAS_MAP ' "$t" || true)" "$(grep -c ' IOMMU_IOAS_UNMAP ' "$t" || true)" \
+		maps=$(grep -c ' IOMMU_IOAS_MAP \| VFIO_IOMMU_MAP_DMA ' "$t" || true)
+		unmaps=$(grep -c ' IOMMU_IOAS_UNMAP \| VFIO_IOMMU_UNMAP_DMA ' "$t" || true)
+		printf '%-9s trace: %d IOAS_MAP, %d IOAS_UNMAP (%s per second of the run), %d SET_IRQS, %d calls in all\n' \
+			"$form" "$maps" "$unmaps" "$(awk -v n=$((maps + unmaps)) -v s="$TOTAL_S" 'BEGIN { printf "%.0f", n / s }')" \
 			"$(grep -c ' VFIO_DEVICE_SET_IRQS ' "$t" || true)" "$(wc -l < "$t")" | tee -a "$OUT/summary.txt"
 	fi
 done
