@@ -489,6 +489,7 @@ IOASID_EXPORT int ioctl(int fd, unsigned long request, ...) {
     void *argument = variadic_pointer(&arguments);
     va_end(arguments);
     if (unlikely(owned(fd)) && !is_file_level_ioctl(request)) return (int)from_engine(engine.ioctl(fd, request, argument));
+    if (unlikely(request == IOASID_KVM_SET_DEVICE_ATTR) && ioasid_kvm_vfio_attribute(fd, argument)) return 0;
     return REAL(ioctl, ioctl_fn)(fd, request, argument);
 }
 

@@ -62,4 +62,9 @@ IOASID_HIDDEN int ioasid_open_redirected(int dirfd, const char *path, int flags,
  * re-opens the engine's nodes a previous program image left open on inherited descriptors. */
 IOASID_HIDDEN void ioasid_preload_adopt_inherited(void);
 
+/* KVM's VFIO pseudo-device (preload_kvm.c): KVM_SET_DEVICE_ATTR's request number, and whether
+ * the call on `fd` registers or removes a VFIO file ioasid serves; then the wrapper answers 0. */
+#define IOASID_KVM_SET_DEVICE_ATTR 0x4018aee1UL
+IOASID_HIDDEN int ioasid_kvm_vfio_attribute(int fd, void *argument);
+
 #endif /* IOASID_PRELOAD_INTERNAL_H */

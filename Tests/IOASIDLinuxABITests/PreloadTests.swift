@@ -99,6 +99,15 @@ struct PreloadTests {
         #expect(outcome.standardOutput.contains("ok a listed descriptor that is no eventfd is left alone\n"), "\(outcome)")
     }
 
+    @Test func kvmVFIODeviceAcceptsTheServedVFIOFiles() throws {
+        let fixtures = try Fixtures.shared.get()
+        let outcome = try runUnderIOASID(["--machine", "vtd", "--", fixtures.kvm])
+        #expect(outcome.exited(0), "\(outcome)")
+        #expect(outcome.standardOutput.contains("ok the request on another descriptor reaches the kernel\n"), "\(outcome)")
+        #expect(outcome.standardOutput.contains("ok kvm-vfio accepts ioasid's VFIO files and refuses the rest\n")
+                || outcome.standardOutput.contains("skip kvm"), "\(outcome)")
+    }
+
     @Test func traceToFile() throws {
         let fixtures = try Fixtures.shared.get()
         let file = fixtures.directory + "/trace-\(UUID().uuidString).log"
@@ -192,6 +201,7 @@ struct Fixtures: Sendable {
     var trace: String
     var vfio: String
     var exec: String
+    var kvm: String
 
     static let source = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("Fixtures").path
@@ -223,7 +233,8 @@ struct Fixtures: Sendable {
             discovery: try build("discovery.c", output: "discovery", program + ["-ldl"]),
             trace: try build("trace.c", output: "trace", program),
             vfio: try build("vfio.c", output: "vfio", program),
-            exec: try build("exec.c", output: "exec", program))
+            exec: try build("exec.c", output: "exec", program),
+            kvm: try build("kvm.c", output: "kvm", program))
     }
 }
 
