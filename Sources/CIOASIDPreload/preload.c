@@ -122,6 +122,7 @@ static void *resolve_real(enum real_index index) {
 
 __attribute__((constructor)) static void ioasid_preload_init(void) {
     for (int index = 0; index < REAL_COUNT; index++) resolve_real((enum real_index)index);
+    ioasid_preload_adopt_inherited();
 }
 
 /* Writes a diagnostic to stderr without stdio (no locks, no allocation). */
@@ -490,6 +491,7 @@ IOASID_EXPORT int ioctl(int fd, unsigned long request, ...) {
     void *argument = variadic_pointer(&arguments);
     va_end(arguments);
     if (unlikely(owned(fd)) && !is_file_level_ioctl(request)) return (int)from_engine(ENGINE_CALL(engine.ioctl(fd, request, argument)));
+    if (unlikely(request == IOASID_KVM_SET_DEVICE_ATTR) && ioasid_kvm_vfio_attribute(fd, argument)) return 0;
     return REAL(ioctl, ioctl_fn)(fd, request, argument);
 }
 

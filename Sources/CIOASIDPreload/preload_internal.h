@@ -15,6 +15,15 @@
 #define unlikely(x) __builtin_expect(!!(x), 0)
 #endif
 
+/* The device numbers (DeviceNumbers in MachineTopology.swift; a test checks they agree). */
+enum {
+    IOASID_MISC_MAJOR = 10,
+    IOASID_IOMMU_MINOR = 257,
+    IOASID_VFIO_CONTAINER_MINOR = 196,
+    IOASID_GROUP_MAJOR = 242,
+    IOASID_CDEV_MAJOR = 241,
+};
+
 /* The table of owned fds (preload.c): one byte per fd below 1<<16, chunks above. */
 #define IOASID_OWNED_LOW_SIZE (1u << 16)
 IOASID_HIDDEN extern _Atomic unsigned char owned_low[IOASID_OWNED_LOW_SIZE];
@@ -48,5 +57,14 @@ IOASID_HIDDEN int ioasid_open_redirected(int dirfd, const char *path, int flags,
             ioasid_open_redirected((dirfd), (path), (flags), (unsigned)(mode), &redirected_))       \
             return redirected_;                                                                     \
     } while (0)
+
+/* Descriptors across execve (preload_exec.c): called once from the preload's constructor;
+ * re-opens the engine's nodes a previous program image left open on inherited descriptors. */
+IOASID_HIDDEN void ioasid_preload_adopt_inherited(void);
+
+/* KVM's VFIO pseudo-device (preload_kvm.c): KVM_SET_DEVICE_ATTR's request number, and whether
+ * the call on `fd` registers or removes a VFIO file ioasid serves; then the wrapper answers 0. */
+#define IOASID_KVM_SET_DEVICE_ATTR 0x4018aee1UL
+IOASID_HIDDEN int ioasid_kvm_vfio_attribute(int fd, void *argument);
 
 #endif /* IOASID_PRELOAD_INTERNAL_H */

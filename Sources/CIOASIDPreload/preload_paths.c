@@ -54,15 +54,6 @@
 
 #define IOASID_EXPORT __attribute__((visibility("default")))
 
-/* The device numbers (DeviceNumbers in MachineTopology.swift; a test checks they agree). */
-enum {
-    IOASID_MISC_MAJOR = 10,
-    IOASID_IOMMU_MINOR = 257,
-    IOASID_VFIO_CONTAINER_MINOR = 196,
-    IOASID_GROUP_MAJOR = 242,
-    IOASID_CDEV_MAJOR = 241,
-};
-
 /* The PCI domain of every modelled device, and the address of device `index` (its place in the
  * machine specification): domain 0x0100, bus 0, device index + 1, function 0. The C twin of
  * PCIAddress.modelled(index:) in MachineTopology.swift. `buffer` holds at least 13 bytes. */

@@ -109,6 +109,31 @@ struct PreloadTests {
         }
     }
 
+    @Test func descriptorsHandedAcrossExecAreTheNodesAgain() throws {
+        let fixtures = try Fixtures.shared.get()
+        let outcome = try runUnderIOASID(["--machine", "vtd", "--", fixtures.exec])
+        #expect(outcome.exited(0), "\(outcome)")
+        for check in ["handed descriptors are the nodes again", "close-on-exec and foreign descriptors", "bind after exec"] {
+            #expect(outcome.standardOutput.contains("ok \(check)\n"), "missing: \(check)\n\(outcome)")
+        }
+    }
+
+    @Test func aStaleHandOverListLeavesOtherDescriptorsAlone() throws {
+        let fixtures = try Fixtures.shared.get()
+        let outcome = try runUnderIOASID(["--machine", "vtd", "--", fixtures.exec, "forged"])
+        #expect(outcome.exited(0), "\(outcome)")
+        #expect(outcome.standardOutput.contains("ok a listed descriptor that is no eventfd is left alone\n"), "\(outcome)")
+    }
+
+    @Test func kvmVFIODeviceAcceptsTheServedVFIOFiles() throws {
+        let fixtures = try Fixtures.shared.get()
+        let outcome = try runUnderIOASID(["--machine", "vtd", "--", fixtures.kvm])
+        #expect(outcome.exited(0), "\(outcome)")
+        #expect(outcome.standardOutput.contains("ok the request on another descriptor reaches the kernel\n"), "\(outcome)")
+        #expect(outcome.standardOutput.contains("ok kvm-vfio accepts ioasid's VFIO files and refuses the rest\n")
+                || outcome.standardOutput.contains("skip kvm"), "\(outcome)")
+    }
+
     @Test func traceToFile() throws {
         let fixtures = try Fixtures.shared.get()
         let file = fixtures.directory + "/trace-\(UUID().uuidString).log"
@@ -203,6 +228,8 @@ struct Fixtures: Sendable {
     var vfio: String
     var badPointers: String
     var signals: String
+    var exec: String
+    var kvm: String
 
     static let source = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("Fixtures").path
@@ -235,7 +262,9 @@ struct Fixtures: Sendable {
             trace: try build("trace.c", output: "trace", program),
             vfio: try build("vfio.c", output: "vfio", program),
             badPointers: try build("badpointers.c", output: "badpointers", program + ["-pthread"]),
-            signals: try build("signals.c", output: "signals", program + ["-pthread"]))
+            signals: try build("signals.c", output: "signals", program + ["-pthread"]),
+            exec: try build("exec.c", output: "exec", program),
+            kvm: try build("kvm.c", output: "kvm", program))
     }
 }
 
