@@ -49,7 +49,8 @@ struct RunCommand: ParsableCommand {
             cdevs, /dev/vfio/devices/vfio0, vfio1, ... in the order given: a comma-separated \
             list of IOMMU[:DEVICE][:COUNT]. IOMMU: mock (a PASID-capable device of the test \
             driver), vtd (the software VT-d unit), smmuv3 (the software SMMUv3); DEVICE: pci \
-            (the default); COUNT: 1 to 31. Without --machine no /dev/vfio path is \
+            (the default), ioat, or a kind the --engine library adds; COUNT: 1 to 31. \
+            Without --machine no /dev/vfio path is \
             served. See docs/machine.md.
 
             The report (--report=FILE.html): a self-contained HTML page per process that \
