@@ -72,10 +72,12 @@ enum { FAULT_TRANSLATION = 1, FAULT_PERMISSION = 2 };
 #define UNMAPPED_IOVA 0x40000000ull
 
 static void fail(const char *what) {
-    fprintf(stderr, "FAIL %s (errno %d %s)\n", what, errno, strerror(errno));
+    if (errno != 0) fprintf(stderr, "FAIL %s (errno %d %s)\n", what, errno, strerror(errno));
+    else fprintf(stderr, "FAIL %s\n", what);
     exit(1);
 }
-#define CHECK(condition, what) do { if (!(condition)) fail(what); } while (0)
+/* errno is cleared first, so a failed check that made no call reports none. */
+#define CHECK(condition, what) do { errno = 0; if (!(condition)) fail(what); } while (0)
 
 static volatile uint64_t *bar;
 static uint64_t reg(unsigned offset) { return bar[offset / 8]; }
