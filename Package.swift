@@ -67,7 +67,7 @@ let package = Package(
         // Examples: a custom device in Swift, used from a C program through VFIO (Examples/custom-device).
         .target(name: "ChecksumDevice", dependencies: ["IOASIDSoftIOMMU", "IOASIDSoftDrivers"],
                 path: "Examples/custom-device/ChecksumDevice"),
-        .testTarget(name: "ExamplesTests"),
+        .testTarget(name: "ExamplesTests", dependencies: ["ChecksumDevice", "IOASIDSoftDrivers", "IOASIDSoftIOMMU"]),
         .testTarget(name: "IOASIDStructuresTests", dependencies: ["IOASIDStructures"]),
         .testTarget(name: "IOASIDSoftIOMMUTests", dependencies: ["IOASIDSoftIOMMU", "IOASIDStructures"]),
         .testTarget(name: "IOASIDSoftDriversTests", dependencies: ["IOASIDProcessMemory", "IOASIDSoftDrivers", "IOASIDSoftIOMMU", "IOASIDCore", "IOASIDStructures", "IOASIDLinuxABI", "IOASIDSets"]),
