@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "ioasid_sys_thread.h" /* the thread pointer, for per-thread counter stripes */
+#include "ioasid_sys_library.h" /* the own library's symbols (engine extensions) */
 
 #ifdef __cplusplus
 extern "C" {
