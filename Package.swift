@@ -13,6 +13,13 @@ let package = Package(
         .library(name: "IOASID", targets: ["IOASIDStructures", "IOASIDCore", "IOASIDSoftIOMMU", "IOASIDSoftDrivers",
                                            "IOASIDSets", "IOASIDTestDriver", "IOASIDProcessMemory", "IOASIDLinuxABI"]),
         .library(name: "IOASIDEngine", type: .dynamic, targets: ["IOASIDEngine"]),
+        // The engine's module for a package that builds its own engine library with device kinds
+        // of its own: its dynamic library product lists its device module and depends on this
+        // (docs/machine.md, "Adding a device kind").
+        .library(name: "IOASIDEngineKit", targets: ["IOASIDEngine"]),
+        // Examples/custom-device: the engine with the example's checksum device built in (one
+        // library, one copy of the model types), for `ioasid run --engine`.
+        .library(name: "CustomDeviceEngine", type: .dynamic, targets: ["IOASIDEngine", "ChecksumDevice"]),
         .library(name: "ioasid-preload", type: .dynamic, targets: ["CIOASIDPreload"]),
         .executable(name: "ioasid", targets: ["ioasid"]),
         .executable(name: "ioasid-benchmark", targets: ["ioasid-benchmark"]),
@@ -59,7 +66,10 @@ let package = Package(
         // The README's quick start, verbatim (a test checks that the README prints this file).
         .executableTarget(name: "quick-start", dependencies: ["IOASIDProcessMemory", "IOASIDCore", "IOASIDLinuxABI", "IOASIDTestDriver"],
                           path: "Examples/quick-start"),
-        .testTarget(name: "ExamplesTests"),
+        // Examples: a custom device in Swift, used from a C program through VFIO (Examples/custom-device).
+        .target(name: "ChecksumDevice", dependencies: ["IOASIDSoftIOMMU", "IOASIDSoftDrivers"],
+                path: "Examples/custom-device/ChecksumDevice"),
+        .testTarget(name: "ExamplesTests", dependencies: ["ChecksumDevice", "IOASIDSoftDrivers", "IOASIDSoftIOMMU"]),
         .testTarget(name: "IOASIDStructuresTests", dependencies: ["IOASIDStructures"]),
         .testTarget(name: "IOASIDSoftIOMMUTests", dependencies: ["IOASIDSoftIOMMU", "IOASIDStructures"]),
         .testTarget(name: "IOASIDSoftDriversTests", dependencies: ["IOASIDProcessMemory", "IOASIDSoftDrivers", "IOASIDSoftIOMMU", "IOASIDCore", "IOASIDStructures", "IOASIDLinuxABI", "IOASIDSets"]),

@@ -1,5 +1,6 @@
 import Glibc
 import IOASIDLinuxABI
+import IOASIDSoftDrivers
 import Synchronization
 
 // The C entry points the preload resolves with dlsym after dlopen'ing this library
@@ -147,4 +148,33 @@ private enum TestbedPath {
             return UnsafePointer(stored)
         }
     }
+}
+
+/// `ioasid devices --engine PATH`: the lines `ioasid devices` prints for machine specification
+/// `spec`, with this engine's device kinds (`EngineExtensions`). Writes at most `capacity` bytes
+/// of text, NUL-terminated, to `buffer`. Returns the text's full length (call again with a
+/// larger buffer when it is not below `capacity`), or, when the specification is refused (or
+/// `spec` is NULL), the negated length of the reason, which is then the text written.
+/// Touches no engine state: the tool calls it after `dlopen`ing the library.
+@_cdecl("ioasid_engine_describe_machine")
+public func ioasid_engine_describe_machine(_ spec: UnsafePointer<CChar>?, _ buffer: UnsafeMutablePointer<CChar>?,
+                                           _ capacity: UInt) -> Int {
+    EngineExtensions.load()
+    var text = "no machine specification"
+    var refused = true
+    if let spec {
+        do throws(MachineSpec.ParseError) {
+            text = MachineLayout(try MachineSpec.parse(String(cString: spec))).listing
+            refused = false
+        } catch {
+            text = error.description
+        }
+    }
+    let bytes = Array(text.utf8)
+    if let buffer, capacity > 0 {
+        let n = min(bytes.count, Int(capacity) - 1)
+        for i in 0..<n { buffer[i] = CChar(bitPattern: bytes[i]) }
+        buffer[n] = 0
+    }
+    return refused ? -bytes.count : bytes.count
 }

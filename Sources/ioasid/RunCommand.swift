@@ -10,7 +10,7 @@ struct RunCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "run",
         abstract: "Run a program against ioasid's /dev/iommu.",
-        usage: "ioasid run [--trace[=<file>]] [--trace-time] [--report=<file.html>] [--privileged] [--no-test-driver] [--machine <spec>] [--] <program> [<arguments> ...]",
+        usage: "ioasid run [--trace[=<file>]] [--trace-time] [--report=<file.html>] [--privileged] [--no-test-driver] [--machine <spec>] [--engine <path>] [--] <program> [<arguments> ...]",
         discussion: """
             The program runs with libioasid-preload.so in LD_PRELOAD (prepended to any existing \
             value). When it first opens /dev/iommu, the preload loads libIOASIDEngine.so and \
@@ -49,7 +49,8 @@ struct RunCommand: ParsableCommand {
             cdevs, /dev/vfio/devices/vfio0, vfio1, ... in the order given: a comma-separated \
             list of IOMMU[:DEVICE][:COUNT]. IOMMU: mock (a PASID-capable device of the test \
             driver), vtd (the software VT-d unit), smmuv3 (the software SMMUv3); DEVICE: pci \
-            (the default); COUNT: 1 to 31. Without --machine no /dev/vfio path is \
+            (the default), ioat, or a kind the --engine library adds; COUNT: 1 to 31. \
+            Without --machine no /dev/vfio path is \
             served. See docs/machine.md.
 
             The report (--report=FILE.html): a self-contained HTML page per process that \
@@ -60,7 +61,10 @@ struct RunCommand: ParsableCommand {
             program) writes FILE.PID.html. See docs/report.md.
 
             Both libraries are looked up next to the ioasid executable (then in ../lib and \
-            ../lib/ioasid).
+            ../lib/ioasid). --engine <path> loads another engine library instead: one built \
+            with device kinds of your own (a Swift PCIDeviceModel registered in DeviceKinds), \
+            which --machine may then name; it also checks --machine. See docs/machine.md, \
+            "Adding a device kind".
 
             Examples:
               ioasid run -- ./iommufd                  run the kernel's iommufd selftest
@@ -97,6 +101,9 @@ struct RunCommand: ParsableCommand {
     @Option(name: .customLong("machine"), help: ArgumentHelp("The modelled machine's devices, served as /dev/vfio/devices/vfioN: comma-separated IOMMU[:DEVICE][:COUNT].", valueName: "spec"))
     var machine: String?
 
+    @Option(name: .customLong("engine"), help: ArgumentHelp("The engine library to load instead of the built-in one (an engine built with added device kinds).", valueName: "path"))
+    var engine: String?
+
     @Argument(help: ArgumentHelp("The program to run, then its arguments.", valueName: "program"))
     var command: [String] = []
 
@@ -104,9 +111,18 @@ struct RunCommand: ParsableCommand {
     static func run(_ options: RunOptions) -> Never {
         let products: Products
         do { products = try Products.locate() } catch { IOASIDCommand.fail(error.description) }
+        var engine = products.engine
+        if let path = options.engine {
+            let library: EngineLibrary
+            do { library = try EngineLibrary(path: path) } catch { IOASIDCommand.fail(error.description) }
+            if let spec = options.machine, case .refused(let reason) = library.describe(spec) {
+                IOASIDCommand.usageError("--machine: \(reason)", in: "ioasid run")
+            }
+            engine = library.path
+        }
         var launch = Launch(command: options.command)
         launch.environment["LD_PRELOAD"] = .set(Launch.prepending(products.preload, toSearchList: Launch.variable("LD_PRELOAD")))
-        launch.environment["IOASID_ENGINE"] = .set(products.engine)
+        launch.environment["IOASID_ENGINE"] = .set(engine)
         launch.environment["IOASID_TEST_DRIVER"] = .set(options.noTestDriver ? "0" : "1")
         launch.environment["IOASID_PRIVILEGED"] = options.privileged ? .set("1") : .unset
         launch.environment["IOASID_MACHINE"] = options.machine.map { .set($0) } ?? .unset

@@ -20,6 +20,8 @@
 #include "ioasid_sys_thread.h" /* the thread pointer, for per-thread counter stripes */
 #include "ioasid_sys_uaccess.h" /* copies of the program's memory that survive bad pointers */
 
+#include "ioasid_sys_library.h" /* the own library's symbols (engine extensions) */
+
 #ifdef __cplusplus
 extern "C" {
 #endif
