@@ -17,9 +17,36 @@ struct UserCommand {
     @inline(__always)
     func load<T: UAPIStruct>(_: T.Type = T.self) -> T { buffer.load(as: T.self) }
 
-    /// Stores `value` into our copy and writes `min(userSize, size)` bytes back to the caller.
+    /// Stores `value` into our copy and writes `min(userSize, size)` bytes back to the caller
+    /// (the kernel's `iommufd_ucmd_respond`, a `copy_to_user`).
+    ///
+    /// - Throws: `EFAULT` when the copy fails (an injected `copy-to-user` fault).
     @inline(__always)
-    func respond<T: UAPIStruct>(_ value: T) {
+    func respond<T: UAPIStruct>(_ value: T) throws(IOMMUError) {
+        try prepareResponse()
+        respondPrepared(value)
+    }
+
+    /// `respond(_:)`, running `undo` when the answer cannot be written: for handlers that made
+    /// an object the caller would never learn of (the kernel aborts it then).
+    @inline(__always)
+    func respond<T: UAPIStruct>(_ value: T, undo: () -> Void) throws(IOMMUError) {
+        do throws(IOMMUError) { try respond(value) } catch {
+            undo()
+            throw error
+        }
+    }
+
+    /// The failure `respond` would meet, checked before a step that cannot be undone (handing
+    /// out a descriptor); `respondPrepared` then writes the answer.
+    @inline(__always)
+    func prepareResponse() throws(IOMMUError) {
+        try FaultInjection.check(.copyToUser)
+    }
+
+    /// Writes the answer after `prepareResponse()` succeeded.
+    @inline(__always)
+    func respondPrepared<T: UAPIStruct>(_ value: T) {
         buffer.storeBytes(of: value, as: T.self)
         user.copyMemory(from: buffer, byteCount: min(userSize, size))
     }
@@ -35,6 +62,7 @@ enum StructCopy {
     static func copyIn(from user: UnsafeMutableRawPointer, userSize: Int, into buffer: UnsafeMutableRawPointer,
                        size: Int, minimumSize: Int) throws(IOMMUError) {
         guard userSize >= minimumSize else { throw .invalid("argument size below the last mandatory field") }
+        try FaultInjection.check(.copyFromUser)
         buffer.copyMemory(from: user, byteCount: min(userSize, size))
         if userSize > size { try checkZeroTail(user + size, count: userSize - size) }
     }

@@ -1,3 +1,4 @@
+import IOASIDCore
 import IOASIDSoftDrivers
 
 /// A mistake on the command line: one line that names the bad part. The tool prints it as
@@ -19,7 +20,8 @@ struct UsageError: Error, Equatable, CustomStringConvertible {
 ///   the next word as FILE only when a `--` follows later on the line (`--trace calls.log --
 ///   ./vmm`); otherwise it traces to standard error and the next word is the program.
 /// - `--machine SPEC` and `--machine=SPEC`: SPEC must parse (`MachineSpec.parse`).
-/// - A repeated option: the last one counts.
+/// - `--fail RULE` and `--fail=RULE`: RULE must parse (`FaultRule.parse`); repeatable, all count.
+/// - Any other repeated option: the last one counts.
 struct RunOptions: Equatable {
     /// Where to trace: `-` for standard error, else a file path as given.
     var trace: String?
@@ -31,6 +33,10 @@ struct RunOptions: Equatable {
     var machine: String?
     /// Where `--report` writes the HTML page.
     var report: String?
+    /// `--fault-injection`: show the kernel's fault-injection files.
+    var faultInjection = false
+    /// The `--fail` rules, in order.
+    var failRules: [FaultRule] = []
     /// The program and its arguments.
     var command: [String] = []
     /// `--help` or `-h` was given (nothing else is checked then).
@@ -83,8 +89,9 @@ struct RunOptions: Equatable {
                 } else {
                     options.trace = "-"
                 }
-            case "--trace-time", "--privileged", "--no-test-driver":
+            case "--trace-time", "--privileged", "--no-test-driver", "--fault-injection":
                 guard inline == nil else { throw UsageError(description: "\(name) takes no value") }
+                if name == "--fault-injection" { options.faultInjection = true }
                 if name == "--trace-time" { options.traceTime = true }
                 if name == "--privileged" { options.privileged = true }
                 if name == "--no-test-driver" { options.noTestDriver = true }
@@ -94,6 +101,11 @@ struct RunOptions: Equatable {
                     throw UsageError(description: "--machine: \(error.description)")
                 }
                 options.machine = spec
+            case "--fail":
+                let text = try value(of: "--fail", inline: inline)
+                do throws(FaultRuleError) { options.failRules.append(try FaultRule.parse(text)) } catch {
+                    throw UsageError(description: "--fail: \(error.description)")
+                }
             case "--report":
                 let file = try value(of: "--report", inline: inline)
                 guard !file.isEmpty else { throw UsageError(description: "--report needs a file name") }
