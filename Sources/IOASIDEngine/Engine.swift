@@ -65,6 +65,12 @@ final class Engine: DescriptorHost {
         self.claim = PreloadClaim.resolve()
         report = environment.report.map { ReportFile(path: $0) }
         faultInjection = environment.faultInjection
+        if environment.faultInjection || !environment.faultRules.isEmpty {
+            // With faults injected, say at exit what the program left behind (the shared engine only).
+            let sink = environment.traceSink ?? .standardError
+            atexit { Engine.leakCheckAtExit() }
+            Engine.leakSink.withLock { $0 = sink }
+        }
         do throws(FaultRuleError) {
             FaultInjection.install(try environment.faultRules.map { r throws(FaultRuleError) in try FaultRule.parse(r) })
         } catch {
@@ -74,6 +80,36 @@ final class Engine: DescriptorHost {
             // `exit` and a return from `main` write the page (the shared engine only: tests make their own).
             atexit { Engine.reportAtExit() }
         }
+    }
+
+    private static let leakSink = Mutex<TraceSink?>(nil)
+
+    /// At exit, with fault injection on: one line per `/dev/iommu` still open that holds
+    /// objects (a program that exits without destroying them, or whose error path forgot them),
+    /// or one line saying that nothing is left.
+    private static func leakCheckAtExit() {
+        guard let sink = leakSink.withLock({ $0 }) else { return }
+        for line in shared.leakLines() { sink.write(line) }
+    }
+
+    /// The lines of `leakCheckAtExit`.
+    func leakLines() -> [String] {
+        let open: [(Int32, IOMMUFile)] = state.withLock { s in
+            var seen: Set<ObjectIdentifier> = []
+            return s.descriptors.keys.sorted().compactMap { fd in
+                guard let file = s.descriptors[fd]?.file as? IOMMUFile, seen.insert(ObjectIdentifier(file)).inserted else { return nil }
+                return (fd, file)
+            }
+        }
+        var lines: [String] = []
+        for (fd, file) in open {
+            let objects = file.context.objects
+            guard !objects.isEmpty else { continue }
+            let named = objects.map { "\($0.kind) \($0.id.rawValue)" }.joined(separator: ", ")
+            lines.append("ioasid: at exit, /dev/iommu (fd \(fd)) still holds \(objects.count) object\(objects.count == 1 ? "" : "s"): \(named)")
+        }
+        if lines.isEmpty { lines.append("ioasid: at exit, no /dev/iommu holds any object") }
+        return lines
     }
 
     /// Writes the shared engine's report, if any (from `atexit`).
