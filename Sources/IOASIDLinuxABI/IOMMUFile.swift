@@ -208,7 +208,8 @@ public final class IOMMUFile: LinuxFile, @unchecked Sendable {
         default:
             throw .notSupported("unknown option")
         }
-        // Only val64 goes back, as in the kernel.
+        // Only val64 goes back, as in the kernel (a copy to user: an injection point).
+        try u.prepareResponse()
         u.buffer.storeBytes(of: c, as: iommu_option.self)
         (u.user + 16).copyMemory(from: u.buffer + 16, byteCount: 8)
         return 0
