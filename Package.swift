@@ -34,7 +34,7 @@ let package = Package(
         .target(name: "IOASIDStructures"),
         // Layer 2: the software IOMMU (page-table formats in modelled memory, IOTLBs, VT-d, SMMUv3).
         .target(name: "IOASIDSoftIOMMU", dependencies: ["IOASIDStructures", "CIOASIDSys"]),
-        .target(name: "IOASIDCore", dependencies: ["IOASIDStructures"]),
+        .target(name: "IOASIDCore", dependencies: ["IOASIDStructures", "CIOASIDFaultInjection"]),
         // The IOASID layer of the original design: host PASID allocation with per-VM sets.
         .target(name: "IOASIDSets", dependencies: ["IOASIDCore", "IOASIDStructures"]),
         .target(name: "IOASIDTestDriver", dependencies: ["IOASIDCore"]),
@@ -43,6 +43,8 @@ let package = Package(
         // Drivers under the core on the software IOMMU: VT-d scalable mode and SMMUv3.
         .target(name: "IOASIDSoftDrivers", dependencies: ["IOASIDCore", "IOASIDSoftIOMMU", "IOASIDStructures"]),
         .target(name: "CIOASIDSys"),
+        // The per-thread fault-injection word (fail-nth and `ioasid run --fail`), read by every injection point.
+        .target(name: "CIOASIDFaultInjection"),
         // `ioasid demo`: the seed end to end on the software IOMMU (a library, so tests can run it).
         .target(name: "IOASIDDemo", dependencies: ["IOASIDCore", "IOASIDSets", "IOASIDSoftIOMMU", "IOASIDSoftDrivers", "IOASIDProcessMemory", "IOASIDStructures"]),
         .target(name: "IOASIDLinuxABI", dependencies: ["IOASIDProcessMemory", "IOASIDStructures", "IOASIDCore", "IOASIDSets", "IOASIDTestDriver", "IOASIDSoftIOMMU", "IOASIDSoftDrivers", "CIOASIDSys"]),
@@ -53,6 +55,7 @@ let package = Package(
         // the engine it loads then binds to the preload's copy of those symbols).
         .target(name: "CIOASIDPreload", dependencies: ["CIOASIDSys"], linkerSettings: [.linkedLibrary("dl")]),
         .executableTarget(name: "ioasid", dependencies: [
+            "IOASIDCore",
             "IOASIDLinuxABI",
             "IOASIDSoftDrivers",
             "IOASIDDemo",

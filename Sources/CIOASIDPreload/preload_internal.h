@@ -50,10 +50,15 @@ static inline int ioasid_path_maybe_ours(const char *path) {
  * with the real open of `path`. */
 IOASID_HIDDEN int ioasid_open_redirected(int dirfd, const char *path, int flags, unsigned mode, int *result);
 
+/* open() may also name the kernel's fault-injection file under /proc (preload_paths.c). */
+static inline int ioasid_open_path_maybe_ours(const char *path) {
+    return path != NULL && path[0] == '/' && (path[1] == 'd' || path[1] == 's' || path[1] == 'p');
+}
+
 #define IOASID_REDIRECT_OPEN(dirfd, path, flags, mode)                                              \
     do {                                                                                            \
         int redirected_;                                                                            \
-        if (unlikely(ioasid_path_maybe_ours(path)) &&                                               \
+        if (unlikely(ioasid_open_path_maybe_ours(path)) &&                                          \
             ioasid_open_redirected((dirfd), (path), (flags), (unsigned)(mode), &redirected_))       \
             return redirected_;                                                                     \
     } while (0)

@@ -5,7 +5,7 @@
 #include <dlfcn.h>
 #include <stddef.h>
 
-void *ioasid_sys_own_library_symbol(const char *name) {
+__attribute__((visibility("hidden"))) void *ioasid_sys_own_library_symbol(const char *name) {
     Dl_info self;
     if (name == NULL || dladdr((void *)&ioasid_sys_own_library_symbol, &self) == 0 || self.dli_fname == NULL) return NULL;
     /* Reopen without loading: a handle on the object that is already there. */

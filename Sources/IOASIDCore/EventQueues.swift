@@ -118,6 +118,7 @@ extension Context {
     /// Creates a fault queue. The corresponding ioctl is `IOMMU_FAULT_QUEUE_ALLOC`.
     public func allocateFaultQueue(readinessChanged: (@Sendable (Bool) -> Void)? = nil) throws(IOMMUError) -> FaultQueue {
         try locked { s throws(IOMMUError) in
+            try FaultInjection.check(.allocation(.fault))
             let f = FaultQueue()
             f.readinessChanged = readinessChanged
             s.insert(f)

@@ -127,6 +127,21 @@ public func ioasid_engine_open_sysfs(_ path: UnsafePointer<CChar>?, _ flags: Int
     return Engine.shared.openSysfs(path: String(cString: path), flags: flags)
 }
 
+/// `open` of the calling thread's `fail-nth` (`/proc/self/task/TID/fail-nth`,
+/// `/proc/thread-self/fail-nth`) when fault injection is on: a new fd or -errno (-ENOENT: off).
+@_cdecl("ioasid_engine_open_fail_nth")
+public func ioasid_engine_open_fail_nth(_ flags: Int32) -> Int32 {
+    Engine.shared.openFailNth(flags: flags)
+}
+
+/// The folder shown as `/sys/kernel/debug` with fault injection on (the `fail*` knobs); NULL
+/// when fault injection is off. The string lives as long as the process.
+@_cdecl("ioasid_engine_fault_debugfs")
+public func ioasid_engine_fault_debugfs() -> UnsafePointer<CChar>? {
+    guard let path = Engine.shared.faultDebugfs() else { return nil }
+    return DebugfsPath.cString(path)
+}
+
 /// The character device an engine fd was opened as, for `fstat`: 1 with `major`/`minor` set, or
 /// 0 when `fd` is an anonymous engine file (or not the engine's).
 @_cdecl("ioasid_engine_node")
@@ -177,4 +192,17 @@ public func ioasid_engine_describe_machine(_ spec: UnsafePointer<CChar>?, _ buff
         buffer[n] = 0
     }
     return refused ? -bytes.count : bytes.count
+}
+
+/// The fault-injection folder's path as a C string that is never freed (one per process).
+private enum DebugfsPath {
+    nonisolated(unsafe) private static var stored: UnsafeMutablePointer<CChar>?
+    private static let lock = Mutex(())
+
+    static func cString(_ path: String) -> UnsafePointer<CChar>? {
+        lock.withLock { _ in
+            if stored == nil { stored = strdup(path) }
+            return UnsafePointer(stored)
+        }
+    }
 }

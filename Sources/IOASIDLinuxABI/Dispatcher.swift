@@ -109,6 +109,18 @@ extension IOMMUFile {
         do throws(IOMMUError) { userSize = try StructCopy.size(at: user) } catch {
             return Self.refuse(&trace, request, argument, error.errno, "argument pointer not readable")
         }
+        // `ioasid run --fail` rules: one load when there are none.
+        let ruled = FaultInjection.hasRules
+        if ruled {
+            do throws(IOMMUError) { try FaultInjection.callStarting(name: op.name) } catch {
+                if trace != nil {
+                    trace!.call("\(op.name)")
+                    trace!.failure(error)
+                }
+                return -Int(error.errno)
+            }
+        }
+        defer { if ruled { FaultInjection.callEnded() } }
         return withUnsafeTemporaryAllocation(byteCount: Dispatcher.maximumSize, alignment: 16) { raw -> Int in
             let buffer = raw.baseAddress!
             buffer.initializeMemory(as: UInt8.self, repeating: 0, count: op.size)

@@ -82,7 +82,7 @@ public final class IOMMUFile: LinuxFile, @unchecked Sendable {
         guard c.flags == 0 else { throw .notSupported("flags must be zero") }
         let id = try f.context.allocateIOAS()
         c.out_ioas_id = id.rawValue
-        try u.respond(c)
+        try u.respond(c) { try? f.context.destroy(id.object) }
         return 0
     }
 
@@ -208,7 +208,8 @@ public final class IOMMUFile: LinuxFile, @unchecked Sendable {
         default:
             throw .notSupported("unknown option")
         }
-        // Only val64 goes back, as in the kernel.
+        // Only val64 goes back, as in the kernel (a copy to user: an injection point).
+        try u.prepareResponse()
         u.buffer.storeBytes(of: c, as: iommu_option.self)
         try u.respond(bytes: 8, at: 16)
         return 0
@@ -222,7 +223,7 @@ public final class IOMMUFile: LinuxFile, @unchecked Sendable {
         let id = try f.context.allocateHWPT(device: Device.ID(c.dev_id), parent: ObjectID(c.pt_id), flags: flags, data: data,
                                             faultQueue: flags.contains(.faultIDValid) ? ObjectID(c.fault_id) : nil)
         c.out_hwpt_id = id.rawValue
-        try u.respond(c)
+        try u.respond(c) { try? f.context.destroy(id.object) }
         return 0
     }
 
@@ -301,10 +302,14 @@ public final class IOMMUFile: LinuxFile, @unchecked Sendable {
         let file = QueueFile(owner: f)
         let queue = try f.context.allocateFaultQueue { [weak file] readable in file?.setReadable(readable) }
         file.queue = .fault(queue)
+        do throws(IOMMUError) { try u.prepareResponse() } catch {
+            try? f.context.destroy(queue.objectID)
+            throw error
+        }
         let fd = try f.install(file, for: queue)
         c.out_fault_id = queue.objectID.rawValue
         c.out_fault_fd = UInt32(bitPattern: fd)
-        try u.respond(c)
+        try u.respondPrepared(c)
         return 0
     }
 
@@ -314,7 +319,7 @@ public final class IOMMUFile: LinuxFile, @unchecked Sendable {
         let data = c.data_len == 0 ? nil : DriverData(type: c.type, address: c.data_uptr, length: c.data_len)
         let id = try f.context.allocateVIOMMU(device: Device.ID(c.dev_id), parent: HWPT.ID(c.hwpt_id), type: c.type, data: data)
         c.out_viommu_id = id.rawValue
-        try u.respond(c)
+        try u.respond(c) { try? f.context.destroy(id.object) }
         return 0
     }
 
@@ -322,7 +327,7 @@ public final class IOMMUFile: LinuxFile, @unchecked Sendable {
         var c = u.load(iommu_vdevice_alloc.self)
         let id = try f.context.allocateVDevice(viommu: VIOMMU.ID(ObjectID(c.viommu_id)), device: Device.ID(c.dev_id), virtualID: c.virt_id)
         c.out_vdevice_id = id.rawValue
-        try u.respond(c)
+        try u.respond(c) { try? f.context.destroy(id) }
         return 0
     }
 
@@ -341,10 +346,14 @@ public final class IOMMUFile: LinuxFile, @unchecked Sendable {
             file?.setReadable(readable)
         }
         file.queue = .vevent(queue)
+        do throws(IOMMUError) { try u.prepareResponse() } catch {
+            try? f.context.destroy(queue.objectID)
+            throw error
+        }
         let fd = try f.install(file, for: queue)
         c.out_veventq_id = queue.objectID.rawValue
         c.out_veventq_fd = UInt32(bitPattern: fd)
-        try u.respond(c)
+        try u.respondPrepared(c)
         return 0
     }
 
@@ -354,7 +363,7 @@ public final class IOMMUFile: LinuxFile, @unchecked Sendable {
         let id = try f.context.allocateHWQueue(viommu: VIOMMU.ID(ObjectID(c.viommu_id)), type: c.type, index: c.index,
                                                base: c.nesting_parent_iova, length: c.length)
         c.out_hw_queue_id = id.rawValue
-        try u.respond(c)
+        try u.respond(c) { try? f.context.destroy(id) }
         return 0
     }
 

@@ -23,7 +23,7 @@ extension IOMMUFile {
             m.out_hwpt_id = r.hwpt.rawValue
             m.out_idev_id = r.device.rawValue
             c.mock_domain = m
-            try u.respond(c)
+            try u.respond(c) { try? f.context.destroy(r.handle) }
         case UAPI.IOMMU_TEST_OP_MOCK_DOMAIN_REPLACE:
             var m = c.mock_domain_replace
             m.pt_id = try t.mockDomainReplace(id, with: ObjectID(m.pt_id)).rawValue
@@ -41,6 +41,10 @@ extension IOMMUFile {
             try t.checkDeviceCache(Device.ID(id), entry: c.check_dev_cache.id, value: c.check_dev_cache.cache)
         case UAPI.IOMMU_TEST_OP_CREATE_ACCESS:
             let access = try t.createAccess(IOAS.ID(id), flags: c.create_access.flags)
+            do throws(IOMMUError) { try u.prepareResponse() } catch {
+                t.closeAccess(access)
+                throw error
+            }
             let file = QueueFile(owner: f)
             file.queue = .access(access)
             let fd = f.host.install(file)
@@ -49,14 +53,15 @@ extension IOMMUFile {
             var m = c.create_access
             m.out_access_fd = UInt32(bitPattern: fd)
             c.create_access = m
-            try u.respond(c)
+            try u.respondPrepared(c)
         case UAPI.IOMMU_TEST_OP_ACCESS_REPLACE_IOAS:
             try t.accessReplaceIOAS(try f.access(c.id), ioas: IOAS.ID(c.access_replace_ioas.ioas_id))
         case UAPI.IOMMU_TEST_OP_ACCESS_PAGES:
             var m = c.access_pages
-            m.out_access_pages_id = try t.accessPages(try f.access(c.id), iova: m.iova, length: m.length, address: m.uptr, flags: m.flags)
+            let access = try f.access(c.id)
+            m.out_access_pages_id = try t.accessPages(access, iova: m.iova, length: m.length, address: m.uptr, flags: m.flags)
             c.access_pages = m
-            try u.respond(c)
+            try u.respond(c) { try? t.destroyAccessPages(access, item: m.out_access_pages_id) }
         case UAPI.IOMMU_TEST_OP_ACCESS_RW:
             let m = c.access_rw
             try t.accessRW(try f.access(c.id), iova: m.iova, length: m.length, address: m.uptr, flags: m.flags)

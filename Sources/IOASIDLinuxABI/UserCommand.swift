@@ -17,12 +17,39 @@ struct UserCommand {
     @inline(__always)
     func load<T: UAPIStruct>(_: T.Type = T.self) -> T { buffer.load(as: T.self) }
 
-    /// Stores `value` into our copy and writes `min(userSize, size)` bytes back to the caller.
+    /// Stores `value` into our copy and writes `min(userSize, size)` bytes back to the caller
+    /// (the kernel's `iommufd_ucmd_respond`, a `copy_to_user`).
     ///
-    /// - Throws: `EFAULT` when the caller's struct is not writeable (the kernel's
-    ///   `iommufd_ucmd_respond`); the caller undoes what the call created.
+    /// - Throws: `EFAULT` when the caller's struct is not writeable (or an injected
+    ///   `copy-to-user` fault); a handler that created something undoes it (`respond(_:undo:)`).
     @inline(__always)
     func respond<T: UAPIStruct>(_ value: T) throws(IOMMUError) {
+        try prepareResponse()
+        try respondPrepared(value)
+    }
+
+    /// `respond(_:)`, running `undo` when the answer cannot be written: for handlers that made
+    /// an object the caller would never learn of (the kernel aborts it then).
+    @inline(__always)
+    func respond<T: UAPIStruct>(_ value: T, undo: () -> Void) throws(IOMMUError) {
+        do throws(IOMMUError) { try respond(value) } catch {
+            undo()
+            throw error
+        }
+    }
+
+    /// The failure `respond` would meet, checked before a step that cannot be undone (handing
+    /// out a descriptor); `respondPrepared` then writes the answer. (The dispatcher has already
+    /// checked that the struct of a request that creates something is writeable.)
+    @inline(__always)
+    func prepareResponse() throws(IOMMUError) {
+        try FaultInjection.check(.copyToUser)
+    }
+
+    /// Writes the answer after `prepareResponse()` succeeded; `EFAULT` only if the caller's
+    /// memory went away since the dispatcher checked it.
+    @inline(__always)
+    func respondPrepared<T: UAPIStruct>(_ value: T) throws(IOMMUError) {
         buffer.storeBytes(of: value, as: T.self)
         try StructCopy.copyOut(buffer, count: min(userSize, size), to: user)
     }
@@ -44,6 +71,7 @@ enum StructCopy {
     static func copyIn(from user: UnsafeMutableRawPointer, userSize: Int, into buffer: UnsafeMutableRawPointer,
                        size: Int, minimumSize: Int) throws(IOMMUError) {
         guard userSize >= minimumSize else { throw .invalid("argument size below the last mandatory field") }
+        try FaultInjection.check(.copyFromUser)
         if ioasid_sys_copy_in(buffer, UInt64(UInt(bitPattern: user)), min(userSize, size)) != 0 {
             throw .fault("argument is not readable")
         }

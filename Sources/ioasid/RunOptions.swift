@@ -1,3 +1,4 @@
+import IOASIDCore
 import IOASIDSoftDrivers
 
 /// A mistake on the command line: one line that names the bad part. The tool prints it as
@@ -23,7 +24,8 @@ struct UsageError: Error, Equatable, CustomStringConvertible {
 ///   (`RunCommand.run`), since it may know more kinds.
 /// - `--engine PATH` and `--engine=PATH`: the engine library the preload loads instead of the
 ///   built-in `libIOASIDEngine.so` (one built with added device kinds).
-/// - A repeated option: the last one counts.
+/// - `--fail RULE` and `--fail=RULE`: RULE must parse (`FaultRule.parse`); repeatable, all count.
+/// - Any other repeated option: the last one counts.
 struct RunOptions: Equatable {
     /// Where to trace: `-` for standard error, else a file path as given.
     var trace: String?
@@ -37,6 +39,10 @@ struct RunOptions: Equatable {
     var engine: String?
     /// Where `--report` writes the HTML page.
     var report: String?
+    /// `--fault-injection`: show the kernel's fault-injection files.
+    var faultInjection = false
+    /// The `--fail` rules, in order.
+    var failRules: [FaultRule] = []
     /// The program and its arguments.
     var command: [String] = []
     /// `--help` or `-h` was given (nothing else is checked then).
@@ -89,8 +95,9 @@ struct RunOptions: Equatable {
                 } else {
                     options.trace = "-"
                 }
-            case "--trace-time", "--privileged", "--no-test-driver":
+            case "--trace-time", "--privileged", "--no-test-driver", "--fault-injection":
                 guard inline == nil else { throw UsageError(description: "\(name) takes no value") }
+                if name == "--fault-injection" { options.faultInjection = true }
                 if name == "--trace-time" { options.traceTime = true }
                 if name == "--privileged" { options.privileged = true }
                 if name == "--no-test-driver" { options.noTestDriver = true }
@@ -100,6 +107,11 @@ struct RunOptions: Equatable {
                 let path = try value(of: "--engine", inline: inline)
                 guard !path.isEmpty else { throw UsageError(description: "--engine needs a file name") }
                 options.engine = path
+            case "--fail":
+                let text = try value(of: "--fail", inline: inline)
+                do throws(FaultRuleError) { options.failRules.append(try FaultRule.parse(text)) } catch {
+                    throw UsageError(description: "--fail: \(error.description)")
+                }
             case "--report":
                 let file = try value(of: "--report", inline: inline)
                 guard !file.isEmpty else { throw UsageError(description: "--report needs a file name") }

@@ -77,6 +77,9 @@ long ioasid_sys_is_eventfd(int fd);
 /* getpid(): the caller's process ID (always fresh, also right after fork). */
 long ioasid_sys_getpid(void);
 
+/* gettid(): the calling thread's ID. */
+long ioasid_sys_gettid(void);
+
 /* File-system calls for the sysfs view the engine writes (a folder of its own, never a path the
  * preload redirects): mkdirat, symlinkat, mknodat (a character device when `major` or `minor`
  * is non-zero, else a regular file), renameat, unlinkat (flags: AT_REMOVEDIR = 0x200). 0 or -errno. */

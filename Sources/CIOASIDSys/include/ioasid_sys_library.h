@@ -12,7 +12,9 @@ extern "C" {
 
 /* The address of `name` if the shared object that contains this function defines it (not a
  * library it depends on, not the program), else NULL. */
-void *ioasid_sys_own_library_symbol(const char *name);
+/* Hidden: every library that links CIOASIDSys keeps its own copy, so that "own library" is the
+ * caller's (the preload links CIOASIDSys too, and exported copies would bind to the preload's). */
+__attribute__((visibility("hidden"))) void *ioasid_sys_own_library_symbol(const char *name);
 
 #ifdef __cplusplus
 }
