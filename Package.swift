@@ -13,6 +13,13 @@ let package = Package(
         .library(name: "IOASID", targets: ["IOASIDStructures", "IOASIDCore", "IOASIDSoftIOMMU", "IOASIDSoftDrivers",
                                            "IOASIDSets", "IOASIDTestDriver", "IOASIDProcessMemory", "IOASIDLinuxABI"]),
         .library(name: "IOASIDEngine", type: .dynamic, targets: ["IOASIDEngine"]),
+        // The engine's module for a package that builds its own engine library with device kinds
+        // of its own: its dynamic library product lists its device module and depends on this
+        // (docs/machine.md, "Adding a device kind").
+        .library(name: "IOASIDEngineKit", targets: ["IOASIDEngine"]),
+        // Examples/custom-device: the engine with the example's checksum device built in (one
+        // library, one copy of the model types), for `ioasid run --engine`.
+        .library(name: "CustomDeviceEngine", type: .dynamic, targets: ["IOASIDEngine", "ChecksumDevice"]),
         .library(name: "ioasid-preload", type: .dynamic, targets: ["CIOASIDPreload"]),
         .executable(name: "ioasid", targets: ["ioasid"]),
         .executable(name: "ioasid-benchmark", targets: ["ioasid-benchmark"]),
@@ -27,7 +34,7 @@ let package = Package(
         .target(name: "IOASIDStructures"),
         // Layer 2: the software IOMMU (page-table formats in modelled memory, IOTLBs, VT-d, SMMUv3).
         .target(name: "IOASIDSoftIOMMU", dependencies: ["IOASIDStructures", "CIOASIDSys"]),
-        .target(name: "IOASIDCore", dependencies: ["IOASIDStructures"]),
+        .target(name: "IOASIDCore", dependencies: ["IOASIDStructures", "CIOASIDFaultInjection"]),
         // The IOASID layer of the original design: host PASID allocation with per-VM sets.
         .target(name: "IOASIDSets", dependencies: ["IOASIDCore", "IOASIDStructures"]),
         .target(name: "IOASIDTestDriver", dependencies: ["IOASIDCore"]),
@@ -36,14 +43,19 @@ let package = Package(
         // Drivers under the core on the software IOMMU: VT-d scalable mode and SMMUv3.
         .target(name: "IOASIDSoftDrivers", dependencies: ["IOASIDCore", "IOASIDSoftIOMMU", "IOASIDStructures"]),
         .target(name: "CIOASIDSys"),
+        // The per-thread fault-injection word (fail-nth and `ioasid run --fail`), read by every injection point.
+        .target(name: "CIOASIDFaultInjection"),
         // `ioasid demo`: the seed end to end on the software IOMMU (a library, so tests can run it).
         .target(name: "IOASIDDemo", dependencies: ["IOASIDCore", "IOASIDSets", "IOASIDSoftIOMMU", "IOASIDSoftDrivers", "IOASIDProcessMemory", "IOASIDStructures"]),
         .target(name: "IOASIDLinuxABI", dependencies: ["IOASIDProcessMemory", "IOASIDStructures", "IOASIDCore", "IOASIDSets", "IOASIDTestDriver", "IOASIDSoftIOMMU", "IOASIDSoftDrivers", "CIOASIDSys"]),
         // The report page (layer 6): plain values in, self-contained HTML out.
         .target(name: "IOASIDReport", dependencies: ["IOASIDCore", "IOASIDLinuxABI", "IOASIDStructures"]),
         .target(name: "IOASIDEngine", dependencies: ["IOASIDLinuxABI", "IOASIDReport", "IOASIDCore", "IOASIDTestDriver", "IOASIDSoftDrivers", "IOASIDSoftIOMMU", "CIOASIDSys"]),
-        .target(name: "CIOASIDPreload", linkerSettings: [.linkedLibrary("dl")]),
+        // The preload links CIOASIDSys for the safe user copies (its handler fixes up their faults;
+        // the engine it loads then binds to the preload's copy of those symbols).
+        .target(name: "CIOASIDPreload", dependencies: ["CIOASIDSys"], linkerSettings: [.linkedLibrary("dl")]),
         .executableTarget(name: "ioasid", dependencies: [
+            "IOASIDCore",
             "IOASIDLinuxABI",
             "IOASIDSoftDrivers",
             "IOASIDDemo",
@@ -57,7 +69,10 @@ let package = Package(
         // The README's quick start, verbatim (a test checks that the README prints this file).
         .executableTarget(name: "quick-start", dependencies: ["IOASIDProcessMemory", "IOASIDCore", "IOASIDLinuxABI", "IOASIDTestDriver"],
                           path: "Examples/quick-start"),
-        .testTarget(name: "ExamplesTests"),
+        // Examples: a custom device in Swift, used from a C program through VFIO (Examples/custom-device).
+        .target(name: "ChecksumDevice", dependencies: ["IOASIDSoftIOMMU", "IOASIDSoftDrivers"],
+                path: "Examples/custom-device/ChecksumDevice"),
+        .testTarget(name: "ExamplesTests", dependencies: ["ChecksumDevice", "IOASIDSoftDrivers", "IOASIDSoftIOMMU"]),
         .testTarget(name: "IOASIDStructuresTests", dependencies: ["IOASIDStructures"]),
         .testTarget(name: "IOASIDSoftIOMMUTests", dependencies: ["IOASIDSoftIOMMU", "IOASIDStructures"]),
         .testTarget(name: "IOASIDSoftDriversTests", dependencies: ["IOASIDProcessMemory", "IOASIDSoftDrivers", "IOASIDSoftIOMMU", "IOASIDCore", "IOASIDStructures", "IOASIDLinuxABI", "IOASIDSets"]),

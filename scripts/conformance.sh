@@ -5,6 +5,9 @@
 #
 # usage: scripts/conformance.sh [options] [-- HARNESS_ARGS...]
 #   --baseline FILE     exit 1 if fewer tests pass than the number in FILE
+#   --fail-nth          run the kernel's second iommufd selftest, iommufd_fail_nth.c, instead:
+#                       it sweeps fail-nth over every injection point of each test, so it runs
+#                       under `ioasid run --fault-injection` (results in conformance-results/fail-nth)
 #   --filter "ARGS"     kselftest harness selection, passed through to the test
 #                       binary (repeatable): -f FIXTURE, -F FIXTURE (exclude),
 #                       -v VARIANT, -V VARIANT, -t TEST, -T TEST, -r FIXTURE[.VARIANT].TEST
@@ -52,6 +55,8 @@ HUGEPAGES=512
 TIMEOUT=1800
 COMPARE=""
 REFERENCE=$ROOT/conformance/kernel-7.2.tsv
+PROGRAM=iommufd
+OUT_GIVEN=0
 LIST=0
 QUIET=0
 HARNESS_ARGS=()
@@ -66,6 +71,7 @@ need_arg() { [ $# -ge 2 ] || die "$1 needs an argument"; }
 while [ $# -gt 0 ]; do
 	case $1 in
 	--baseline) need_arg "$@"; BASELINE=$2; shift 2 ;;
+	--fail-nth) PROGRAM=iommufd_fail_nth; shift ;;
 	--filter) need_arg "$@"; read -r -a f <<< "$2"; HARNESS_ARGS+=("${f[@]}"); shift 2 ;;
 	--ioasid) need_arg "$@"; IOASID=$2; shift 2 ;;
 	--config) need_arg "$@"; CONFIG=$2; shift 2 ;;
@@ -73,7 +79,7 @@ while [ $# -gt 0 ]; do
 	--no-preload) PRELOAD=0; shift ;;
 	--launcher) need_arg "$@"; read -r -a LAUNCHER <<< "$2"; PRELOAD=0; shift 2 ;;
 	--selftest) need_arg "$@"; SELFTEST=$2; shift 2 ;;
-	--out) need_arg "$@"; OUT=$2; shift 2 ;;
+	--out) need_arg "$@"; OUT=$2; OUT_GIVEN=1; shift 2 ;;
 	--hugepages) need_arg "$@"; HUGEPAGES=$2; shift 2 ;;
 	--timeout) need_arg "$@"; TIMEOUT=$2; shift 2 ;;
 	--compare) need_arg "$@"; COMPARE=$2; shift 2 ;;
@@ -102,6 +108,10 @@ done
 # shellcheck source=scripts/test-runner-common.sh
 . "$ROOT/scripts/test-runner-common.sh"
 read_baseline
+if [ $PROGRAM = iommufd_fail_nth ]; then
+	[ $OUT_GIVEN = 1 ] || OUT=$ROOT/conformance-results/fail-nth
+	REFERENCE=""   # no recorded kernel results for this program
+fi
 
 mkdir -p "$OUT" || die "cannot create $OUT"
 OUT=$(cd "$OUT" && pwd)
@@ -116,20 +126,20 @@ if [ -z "$SELFTEST" ]; then
 	command -v "$CC" >/dev/null || missing+=(gcc libc6-dev)
 	[ -f /usr/include/sys/capability.h ] || missing+=(libcap-dev)
 	[ ${#missing[@]} -eq 0 ] || install_pkgs "${missing[@]}"
-	SELFTEST=$BUILD_DIR/iommufd
+	SELFTEST=$BUILD_DIR/$PROGRAM
 	# Sanitized copies of the uapi headers the test needs that are newer than
 	# the system's (what `make headers_install` does to them, for these files):
 	# drop the _UAPI guard prefix and the __user/__force/__iomem annotations.
 	HEADERS="linux/iommufd.h linux/vfio.h linux/stddef.h"
 	stale=0
 	[ -x "$SELFTEST" ] || stale=1
-	for f in "$ST/iommu/iommufd.c" "$ST/iommu/iommufd_utils.h" "$ST/kselftest_harness.h" \
+	for f in "$ST/iommu/$PROGRAM.c" "$ST/iommu/iommufd_utils.h" "$ST/kselftest_harness.h" \
 		 "$ST/kselftest.h" "$SRC/drivers/iommu/iommufd/iommufd_test.h" "$0" \
 		 $(for h in $HEADERS; do echo "$SRC/include/uapi/$h"; done); do
 		[ "$f" -nt "$SELFTEST" ] && stale=1
 	done
 	if [ $stale = 1 ]; then
-		log "building the iommufd selftest from $SRC"
+		log "building the $PROGRAM selftest from $SRC"
 		rm -rf "$BUILD_DIR/include"
 		mkdir -p "$BUILD_DIR/include/linux"
 		for h in $HEADERS; do
@@ -140,7 +150,7 @@ if [ -z "$SELFTEST" ]; then
 		# As tools/testing/selftests/lib.mk and iommu/Makefile build it.
 		"$CC" -D_GNU_SOURCE= -Wall -O2 -Wno-unused-function \
 			-isystem "$BUILD_DIR/include" -I"$ST" \
-			-o "$SELFTEST.tmp" "$ST/iommu/iommufd.c" -lcap >&2 ||
+			-o "$SELFTEST.tmp" "$ST/iommu/$PROGRAM.c" -lcap >&2 ||
 			die "building the selftest failed"
 		mv "$SELFTEST.tmp" "$SELFTEST"
 	fi
@@ -221,6 +231,7 @@ if [ $PRELOAD = 1 ]; then
 	[ -x "$IOASID" ] || die "no ioasid launcher at $IOASID"
 	# The selftest expects root in a VM (CAP_SYS_RESOURCE for IOMMU_OPTION_RLIMIT_MODE).
 	RUNNER=("$IOASID" run --privileged --)
+	[ $PROGRAM = iommufd_fail_nth ] && RUNNER=("$IOASID" run --privileged --fault-injection --)
 fi
 
 # The Swift runtime's crash backtracer hangs in a crashed test process until the
@@ -437,6 +448,7 @@ WALL=$(awk -v a="$START" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
 	echo "results:    $RESULTS"
 	echo "wall time:  ${WALL}s (last test program run ${RUN_SECONDS:-0}s)"
 	notrun=""; [ "$NOTRUN" -gt 0 ] && notrun=", $NOTRUN of them never ran"
+	[ $PROGRAM = iommufd_fail_nth ] && echo "ioasid fail_nth: $PASSED passed / $TOTAL ($FAILED failed, $SKIPPED skipped)"
 	echo "ioasid conformance: $PASSED passed / $TOTAL ($FAILED failed$notrun, $SKIPPED skipped)"
 } | tee "$OUT/summary.txt"
 

@@ -89,36 +89,8 @@ if [ -f "$STAMP" ] && tree_ok "$DEST" && grep -qx "requested=$VERSION" "$STAMP";
 fi
 
 # --- 1. the .deb ---------------------------------------------------------------------
-# The archive URI of the machine's Debian entry: a deb822 stanza in
-# sources.list.d/*.sources or a one-line entry in sources.list(.d/*.list).
-# Security and update suites live elsewhere or lack linux-source, so skip them.
-debian_uri() {
-	local f
-	for f in /etc/apt/sources.list.d/debian.sources /etc/apt/sources.list.d/*.sources; do
-		[ -f "$f" ] || continue
-		awk '
-			function flush(   n, i, s, plain) {
-				n = split(suites, s, " ")
-				for (i = 1; i <= n; i++) if (s[i] !~ /-(security|updates|backports)$/) plain = 1
-				if (uri != "" && types ~ /(^| )deb( |$)/ && plain && uri !~ /security/ && !found) {
-					print uri; found = 1
-				}
-				uri = ""; types = ""; suites = ""
-			}
-			/^[ \t]*#/ { next }
-			/^[ \t]*$/ { flush(); next }
-			tolower($1) == "types:" { $1 = ""; types = $0 " " }
-			tolower($1) == "uris:" { uri = $2 }
-			tolower($1) == "suites:" { $1 = ""; suites = $0 }
-			END { flush() }' "$f" | head -n1
-	done | head -n1
-	for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-		[ -f "$f" ] || continue
-		# deb [options] URI suite components...
-		sed -E -n 's/^[[:space:]]*deb[[:space:]]+(\[[^]]*\][[:space:]]+)?([^[:space:]]+)[[:space:]]+([^[:space:]]+).*/\2 \3/p' "$f" |
-			awk '$1 !~ /security/ && $2 !~ /-(security|updates|backports)/ { print $1 }'
-	done | head -n1
-}
+# debian_uri: the archive URI of the machine's own Debian entry.
+. "$(dirname "${BASH_SOURCE[0]}")/debian-archive.sh"
 
 find_deb() {	# newest already downloaded linux-source .deb of the wanted version
 	local d

@@ -32,6 +32,7 @@
 #include "ioasid_preload.h"
 #include "preload_internal.h"
 #include "trap.h"
+#include "deferral.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -121,6 +122,7 @@ static void *resolve_real(enum real_index index) {
 
 __attribute__((constructor)) static void ioasid_preload_init(void) {
     for (int index = 0; index < REAL_COUNT; index++) resolve_real((enum real_index)index);
+    ioasid_preload_adopt_inherited();
 }
 
 /* Writes a diagnostic to stderr without stdio (no locks, no allocation). */
@@ -275,6 +277,7 @@ static int load_engine_locked(void) {
     *(void **)&engine.pread = dlsym(handle, "ioasid_engine_pread");
     *(void **)&engine.pwrite = dlsym(handle, "ioasid_engine_pwrite");
 
+    if (ioasid_trap_guard_copies() != 0) diagnose("cannot install the fault handler; user copies use system calls", "");
     engine_handle = handle;
     return ENGINE_READY;
 }
@@ -349,7 +352,7 @@ static inline int engine_path_kind(const char *path) {
 /* Claims an engine descriptor for the preload's fast path, or undoes it. */
 static int claim_engine_fd(int fd, int saved_errno) {
     if (set_owned(fd, 1) != 0) {
-        engine.close(fd);
+        ENGINE_CALL(engine.close(fd));
         REAL(close, close_fn)(fd);
         errno = ENOMEM;
         return -1;
@@ -366,15 +369,15 @@ static int open_engine_path(int kind, int flags) {
     }
     int fd;
     if (kind == PATH_IOMMU || kind == PATH_CONTAINER) {
-        fd = engine.open(flags);
+        fd = ENGINE_CALL(engine.open(flags));
     } else if (kind <= PATH_GROUP_BASE) {
         if (engine.open_group == NULL) {
             errno = ENOENT;
             return -1;
         }
-        fd = engine.open_group(PATH_GROUP_BASE - kind, flags);
+        fd = ENGINE_CALL(engine.open_group(PATH_GROUP_BASE - kind, flags));
     } else if (engine.open_device != NULL) {
-        fd = engine.open_device(kind, flags);
+        fd = ENGINE_CALL(engine.open_device(kind, flags));
     } else {
         errno = ENOENT;
         return -1;
@@ -487,7 +490,8 @@ IOASID_EXPORT int ioctl(int fd, unsigned long request, ...) {
     va_start(arguments, request);
     void *argument = variadic_pointer(&arguments);
     va_end(arguments);
-    if (unlikely(owned(fd)) && !is_file_level_ioctl(request)) return (int)from_engine(engine.ioctl(fd, request, argument));
+    if (unlikely(owned(fd)) && !is_file_level_ioctl(request)) return (int)from_engine(ENGINE_CALL(engine.ioctl(fd, request, argument)));
+    if (unlikely(request == IOASID_KVM_SET_DEVICE_ATTR) && ioasid_kvm_vfio_attribute(fd, argument)) return 0;
     return REAL(ioctl, ioctl_fn)(fd, request, argument);
 }
 
@@ -498,7 +502,7 @@ IOASID_EXPORT int __ioctl_time64(int fd, unsigned long request, ...) {
     va_start(arguments, request);
     void *argument = variadic_pointer(&arguments);
     va_end(arguments);
-    if (unlikely(owned(fd)) && !is_file_level_ioctl(request)) return (int)from_engine(engine.ioctl(fd, request, argument));
+    if (unlikely(owned(fd)) && !is_file_level_ioctl(request)) return (int)from_engine(ENGINE_CALL(engine.ioctl(fd, request, argument)));
     static _Atomic(void *) real_ioctl_time64;
     void *real = atomic_load(&real_ioctl_time64);
     if (real == NULL) atomic_store(&real_ioctl_time64, real = dlsym(RTLD_NEXT, "__ioctl_time64"));
@@ -507,12 +511,12 @@ IOASID_EXPORT int __ioctl_time64(int fd, unsigned long request, ...) {
 #endif
 
 IOASID_EXPORT ssize_t read(int fd, void *buffer, size_t count) {
-    if (unlikely(owned(fd))) return from_engine(engine.read(fd, buffer, count));
+    if (unlikely(owned(fd))) return from_engine(ENGINE_CALL(engine.read(fd, buffer, count)));
     return REAL(read, read_fn)(fd, buffer, count);
 }
 
 IOASID_EXPORT ssize_t write(int fd, const void *buffer, size_t count) {
-    if (unlikely(owned(fd))) return from_engine(engine.write(fd, buffer, count));
+    if (unlikely(owned(fd))) return from_engine(ENGINE_CALL(engine.write(fd, buffer, count)));
     return REAL(write, write_fn)(fd, buffer, count);
 }
 
@@ -522,7 +526,7 @@ static ssize_t engine_pread(int fd, void *buffer, size_t count, int64_t offset) 
         errno = ESPIPE;
         return -1;
     }
-    return from_engine(engine.pread(fd, buffer, count, offset));
+    return from_engine(ENGINE_CALL(engine.pread(fd, buffer, count, offset)));
 }
 
 static ssize_t engine_pwrite(int fd, const void *buffer, size_t count, int64_t offset) {
@@ -530,7 +534,7 @@ static ssize_t engine_pwrite(int fd, const void *buffer, size_t count, int64_t o
         errno = ESPIPE;
         return -1;
     }
-    return from_engine(engine.pwrite(fd, buffer, count, offset));
+    return from_engine(ENGINE_CALL(engine.pwrite(fd, buffer, count, offset)));
 }
 
 IOASID_EXPORT ssize_t pread(int fd, void *buffer, size_t count, off_t offset) {
@@ -635,7 +639,7 @@ IOASID_EXPORT ssize_t pwritev2(int fd, const struct iovec *vector, int count, of
 static void forget(int fd) {
     if (owned(fd)) {
         set_owned(fd, 0);
-        engine.close(fd);
+        ENGINE_CALL(engine.close(fd));
     }
 }
 
@@ -645,7 +649,7 @@ static void forget(int fd) {
 typedef int (*munmap_fn)(void *, size_t);
 IOASID_EXPORT int munmap(void *address, size_t length) {
     if (unlikely(atomic_load_explicit(&engine_state, memory_order_acquire) == ENGINE_READY) &&
-        engine.munmap != NULL && engine.munmap(address, length) == 1)
+        engine.munmap != NULL && ENGINE_CALL(engine.munmap(address, length)) == 1)
         return 0;
     if (ioasid_trap_forget(address, length) != 0) return -1; /* a trapped MMIO range stops trapping */
     static _Atomic(void *) real_munmap;
@@ -662,14 +666,14 @@ IOASID_EXPORT int close(int fd) {
 
 /* After the kernel made `newfd` a copy of the owned `oldfd`: tell the engine and claim it. */
 static int adopt(int oldfd, int newfd) {
-    int result = engine.dup(oldfd, newfd);
+    int result = ENGINE_CALL(engine.dup(oldfd, newfd));
     if (result < 0) {
         REAL(close, close_fn)(newfd);
         errno = -result;
         return -1;
     }
     if (set_owned(newfd, 1) != 0) {
-        engine.close(newfd);
+        ENGINE_CALL(engine.close(newfd));
         REAL(close, close_fn)(newfd);
         errno = ENOMEM;
         return -1;
@@ -732,7 +736,7 @@ IOASID_EXPORT int fcntl64(int fd, int command, ...) {
 }
 
 static void *mmap_engine(void *address, size_t length, int protection, int flags, int fd, long offset) {
-    long result = engine.mmap(address, length, protection, flags, fd, offset);
+    long result = ENGINE_CALL(engine.mmap(address, length, protection, flags, fd, offset));
     if (result < 0 && result >= -4095) {
         errno = (int)-result;
         return MAP_FAILED;

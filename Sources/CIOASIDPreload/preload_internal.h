@@ -15,6 +15,15 @@
 #define unlikely(x) __builtin_expect(!!(x), 0)
 #endif
 
+/* The device numbers (DeviceNumbers in MachineTopology.swift; a test checks they agree). */
+enum {
+    IOASID_MISC_MAJOR = 10,
+    IOASID_IOMMU_MINOR = 257,
+    IOASID_VFIO_CONTAINER_MINOR = 196,
+    IOASID_GROUP_MAJOR = 242,
+    IOASID_CDEV_MAJOR = 241,
+};
+
 /* The table of owned fds (preload.c): one byte per fd below 1<<16, chunks above. */
 #define IOASID_OWNED_LOW_SIZE (1u << 16)
 IOASID_HIDDEN extern _Atomic unsigned char owned_low[IOASID_OWNED_LOW_SIZE];
@@ -41,12 +50,26 @@ static inline int ioasid_path_maybe_ours(const char *path) {
  * with the real open of `path`. */
 IOASID_HIDDEN int ioasid_open_redirected(int dirfd, const char *path, int flags, unsigned mode, int *result);
 
+/* open() may also name the kernel's fault-injection file under /proc (preload_paths.c). */
+static inline int ioasid_open_path_maybe_ours(const char *path) {
+    return path != NULL && path[0] == '/' && (path[1] == 'd' || path[1] == 's' || path[1] == 'p');
+}
+
 #define IOASID_REDIRECT_OPEN(dirfd, path, flags, mode)                                              \
     do {                                                                                            \
         int redirected_;                                                                            \
-        if (unlikely(ioasid_path_maybe_ours(path)) &&                                               \
+        if (unlikely(ioasid_open_path_maybe_ours(path)) &&                                          \
             ioasid_open_redirected((dirfd), (path), (flags), (unsigned)(mode), &redirected_))       \
             return redirected_;                                                                     \
     } while (0)
+
+/* Descriptors across execve (preload_exec.c): called once from the preload's constructor;
+ * re-opens the engine's nodes a previous program image left open on inherited descriptors. */
+IOASID_HIDDEN void ioasid_preload_adopt_inherited(void);
+
+/* KVM's VFIO pseudo-device (preload_kvm.c): KVM_SET_DEVICE_ATTR's request number, and whether
+ * the call on `fd` registers or removes a VFIO file ioasid serves; then the wrapper answers 0. */
+#define IOASID_KVM_SET_DEVICE_ATTR 0x4018aee1UL
+IOASID_HIDDEN int ioasid_kvm_vfio_attribute(int fd, void *argument);
 
 #endif /* IOASID_PRELOAD_INTERNAL_H */

@@ -22,6 +22,14 @@
  *    (a live snapshot; a write that creates or removes VFs). stat() of a node under /dev/vfio
  *    reports the character device whatever the folder holds.
  *
+ * Fault injection (only when IOASID_FAULT_INJECTION is on, `ioasid run --fault-injection`): the
+ * kernel's files as the selftests use them. open() of the calling thread's fail-nth
+ * ("/proc/self/task/TID/fail-nth", "/proc/PID/task/TID/fail-nth", "/proc/thread-self/fail-nth",
+ * and "/proc/self/fail-nth" from the main thread) goes to the engine (a per-thread countdown of
+ * its injection points); another thread's is refused with EPERM. "/sys/kernel/debug" itself and
+ * its "fail*" folders are redirected into a folder of the engine that holds the knobs
+ * (failslab, fail_page_alloc, fail_usercopy), so opendir/readdir and openat relative to it work.
+ *
  * fstat() (and fstatat/statx with AT_EMPTY_PATH) on a descriptor the engine returned for a
  * device node reports that node (the engine remembers what each was opened as).
  *
@@ -53,15 +61,6 @@
 #include <unistd.h>
 
 #define IOASID_EXPORT __attribute__((visibility("default")))
-
-/* The device numbers (DeviceNumbers in MachineTopology.swift; a test checks they agree). */
-enum {
-    IOASID_MISC_MAJOR = 10,
-    IOASID_IOMMU_MINOR = 257,
-    IOASID_VFIO_CONTAINER_MINOR = 196,
-    IOASID_GROUP_MAJOR = 242,
-    IOASID_CDEV_MAJOR = 241,
-};
 
 /* The PCI domain of every modelled device, and the address of device `index` (its place in the
  * machine specification): domain 0x0100, bus 0, device index + 1, function 0. The C twin of
@@ -234,10 +233,48 @@ static int in_view(const char *path) {
     return 0;
 }
 
+/* Whether IOASID_FAULT_INJECTION is on (read each time: only asked for the rare fault paths). */
+static int fault_injection_on(void) {
+    const char *value = getenv("IOASID_FAULT_INJECTION");
+    return value != NULL && value[0] != '\0' && strcmp(value, "0") != 0 && strcmp(value, "no") != 0 &&
+           strcmp(value, "off") != 0 && strcmp(value, "false") != 0;
+}
+
+/* Whether `path` is "/sys/kernel/debug" (with or without a trailing slash) or lies in one of its
+ * "fail*" folders: the fault-injection knobs. */
+static int is_fault_debugfs(const char *path) {
+    if (!STARTS_WITH(path, "/sys/kernel/debug")) return 0;
+    const char *rest = path + sizeof("/sys/kernel/debug") - 1;
+    if (rest[0] == '\0' || (rest[0] == '/' && rest[1] == '\0')) return 1;
+    return rest[0] == '/' && strncmp(rest + 1, "fail", 4) == 0;
+}
+
+/* The engine's fault-injection folder; NULL when fault injection is off. */
+static const char *fault_debugfs_root(void) {
+    static _Atomic(const char *) root;
+    const char *known = atomic_load_explicit(&root, memory_order_acquire);
+    if (known != NULL) return known;
+    const char *(*make)(void) = (const char *(*)(void))ioasid_preload_engine_symbol("ioasid_engine_fault_debugfs");
+    int saved_errno = errno;
+    known = make != NULL ? make() : NULL;
+    errno = saved_errno;
+    if (known != NULL) atomic_store_explicit(&root, known, memory_order_release);
+    return known;
+}
+
 /* Classifies `path`; for PATH_VIEW writes the testbed path into `out` (PATH_MAX bytes). */
 static enum path_class classify(const char *path, char *out) {
     if (likely(!ioasid_path_maybe_ours(path))) return PATH_FOREIGN;
     if (path[1] == 'd' && strcmp(path, "/dev/iommu") == 0) return PATH_IOMMU_NODE;
+    if (path[1] == 's' && is_fault_debugfs(path) && fault_injection_on()) {
+        const char *root = fault_debugfs_root();
+        const char *rest = path + sizeof("/sys/kernel/debug") - 1;
+        size_t root_length = root != NULL ? strlen(root) : 0;
+        if (root == NULL || root_length + strlen(rest) >= PATH_MAX) return PATH_FOREIGN;
+        memcpy(out, root, root_length);
+        memcpy(out + root_length, rest, strlen(rest) + 1);
+        return PATH_VIEW;
+    }
     if (!in_view(path) || !machine_configured()) return PATH_FOREIGN;
     const char *root = testbed();
     size_t length = strlen(path);
@@ -642,8 +679,62 @@ static int engine_attribute(const char *path) {
     return slash != NULL && (strcmp(slash, "/config") == 0 || strcmp(slash, "/sriov_numvfs") == 0);
 }
 
+/* Which thread's fail-nth `path` names: 1 and the thread ID, or 0 when it is not a fail-nth
+ * path of this process. */
+static int fail_nth_thread(const char *path, long *thread) {
+    if (!STARTS_WITH(path, "/proc/")) return 0;
+    const char *rest = path + sizeof("/proc/") - 1;
+    long pid = (long)getpid();
+    if (STARTS_WITH(rest, "thread-self/")) {
+        *thread = (long)syscall(SYS_gettid);
+        return strcmp(rest + sizeof("thread-self/") - 1, "fail-nth") == 0;
+    }
+    if (STARTS_WITH(rest, "self/")) {
+        rest += sizeof("self/") - 1;
+    } else {
+        char *end;
+        long named = strtol(rest, &end, 10);
+        if (end == rest || *end != '/' || named != pid) return 0;
+        rest = end + 1;
+    }
+    if (strcmp(rest, "fail-nth") == 0) {
+        *thread = pid; /* the process's own file is its main thread's */
+        return 1;
+    }
+    if (!STARTS_WITH(rest, "task/")) return 0;
+    char *end;
+    long tid = strtol(rest + sizeof("task/") - 1, &end, 10);
+    if (end == rest + sizeof("task/") - 1 || strcmp(end, "/fail-nth") != 0) return 0;
+    *thread = tid;
+    return 1;
+}
+
+/* open() of a fail-nth path with fault injection on: 1 and the result, or 0 (not ours). */
+static int open_fail_nth(const char *path, int flags, int *result) {
+    long thread;
+    if (!fail_nth_thread(path, &thread) || !fault_injection_on()) return 0;
+    int (*open_file)(int) = (int (*)(int))ioasid_preload_engine_symbol("ioasid_engine_open_fail_nth");
+    if (open_file == NULL) return 0;
+    if (thread != (long)syscall(SYS_gettid)) {
+        errno = EPERM; /* another thread's countdown: see the header comment */
+        *result = -1;
+        return 1;
+    }
+    int saved_errno = errno;
+    int fd = open_file(flags);
+    if (fd < 0) {
+        errno = -fd;
+        *result = -1;
+    } else {
+        errno = saved_errno;
+        *result = fd;
+    }
+    return 1;
+}
+
 int ioasid_open_redirected(int dirfd, const char *path, int flags, unsigned mode, int *result) {
     (void)dirfd; /* only absolute paths are ours */
+    if (path[1] == 'p') return open_fail_nth(path, flags, result);
     char redirected[PATH_MAX];
     if (classify(path, redirected) != PATH_VIEW) return 0;
     if (engine_attribute(path)) {

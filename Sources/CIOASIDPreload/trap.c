@@ -51,6 +51,8 @@
  */
 #define _GNU_SOURCE
 #include "ioasid_preload.h"
+#include "ioasid_sys_uaccess.h"
+#include "deferral.h"
 #include "mmio_decoder.h"
 #include "trap.h"
 
@@ -58,6 +60,8 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <setjmp.h>
+#include <stdlib.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -274,16 +278,12 @@ static _Atomic int handlers_installed;
 static _Atomic int actions_lock;
 
 typedef int (*sigaction_fn)(int, const struct sigaction *, struct sigaction *);
-typedef sighandler_t (*signal_fn)(int, sighandler_t);
 static _Atomic(sigaction_fn) real_sigaction_function;
-static _Atomic(signal_fn) real_signal_function, real_sysv_signal_function;
 
 __attribute__((constructor)) static void trap_init(void) {
     void *function = dlsym(RTLD_NEXT, "sigaction");
     if (function == NULL) function = dlsym(RTLD_NEXT, "__sigaction");
     atomic_store(&real_sigaction_function, (sigaction_fn)function);
-    atomic_store(&real_signal_function, (signal_fn)dlsym(RTLD_NEXT, "signal"));
-    atomic_store(&real_sysv_signal_function, (signal_fn)dlsym(RTLD_NEXT, "sysv_signal"));
 }
 
 static int real_sigaction(int signo, const struct sigaction *action, struct sigaction *old) {
@@ -346,8 +346,10 @@ static int install_ours(int which, int on_stack) {
     struct sigaction ours;
     memset(&ours, 0, sizeof ours);
     ours.sa_sigaction = trap_signal;
-    ours.sa_flags = SA_SIGINFO | SA_RESTART | (on_stack ? SA_ONSTACK : 0);
+    ours.sa_flags = SA_SIGINFO | SA_RESTART | SA_NODEFER | (on_stack ? SA_ONSTACK : 0);
     sigfillset(&ours.sa_mask);
+    sigdelset(&ours.sa_mask, SIGSEGV); /* a safe copy inside a device model may fault */
+    sigdelset(&ours.sa_mask, SIGBUS);
     return real_sigaction(kept_signals[which], &ours, NULL);
 }
 
@@ -379,9 +381,13 @@ static int install_handlers(void) {
  * program's action is recorded and reported instead of being given to the kernel.
  */
 
+int ioasid_real_sigaction(int signo, const struct sigaction *action, struct sigaction *old) {
+    return real_sigaction(signo, action, old);
+}
+
 static int kept_sigaction(int signo, const struct sigaction *action, struct sigaction *old) {
     int which = kept_index(signo);
-    if (which < 0) return real_sigaction(signo, action, old);
+    if (which < 0) return ioasid_deferring_sigaction(signo, action, old); /* deferral.c */
     struct sigaction requested, previous;
     if (action != NULL) requested = *action; /* read the program's memory outside the lock */
     sigset_t saved;
@@ -429,8 +435,6 @@ static sighandler_t kept_signal(int signo, sighandler_t handler, int flags, int 
 }
 
 IOASID_EXPORT sighandler_t signal(int signo, sighandler_t handler) {
-    signal_fn real = atomic_load_explicit(&real_signal_function, memory_order_acquire);
-    if (kept_index(signo) < 0 && real != NULL) return real(signo, handler);
     return kept_signal(signo, handler, SA_RESTART, 1);
 }
 
@@ -439,8 +443,6 @@ IOASID_EXPORT sighandler_t ssignal(int signo, sighandler_t handler) { return sig
 
 /* System V semantics: reset to SIG_DFL on delivery, not masked in the handler. */
 IOASID_EXPORT sighandler_t sysv_signal(int signo, sighandler_t handler) {
-    signal_fn real = atomic_load_explicit(&real_sysv_signal_function, memory_order_acquire);
-    if (kept_index(signo) < 0 && real != NULL) return real(signo, handler);
     return kept_signal(signo, handler, SA_RESETHAND | SA_NODEFER, 0);
 }
 
@@ -558,12 +560,14 @@ static void chain(int signo, siginfo_t *info, ucontext_t *uc, int synthesized) {
     }
     if (!(action.sa_flags & SA_NODEFER)) sigaddset(&mask, signo);
     (void)syscall(SYS_rt_sigprocmask, SIG_SETMASK, &mask, NULL, (size_t)(_NSIG / 8));
+    int copies = ioasid_sys_uaccess_note_mask(sigismember(&mask, SIGSEGV) == 1 || sigismember(&mask, SIGBUS) == 1);
     if (action.sa_flags & SA_SIGINFO) {
         action.sa_sigaction(signo, info, uc);
     } else {
         /* The kernel passes all three arguments to every handler on x86-64; so do we. */
         ((void (*)(int, siginfo_t *, void *))(void *)action.sa_handler)(signo, info, uc);
     }
+    ioasid_sys_uaccess_restore_mask(copies);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -777,13 +781,14 @@ static int trap_access(int signo, ucontext_t *uc, uintptr_t fault_address) {
 
 static void trap_signal(int signo, siginfo_t *info, void *context) {
     ucontext_t *uc = context;
+    if ((signo == SIGSEGV || signo == SIGBUS) && ioasid_sys_uaccess_fixup(context)) return; /* a safe copy's fault */
     int saved_errno = errno;
     int handled = 0;
     if (info->si_code > 0 && atomic_load_explicit(&region_limit, memory_order_acquire) != 0 &&
         (signo == SIGSEGV || signo == SIGILL)) {
         handled = trap_access(signo, uc, (uintptr_t)info->si_addr);
     }
-    if (!handled) chain(signo, info, uc, 0);
+    if (!handled && !ioasid_defer_if_inside(signo, info)) chain(signo, info, uc, 0);
     errno = saved_errno;
 }
 
@@ -827,3 +832,87 @@ IOASID_EXPORT int ioasid_trap_unmap(void *address, size_t length) {
     if (syscall(SYS_munmap, address, length) != 0) return -1;
     return 0;
 }
+
+/* ---------------------------------------------------------------------------------------------
+ * Safe copies of the program's memory (ioasid_sys_uaccess.h): our handler fixes up their faults.
+ */
+
+int ioasid_trap_guard_copies(void) {
+    if (install_handlers() != 0) return -1;
+    ioasid_sys_uaccess_enable();
+    return 0;
+}
+
+/* sigprocmask and pthread_sigmask: the mask the thread ends up with tells the safe copies
+ * whether a fault can be caught here. */
+typedef int (*sigmask_fn)(int, const sigset_t *, sigset_t *);
+
+static int noted_sigmask(const char *name, _Atomic(sigmask_fn) *cache, int errno_style, int how,
+                         const sigset_t *set, sigset_t *old) {
+    sigmask_fn real = atomic_load_explicit(cache, memory_order_acquire);
+    if (real == NULL) {
+        real = (sigmask_fn)dlsym(RTLD_NEXT, name);
+        if (real == NULL) return errno_style ? ENOSYS : (errno = ENOSYS, -1);
+        atomic_store_explicit(cache, real, memory_order_release);
+    }
+    sigset_t before, requested;
+    if (set != NULL) requested = *set; /* the program's memory, read once */
+    int result = real(how, set != NULL ? &requested : NULL, &before);
+    if (result != 0) return result;
+    if (set != NULL) {
+        sigset_t after = before;
+        for (int signo = 1; signo < NSIG; signo++) {
+            int member = sigismember(&requested, signo) == 1;
+            if (how == SIG_SETMASK) {
+                if (member) sigaddset(&after, signo); else sigdelset(&after, signo);
+            } else if (member) {
+                if (how == SIG_BLOCK) sigaddset(&after, signo); else sigdelset(&after, signo);
+            }
+        }
+        (void)ioasid_sys_uaccess_note_mask(sigismember(&after, SIGSEGV) == 1 || sigismember(&after, SIGBUS) == 1);
+    }
+    if (old != NULL) *old = before;
+    return 0;
+}
+
+static _Atomic(sigmask_fn) real_sigprocmask_function;
+static _Atomic(sigmask_fn) real_pthread_sigmask_function;
+
+IOASID_EXPORT int sigprocmask(int how, const sigset_t *set, sigset_t *old) {
+    return noted_sigmask("sigprocmask", &real_sigprocmask_function, 0, how, set, old);
+}
+
+IOASID_EXPORT int pthread_sigmask(int how, const sigset_t *set, sigset_t *old) {
+    return noted_sigmask("pthread_sigmask", &real_pthread_sigmask_function, 1, how, set, old);
+}
+
+/* siglongjmp and longjmp restore the mask saved by sigsetjmp without going through
+ * sigprocmask: note it first (a jump out of a handler leaves the handler's mask otherwise).
+ * A jump that restores no mask leaves the thread's state as it is. Resolved in a constructor:
+ * a jump may leave a signal handler, where dlsym is not safe. */
+typedef void (*longjmp_fn)(struct __jmp_buf_tag *, int);
+static longjmp_fn real_siglongjmp_function, real_longjmp_function, real_longjmp_chk_function;
+
+__attribute__((constructor)) static void resolve_jumps(void) {
+    real_siglongjmp_function = (longjmp_fn)dlsym(RTLD_NEXT, "siglongjmp");
+    real_longjmp_function = (longjmp_fn)dlsym(RTLD_NEXT, "longjmp");
+    real_longjmp_chk_function = (longjmp_fn)dlsym(RTLD_NEXT, "__longjmp_chk");
+}
+
+static void note_jump(struct __jmp_buf_tag *env) {
+    if (env->__mask_was_saved)
+        (void)ioasid_sys_uaccess_note_mask(sigismember(&env->__saved_mask, SIGSEGV) == 1 ||
+                                           sigismember(&env->__saved_mask, SIGBUS) == 1);
+}
+
+static _Noreturn void jump(longjmp_fn real, struct __jmp_buf_tag *env, int value) {
+    note_jump(env);
+    if (real == NULL) real = real_siglongjmp_function;
+    if (real == NULL) abort();
+    real(env, value);
+    abort();
+}
+
+IOASID_EXPORT _Noreturn void siglongjmp(sigjmp_buf env, int value) { jump(real_siglongjmp_function, env, value); }
+IOASID_EXPORT _Noreturn void longjmp(jmp_buf env, int value) { jump(real_longjmp_function, env, value); }
+IOASID_EXPORT _Noreturn void __longjmp_chk(sigjmp_buf env, int value) { jump(real_longjmp_chk_function, env, value); }

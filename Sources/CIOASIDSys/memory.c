@@ -1,5 +1,6 @@
 #define _GNU_SOURCE
 #include "ioasid_sys_memory.h"
+#include "ioasid_sys_uaccess.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -30,10 +31,15 @@ static long vm_copy(int write, uint64_t remote, void *local, size_t length)
 	return 0;
 }
 
+/* The safe copy when a fault can be caught on this thread (no system call), else
+ * process_vm_readv/writev on ourselves. */
 long ioasid_sys_copy_in(void *to, uint64_t from, size_t length)
 {
 	if (length == 0)
 		return 0;
+	long done = ioasid_sys_safe_copy(to, (const void *)(uintptr_t)from, length);
+	if (done != -EAGAIN)
+		return done;
 	return vm_copy(0, from, to, length);
 }
 
@@ -41,6 +47,9 @@ long ioasid_sys_copy_out(uint64_t to, const void *from, size_t length)
 {
 	if (length == 0)
 		return 0;
+	long done = ioasid_sys_safe_copy((void *)(uintptr_t)to, from, length);
+	if (done != -EAGAIN)
+		return done;
 	return vm_copy(1, to, (void *)from, length);
 }
 

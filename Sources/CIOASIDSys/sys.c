@@ -86,6 +86,10 @@ long ioasid_sys_getpid(void) {
     return syscall(SYS_getpid);
 }
 
+long ioasid_sys_gettid(void) {
+    return syscall(SYS_gettid);
+}
+
 long ioasid_sys_is_eventfd(int fd) {
     if (fd < 0) return -EBADF;
     if (kernel_result(syscall(SYS_fcntl, fd, F_GETFD)) < 0) return -EBADF;

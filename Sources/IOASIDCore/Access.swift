@@ -95,6 +95,7 @@ extension Context {
     /// Creates an access for `owner` attached to `ioas`.
     public func createAccess(owner: any AccessOwner, ioas: IOAS.ID, pinsPages: Bool) throws(IOMMUError) -> Access {
         try locked { s throws(IOMMUError) in
+            try FaultInjection.check(.allocation(.access))
             let target = try s.object(ioas.object, as: IOAS.self)
             let a = Access(owner: owner, pinsPages: pinsPages, pageSize: s.options.pageSize)
             s.reserve(a)

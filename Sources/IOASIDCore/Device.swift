@@ -137,6 +137,7 @@ extension ContextState {
     /// and attaches (or replaces) with it. Returns the HWPT's ID.
     func changePageTable(device: Device, pasid: PASID?, to pt: ObjectID, replace: Bool) throws(IOMMUError) -> ObjectID {
         let o = try object(pt)
+        try FaultInjection.check(.allocation(nil))  // the attachment's handle
         switch o {
         case is HWPTSVA:
             throw .invalid("an SVA HWPT is attached only by its SVA bind")
@@ -157,6 +158,7 @@ extension ContextState {
             // added to the IOAS (which can fail first with EADDRINUSE), as in the kernel.
             // Auto domains are allocated without IOMMU_HWPT_ALLOC_PASID, so an IOAS cannot be
             // attached to a PASID directly (EINVAL), as in the kernel.
+            try FaultInjection.check(.allocation(.hwptPaging))  // the automatic domain
             let hwpt = try allocatePaging(ioas: ioas, device: device, pasid: pasid, flags: [], data: nil, attachImmediately: !replace)
             if replace {
                 do throws(IOMMUError) { try replaceHWPT(hwpt, device: device, pasid: pasid) } catch {
@@ -182,6 +184,7 @@ extension Context {
     ///     driver that bound it unbinds it with `unbind`.
     public func bind(_ model: any DeviceModel, ownedByDriver: Bool = false) throws(IOMMUError) -> Device.ID {
         let id = try locked { s throws(IOMMUError) in
+            try FaultInjection.check(.allocation(.device))
             let d = Device(model: model, boundByDriver: ownedByDriver)
             s.insert(d)
             return d.id

@@ -118,6 +118,7 @@ extension Context {
     /// Creates a fault queue. The corresponding ioctl is `IOMMU_FAULT_QUEUE_ALLOC`.
     public func allocateFaultQueue(readinessChanged: (@Sendable (Bool) -> Void)? = nil) throws(IOMMUError) -> FaultQueue {
         try locked { s throws(IOMMUError) in
+            try FaultInjection.check(.allocation(.fault))
             let f = FaultQueue()
             f.readinessChanged = readinessChanged
             s.insert(f)
@@ -180,6 +181,20 @@ extension Context {
         }
     }
 
+    /// Puts groups that `readFaults` handed out back at the head of the queue, in order, as if
+    /// they had not been read (the reader could not copy them out).
+    public func unreadFaults(_ queue: FaultQueue, cookies: [UInt32]) {
+        try? locked { s in
+            var seen = Set<UInt32>()
+            var restored: [FaultQueue.Group] = []
+            for c in cookies where seen.insert(c).inserted {
+                if let g = queue.awaiting.removeValue(forKey: c) { restored.append(g) }
+            }
+            queue.deliver.insert(contentsOf: restored, at: 0)
+            queue.signal(s)
+        }
+    }
+
     /// Answers the group with `cookie`: `code` 0 success, 1 invalid.
     ///
     /// - Throws: `EINVAL` for an unknown code or cookie.
@@ -211,6 +226,17 @@ extension Context {
             }
             queue.signal(s)
             return out
+        }
+    }
+
+    /// Puts events that `readVEvents` handed out back at the head of the queue, in order (the
+    /// reader could not copy them out).
+    public func unreadVEvents(_ queue: VEventQueue, _ events: [(flags: UInt32, sequence: UInt32, data: [UInt8])]) {
+        try? locked { s in
+            let restored = events.map { VEventQueue.Event(sequence: $0.sequence, data: $0.data, lostEvents: $0.flags & 1 != 0) }
+            for e in restored { if e.lostEvents { queue.lostPending = true } else { queue.eventCount += 1 } }
+            queue.deliver.insert(contentsOf: restored, at: 0)
+            queue.signal(s)
         }
     }
 }

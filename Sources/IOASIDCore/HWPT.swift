@@ -211,6 +211,7 @@ extension Context {
                              faultQueue: ObjectID? = nil) throws(IOMMUError) -> HWPT.ID {
         if let d = data, (d.type == 0) != (d.length == 0) { throw .invalid("data type and length disagree") }
         return try locked { s throws(IOMMUError) in
+            try FaultInjection.check(.allocation(.hwptPaging))
             let dev = try s.object(device.object, as: Device.self)
             let pt: IOMMUObject
             do throws(IOMMUError) { pt = try s.object(parent) } catch { throw .invalid("no such parent object") }

@@ -40,6 +40,7 @@ extension Context {
     /// Creates an empty IOAS. The corresponding ioctl is `IOMMU_IOAS_ALLOC`.
     public func allocateIOAS() throws(IOMMUError) -> IOAS.ID {
         try locked { s throws(IOMMUError) in
+            try FaultInjection.check(.allocation(.ioas))
             let ioas = IOAS()
             s.insert(ioas)
             return ioas.id
@@ -57,6 +58,7 @@ extension Context {
         guard !access.isEmpty else { throw .invalid("mapping must be readable or writeable") }
         return try locked { s throws(IOMMUError) in
             let target = try s.object(ioas.object, as: IOAS.self)
+            try FaultInjection.check(.allocation(nil))  // the pages and the area
             let pages: Pages, offset: UInt64
             let pageSize = s.options.pageSize
             switch source {
@@ -105,6 +107,7 @@ extension Context {
             guard let range = IOVARange(start: sourceIOVA, length: length) else { throw .overflow("IOVA + length overflows") }
             let slices = try src.table.contiguousSlices(range)
             let dst = try s.object(destination.object, as: IOAS.self)
+            try FaultInjection.check(.allocation(nil))  // the new areas
             return try s.insertAreas(dst, slices: slices, length: length, iova: destinationIOVA, access: access)
         }
     }

@@ -84,6 +84,7 @@ public final class Pages: @unchecked Sendable {
             pins[i].count += 1
             return
         }
+        try FaultInjection.check(.pin)
         let before = pinnedPageCount
         switch source {
         case .user:

@@ -87,6 +87,7 @@ extension Context {
     public func bindSVA(_ device: Device.ID, pasid: PASID, addressSpace: any SharedAddressSpace,
                         faultQueue: ObjectID? = nil) throws(IOMMUError) -> HWPT.ID {
         try locked { s throws(IOMMUError) in
+            try FaultInjection.check(.allocation(.hwptSVA))
             let d = try s.object(device.object, as: Device.self)
             guard d.model.maxPASIDs > 0 else { throw .invalid("the device has no PASID capability") }
             guard pasid != 0 else { throw .invalid("SVA needs a PASID other than 0") }

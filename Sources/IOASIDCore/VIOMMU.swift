@@ -100,6 +100,7 @@ extension Context {
     public func allocateVIOMMU(device: Device.ID, parent: HWPT.ID, type: UInt32, data: DriverData?) throws(IOMMUError) -> VIOMMU.ID {
         guard type != 0 else { throw .notSupported("default vIOMMU type") }
         return try locked { s throws(IOMMUError) in
+            try FaultInjection.check(.allocation(.viommu))
             let d = try s.object(device.object, as: Device.self)
             guard d.model.driver.supportsVIOMMU(type: type, device: d.model.iommuDevice) else { throw .notSupported("vIOMMU type") }
             let p = try s.object(parent.object, as: HWPTPaging.self)
@@ -126,6 +127,7 @@ extension Context {
     ///   `EINVAL` if the device is behind another IOMMU.
     public func allocateVDevice(viommu: VIOMMU.ID, device: Device.ID, virtualID: UInt64) throws(IOMMUError) -> ObjectID {
         try locked { s throws(IOMMUError) in
+            try FaultInjection.check(.allocation(.vdevice))
             let v = try s.object(viommu.object, as: VIOMMU.self)
             let d = try s.object(device.object, as: Device.self)
             guard d.model.driver === v.driver else { throw .invalid("device is behind another IOMMU") }
@@ -152,6 +154,7 @@ extension Context {
         guard type != 0 else { throw .notSupported("default vEVENTQ type") }
         guard depth != 0, depth <= 1 << 19 else { throw .invalid("queue depth out of range") }
         return try locked { s throws(IOMMUError) in
+            try FaultInjection.check(.allocation(.veventq))
             let v = try s.object(viommu.object, as: VIOMMU.self)
             if v.eventQueues.contains(where: { $0.type == type }) { throw .exists("vIOMMU has a queue of that type") }
             let q = VEventQueue(viommu: v, type: type, depth: depth)
@@ -177,6 +180,7 @@ extension Context {
         guard length != 0 else { throw .invalid("zero length") }
         guard base.addingReportingOverflow(length - 1).overflow == false else { throw .overflow("base + length overflows") }
         return try locked { s throws(IOMMUError) in
+            try FaultInjection.check(.allocation(.hwQueue))
             let v = try s.object(viommu.object, as: VIOMMU.self)
             try v.model.checkHWQueue(type: type, index: index, base: base, length: length)
             let q = HWQueue(viommu: v, type: type, index: index, base: base, length: length)

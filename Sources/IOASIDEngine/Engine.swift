@@ -1,5 +1,6 @@
 import CIOASIDSys
 import Glibc
+import IOASIDCore
 import IOASIDLinuxABI
 import IOASIDSoftDrivers
 import Synchronization
@@ -45,6 +46,10 @@ final class Engine: DescriptorHost {
     private let machine: Result<Machine, Machine.SpecError>
     /// The sysfs and /dev/vfio view of the machine, written on first use (`sysfsView`).
     private let view = Mutex<SysfsViewSlot>(.notYet)
+    /// Whether the kernel's fault-injection files are shown (`IOASID_FAULT_INJECTION`).
+    let faultInjection: Bool
+    /// The folder shown as `/sys/kernel/debug` with fault injection on, made on first use.
+    private let debugfs = Mutex<(made: Bool, path: String?)>((false, nil))
 
     init(environment: EngineEnvironment) {
         let isEngineDescriptor: @Sendable (Int32) -> Bool = { fd in Engine.shared.file(for: fd) != nil }
@@ -59,10 +64,52 @@ final class Engine: DescriptorHost {
         self.configuration = configuration
         self.claim = PreloadClaim.resolve()
         report = environment.report.map { ReportFile(path: $0) }
+        faultInjection = environment.faultInjection
+        if environment.faultInjection || !environment.faultRules.isEmpty {
+            // With faults injected, say at exit what the program left behind (the shared engine only).
+            let sink = environment.traceSink ?? .standardError
+            atexit { Engine.leakCheckAtExit() }
+            Engine.leakSink.withLock { $0 = sink }
+        }
+        do throws(FaultRuleError) {
+            FaultInjection.install(try environment.faultRules.map { r throws(FaultRuleError) in try FaultRule.parse(r) })
+        } catch {
+            (environment.traceSink ?? .standardError).write("ioasid: IOASID_FAIL refused: \(error)")
+        }
         if report != nil {
             // `exit` and a return from `main` write the page (the shared engine only: tests make their own).
             atexit { Engine.reportAtExit() }
         }
+    }
+
+    private static let leakSink = Mutex<TraceSink?>(nil)
+
+    /// At exit, with fault injection on: one line per `/dev/iommu` still open that holds
+    /// objects (a program that exits without destroying them, or whose error path forgot them),
+    /// or one line saying that nothing is left.
+    private static func leakCheckAtExit() {
+        guard let sink = leakSink.withLock({ $0 }) else { return }
+        for line in shared.leakLines() { sink.write(line) }
+    }
+
+    /// The lines of `leakCheckAtExit`.
+    func leakLines() -> [String] {
+        let open: [(Int32, IOMMUFile)] = state.withLock { s in
+            var seen: Set<ObjectIdentifier> = []
+            return s.descriptors.keys.sorted().compactMap { fd in
+                guard let file = s.descriptors[fd]?.file as? IOMMUFile, seen.insert(ObjectIdentifier(file)).inserted else { return nil }
+                return (fd, file)
+            }
+        }
+        var lines: [String] = []
+        for (fd, file) in open {
+            let objects = file.context.objects
+            guard !objects.isEmpty else { continue }
+            let named = objects.map { "\($0.kind) \($0.id.rawValue)" }.joined(separator: ", ")
+            lines.append("ioasid: at exit, /dev/iommu (fd \(fd)) still holds \(objects.count) object\(objects.count == 1 ? "" : "s"): \(named)")
+        }
+        if lines.isEmpty { lines.append("ioasid: at exit, no /dev/iommu holds any object") }
+        return lines
     }
 
     /// Writes the shared engine's report, if any (from `atexit`).
@@ -73,6 +120,8 @@ final class Engine: DescriptorHost {
     /// Opens `/dev/iommu`: a new `IOMMUFile` behind a new descriptor, or -errno.
     func openIOMMU(flags: Int32) -> Int32 {
         traceOpen(kind: "iommu", path: "/dev/iommu", flags: flags) {
+            // The kernel allocates the context first (iommufd_fops_open): an injection point.
+            do throws(IOMMUError) { try FaultInjection.check(.allocation(nil)) } catch { return -error.errno }
             let file = IOMMUFile(host: self, configuration: configuration)
             var eventFlags = IOASID_SYS_EFD_NONBLOCK
             if flags & O_CLOEXEC != 0 { eventFlags |= IOASID_SYS_EFD_CLOEXEC }
@@ -191,6 +240,33 @@ final class Engine: DescriptorHost {
     /// The trace's name for the kind of file `fd` names (`?` when it names none of ours).
     private func kind(of fd: Int32) -> String {
         file(for: fd)?.traceKind ?? "?"
+    }
+
+    // MARK: Fault injection
+
+    /// Opens the calling thread's `fail-nth` (`FailNthFile`); -ENOENT when fault injection is off.
+    func openFailNth(flags: Int32) -> Int32 {
+        traceOpen(kind: "fail-nth", path: "/proc/thread-self/fail-nth", flags: flags) {
+            guard faultInjection else { return -ENOENT }
+            var eventFlags = IOASID_SYS_EFD_NONBLOCK
+            if flags & O_CLOEXEC != 0 { eventFlags |= IOASID_SYS_EFD_CLOEXEC }
+            return install(FailNthFile(thread: ioasid_sys_gettid()), eventFlags: eventFlags, readable: true)
+        }
+    }
+
+    /// The folder shown as `/sys/kernel/debug` (`FaultDebugfs`); nil when fault injection is off
+    /// or the folder cannot be made. Removed when the process that made it exits.
+    func faultDebugfs() -> String? {
+        guard faultInjection else { return nil }
+        return debugfs.withLock { slot in
+            if slot.made { return slot.path }
+            let base = EngineEnvironment.variable("IOASID_TESTBED_ROOT").flatMap { $0.isEmpty ? nil : $0 }
+                ?? EngineEnvironment.variable("TMPDIR").flatMap { $0.isEmpty ? nil : $0 } ?? "/tmp"
+            let pid = ioasid_sys_getpid()
+            slot = (true, FaultDebugfs.create(base: base, pid: pid))
+            if let path = slot.path { FaultDebugfs.removeAtExit(path, creator: pid) }
+            return slot.path
+        }
     }
 
     // MARK: The sysfs view

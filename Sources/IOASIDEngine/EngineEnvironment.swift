@@ -15,6 +15,9 @@ import Glibc
 /// - `IOASID_MACHINE`: the modelled machine's devices (`Machine`), served as
 ///   `/dev/vfio/devices/vfioN`; unset: none.
 /// - `IOASID_REPORT`: unset or empty: no report; else the HTML report's path (`ReportFile`).
+/// - `IOASID_FAULT_INJECTION`: a switch-on value shows the kernel's fault-injection files
+///   (`/proc/self/task/TID/fail-nth`, the `/sys/kernel/debug/fail*` knobs); default off.
+/// - `IOASID_FAIL`: user fault rules (`FaultRule`), separated by `,`; unset: none.
 struct EngineEnvironment {
     var testDriver: Bool
     var traceSink: TraceSink?
@@ -22,6 +25,8 @@ struct EngineEnvironment {
     var privileged = false
     var machine: String?
     var report: String?
+    var faultInjection = false
+    var faultRules: [String] = []
 
     init(testDriver: Bool, traceSink: TraceSink?, privileged: Bool = false) {
         self.testDriver = testDriver
@@ -38,6 +43,8 @@ struct EngineEnvironment {
         machine = Self.variable("IOASID_MACHINE")
         traceTime = Self.parseSwitch(Self.variable("IOASID_TRACE_TIME"), default: false)
         report = Self.variable("IOASID_REPORT").flatMap { $0.isEmpty ? nil : $0 }
+        faultInjection = Self.parseSwitch(Self.variable("IOASID_FAULT_INJECTION"), default: false)
+        faultRules = (Self.variable("IOASID_FAIL") ?? "").split(separator: ",").map(String.init)
     }
 
     static func variable(_ name: String) -> String? {

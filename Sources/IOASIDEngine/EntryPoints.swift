@@ -1,5 +1,6 @@
 import Glibc
 import IOASIDLinuxABI
+import IOASIDSoftDrivers
 import Synchronization
 
 // The C entry points the preload resolves with dlsym after dlopen'ing this library
@@ -126,6 +127,21 @@ public func ioasid_engine_open_sysfs(_ path: UnsafePointer<CChar>?, _ flags: Int
     return Engine.shared.openSysfs(path: String(cString: path), flags: flags)
 }
 
+/// `open` of the calling thread's `fail-nth` (`/proc/self/task/TID/fail-nth`,
+/// `/proc/thread-self/fail-nth`) when fault injection is on: a new fd or -errno (-ENOENT: off).
+@_cdecl("ioasid_engine_open_fail_nth")
+public func ioasid_engine_open_fail_nth(_ flags: Int32) -> Int32 {
+    Engine.shared.openFailNth(flags: flags)
+}
+
+/// The folder shown as `/sys/kernel/debug` with fault injection on (the `fail*` knobs); NULL
+/// when fault injection is off. The string lives as long as the process.
+@_cdecl("ioasid_engine_fault_debugfs")
+public func ioasid_engine_fault_debugfs() -> UnsafePointer<CChar>? {
+    guard let path = Engine.shared.faultDebugfs() else { return nil }
+    return DebugfsPath.cString(path)
+}
+
 /// The character device an engine fd was opened as, for `fstat`: 1 with `major`/`minor` set, or
 /// 0 when `fd` is an anonymous engine file (or not the engine's).
 @_cdecl("ioasid_engine_node")
@@ -138,6 +154,48 @@ public func ioasid_engine_node(_ fd: Int32, _ major: UnsafeMutablePointer<UInt32
 
 /// The testbed path as a C string that is never freed (one per process).
 private enum TestbedPath {
+    nonisolated(unsafe) private static var stored: UnsafeMutablePointer<CChar>?
+    private static let lock = Mutex(())
+
+    static func cString(_ path: String) -> UnsafePointer<CChar>? {
+        lock.withLock { _ in
+            if stored == nil { stored = strdup(path) }
+            return UnsafePointer(stored)
+        }
+    }
+}
+
+/// `ioasid devices --engine PATH`: the lines `ioasid devices` prints for machine specification
+/// `spec`, with this engine's device kinds (`EngineExtensions`). Writes at most `capacity` bytes
+/// of text, NUL-terminated, to `buffer`. Returns the text's full length (call again with a
+/// larger buffer when it is not below `capacity`), or, when the specification is refused (or
+/// `spec` is NULL), the negated length of the reason, which is then the text written.
+/// Touches no engine state: the tool calls it after `dlopen`ing the library.
+@_cdecl("ioasid_engine_describe_machine")
+public func ioasid_engine_describe_machine(_ spec: UnsafePointer<CChar>?, _ buffer: UnsafeMutablePointer<CChar>?,
+                                           _ capacity: UInt) -> Int {
+    EngineExtensions.load()
+    var text = "no machine specification"
+    var refused = true
+    if let spec {
+        do throws(MachineSpec.ParseError) {
+            text = MachineLayout(try MachineSpec.parse(String(cString: spec))).listing
+            refused = false
+        } catch {
+            text = error.description
+        }
+    }
+    let bytes = Array(text.utf8)
+    if let buffer, capacity > 0 {
+        let n = min(bytes.count, Int(capacity) - 1)
+        for i in 0..<n { buffer[i] = CChar(bitPattern: bytes[i]) }
+        buffer[n] = 0
+    }
+    return refused ? -bytes.count : bytes.count
+}
+
+/// The fault-injection folder's path as a C string that is never freed (one per process).
+private enum DebugfsPath {
     nonisolated(unsafe) private static var stored: UnsafeMutablePointer<CChar>?
     private static let lock = Mutex(())
 

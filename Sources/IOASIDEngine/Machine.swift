@@ -13,8 +13,9 @@ import IOASIDTestDriver
 ///   `IOMMUFD_TEST` semantics); it has a cdev but no PCI face (no regions, IRQs or group);
 /// - `vtd[:KIND]` — a device behind the software VT-d unit (scalable mode);
 /// - `smmuv3[:KIND]` — a device behind the software SMMUv3;
-/// - `KIND` is `pci` (`GenericPCIDevice`: 20-bit PASIDs, ATS, PRI, MSI, MSI-X, SR-IOV, a DMA
-///   engine in BAR 0) or `ioat` (an Intel I/OAT DMA engine).
+/// - `KIND` is a registered device kind (`DeviceKinds`): `pci` (`GenericPCIDevice`: 20-bit
+///   PASIDs, ATS, PRI, MSI, MSI-X, SR-IOV, a DMA engine in BAR 0), `ioat` (an Intel I/OAT DMA
+///   engine), or one that code built into this library registered (`EngineExtensions`).
 ///
 /// All `vtd` devices share one VT-d unit and all `smmuv3` devices one SMMUv3 (`SoftMachine`);
 /// each function's requester ID is its PCI address's bus/device/function. Virtual functions a
@@ -30,17 +31,18 @@ struct Machine {
         let description: String
     }
 
-    /// The device model of one `KIND`.
-    static func model(_ kind: MachineSpec.DeviceKind, virtualFunction: Bool = false) -> any PCIDeviceModel {
-        switch kind {
-        case .pci: return GenericPCIDevice(virtualFunction: virtualFunction)
-        case .ioat: return IOATDevice()
+    /// A new device model of one `KIND` (the registered kinds only).
+    static func model(_ kind: MachineSpec.DeviceKind, virtualFunction: Bool = false) throws(IOMMUError) -> any PCIDeviceModel {
+        guard let model = DeviceKinds.makeModel(kind, virtualFunction: virtualFunction) else {
+            throw .noEntry("no such device kind")
         }
+        return model
     }
 
     /// Builds the machine `text` describes (an empty text: no devices). `isEngineDescriptor`
     /// says whether a descriptor is one of the engine's (not a program's eventfd).
     static func parse(_ text: String, isEngineDescriptor: @escaping @Sendable (Int32) -> Bool = { _ in false }) throws(SpecError) -> Machine {
+        EngineExtensions.load()
         let soft = SoftMachine()
         let makeVF = virtualFunctionMaker(soft, isEngineDescriptor: isEngineDescriptor)
         guard !text.isEmpty else { return Machine(devices: MachineDevices(physical: [], makeVirtualFunction: makeVF), soft: soft) }
@@ -57,7 +59,7 @@ struct Machine {
             } else {
                 let plugged: PluggedPCIDevice
                 do throws(IOMMUError) {
-                    plugged = try plug(Self.model(device.kind), behind: device.iommu, at: device.address.requesterID, soft: soft)
+                    plugged = try plug(try Self.model(device.kind), behind: device.iommu, at: device.address.requesterID, soft: soft)
                 } catch {
                     throw SpecError(description: "cannot add a \(device.iommu.rawValue) device: \(error)")
                 }
@@ -97,7 +99,7 @@ struct Machine {
         -> @Sendable (MachineDevice, RequesterID, Int) throws(IOMMUError) -> (any DeviceModel, VFIOPCIDevice?) {
         { (parent, rid, index) throws(IOMMUError) -> (any DeviceModel, VFIOPCIDevice?) in
             guard parent.iommu != .mock else { return (MockDevice(flags: Mock.devicePASID), nil) }
-            let plugged = try plug(Self.model(parent.kind, virtualFunction: true), behind: parent.iommu, at: rid, soft: soft)
+            let plugged = try plug(try Self.model(parent.kind, virtualFunction: true), behind: parent.iommu, at: rid, soft: soft)
             let address = PCIAddress(domain: PCIAddress.modelledDomain, requesterID: rid)
             let pci = VFIOPCIDevice(slot: plugged.slot, device: plugged.device, index: index, address: address.description,
                                     physicalFunction: parent.pci, isEngineDescriptor: isEngineDescriptor)

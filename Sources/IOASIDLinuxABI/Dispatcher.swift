@@ -11,14 +11,20 @@ struct IoctlOp: Sendable {
     let size: Int
     let minimumSize: Int
     let type: any UAPIStruct.Type
+    /// The request creates an object or a descriptor and answers its ID: the caller's struct is
+    /// checked writeable before the handler runs, so an answer that cannot be written creates
+    /// nothing (the kernel creates, fails to respond, and destroys again: the same outcome).
+    let creates: Bool
     let handler: Handler
 
-    init<T: UAPIStruct>(_ request: UInt, _ name: StaticString, _ type: T.Type, last: String, _ handler: @escaping Handler) {
+    init<T: UAPIStruct>(_ request: UInt, _ name: StaticString, _ type: T.Type, last: String, creates: Bool = false,
+                        _ handler: @escaping Handler) {
         self.request = request
         self.name = name
         self.size = MemoryLayout<T>.size
         self.minimumSize = T.layoutFields.first { $0.name == last }!.end
         self.type = type
+        self.creates = creates
         self.handler = handler
     }
 }
@@ -30,7 +36,7 @@ enum Dispatcher {
     static let table: [IoctlOp?] = {
         var rows: [IoctlOp] = [
             IoctlOp(IOCTL.IOMMU_DESTROY, "IOMMU_DESTROY", iommu_destroy.self, last: "id", IOMMUFile.destroy),
-            IoctlOp(IOCTL.IOMMU_IOAS_ALLOC, "IOMMU_IOAS_ALLOC", iommu_ioas_alloc.self, last: "out_ioas_id", IOMMUFile.ioasAlloc),
+            IoctlOp(IOCTL.IOMMU_IOAS_ALLOC, "IOMMU_IOAS_ALLOC", iommu_ioas_alloc.self, last: "out_ioas_id", creates: true, IOMMUFile.ioasAlloc),
             IoctlOp(IOCTL.IOMMU_IOAS_ALLOW_IOVAS, "IOMMU_IOAS_ALLOW_IOVAS", iommu_ioas_allow_iovas.self, last: "allowed_iovas", IOMMUFile.allowIOVAs),
             IoctlOp(IOCTL.IOMMU_IOAS_COPY, "IOMMU_IOAS_COPY", iommu_ioas_copy.self, last: "src_iova", IOMMUFile.ioasCopy),
             IoctlOp(IOCTL.IOMMU_IOAS_IOVA_RANGES, "IOMMU_IOAS_IOVA_RANGES", iommu_ioas_iova_ranges.self, last: "out_iova_alignment", IOMMUFile.iovaRanges),
@@ -38,19 +44,19 @@ enum Dispatcher {
             IoctlOp(IOCTL.IOMMU_IOAS_UNMAP, "IOMMU_IOAS_UNMAP", iommu_ioas_unmap.self, last: "length", IOMMUFile.ioasUnmap),
             IoctlOp(IOCTL.IOMMU_OPTION, "IOMMU_OPTION", iommu_option.self, last: "val64", IOMMUFile.option),
             IoctlOp(IOCTL.IOMMU_VFIO_IOAS, "IOMMU_VFIO_IOAS", iommu_vfio_ioas.self, last: "__reserved", IOMMUFile.vfioIOAS),
-            IoctlOp(IOCTL.IOMMU_HWPT_ALLOC, "IOMMU_HWPT_ALLOC", iommu_hwpt_alloc.self, last: "__reserved", IOMMUFile.hwptAlloc),
+            IoctlOp(IOCTL.IOMMU_HWPT_ALLOC, "IOMMU_HWPT_ALLOC", iommu_hwpt_alloc.self, last: "__reserved", creates: true, IOMMUFile.hwptAlloc),
             IoctlOp(IOCTL.IOMMU_GET_HW_INFO, "IOMMU_GET_HW_INFO", iommu_hw_info.self, last: "__reserved", IOMMUFile.hwInfo),
             IoctlOp(IOCTL.IOMMU_HWPT_SET_DIRTY_TRACKING, "IOMMU_HWPT_SET_DIRTY_TRACKING", iommu_hwpt_set_dirty_tracking.self, last: "__reserved", IOMMUFile.setDirtyTracking),
             IoctlOp(IOCTL.IOMMU_HWPT_GET_DIRTY_BITMAP, "IOMMU_HWPT_GET_DIRTY_BITMAP", iommu_hwpt_get_dirty_bitmap.self, last: "data", IOMMUFile.dirtyBitmap),
             IoctlOp(IOCTL.IOMMU_HWPT_INVALIDATE, "IOMMU_HWPT_INVALIDATE", iommu_hwpt_invalidate.self, last: "__reserved", IOMMUFile.hwptInvalidate),
-            IoctlOp(IOCTL.IOMMU_FAULT_QUEUE_ALLOC, "IOMMU_FAULT_QUEUE_ALLOC", iommu_fault_alloc.self, last: "out_fault_fd", IOMMUFile.faultAlloc),
+            IoctlOp(IOCTL.IOMMU_FAULT_QUEUE_ALLOC, "IOMMU_FAULT_QUEUE_ALLOC", iommu_fault_alloc.self, last: "out_fault_fd", creates: true, IOMMUFile.faultAlloc),
             IoctlOp(IOCTL.IOMMU_IOAS_MAP_FILE, "IOMMU_IOAS_MAP_FILE", iommu_ioas_map_file.self, last: "iova", IOMMUFile.ioasMapFile),
-            IoctlOp(IOCTL.IOMMU_VIOMMU_ALLOC, "IOMMU_VIOMMU_ALLOC", iommu_viommu_alloc.self, last: "out_viommu_id", IOMMUFile.viommuAlloc),
-            IoctlOp(IOCTL.IOMMU_VDEVICE_ALLOC, "IOMMU_VDEVICE_ALLOC", iommu_vdevice_alloc.self, last: "virt_id", IOMMUFile.vdeviceAlloc),
+            IoctlOp(IOCTL.IOMMU_VIOMMU_ALLOC, "IOMMU_VIOMMU_ALLOC", iommu_viommu_alloc.self, last: "out_viommu_id", creates: true, IOMMUFile.viommuAlloc),
+            IoctlOp(IOCTL.IOMMU_VDEVICE_ALLOC, "IOMMU_VDEVICE_ALLOC", iommu_vdevice_alloc.self, last: "virt_id", creates: true, IOMMUFile.vdeviceAlloc),
             IoctlOp(IOCTL.IOMMU_IOAS_CHANGE_PROCESS, "IOMMU_IOAS_CHANGE_PROCESS", iommu_ioas_change_process.self, last: "__reserved", IOMMUFile.changeProcess),
-            IoctlOp(IOCTL.IOMMU_VEVENTQ_ALLOC, "IOMMU_VEVENTQ_ALLOC", iommu_veventq_alloc.self, last: "out_veventq_fd", IOMMUFile.veventqAlloc),
-            IoctlOp(IOCTL.IOMMU_HW_QUEUE_ALLOC, "IOMMU_HW_QUEUE_ALLOC", iommu_hw_queue_alloc.self, last: "length", IOMMUFile.hwQueueAlloc),
-            IoctlOp(IOCTL.IOMMU_TEST_CMD, "IOMMU_TEST_CMD", iommu_test_cmd.self, last: "last", IOMMUFile.testCommand),
+            IoctlOp(IOCTL.IOMMU_VEVENTQ_ALLOC, "IOMMU_VEVENTQ_ALLOC", iommu_veventq_alloc.self, last: "out_veventq_fd", creates: true, IOMMUFile.veventqAlloc),
+            IoctlOp(IOCTL.IOMMU_HW_QUEUE_ALLOC, "IOMMU_HW_QUEUE_ALLOC", iommu_hw_queue_alloc.self, last: "length", creates: true, IOMMUFile.hwQueueAlloc),
+            IoctlOp(IOCTL.IOMMU_TEST_CMD, "IOMMU_TEST_CMD", iommu_test_cmd.self, last: "last", creates: true, IOMMUFile.testCommand),
         ]
         var t = [IoctlOp?](repeating: nil, count: 0x21)
         for r in rows { t[Int(r.request & 0xff) - base] = r }
@@ -99,13 +105,29 @@ extension IOMMUFile {
         if op.request == IOCTL.IOMMU_TEST_CMD, testDriver == nil {
             return Self.refuse(&trace, request, argument, ENOTTY_, "test driver is off")
         }
-        let userSize = Int(user.load(as: UInt32.self))
+        let userSize: Int
+        do throws(IOMMUError) { userSize = try StructCopy.size(at: user) } catch {
+            return Self.refuse(&trace, request, argument, error.errno, "argument pointer not readable")
+        }
+        // `ioasid run --fail` rules: one load when there are none.
+        let ruled = FaultInjection.hasRules
+        if ruled {
+            do throws(IOMMUError) { try FaultInjection.callStarting(name: op.name) } catch {
+                if trace != nil {
+                    trace!.call("\(op.name)")
+                    trace!.failure(error)
+                }
+                return -Int(error.errno)
+            }
+        }
+        defer { if ruled { FaultInjection.callEnded() } }
         return withUnsafeTemporaryAllocation(byteCount: Dispatcher.maximumSize, alignment: 16) { raw -> Int in
             let buffer = raw.baseAddress!
             buffer.initializeMemory(as: UInt8.self, repeating: 0, count: op.size)
             do throws(IOMMUError) {
                 do throws(IOMMUError) {
                     try StructCopy.copyIn(from: user, userSize: userSize, into: buffer, size: op.size, minimumSize: op.minimumSize)
+                    if op.creates { try StructCopy.copyOut(buffer, count: min(userSize, op.size), to: user) }
                 } catch {
                     // The size is the error (or the tail past our struct is): show it.
                     if trace != nil {

@@ -16,11 +16,11 @@ public enum IOASIDHost {
 extension IOMMUFile {
     /// The ioctls of include/ioasid/ioasid.h, indexed by `_IOC_NR(request) - 0xc0`.
     static let ioasidTable: [IoctlOp] = [
-        IoctlOp(IOASIDUAPI.IOASID_SET_ALLOC, "IOASID_SET_ALLOC", ioasid_set_alloc.self, last: "vm_id", IOMMUFile.setAlloc),
+        IoctlOp(IOASIDUAPI.IOASID_SET_ALLOC, "IOASID_SET_ALLOC", ioasid_set_alloc.self, last: "vm_id", creates: true, IOMMUFile.setAlloc),
         IoctlOp(IOASIDUAPI.IOASID_SET_INFO, "IOASID_SET_INFO", ioasid_set_info.self, last: "out_available", IOMMUFile.setInfo),
-        IoctlOp(IOASIDUAPI.IOASID_PASID_ALLOC, "IOASID_PASID_ALLOC", ioasid_pasid_alloc.self, last: "out_pasid", IOMMUFile.pasidAlloc),
+        IoctlOp(IOASIDUAPI.IOASID_PASID_ALLOC, "IOASID_PASID_ALLOC", ioasid_pasid_alloc.self, last: "out_pasid", creates: true, IOMMUFile.pasidAlloc),
         IoctlOp(IOASIDUAPI.IOASID_PASID_FREE, "IOASID_PASID_FREE", ioasid_pasid_free.self, last: "pasid", IOMMUFile.pasidFree),
-        IoctlOp(IOASIDUAPI.IOASID_SVA_BIND, "IOASID_SVA_BIND", ioasid_sva_bind.self, last: "out_pasid", IOMMUFile.svaBind),
+        IoctlOp(IOASIDUAPI.IOASID_SVA_BIND, "IOASID_SVA_BIND", ioasid_sva_bind.self, last: "out_pasid", creates: true, IOMMUFile.svaBind),
         IoctlOp(IOASIDUAPI.IOASID_SVA_UNBIND, "IOASID_SVA_UNBIND", ioasid_sva_unbind.self, last: "pasid", IOMMUFile.svaUnbind),
     ]
 
@@ -53,7 +53,7 @@ extension IOMMUFile {
             throw error
         }
         c.out_set_id = set.rawValue
-        u.respond(c)
+        try u.respond(c)
         return 0
     }
 
@@ -71,7 +71,7 @@ extension IOMMUFile {
         c.out_count = UInt32(info.count)
         c.out_pasid_bits = UInt32(allocator.pasidWidth)
         c.out_available = UInt64(allocator.availableCapacity)
-        u.respond(c)
+        try u.respond(c)
         return 0
     }
 
@@ -83,7 +83,7 @@ extension IOMMUFile {
         _ = try f.actingSet()
         c.out_pasid = try IOASIDHost.layer.allocPASID(for: f.context, min: c.min, max: c.max == 0 ? nil : c.max,
                                                       guestPASID: guest ? c.guest_pasid : nil)
-        u.respond(c)
+        try u.respond(c)
         return 0
     }
 
@@ -107,7 +107,7 @@ extension IOMMUFile {
         let space = try IOASIDHost.sva.addressSpace(pid: c.pid == 0 ? Int32(truncatingIfNeeded: ioasid_sys_getpid()) : c.pid)
         c.out_pasid = try IOASIDHost.sva.bind(space, device: Device.ID(c.dev_id), in: f.context, pasid: named ? c.pasid : nil,
                                               faultQueue: fault ? ObjectID(c.fault_id) : nil)
-        u.respond(c)
+        try u.respond(c)
         return 0
     }
 

@@ -82,7 +82,7 @@ public final class IOMMUFile: LinuxFile, @unchecked Sendable {
         guard c.flags == 0 else { throw .notSupported("flags must be zero") }
         let id = try f.context.allocateIOAS()
         c.out_ioas_id = id.rawValue
-        u.respond(c)
+        try u.respond(c) { try? f.context.destroy(id.object) }
         return 0
     }
 
@@ -116,7 +116,7 @@ public final class IOMMUFile: LinuxFile, @unchecked Sendable {
         c.dst_iova = try f.context.copy(from: IOAS.ID(c.src_ioas_id), sourceIOVA: c.src_iova, to: IOAS.ID(c.dst_ioas_id),
                                         destinationIOVA: fixed ? c.dst_iova : nil, length: c.length,
                                         access: MapAccess(rawValue: c.flags & 6))
-        u.respond(c)
+        try u.respond(c)
         return 0
     }
 
@@ -135,7 +135,7 @@ public final class IOMMUFile: LinuxFile, @unchecked Sendable {
         }
         c.num_iovas = UInt32(ranges.count)
         c.out_iova_alignment = alignment
-        u.respond(c)
+        try u.respond(c)
         if ranges.count > capacity { throw .messageSize("more ranges than the array holds") }
         return 0
     }
@@ -147,7 +147,7 @@ public final class IOMMUFile: LinuxFile, @unchecked Sendable {
         guard c.flags & 6 != 0 else { throw .invalid("mapping must be readable or writeable") }
         c.iova = try f.context.map(IOAS.ID(c.ioas_id), source: .user(address: c.user_va), length: c.length,
                                    iova: c.flags & 1 != 0 ? c.iova : nil, access: MapAccess(rawValue: c.flags & 6))
-        u.respond(c)
+        try u.respond(c)
         return 0
     }
 
@@ -158,7 +158,7 @@ public final class IOMMUFile: LinuxFile, @unchecked Sendable {
         guard c.flags & 6 != 0 else { throw .invalid("mapping must be readable or writeable") }
         c.iova = try f.context.map(IOAS.ID(c.ioas_id), source: .file(fd: c.fd, offset: c.start), length: c.length,
                                    iova: c.flags & 1 != 0 ? c.iova : nil, access: MapAccess(rawValue: c.flags & 6))
-        u.respond(c)
+        try u.respond(c)
         return 0
     }
 
@@ -173,7 +173,7 @@ public final class IOMMUFile: LinuxFile, @unchecked Sendable {
             }
             c.length = try f.context.unmap(IOAS.ID(c.ioas_id), iova: c.iova, length: c.length)
         }
-        u.respond(c)
+        try u.respond(c)
         return 0
     }
 
@@ -208,9 +208,10 @@ public final class IOMMUFile: LinuxFile, @unchecked Sendable {
         default:
             throw .notSupported("unknown option")
         }
-        // Only val64 goes back, as in the kernel.
+        // Only val64 goes back, as in the kernel (a copy to user: an injection point).
+        try u.prepareResponse()
         u.buffer.storeBytes(of: c, as: iommu_option.self)
-        (u.user + 16).copyMemory(from: u.buffer + 16, byteCount: 8)
+        try u.respond(bytes: 8, at: 16)
         return 0
     }
 
@@ -222,7 +223,7 @@ public final class IOMMUFile: LinuxFile, @unchecked Sendable {
         let id = try f.context.allocateHWPT(device: Device.ID(c.dev_id), parent: ObjectID(c.pt_id), flags: flags, data: data,
                                             faultQueue: flags.contains(.faultIDValid) ? ObjectID(c.fault_id) : nil)
         c.out_hwpt_id = id.rawValue
-        u.respond(c)
+        try u.respond(c) { try? f.context.destroy(id.object) }
         return 0
     }
 
@@ -247,7 +248,7 @@ public final class IOMMUFile: LinuxFile, @unchecked Sendable {
         c.out_data_type = info.type
         c.out_capabilities = info.capabilities
         c.out_max_pasid_log2 = info.maxPASIDLog2
-        u.respond(c)
+        try u.respond(c)
         return 0
     }
 
@@ -290,7 +291,7 @@ public final class IOMMUFile: LinuxFile, @unchecked Sendable {
             } catch { failure = error }
         }
         c.entry_num = done
-        u.respond(c)
+        try u.respond(c)
         if let failure { throw failure }
         return 0
     }
@@ -301,10 +302,14 @@ public final class IOMMUFile: LinuxFile, @unchecked Sendable {
         let file = QueueFile(owner: f)
         let queue = try f.context.allocateFaultQueue { [weak file] readable in file?.setReadable(readable) }
         file.queue = .fault(queue)
+        do throws(IOMMUError) { try u.prepareResponse() } catch {
+            try? f.context.destroy(queue.objectID)
+            throw error
+        }
         let fd = try f.install(file, for: queue)
         c.out_fault_id = queue.objectID.rawValue
         c.out_fault_fd = UInt32(bitPattern: fd)
-        u.respond(c)
+        try u.respondPrepared(c)
         return 0
     }
 
@@ -314,7 +319,7 @@ public final class IOMMUFile: LinuxFile, @unchecked Sendable {
         let data = c.data_len == 0 ? nil : DriverData(type: c.type, address: c.data_uptr, length: c.data_len)
         let id = try f.context.allocateVIOMMU(device: Device.ID(c.dev_id), parent: HWPT.ID(c.hwpt_id), type: c.type, data: data)
         c.out_viommu_id = id.rawValue
-        u.respond(c)
+        try u.respond(c) { try? f.context.destroy(id.object) }
         return 0
     }
 
@@ -322,7 +327,7 @@ public final class IOMMUFile: LinuxFile, @unchecked Sendable {
         var c = u.load(iommu_vdevice_alloc.self)
         let id = try f.context.allocateVDevice(viommu: VIOMMU.ID(ObjectID(c.viommu_id)), device: Device.ID(c.dev_id), virtualID: c.virt_id)
         c.out_vdevice_id = id.rawValue
-        u.respond(c)
+        try u.respond(c) { try? f.context.destroy(id) }
         return 0
     }
 
@@ -341,10 +346,14 @@ public final class IOMMUFile: LinuxFile, @unchecked Sendable {
             file?.setReadable(readable)
         }
         file.queue = .vevent(queue)
+        do throws(IOMMUError) { try u.prepareResponse() } catch {
+            try? f.context.destroy(queue.objectID)
+            throw error
+        }
         let fd = try f.install(file, for: queue)
         c.out_veventq_id = queue.objectID.rawValue
         c.out_veventq_fd = UInt32(bitPattern: fd)
-        u.respond(c)
+        try u.respondPrepared(c)
         return 0
     }
 
@@ -354,7 +363,7 @@ public final class IOMMUFile: LinuxFile, @unchecked Sendable {
         let id = try f.context.allocateHWQueue(viommu: VIOMMU.ID(ObjectID(c.viommu_id)), type: c.type, index: c.index,
                                                base: c.nesting_parent_iova, length: c.length)
         c.out_hw_queue_id = id.rawValue
-        u.respond(c)
+        try u.respond(c) { try? f.context.destroy(id) }
         return 0
     }
 
@@ -364,7 +373,7 @@ public final class IOMMUFile: LinuxFile, @unchecked Sendable {
         switch c.op {
         case 0:
             c.ioas_id = try f.context.compatibilityIOAS(create: false).rawValue
-            u.respond(c)
+            try u.respond(c)
         case 1: try f.context.setCompatibilityIOAS(IOAS.ID(c.ioas_id))
         case 2: f.context.clearCompatibilityIOAS()
         default: throw .notSupported("unknown op")

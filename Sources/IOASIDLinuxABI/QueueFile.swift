@@ -96,7 +96,15 @@ final class QueueFile: LinuxFile, @unchecked Sendable {
                     var c = iommu_hwpt_pgfault()
                     c.flags = r.flags; c.dev_id = r.deviceID; c.pasid = r.pasid; c.grpid = r.groupID
                     c.perm = r.permissions; c.addr = r.address; c.length = r.length; c.cookie = r.cookie
-                    buffer.baseAddress!.storeBytes(of: c, toByteOffset: i * Self.recordSize, as: iommu_hwpt_pgfault.self)
+                    let rc = withUnsafeBytes(of: &c) {
+                        ioasid_sys_copy_out(UInt64(UInt(bitPattern: buffer.baseAddress! + i * Self.recordSize)), $0.baseAddress, Self.recordSize)
+                    }
+                    if rc != 0 {
+                        // The group not copied whole and those after it stay queued; a short read, or EFAULT.
+                        let cut = records.firstIndex { $0.cookie == r.cookie } ?? i
+                        context.unreadFaults(q, cookies: records[cut...].map(\.cookie))
+                        return cut == 0 ? .failed(14, "buffer is not writeable") : .done(cut * Self.recordSize)
+                    }
                 }
                 return .done(records.count * Self.recordSize)
             } catch { return Outcome(error) }
@@ -104,13 +112,19 @@ final class QueueFile: LinuxFile, @unchecked Sendable {
             do throws(IOMMUError) {
                 let events = try context.readVEvents(q, capacity: buffer.count)
                 var at = 0
-                for e in events {
+                for (i, e) in events.enumerated() {
                     var h = iommufd_vevent_header()
                     h.flags = e.flags
                     h.sequence = e.sequence
-                    buffer.baseAddress!.storeBytes(of: h, toByteOffset: at, as: iommufd_vevent_header.self)
-                    at += 8
-                    for b in e.data { buffer[at] = b; at += 1 }
+                    let target = UInt64(UInt(bitPattern: buffer.baseAddress! + at))
+                    var rc = withUnsafeBytes(of: &h) { ioasid_sys_copy_out(target, $0.baseAddress, 8) }
+                    if rc == 0 { rc = e.data.withUnsafeBytes { ioasid_sys_copy_out(target + 8, $0.baseAddress, e.data.count) } }
+                    if rc != 0 {
+                        // As the kernel: the event not copied and those after it stay queued.
+                        context.unreadVEvents(q, Array(events[i...]))
+                        return at == 0 ? .failed(14, "buffer is not writeable") : .done(at)
+                    }
+                    at += 8 + e.data.count
                 }
                 return .done(at)
             } catch { return Outcome(error) }
@@ -125,7 +139,11 @@ final class QueueFile: LinuxFile, @unchecked Sendable {
             guard buffer.count % Self.responseSize == 0 else { return .failed(Self.ESPIPE, "count is not a multiple of the page response size") }
             var done = 0
             while done < buffer.count {
-                let r = buffer.baseAddress!.loadUnaligned(fromByteOffset: done, as: iommu_hwpt_page_response.self)
+                var r = iommu_hwpt_page_response()
+                let rc = withUnsafeMutableBytes(of: &r) {
+                    ioasid_sys_copy_in($0.baseAddress, UInt64(UInt(bitPattern: buffer.baseAddress! + done)), Self.responseSize)
+                }
+                if rc != 0 { return done == 0 ? .failed(14, "buffer is not readable") : .done(done) }
                 do throws(IOMMUError) { try context.respond(q, cookie: r.cookie, code: r.code) } catch {
                     return done == 0 ? Outcome(error) : .done(done)
                 }

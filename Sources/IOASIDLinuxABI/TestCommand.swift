@@ -23,12 +23,12 @@ extension IOMMUFile {
             m.out_hwpt_id = r.hwpt.rawValue
             m.out_idev_id = r.device.rawValue
             c.mock_domain = m
-            u.respond(c)
+            try u.respond(c) { try? f.context.destroy(r.handle) }
         case UAPI.IOMMU_TEST_OP_MOCK_DOMAIN_REPLACE:
             var m = c.mock_domain_replace
             m.pt_id = try t.mockDomainReplace(id, with: ObjectID(m.pt_id)).rawValue
             c.mock_domain_replace = m
-            u.respond(c)
+            try u.respond(c)
         case UAPI.IOMMU_TEST_OP_MD_CHECK_MAP:
             let m = c.check_map
             try t.checkMap(id, iova: m.iova, length: m.length, address: m.uptr)
@@ -41,6 +41,10 @@ extension IOMMUFile {
             try t.checkDeviceCache(Device.ID(id), entry: c.check_dev_cache.id, value: c.check_dev_cache.cache)
         case UAPI.IOMMU_TEST_OP_CREATE_ACCESS:
             let access = try t.createAccess(IOAS.ID(id), flags: c.create_access.flags)
+            do throws(IOMMUError) { try u.prepareResponse() } catch {
+                t.closeAccess(access)
+                throw error
+            }
             let file = QueueFile(owner: f)
             file.queue = .access(access)
             let fd = f.host.install(file)
@@ -49,14 +53,15 @@ extension IOMMUFile {
             var m = c.create_access
             m.out_access_fd = UInt32(bitPattern: fd)
             c.create_access = m
-            u.respond(c)
+            try u.respondPrepared(c)
         case UAPI.IOMMU_TEST_OP_ACCESS_REPLACE_IOAS:
             try t.accessReplaceIOAS(try f.access(c.id), ioas: IOAS.ID(c.access_replace_ioas.ioas_id))
         case UAPI.IOMMU_TEST_OP_ACCESS_PAGES:
             var m = c.access_pages
-            m.out_access_pages_id = try t.accessPages(try f.access(c.id), iova: m.iova, length: m.length, address: m.uptr, flags: m.flags)
+            let access = try f.access(c.id)
+            m.out_access_pages_id = try t.accessPages(access, iova: m.iova, length: m.length, address: m.uptr, flags: m.flags)
             c.access_pages = m
-            u.respond(c)
+            try u.respond(c) { try? t.destroyAccessPages(access, item: m.out_access_pages_id) }
         case UAPI.IOMMU_TEST_OP_ACCESS_RW:
             let m = c.access_rw
             try t.accessRW(try f.access(c.id), iova: m.iova, length: m.length, address: m.uptr, flags: m.flags)
@@ -68,7 +73,7 @@ extension IOMMUFile {
             var m = c.dirty
             m.out_nr_dirty = try t.setDirty(id, iova: m.iova, length: m.length, pageSize: m.page_size, bitmap: m.uptr)
             c.dirty = m
-            u.respond(c)
+            try u.respond(c)
         case UAPI.IOMMU_TEST_OP_TRIGGER_IOPF:
             let m = c.trigger_iopf
             try t.triggerIOPF(device: Device.ID(m.dev_id), pasid: m.pasid, group: m.grpid, permissions: m.perm, address: m.addr)
@@ -78,12 +83,12 @@ extension IOMMUFile {
             var m = c.pasid_attach
             m.pt_id = try t.pasidAttach(id, pasid: m.pasid, to: ObjectID(m.pt_id)).rawValue
             c.pasid_attach = m
-            u.respond(c)
+            try u.respond(c)
         case UAPI.IOMMU_TEST_OP_PASID_REPLACE:
             var m = c.pasid_replace
             m.pt_id = try t.pasidReplace(id, pasid: m.pasid, with: ObjectID(m.pt_id)).rawValue
             c.pasid_replace = m
-            u.respond(c)
+            try u.respond(c)
         case UAPI.IOMMU_TEST_OP_PASID_DETACH:
             try t.pasidDetach(id, pasid: c.pasid_detach.pasid)
         case UAPI.IOMMU_TEST_OP_PASID_CHECK_HWPT:

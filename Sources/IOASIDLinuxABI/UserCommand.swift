@@ -17,11 +17,47 @@ struct UserCommand {
     @inline(__always)
     func load<T: UAPIStruct>(_: T.Type = T.self) -> T { buffer.load(as: T.self) }
 
-    /// Stores `value` into our copy and writes `min(userSize, size)` bytes back to the caller.
+    /// Stores `value` into our copy and writes `min(userSize, size)` bytes back to the caller
+    /// (the kernel's `iommufd_ucmd_respond`, a `copy_to_user`).
+    ///
+    /// - Throws: `EFAULT` when the caller's struct is not writeable (or an injected
+    ///   `copy-to-user` fault); a handler that created something undoes it (`respond(_:undo:)`).
     @inline(__always)
-    func respond<T: UAPIStruct>(_ value: T) {
+    func respond<T: UAPIStruct>(_ value: T) throws(IOMMUError) {
+        try prepareResponse()
+        try respondPrepared(value)
+    }
+
+    /// `respond(_:)`, running `undo` when the answer cannot be written: for handlers that made
+    /// an object the caller would never learn of (the kernel aborts it then).
+    @inline(__always)
+    func respond<T: UAPIStruct>(_ value: T, undo: () -> Void) throws(IOMMUError) {
+        do throws(IOMMUError) { try respond(value) } catch {
+            undo()
+            throw error
+        }
+    }
+
+    /// The failure `respond` would meet, checked before a step that cannot be undone (handing
+    /// out a descriptor); `respondPrepared` then writes the answer. (The dispatcher has already
+    /// checked that the struct of a request that creates something is writeable.)
+    @inline(__always)
+    func prepareResponse() throws(IOMMUError) {
+        try FaultInjection.check(.copyToUser)
+    }
+
+    /// Writes the answer after `prepareResponse()` succeeded; `EFAULT` only if the caller's
+    /// memory went away since the dispatcher checked it.
+    @inline(__always)
+    func respondPrepared<T: UAPIStruct>(_ value: T) throws(IOMMUError) {
         buffer.storeBytes(of: value, as: T.self)
-        user.copyMemory(from: buffer, byteCount: min(userSize, size))
+        try StructCopy.copyOut(buffer, count: min(userSize, size), to: user)
+    }
+
+    /// Writes `count` bytes of our copy at `offset` back to the caller (a partial response).
+    @inline(__always)
+    func respond(bytes count: Int, at offset: Int) throws(IOMMUError) {
+        try StructCopy.copyOut(buffer + offset, count: count, to: user + offset)
     }
 }
 
@@ -35,8 +71,25 @@ enum StructCopy {
     static func copyIn(from user: UnsafeMutableRawPointer, userSize: Int, into buffer: UnsafeMutableRawPointer,
                        size: Int, minimumSize: Int) throws(IOMMUError) {
         guard userSize >= minimumSize else { throw .invalid("argument size below the last mandatory field") }
-        buffer.copyMemory(from: user, byteCount: min(userSize, size))
+        try FaultInjection.check(.copyFromUser)
+        if ioasid_sys_copy_in(buffer, UInt64(UInt(bitPattern: user)), min(userSize, size)) != 0 {
+            throw .fault("argument is not readable")
+        }
         if userSize > size { try checkZeroTail(user + size, count: userSize - size) }
+    }
+
+    /// The caller's `size` field, the first 4 bytes of every iommufd struct.
+    @inline(__always)
+    static func size(at user: UnsafeMutableRawPointer) throws(IOMMUError) -> Int {
+        var size: UInt32 = 0
+        if ioasid_sys_copy_in(&size, UInt64(UInt(bitPattern: user)), 4) != 0 { throw .fault("argument pointer not readable") }
+        return Int(size)
+    }
+
+    /// Copies `count` bytes from `buffer` to the caller's `user`, fault-safely.
+    @inline(__always)
+    static func copyOut(_ buffer: UnsafeRawPointer, count: Int, to user: UnsafeMutableRawPointer) throws(IOMMUError) {
+        if ioasid_sys_copy_out(UInt64(UInt(bitPattern: user)), buffer, count) != 0 { throw .fault("argument is not writeable") }
     }
 
     /// Checks that `count` bytes at `address` are zero, reading them fault-safely.

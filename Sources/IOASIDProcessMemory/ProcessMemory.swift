@@ -24,11 +24,13 @@ public final class ProcessMemory: UserMemory, @unchecked Sendable {
 
     public func copyIn(from address: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(IOMMUError) {
         guard buffer.count > 0 else { return }
+        try FaultInjection.check(.copyFromUser)
         if ioasid_sys_copy_in(buffer.baseAddress, address, buffer.count) != 0 { throw .fault("user memory is not readable") }
     }
 
     public func copyOut(_ buffer: UnsafeRawBufferPointer, to address: UInt64) throws(IOMMUError) {
         guard buffer.count > 0 else { return }
+        try FaultInjection.check(.copyToUser)
         if ioasid_sys_copy_out(address, buffer.baseAddress, buffer.count) != 0 { throw .fault("user memory is not writeable") }
     }
 

@@ -6,8 +6,9 @@
 /// Grammar: `SPEC := ITEM ("," ITEM)*`, `ITEM := IOMMU [":" DEVICE] [":" COUNT]`.
 /// - `IOMMU`: `mock` (the test driver's mock IOMMU; takes no `DEVICE`), `vtd` (the software
 ///   VT-d unit) or `smmuv3` (the software SMMUv3);
-/// - `DEVICE`: `pci` (the default: a PCI function with 20-bit PASIDs, ATS and PRI) or `ioat`
-///   (an Intel I/OAT DMA engine, 8086:2021);
+/// - `DEVICE`: a registered device kind (``DeviceKinds``): built in, `pci` (the default: a PCI
+///   function with 20-bit PASIDs, ATS and PRI) and `ioat` (an Intel I/OAT DMA engine,
+///   8086:2021); an engine built with a device author's code adds its own;
 /// - `COUNT`: 1 to 31 devices of that item (default 1).
 ///
 /// Examples: `vtd`, `vtd:2`, `vtd:ioat`, `vtd:ioat:2,smmuv3`, `mock,vtd`.
@@ -18,9 +19,17 @@ public struct MachineSpec: Hashable, Sendable, CustomStringConvertible {
         case mock, vtd, smmuv3
     }
 
-    /// The kind of device model.
-    public enum DeviceKind: String, Hashable, Sendable, CaseIterable {
-        case pci, ioat
+    /// The name of a kind of device model, registered in ``DeviceKinds``.
+    public struct DeviceKind: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+        /// The kind's name in specifications.
+        public var rawValue: String
+        /// A kind named `rawValue` (registered or not: parsing checks).
+        public init(rawValue: String) { self.rawValue = rawValue }
+        /// A PCI function with 20-bit PASIDs, ATS, PRI, MSI, MSI-X and SR-IOV (`GenericPCIDevice`).
+        public static let pci = DeviceKind(rawValue: "pci")
+        /// An Intel I/OAT DMA engine (`IOATDevice`).
+        public static let ioat = DeviceKind(rawValue: "ioat")
+        public var description: String { rawValue }
     }
 
     /// One `ITEM`: `count` devices of one kind behind one IOMMU.
@@ -80,10 +89,11 @@ public struct MachineSpec: Hashable, Sendable, CustomStringConvertible {
             var device = DeviceKind.pci
             var count = 1
             var rest = parts.dropFirst()
-            if let next = rest.first, !next.isEmpty, next.allSatisfy(\.isLetter) {
-                guard let kind = DeviceKind(rawValue: next) else {
-                    throw ParseError(description: "unknown device '\(next)' in '\(item)' (known: \(DeviceKind.allCases.map(\.rawValue).joined(separator: ", ")); or a count)")
+            if let next = rest.first, !next.isEmpty, !next.allSatisfy(\.isNumber) {
+                guard DeviceKinds.entry(named: next) != nil else {
+                    throw ParseError(description: "unknown device '\(next)' in '\(item)' (known: \(DeviceKinds.names.joined(separator: ", ")); or a count)")
                 }
+                let kind = DeviceKind(rawValue: next)
                 guard iommu != .mock else { throw ParseError(description: "'mock' takes no device kind in '\(item)'") }
                 device = kind
                 rest = rest.dropFirst()

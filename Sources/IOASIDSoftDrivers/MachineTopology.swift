@@ -131,13 +131,14 @@ public struct MachineDeviceDescription: Sendable {
     }
 
     /// The description of a device of `kind` behind `iommu` (a `mock` item is the test driver's
-    /// PASID-capable device and has neither MSI-X nor SR-IOV).
+    /// PASID-capable device and has neither MSI-X nor SR-IOV). A kind not registered in
+    /// ``DeviceKinds`` (a specification built by hand, not parsed) is described as a function
+    /// with no BARs and no capabilities.
     public static func of(_ kind: MachineSpec.DeviceKind, iommu: MachineSpec.IOMMU) -> MachineDeviceDescription {
         if iommu == .mock { return mock }
-        switch kind {
-        case .pci: return pci
-        case .ioat: return ioat
-        }
+        return DeviceKinds.description(of: kind) ?? MachineDeviceDescription(
+            identity: PCIIdentity(vendorID: 0xffff, deviceID: 0xffff, classCode: 0xff_0000), bars: [], capabilities: [],
+            name: "unregistered device kind '\(kind.rawValue)'")
     }
 
     /// The `pci` kind: a PCI Express endpoint with 20-bit PASIDs, ATS, PRI and SR-IOV (7 VFs,

@@ -23,7 +23,12 @@
 // main.swift only orchestrates: each section is a file of its own (named in the list above),
 // the shared harness is Statistics.swift, ABIHarness.swift and Subprocess.swift.
 
+import CIOASIDSys
 import Glibc
+
+// The in-process sections copy the caller's memory as the preload's engine does: with the safe
+// copy and its fault handler (ioasid_sys_uaccess.h), not a system call per copy.
+_ = ioasid_sys_uaccess_install()
 
 // Child modes: this program re-run by section 4.
 if arguments.contains("--malloc-child") { mallocChild() }

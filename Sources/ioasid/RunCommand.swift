@@ -10,7 +10,7 @@ struct RunCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "run",
         abstract: "Run a program against ioasid's /dev/iommu.",
-        usage: "ioasid run [--trace[=<file>]] [--trace-time] [--report=<file.html>] [--privileged] [--no-test-driver] [--machine <spec>] [--] <program> [<arguments> ...]",
+        usage: "ioasid run [--trace[=<file>]] [--trace-time] [--report=<file.html>] [--privileged] [--no-test-driver] [--machine <spec>] [--engine <path>] [--fault-injection] [--fail <rule> ...] [--] <program> [<arguments> ...]",
         discussion: """
             The program runs with libioasid-preload.so in LD_PRELOAD (prepended to any existing \
             value). When it first opens /dev/iommu, the preload loads libIOASIDEngine.so and \
@@ -44,12 +44,15 @@ struct RunCommand: ParsableCommand {
               IOASID_TRACE_TIME   1 with --trace-time, else unset
               IOASID_MACHINE      the --machine specification, else unset
               IOASID_REPORT       the report's absolute path with --report, else unset
+              IOASID_FAULT_INJECTION  1 with --fault-injection, else unset
+              IOASID_FAIL         the --fail rules, comma-separated, else unset
 
             The modelled machine (--machine): the devices a program can bind through VFIO \
             cdevs, /dev/vfio/devices/vfio0, vfio1, ... in the order given: a comma-separated \
             list of IOMMU[:DEVICE][:COUNT]. IOMMU: mock (a PASID-capable device of the test \
             driver), vtd (the software VT-d unit), smmuv3 (the software SMMUv3); DEVICE: pci \
-            (the default); COUNT: 1 to 31. Without --machine no /dev/vfio path is \
+            (the default), ioat, or a kind the --engine library adds; COUNT: 1 to 31. \
+            Without --machine no /dev/vfio path is \
             served. See docs/machine.md.
 
             The report (--report=FILE.html): a self-contained HTML page per process that \
@@ -59,8 +62,29 @@ struct RunCommand: ParsableCommand {
             run to open /dev/iommu writes FILE.html; any other (a forked child, a later \
             program) writes FILE.PID.html. See docs/report.md.
 
+            Fault injection (see docs/fault-injection.md). --fault-injection shows the \
+            kernel's fault-injection files to the program: /proc/self/task/TID/fail-nth (also \
+            /proc/thread-self/fail-nth) and the /sys/kernel/debug/failslab, fail_page_alloc \
+            and fail_usercopy knobs. Writing N to fail-nth makes the Nth injection point the \
+            thread reaches in ioasid fail once (allocations and pins with ENOMEM, user copies \
+            with EFAULT); reading it gives 0 once the fault fired. This is how the kernel's \
+            iommufd_fail_nth selftest runs.
+
+            --fail TARGET[:WHEN[:ERRNO]] (repeatable) makes chosen calls fail, from any thread:
+              TARGET  an ioctl name (IOMMU_IOAS_MAP or IOAS_MAP: the call fails at its start, \
+            before it changes anything); alloc (any allocation); an object kind (ioas, hwpt, \
+            hwpt-nested, device, access, fault, viommu, vdevice, veventq, hw-queue: its \
+            allocation); pin (pinning user pages); copy-from-user; copy-to-user
+              WHEN    N (the Nth, counted from 1 over the process), N+ (the Nth and every \
+            later one), %N (every Nth), * (every one; the default)
+              ERRNO   a name (ENOMEM, EFAULT, EINVAL, ...) or a number; default ENOMEM, and \
+            EFAULT for the copies
+
             Both libraries are looked up next to the ioasid executable (then in ../lib and \
-            ../lib/ioasid).
+            ../lib/ioasid). --engine <path> loads another engine library instead: one built \
+            with device kinds of your own (a Swift PCIDeviceModel registered in DeviceKinds), \
+            which --machine may then name; it also checks --machine. See docs/machine.md, \
+            "Adding a device kind".
 
             Examples:
               ioasid run -- ./iommufd                  run the kernel's iommufd selftest
@@ -69,6 +93,10 @@ struct RunCommand: ParsableCommand {
               ioasid run --trace calls.log -- ./my-vmm the same
               ioasid run --report=vmm.html -- ./my-vmm a picture of what the program did
               ioasid run --machine vtd:2,smmuv3 -- ./my-vmm
+              ioasid run --fail IOMMU_IOAS_MAP:3:ENOMEM -- ./my-vmm
+                                                       the third IOAS_MAP fails with ENOMEM
+              ioasid run --fail alloc:%5 -- ./my-vmm   every fifth allocation fails
+              ioasid run --fault-injection -- ./iommufd_fail_nth
                                                        vfio0, vfio1 behind VT-d; vfio2 behind SMMUv3
             """)
 
@@ -97,6 +125,15 @@ struct RunCommand: ParsableCommand {
     @Option(name: .customLong("machine"), help: ArgumentHelp("The modelled machine's devices, served as /dev/vfio/devices/vfioN: comma-separated IOMMU[:DEVICE][:COUNT].", valueName: "spec"))
     var machine: String?
 
+    @Option(name: .customLong("engine"), help: ArgumentHelp("The engine library to load instead of the built-in one (an engine built with added device kinds).", valueName: "path"))
+    var engine: String?
+
+    @Flag(name: .customLong("fault-injection"), help: "Show the kernel's fault-injection files (fail-nth, /sys/kernel/debug/fail*) to the program.")
+    var faultInjection = false
+
+    @Option(name: .customLong("fail"), help: ArgumentHelp("Make chosen calls fail: TARGET[:WHEN[:ERRNO]] (repeatable; see above).", valueName: "rule"))
+    var fail: [String] = []
+
     @Argument(help: ArgumentHelp("The program to run, then its arguments.", valueName: "program"))
     var command: [String] = []
 
@@ -104,13 +141,24 @@ struct RunCommand: ParsableCommand {
     static func run(_ options: RunOptions) -> Never {
         let products: Products
         do { products = try Products.locate() } catch { IOASIDCommand.fail(error.description) }
+        var engine = products.engine
+        if let path = options.engine {
+            let library: EngineLibrary
+            do { library = try EngineLibrary(path: path) } catch { IOASIDCommand.fail(error.description) }
+            if let spec = options.machine, case .refused(let reason) = library.describe(spec) {
+                IOASIDCommand.usageError("--machine: \(reason)", in: "ioasid run")
+            }
+            engine = library.path
+        }
         var launch = Launch(command: options.command)
         launch.environment["LD_PRELOAD"] = .set(Launch.prepending(products.preload, toSearchList: Launch.variable("LD_PRELOAD")))
-        launch.environment["IOASID_ENGINE"] = .set(products.engine)
+        launch.environment["IOASID_ENGINE"] = .set(engine)
         launch.environment["IOASID_TEST_DRIVER"] = .set(options.noTestDriver ? "0" : "1")
         launch.environment["IOASID_PRIVILEGED"] = options.privileged ? .set("1") : .unset
         launch.environment["IOASID_MACHINE"] = options.machine.map { .set($0) } ?? .unset
         launch.environment["IOASID_TRACE_TIME"] = options.traceTime ? .set("1") : .unset
+        launch.environment["IOASID_FAULT_INJECTION"] = options.faultInjection ? .set("1") : .unset
+        launch.environment["IOASID_FAIL"] = options.failRules.isEmpty ? .unset : .set(options.failRules.map(\.description).joined(separator: ","))
         if let trace = options.trace {
             do { launch.environment["IOASID_TRACE"] = .set(try TraceDestination.prepare(trace)) } catch {
                 IOASIDCommand.fail(error.description)

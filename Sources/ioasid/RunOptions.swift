@@ -1,3 +1,4 @@
+import IOASIDCore
 import IOASIDSoftDrivers
 
 /// A mistake on the command line: one line that names the bad part. The tool prints it as
@@ -18,8 +19,13 @@ struct UsageError: Error, Equatable, CustomStringConvertible {
 /// - `--trace=FILE` traces to FILE (`-` or `stderr`: to standard error). A bare `--trace` takes
 ///   the next word as FILE only when a `--` follows later on the line (`--trace calls.log --
 ///   ./vmm`); otherwise it traces to standard error and the next word is the program.
-/// - `--machine SPEC` and `--machine=SPEC`: SPEC must parse (`MachineSpec.parse`).
-/// - A repeated option: the last one counts.
+/// - `--machine SPEC` and `--machine=SPEC`: SPEC must parse (`MachineSpec.parse`), with the
+///   built-in device kinds; with `--engine` that engine checks it when the program is started
+///   (`RunCommand.run`), since it may know more kinds.
+/// - `--engine PATH` and `--engine=PATH`: the engine library the preload loads instead of the
+///   built-in `libIOASIDEngine.so` (one built with added device kinds).
+/// - `--fail RULE` and `--fail=RULE`: RULE must parse (`FaultRule.parse`); repeatable, all count.
+/// - Any other repeated option: the last one counts.
 struct RunOptions: Equatable {
     /// Where to trace: `-` for standard error, else a file path as given.
     var trace: String?
@@ -27,10 +33,16 @@ struct RunOptions: Equatable {
     var traceTime = false
     var privileged = false
     var noTestDriver = false
-    /// The `--machine` specification as given (already checked).
+    /// The `--machine` specification as given (already checked, unless `engine` is set).
     var machine: String?
+    /// The `--engine` library as given.
+    var engine: String?
     /// Where `--report` writes the HTML page.
     var report: String?
+    /// `--fault-injection`: show the kernel's fault-injection files.
+    var faultInjection = false
+    /// The `--fail` rules, in order.
+    var failRules: [FaultRule] = []
     /// The program and its arguments.
     var command: [String] = []
     /// `--help` or `-h` was given (nothing else is checked then).
@@ -83,17 +95,23 @@ struct RunOptions: Equatable {
                 } else {
                     options.trace = "-"
                 }
-            case "--trace-time", "--privileged", "--no-test-driver":
+            case "--trace-time", "--privileged", "--no-test-driver", "--fault-injection":
                 guard inline == nil else { throw UsageError(description: "\(name) takes no value") }
+                if name == "--fault-injection" { options.faultInjection = true }
                 if name == "--trace-time" { options.traceTime = true }
                 if name == "--privileged" { options.privileged = true }
                 if name == "--no-test-driver" { options.noTestDriver = true }
             case "--machine":
-                let spec = try value(of: "--machine", inline: inline)
-                do throws(MachineSpec.ParseError) { _ = try MachineSpec.parse(spec) } catch {
-                    throw UsageError(description: "--machine: \(error.description)")
+                options.machine = try value(of: "--machine", inline: inline)
+            case "--engine":
+                let path = try value(of: "--engine", inline: inline)
+                guard !path.isEmpty else { throw UsageError(description: "--engine needs a file name") }
+                options.engine = path
+            case "--fail":
+                let text = try value(of: "--fail", inline: inline)
+                do throws(FaultRuleError) { options.failRules.append(try FaultRule.parse(text)) } catch {
+                    throw UsageError(description: "--fail: \(error.description)")
                 }
-                options.machine = spec
             case "--report":
                 let file = try value(of: "--report", inline: inline)
                 guard !file.isEmpty else { throw UsageError(description: "--report needs a file name") }
@@ -102,6 +120,11 @@ struct RunOptions: Equatable {
                 throw UsageError(description: "unknown option '\(word)'")
             }
             index += 1
+        }
+        if let spec = options.machine, options.engine == nil {
+            do throws(MachineSpec.ParseError) { _ = try MachineSpec.parse(spec) } catch {
+                throw UsageError(description: "--machine: \(error.description)")
+            }
         }
         if options.command.isEmpty { throw UsageError(description: "missing the program to run") }
         if options.traceTime && options.trace == nil { throw UsageError(description: "--trace-time needs --trace") }

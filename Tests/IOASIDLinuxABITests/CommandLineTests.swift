@@ -101,12 +101,15 @@ struct CommandLineTests {
         let listed = Set(options.split(separator: "\n").compactMap { line in
             line.firstMatch(of: /^\s+(?:-[a-z], )?(--[a-z-]+)/).map { String($0.output.1) }
         })
-        #expect(listed == ["--trace", "--trace-time", "--report", "--privileged", "--no-test-driver", "--machine", "--version", "--help"], "\(listed)")
+        #expect(listed == ["--trace", "--trace-time", "--report", "--privileged", "--no-test-driver", "--machine", "--engine", "--fault-injection", "--fail",
+                           "--version", "--help"], "\(listed)")
         #expect(try ioasid(["run", "--version"]).standardOutput == ioasid(["--version"]).standardOutput)
         for option in listed where option != "--help" && option != "--version" {
             let words: [String] = switch option {
             case "--trace-time": ["--trace=-", option]
             case "--machine": [option, "vtd"]
+            case "--engine": [option, BuiltProducts.directory + "/libIOASIDEngine.so", "--machine", "vtd:ioat"]
+            case "--fail": [option, "IOAS_MAP:3:ENOMEM"]
             case "--report": [option + "=" + NSTemporaryDirectory() + "ioasid-cli-report-\(getpid()).html"]
             default: [option]
             }

@@ -74,6 +74,32 @@ struct PreloadTests {
         }
     }
 
+    /// Bad argument and array pointers are EFAULT, as on the kernel (the fixture's expectations
+    /// were checked on it), from every context a program may call from; nothing is created by
+    /// a call that cannot answer, and the program's own SIGSEGV handler keeps its faults.
+    @Test func badPointersAreEFAULTNeverACrash() throws {
+        let fixtures = try Fixtures.shared.get()
+        let outcome = try runUnderIOASID([fixtures.badPointers])
+        #expect(outcome.exited(0), "\(outcome)")
+        for context in ["main thread", "signal handler with every signal masked", "thread blocking SIGSEGV and SIGBUS",
+                        "the program's SIGSEGV handler: its own faults reach it", "main thread after all that"] {
+            #expect(outcome.standardOutput.contains("ok \(context)"), "missing: \(context)\n\(outcome)")
+        }
+    }
+
+    /// Handlers that call /dev/iommu while their thread is inside a call on it: they run when
+    /// that call has returned, as on the kernel (without that, this deadlocks on the engine's
+    /// lock), with their siginfo; the actions read back as the program installed them.
+    @Test func signalHandlersCallingTheEngineWaitForItsCallToEnd() throws {
+        let fixtures = try Fixtures.shared.get()
+        let outcome = try runUnderIOASID(["/usr/bin/timeout", "-k", "5", "120", fixtures.signals, "3000"])
+        #expect(outcome.exited(0), "\(outcome)")
+        for check in ["actions read back as installed", "handlers interrupting calls on /dev/iommu: each ran and made its calls",
+                      "SA_RESETHAND"] {
+            #expect(outcome.standardOutput.contains("ok \(check)\n"), "missing: \(check)\n\(outcome)")
+        }
+    }
+
     @Test func vfioDeviceThroughGroupContainerAndCdev() throws {
         let fixtures = try Fixtures.shared.get()
         let outcome = try runUnderIOASID(["--machine", "vtd", "--", fixtures.vfio])
@@ -81,6 +107,31 @@ struct PreloadTests {
         for check in ["group and container", "device info", "pread and pwrite", "msix eventfd", "cdev"] {
             #expect(outcome.standardOutput.contains("ok \(check)\n"), "missing: \(check)\n\(outcome)")
         }
+    }
+
+    @Test func descriptorsHandedAcrossExecAreTheNodesAgain() throws {
+        let fixtures = try Fixtures.shared.get()
+        let outcome = try runUnderIOASID(["--machine", "vtd", "--", fixtures.exec])
+        #expect(outcome.exited(0), "\(outcome)")
+        for check in ["handed descriptors are the nodes again", "close-on-exec and foreign descriptors", "bind after exec"] {
+            #expect(outcome.standardOutput.contains("ok \(check)\n"), "missing: \(check)\n\(outcome)")
+        }
+    }
+
+    @Test func aStaleHandOverListLeavesOtherDescriptorsAlone() throws {
+        let fixtures = try Fixtures.shared.get()
+        let outcome = try runUnderIOASID(["--machine", "vtd", "--", fixtures.exec, "forged"])
+        #expect(outcome.exited(0), "\(outcome)")
+        #expect(outcome.standardOutput.contains("ok a listed descriptor that is no eventfd is left alone\n"), "\(outcome)")
+    }
+
+    @Test func kvmVFIODeviceAcceptsTheServedVFIOFiles() throws {
+        let fixtures = try Fixtures.shared.get()
+        let outcome = try runUnderIOASID(["--machine", "vtd", "--", fixtures.kvm])
+        #expect(outcome.exited(0), "\(outcome)")
+        #expect(outcome.standardOutput.contains("ok the request on another descriptor reaches the kernel\n"), "\(outcome)")
+        #expect(outcome.standardOutput.contains("ok kvm-vfio accepts ioasid's VFIO files and refuses the rest\n")
+                || outcome.standardOutput.contains("skip kvm"), "\(outcome)")
     }
 
     @Test func traceToFile() throws {
@@ -175,6 +226,10 @@ struct Fixtures: Sendable {
     var discovery: String
     var trace: String
     var vfio: String
+    var badPointers: String
+    var signals: String
+    var exec: String
+    var kvm: String
 
     static let source = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("Fixtures").path
@@ -205,7 +260,11 @@ struct Fixtures: Sendable {
             fakeEngine: try build("fake_engine.c", output: "fake_engine.so", ["-shared", "-fPIC"]),
             discovery: try build("discovery.c", output: "discovery", program + ["-ldl"]),
             trace: try build("trace.c", output: "trace", program),
-            vfio: try build("vfio.c", output: "vfio", program))
+            vfio: try build("vfio.c", output: "vfio", program),
+            badPointers: try build("badpointers.c", output: "badpointers", program + ["-pthread"]),
+            signals: try build("signals.c", output: "signals", program + ["-pthread"]),
+            exec: try build("exec.c", output: "exec", program),
+            kvm: try build("kvm.c", output: "kvm", program))
     }
 }
 

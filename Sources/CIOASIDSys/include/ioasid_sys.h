@@ -18,6 +18,9 @@
 #include <stdint.h>
 
 #include "ioasid_sys_thread.h" /* the thread pointer, for per-thread counter stripes */
+#include "ioasid_sys_uaccess.h" /* copies of the program's memory that survive bad pointers */
+
+#include "ioasid_sys_library.h" /* the own library's symbols (engine extensions) */
 
 #ifdef __cplusplus
 extern "C" {
@@ -73,6 +76,9 @@ long ioasid_sys_is_eventfd(int fd);
 
 /* getpid(): the caller's process ID (always fresh, also right after fork). */
 long ioasid_sys_getpid(void);
+
+/* gettid(): the calling thread's ID. */
+long ioasid_sys_gettid(void);
 
 /* File-system calls for the sysfs view the engine writes (a folder of its own, never a path the
  * preload redirects): mkdirat, symlinkat, mknodat (a character device when `major` or `minor`

@@ -78,7 +78,8 @@ enum VFIOCompat {
         let p = try user(argument)
         let minimum = T.layoutField(named: last)!.end
         var value = T()
-        withUnsafeMutableBytes(of: &value) { $0.baseAddress!.copyMemory(from: p, byteCount: minimum) }
+        let rc = withUnsafeMutableBytes(of: &value) { ioasid_sys_copy_in($0.baseAddress, UInt64(UInt(bitPattern: p)), minimum) }
+        guard rc == 0 else { throw .fault("argument is not readable") }
         let argsz = withUnsafeBytes(of: &value) { $0.load(as: UInt32.self) }
         guard Int(argsz) >= minimum else { throw .invalid("argsz below the last mandatory field") }
         return (value, p, minimum)
@@ -114,7 +115,7 @@ enum VFIOCompat {
             unmapped = try f.context.unmap(ioas, iova: m.iova, length: m.size, requireMapped: false)
         }
         m.size = unmapped
-        withUnsafeBytes(of: &m) { p.copyMemory(from: $0.baseAddress!, byteCount: minimum) }
+        try withUnsafeBytes(of: &m) { b throws(IOMMUError) in try StructCopy.copyOut(b.baseAddress!, count: minimum, to: p) }
         return 0
     }
 
@@ -161,7 +162,7 @@ enum VFIOCompat {
         if argsz >= total { info.cap_offset = UInt32(MemoryLayout<vfio_iommu_type1_info>.size) }
         info.argsz = UInt32(total)
         info.flags |= UAPI.VFIO_IOMMU_INFO_CAPS
-        withUnsafeBytes(of: &info) { p.copyMemory(from: $0.baseAddress!, byteCount: copyBack) }
+        try withUnsafeBytes(of: &info) { b throws(IOMMUError) in try StructCopy.copyOut(b.baseAddress!, count: copyBack, to: p) }
         return 0
     }
 }

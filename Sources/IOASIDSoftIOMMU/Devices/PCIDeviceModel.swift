@@ -6,11 +6,18 @@
 // and their delivery to eventfds, the VFIO regions, trapped MMIO from a program that mapped a
 // BAR — is the machine's and the VFIO face's, not the device author's.
 //
-// The model does DMA only through its host's `function` (a `PCIFunction`, which goes through
-// the IOMMU by IOVA), and only while `busMasterEnabled` says so, exactly as hardware must. It
-// never touches program memory directly; this keeps the door open for a mode in which the
-// engine and its devices run in another process than the program (the function's memory is
-// then the other process's view of the program's pinned pages, and nothing here changes).
+// The model does DMA only through its host: `host.dma` (a `DMAPort`: reads and writes by IOVA
+// into the model's own buffers, refused while bus mastering is off) or the host's `function` (a
+// `PCIFunction`, for PASIDs, ATS, page requests and bulk copies), both through the IOMMU by IOVA
+// and only while `busMasterEnabled` says so, exactly as hardware must. It never touches program
+// memory directly; this keeps the door open for a mode in which the engine and its devices run
+// in another process than the program (the function's memory is then the other process's view
+// of the program's pinned pages, and nothing here changes; docs/machine.md, "Device memory
+// access").
+//
+// A machine builds a model by kind name: register a factory in `DeviceKinds` (IOASIDSoftDrivers)
+// and `--machine vtd:NAME` names it; an engine library of your own registers its kinds when it
+// starts (docs/machine.md, "Adding a device kind"; Examples/custom-device).
 //
 // Register access is by value (1, 2, 4 or 8 bytes, little endian), or by a byte span for wider
 // stores (64-byte `MOVDIR64B` work submission). Calls may come from any thread; a model
@@ -114,6 +121,12 @@ public protocol PCIDeviceHost: AnyObject, Sendable {
 }
 
 /// A modelled PCI device: what a device author implements.
+///
+/// The machine calls the register methods (trapped loads and stores of a program that mapped a
+/// BAR, `pread`/`pwrite` on the VFIO regions) and `reset`; the model does DMA through the host
+/// it is plugged into (`host.dma`, a ``DMAPort``) and signals interrupts with
+/// `host.signal(vector:)`. To make a model selectable with `--machine`, register it in
+/// `DeviceKinds`; `Examples/custom-device` is a complete device used from C through VFIO.
 ///
 /// ```swift
 /// final class Scratchpad: PCIDeviceModel, @unchecked Sendable {
