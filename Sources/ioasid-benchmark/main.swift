@@ -41,6 +41,12 @@ if arguments.contains("--only-vfio") {   // section 11 alone
 // `--only-ioat`: section 12 and its malloc count alone.
 if arguments.contains("--only-ioat") {
     ioatSection()
+    // Again with fault-safe DMA copies enabled (as under the preload, whose handler fixes up
+    // their faults): DMA data then moves with ioasid_sys_safe_copy instead of memmove.
+    if ioasid_sys_uaccess_install() == 0 {
+        print("-- the same, with fault-safe copies enabled (ioasid_sys_uaccess_install) --")
+        ioatSection()
+    }
     if let root = packageRoot() {
         let b = run([root + "/scripts/bench-preload.sh", "build", root + "/.build/bench"])
         if b.status == 0, let lib = b.output.split(separator: "\n").last.map(String.init) {

@@ -28,7 +28,8 @@
 // their bytes with plain copies. A program that touches the same bytes while a device moves them
 // races with it exactly as it would with a real DMA engine. Every such byte moves in one
 // function, `moveDMAData(to:from:count:)`, the single place that touches memory a program may
-// unmap behind the model's back (to be made fault-safe there).
+// unmap behind the model's back: it copies with the fault-safe copy where a fault can be caught,
+// and a fault there fails the access (`PhysicalMemoryError.unbacked`) instead of the program.
 // The frame allocator is a pthread mutex around a free list; allocation state is an atomic
 // bitmap so `isAllocated` takes no lock. The region table changes under the writer side of a
 // `ReadMostlyLock`, which waits for every access in flight: once `detachRAM` returns, no access
@@ -679,10 +680,21 @@ public final class PhysicalMemory: @unchecked Sendable {
 
     /// Moves `count` bytes of DMA data from host address `source` to host address
     /// `destination` (the spans may overlap): the one place where a device's data bytes touch
-    /// memory a program owns. Returns whether the bytes moved; a copy that survives memory
-    /// unmapped behind the model's back would return false there (today a plain `memmove`).
+    /// memory a program owns. Returns false when the memory faulted (the program unmapped it,
+    /// or truncated the file behind it): some bytes may have moved. It uses the fault-safe copy
+    /// (`ioasid_sys_safe_copy`) where faults can be caught (the preload's handler, or
+    /// `ioasid_sys_uaccess_install`), else — and for overlapping spans, which that forward copy
+    /// does not handle — a plain `memmove`.
     @inline(__always)
     static func moveDMAData(to destination: UnsafeMutableRawPointer, from source: UnsafeRawPointer, count: Int) -> Bool {
+        let distance = UInt(bitPattern: destination) &- UInt(bitPattern: source)
+        if distance >= UInt(count) && (0 &- distance) >= UInt(count) {
+            switch ioasid_sys_safe_copy(destination, source, count) {
+            case 0: return true
+            case -Int(EAGAIN): break  // no fault can be caught on this thread now
+            default: return false     // -EFAULT
+            }
+        }
         memmove(destination, source, count)
         return true
     }
