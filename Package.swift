@@ -82,6 +82,6 @@ let package = Package(
         .testTarget(name: "IOASIDReportTests", dependencies: ["IOASIDReport", "IOASIDCore", "IOASIDLinuxABI", "IOASIDStructures", "IOASIDTestDriver"]),
         // zlib, for the render check that decodes a headless browser's PNG screenshot.
         .systemLibrary(name: "CZlib", path: "Tests/CZlib"),
-        .testTarget(name: "IOASIDLinuxABITests", dependencies: ["IOASIDProcessMemory", "IOASIDLinuxABI", "CIOASIDSys", "IOASIDStructures", "IOASIDSoftDrivers", "IOASIDReport", "CZlib"]),
+        .testTarget(name: "IOASIDLinuxABITests", dependencies: ["IOASIDProcessMemory", "IOASIDLinuxABI", "CIOASIDSys", "IOASIDStructures", "IOASIDSoftDrivers", "IOASIDSoftIOMMU", "IOASIDReport", "CZlib"]),
     ]
 )

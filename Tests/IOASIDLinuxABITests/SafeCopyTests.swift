@@ -1,5 +1,6 @@
 import CIOASIDSys
 import Glibc
+import IOASIDSoftIOMMU
 import Testing
 
 /// The safe copy (`ioasid_sys_uaccess.h`) in this process, with the in-process handler: bad
@@ -81,6 +82,26 @@ import Testing
         #expect(target.withUnsafeMutableBytes { ioasid_sys_safe_copy($0.baseAddress, mapped, 8) } == 0)
         #expect(target.withUnsafeMutableBytes { ioasid_sys_safe_copy($0.baseAddress, mapped + Self.page, 8) } == -14)
         #expect(target.withUnsafeBytes { ioasid_sys_safe_copy(mapped + Self.page, $0.baseAddress, 8) } == -14)
+    }
+
+    /// DMA into memory the program unmapped after it was handed to the device (RAM attached over
+    /// the program's pages): a DMA error (`unbacked`), never a SIGSEGV in the program.
+    @Test func dmaIntoUnmappedProgramMemoryIsADMAError() throws {
+        let page = Self.page
+        let area = mmap(nil, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)!
+        try #require(area != MAP_FAILED)
+        defer { munmap(area, 2 * page) }
+        let memory = PhysicalMemory(allocatorBase: 1 << 48, allocatorLimit: (1 << 48) + (1 << 24))
+        let base = UInt64(UInt(bitPattern: area))
+        _ = try memory.attachRAM(at: base, external: UnsafeMutableRawBufferPointer(start: area, count: 2 * page))
+        var bytes = [UInt8](repeating: 7, count: 64)
+        try bytes.withUnsafeBytes { try memory.write($0, at: base + UInt64(page) - 32) }
+        #expect(area.load(fromByteOffset: page - 32, as: UInt8.self) == 7)
+        munmap(area + page, page)
+        #expect(throws: PhysicalMemoryError.self) { try bytes.withUnsafeBytes { try memory.write($0, at: base + UInt64(page)) } }
+        #expect(throws: PhysicalMemoryError.self) { try bytes.withUnsafeMutableBytes { try memory.read($0, at: base + UInt64(page) + 8) } }
+        #expect(throws: PhysicalMemoryError.self) { try bytes.withUnsafeMutableBytes { try memory.read($0, at: base + UInt64(page) - 16) } }
+        try bytes.withUnsafeMutableBytes { try memory.read($0, at: base) }
     }
 
     /// On a thread that blocks SIGSEGV a fault would kill the process: the copy declines
