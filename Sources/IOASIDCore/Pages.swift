@@ -34,12 +34,12 @@ public final class Pages: @unchecked Sendable {
     }
     let pageSize: UInt64
     /// Pinned extents of page indexes.
-    private(set) var pins: [(first: UInt64, last: UInt64, count: Int)] = []
+    @exclusivity(unchecked) private(set) var pins: [(first: UInt64, last: UInt64, count: Int)] = []
     /// The accounting mode the pinned pages are charged to, and how many are charged.
-    var chargedMode: AccountingMode = .none
-    var chargedPages: UInt64 = 0
+    @exclusivity(unchecked) var chargedMode: AccountingMode = .none
+    @exclusivity(unchecked) var chargedPages: UInt64 = 0
     /// How many areas refer to the pages.
-    var areaCount = 0
+    @exclusivity(unchecked) var areaCount = 0
     let memory: any UserMemory
 
     init(base: UInt64, byteLength: UInt64, writable: Bool, source: Source, pageSize: UInt64, memory: any UserMemory) {
