@@ -13,6 +13,13 @@ public func ioasid_engine_open(_ flags: Int32) -> Int32 {
     Engine.shared.openIOMMU(flags: flags)
 }
 
+/// `open("/dev/vfio/vfio", flags)`: an iommufd (the kernel's VFIO compatibility container) whose
+/// `fstat` reports the container's node (10:196), or -errno.
+@_cdecl("ioasid_engine_open_container")
+public func ioasid_engine_open_container(_ flags: Int32) -> Int32 {
+    Engine.shared.openIOMMU(flags: flags, node: .container)
+}
+
 /// `open("/dev/vfio/devices/vfio<index>", flags)` when a modelled machine is configured:
 /// a new fd naming that device's VFIO cdev, or -errno (-ENOENT: no such device).
 @_cdecl("ioasid_engine_open_device")

@@ -1,6 +1,6 @@
 // ioasid-benchmark: the project's own benchmark harness.
 //
-//   swift run -c release ioasid-benchmark [--quick] [--skip-foreign] [--skip-conformance] [--only-vfio] [--only-ioat] [--only-round-trips]
+//   swift run -c release ioasid-benchmark [--quick] [--skip-foreign] [--skip-conformance] [--only-vfio] [--only-ioat] [--only-round-trips] [--only-foreign]
 //                                         [--profile-loop alloc-destroy|map-unmap COUNT]
 //
 // Every timed figure is the median of repeated runs, printed with its spread (min..max of the
@@ -44,6 +44,11 @@ if let at = commandLine.firstIndex(of: "--profile-loop"), at + 2 < commandLine.c
     case "map-unmap": for _ in 0..<count { fast.mapUnmap(4096) }
     default: print("--profile-loop: alloc-destroy or map-unmap"); exit(2)
     }
+    exit(0)
+}
+
+if arguments.contains("--only-foreign") {   // section 1 alone
+    if let built = buildHelpers(root: packageRoot()) { foreignFDSection(built: built) }
     exit(0)
 }
 
