@@ -96,14 +96,18 @@ public func ioasid_engine_mmap(
     return result
 }
 
-/// `munmap(address, length)`: 1 when the region was one an engine file mapped (and is now
-/// unmapped), 0 when it is the program's own (the preload then calls the real munmap).
+/// `munmap(address, length)`: 1 when the engine did it — the region was one an engine file
+/// mapped (now unmapped), or program memory an IOAS maps (unmapped but for the parts an IOAS
+/// maps, kept reserved: `PinnedUnmap`) — and 0 when it is the program's own to unmap (the
+/// preload then calls the real munmap).
 @_cdecl("ioasid_engine_munmap")
 public func ioasid_engine_munmap(_ address: UnsafeMutableRawPointer?, _ length: UInt) -> Int32 {
     guard let address else { return 0 }
     if VFIOMappings.unmap(UInt(bitPattern: address), length: Int(clamping: length)) { return 1 }
-    guard let file = MappedRegions.take(UInt(bitPattern: address)) else { return 0 }
-    return Engine.shared.unmapRegion(file, address: address, length: Int(clamping: length)) ? 1 : 0
+    if let file = MappedRegions.take(UInt(bitPattern: address)) {
+        return Engine.shared.unmapRegion(file, address: address, length: Int(clamping: length)) ? 1 : 0
+    }
+    return PinnedUnmap.unmap(UInt(bitPattern: address), length: Int(clamping: length)) ? 1 : 0
 }
 
 /// The program duplicated an engine fd (dup, dup2, dup3, F_DUPFD): `newfd` now names the same file.
