@@ -18,7 +18,9 @@
 #   --out DIR           logs folder (default: qemu-migration-results in the repository)
 #
 # In the logs folder: source.serial and destination.serial (the guest's console before and
-# after the move), *.stderr, monitor.log (the source monitor's answers) and summary.txt.
+# after the move), *.stderr, source.trace (`ioasid run --trace` of the source), monitor.log (the
+# source monitor's answers) and summary.txt, which counts the source's dirty-tracking calls and
+# reads of the device's migration data descriptor.
 #
 # The source's monitor is a pair of FIFOs (QEMU's `pipe` chardev), so the script needs nothing
 # beyond bash; the migration stream goes over a Unix socket (`-incoming unix:PATH`).
@@ -53,7 +55,7 @@ GUEST=$("$ROOT/scripts/guest-build.sh" --quiet | tail -n1)
 BDF=$("$IOASID" devices --machine vtd:ioat | awk '{print $1; exit}')
 [ -n "$BDF" ] || die "ioasid devices printed no device"
 mkdir -p "$OUT"
-rm -f "$OUT"/*.serial "$OUT"/*.stderr "$OUT/monitor.log" "$OUT/summary.txt"
+rm -f "$OUT"/*.serial "$OUT"/*.stderr "$OUT"/*.trace "$OUT/monitor.log" "$OUT/summary.txt"
 RUN=$(mktemp -d)
 SRC_PID=""; DST_PID=""
 cleanup() {
@@ -75,7 +77,7 @@ MACHINE=(-accel tcg -M q35 -bios qboot.rom -m 512 -nographic -no-reboot
 
 mkfifo "$RUN/mon.in" "$RUN/mon.out"
 log "source: $IOASID run --machine vtd:ioat -- $QEMU ${MACHINE[*]} -chardev pipe,id=mon0,path=$RUN/mon -mon chardev=mon0"
-timeout -k 10 "$TIMEOUT" "$IOASID" run --machine vtd:ioat -- "$QEMU" "${MACHINE[@]}" \
+timeout -k 10 "$TIMEOUT" "$IOASID" run --machine vtd:ioat --trace="$OUT/source.trace" -- "$QEMU" "${MACHINE[@]}" \
 	-serial "file:$OUT/source.serial" -chardev "pipe,id=mon0,path=$RUN/mon" -mon chardev=mon0,mode=readline \
 	< /dev/null > /dev/null 2> "$OUT/source.stderr" &
 SRC_PID=$!
@@ -119,6 +121,10 @@ source_result=$(sed -n 's/.*\(IOASID-GUEST \(PASS\|FAIL\) .*\)/\1/p' "$OUT/sourc
 device=$(sed 's/\x1b\[[0-9;]*[A-Za-z]//g' "$OUT/monitor.log" | grep -o 'vfio device transferred: [0-9]* kbytes' | tail -n1 || true)
 {
 	echo "migration: completed${device:+ ($device)}"
+	t=$OUT/source.trace
+	printf 'source trace: %d IOMMU_HWPT_SET_DIRTY_TRACKING, %d IOMMU_HWPT_GET_DIRTY_BITMAP, %d reads of the migration data descriptor\n' \
+		"$(grep -c ' IOMMU_HWPT_SET_DIRTY_TRACKING ' "$t" || true)" "$(grep -c ' IOMMU_HWPT_GET_DIRTY_BITMAP ' "$t" || true)" \
+		"$(grep -c 'vfio-migration:[0-9]* read ' "$t" || true)"
 	echo "source:      ${source_result:-no result (migrated away before dmatest ended)}"
 	echo "destination: ${result:-NO RESULT}"
 } | tee "$OUT/summary.txt"
