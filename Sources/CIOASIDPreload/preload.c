@@ -48,6 +48,7 @@
 #include <linux/fs.h>
 #include <linux/fiemap.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -311,6 +312,91 @@ static inline long from_engine(long result) {
 }
 
 /* ---------------------------------------------------------------------------------------------
+ * Whose descriptor a number is, when the table may be wrong.
+ *
+ * The table is exact for descriptors that change through interposed calls. Two things can make
+ * it wrong: a raw system call (syscall(SYS_close), close_range, a libc-internal close) closes one
+ * of ours behind the preload's back, and a vfork child (which shares this memory, table
+ * included, but has a descriptor table of its own in the kernel) rearranges its copy.
+ *
+ *  - Every interposed call that receives a new descriptor from the kernel (the open family, dup
+ *    of a foreign descriptor, pipe, eventfd, memfd_create, socket, accept, ... in
+ *    preload_fresh.c) passes it through fresh(): if the number is marked as ours, the kernel has
+ *    just handed it out again, so it is not ours any more — unclaim it and drop the engine's
+ *    reference. One byte load on a path that has just made a system call.
+ *  - When the engine answers an error on one of ours, the number is checked (one fstat): a
+ *    closed number or a file that is not an eventfd is not ours any more, and the call goes to
+ *    the kernel, which answers for what is really there. Successful answers are not checked
+ *    (that would cost a system call per engine call).
+ *  - The vfork wrapper marks the calling thread while its child borrows it; in the child, calls
+ *    that change descriptors leave the table and the engine alone.
+ */
+
+_Thread_local int ioasid_in_vfork_child __attribute__((tls_model("initial-exec"))); /* preload_internal.h */
+
+/* `fd`, marked as ours, is not (the kernel closed it or gave it to something else): forget it. */
+static __attribute__((noinline)) void disown(int fd) {
+    if (ioasid_in_vfork_child) return; /* the child's numbers say nothing about ours */
+    set_owned(fd, 0);
+    if (atomic_load_explicit(&engine_state, memory_order_acquire) == ENGINE_READY) (void)ENGINE_CALL(engine.close(fd));
+}
+
+/* A descriptor the kernel just handed out through an interposed call. */
+static inline int fresh(int fd) {
+    if (unlikely(ioasid_owned(fd))) disown(fd);
+    return fd;
+}
+
+int ioasid_preload_fresh(int fd) { return fresh(fd); }
+
+/* The identity every engine descriptor has to the kernel: an eventfd's inode (recorded from the
+ * first one checked; kernels share one anonymous inode between eventfds). */
+static _Atomic unsigned long long eventfd_device, eventfd_inode;
+
+static int is_eventfd_path(int fd) {
+    char link[40] = "/proc/self/fd/", target[32];
+    size_t at = strlen(link);
+    char digits[12];
+    size_t count = 0;
+    for (unsigned value = (unsigned)fd; count == 0 || value != 0; value /= 10) digits[count++] = (char)('0' + value % 10);
+    while (count > 0) link[at++] = digits[--count];
+    link[at] = '\0';
+    long length = syscall(SYS_readlinkat, AT_FDCWD, link, target, sizeof target - 1);
+    if (length <= 0) return -1;
+    target[length] = '\0';
+    return strcmp(target, "anon_inode:[eventfd]") == 0;
+}
+
+/* After the engine answered an error on `fd`: whether the number still holds one of ours. If not,
+ * it is disowned and the caller asks the kernel instead. */
+static __attribute__((noinline)) int still_ours(int fd) {
+    if (ioasid_in_vfork_child) return 1;
+    struct stat status;
+    if (syscall(SYS_fstat, fd, &status) != 0) {
+        disown(fd);
+        return 0;
+    }
+    unsigned long long device = (unsigned long long)status.st_dev, inode = (unsigned long long)status.st_ino;
+    if (device == atomic_load_explicit(&eventfd_device, memory_order_relaxed) &&
+        inode == atomic_load_explicit(&eventfd_inode, memory_order_relaxed) && inode != 0)
+        return 1;
+    int eventfd = is_eventfd_path(fd);
+    if (eventfd == 1) {
+        atomic_store_explicit(&eventfd_device, device, memory_order_relaxed);
+        atomic_store_explicit(&eventfd_inode, inode, memory_order_relaxed);
+        return 1;
+    }
+    if (eventfd < 0) return 1; /* no /proc: keep the engine's answer */
+    disown(fd);
+    return 0;
+}
+
+/* Whether an engine error answer must be checked: not EAGAIN (an empty queue says it often). */
+static inline int check_error(long result) {
+    return unlikely(result < 0) && result != -EAGAIN && result != -EINTR;
+}
+
+/* ---------------------------------------------------------------------------------------------
  * open and friends: the exact path "/dev/iommu" goes to the engine, and, when `ioasid run
  * --machine` configured a modelled machine (IOASID_MACHINE set), so do the VFIO nodes: the
  * device cdevs "/dev/vfio/devices/vfioN", the groups "/dev/vfio/N" and the container
@@ -405,7 +491,7 @@ IOASID_EXPORT int open(const char *path, int flags, ...) {
     int kind = engine_path_kind(path);
     if (unlikely(kind != PATH_NOT_ENGINE)) return open_engine_path(kind, flags);
     IOASID_REDIRECT_OPEN(AT_FDCWD, path, flags, mode);
-    return REAL(open, open_fn)(path, flags, mode);
+    return fresh(REAL(open, open_fn)(path, flags, mode));
 }
 
 IOASID_EXPORT int open64(const char *path, int flags, ...) {
@@ -413,7 +499,7 @@ IOASID_EXPORT int open64(const char *path, int flags, ...) {
     int kind = engine_path_kind(path);
     if (unlikely(kind != PATH_NOT_ENGINE)) return open_engine_path(kind, flags);
     IOASID_REDIRECT_OPEN(AT_FDCWD, path, flags, mode);
-    return REAL(open64, open_fn)(path, flags, mode);
+    return fresh(REAL(open64, open_fn)(path, flags, mode));
 }
 
 IOASID_EXPORT int openat(int dirfd, const char *path, int flags, ...) {
@@ -421,7 +507,7 @@ IOASID_EXPORT int openat(int dirfd, const char *path, int flags, ...) {
     int kind = engine_path_kind(path);
     if (unlikely(kind != PATH_NOT_ENGINE)) return open_engine_path(kind, flags);
     IOASID_REDIRECT_OPEN(dirfd, path, flags, mode);
-    return REAL(openat, openat_fn)(dirfd, path, flags, mode);
+    return fresh(REAL(openat, openat_fn)(dirfd, path, flags, mode));
 }
 
 IOASID_EXPORT int openat64(int dirfd, const char *path, int flags, ...) {
@@ -429,35 +515,35 @@ IOASID_EXPORT int openat64(int dirfd, const char *path, int flags, ...) {
     int kind = engine_path_kind(path);
     if (unlikely(kind != PATH_NOT_ENGINE)) return open_engine_path(kind, flags);
     IOASID_REDIRECT_OPEN(dirfd, path, flags, mode);
-    return REAL(openat64, openat_fn)(dirfd, path, flags, mode);
+    return fresh(REAL(openat64, openat_fn)(dirfd, path, flags, mode));
 }
 
 IOASID_EXPORT int __open_2(const char *path, int flags) {
     int kind = engine_path_kind(path);
     if (unlikely(kind != PATH_NOT_ENGINE)) return open_engine_path(kind, flags);
     IOASID_REDIRECT_OPEN(AT_FDCWD, path, flags, 0);
-    return REAL(__open_2, open2_fn)(path, flags);
+    return fresh(REAL(__open_2, open2_fn)(path, flags));
 }
 
 IOASID_EXPORT int __open64_2(const char *path, int flags) {
     int kind = engine_path_kind(path);
     if (unlikely(kind != PATH_NOT_ENGINE)) return open_engine_path(kind, flags);
     IOASID_REDIRECT_OPEN(AT_FDCWD, path, flags, 0);
-    return REAL(__open64_2, open2_fn)(path, flags);
+    return fresh(REAL(__open64_2, open2_fn)(path, flags));
 }
 
 IOASID_EXPORT int __openat_2(int dirfd, const char *path, int flags) {
     int kind = engine_path_kind(path);
     if (unlikely(kind != PATH_NOT_ENGINE)) return open_engine_path(kind, flags);
     IOASID_REDIRECT_OPEN(dirfd, path, flags, 0);
-    return REAL(__openat_2, openat2_fn)(dirfd, path, flags);
+    return fresh(REAL(__openat_2, openat2_fn)(dirfd, path, flags));
 }
 
 IOASID_EXPORT int __openat64_2(int dirfd, const char *path, int flags) {
     int kind = engine_path_kind(path);
     if (unlikely(kind != PATH_NOT_ENGINE)) return open_engine_path(kind, flags);
     IOASID_REDIRECT_OPEN(dirfd, path, flags, 0);
-    return REAL(__openat64_2, openat2_fn)(dirfd, path, flags);
+    return fresh(REAL(__openat64_2, openat2_fn)(dirfd, path, flags));
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -490,7 +576,10 @@ IOASID_EXPORT int ioctl(int fd, unsigned long request, ...) {
     va_start(arguments, request);
     void *argument = variadic_pointer(&arguments);
     va_end(arguments);
-    if (unlikely(owned(fd)) && !is_file_level_ioctl(request)) return (int)from_engine(ENGINE_CALL(engine.ioctl(fd, request, argument)));
+    if (unlikely(owned(fd)) && !is_file_level_ioctl(request)) {
+        long result = ENGINE_CALL(engine.ioctl(fd, request, argument));
+        if (likely(!check_error(result)) || still_ours(fd)) return (int)from_engine(result);
+    }
     if (unlikely(request == IOASID_KVM_SET_DEVICE_ATTR) && ioasid_kvm_vfio_attribute(fd, argument)) return 0;
     return REAL(ioctl, ioctl_fn)(fd, request, argument);
 }
@@ -502,7 +591,10 @@ IOASID_EXPORT int __ioctl_time64(int fd, unsigned long request, ...) {
     va_start(arguments, request);
     void *argument = variadic_pointer(&arguments);
     va_end(arguments);
-    if (unlikely(owned(fd)) && !is_file_level_ioctl(request)) return (int)from_engine(ENGINE_CALL(engine.ioctl(fd, request, argument)));
+    if (unlikely(owned(fd)) && !is_file_level_ioctl(request)) {
+        long result = ENGINE_CALL(engine.ioctl(fd, request, argument));
+        if (likely(!check_error(result)) || still_ours(fd)) return (int)from_engine(result);
+    }
     static _Atomic(void *) real_ioctl_time64;
     void *real = atomic_load(&real_ioctl_time64);
     if (real == NULL) atomic_store(&real_ioctl_time64, real = dlsym(RTLD_NEXT, "__ioctl_time64"));
@@ -511,12 +603,18 @@ IOASID_EXPORT int __ioctl_time64(int fd, unsigned long request, ...) {
 #endif
 
 IOASID_EXPORT ssize_t read(int fd, void *buffer, size_t count) {
-    if (unlikely(owned(fd))) return from_engine(ENGINE_CALL(engine.read(fd, buffer, count)));
+    if (unlikely(owned(fd))) {
+        ssize_t result = ENGINE_CALL(engine.read(fd, buffer, count));
+        if (likely(!check_error(result)) || still_ours(fd)) return from_engine(result);
+    }
     return REAL(read, read_fn)(fd, buffer, count);
 }
 
 IOASID_EXPORT ssize_t write(int fd, const void *buffer, size_t count) {
-    if (unlikely(owned(fd))) return from_engine(ENGINE_CALL(engine.write(fd, buffer, count)));
+    if (unlikely(owned(fd))) {
+        ssize_t result = ENGINE_CALL(engine.write(fd, buffer, count));
+        if (likely(!check_error(result)) || still_ours(fd)) return from_engine(result);
+    }
     return REAL(write, write_fn)(fd, buffer, count);
 }
 
@@ -526,7 +624,9 @@ static ssize_t engine_pread(int fd, void *buffer, size_t count, int64_t offset) 
         errno = ESPIPE;
         return -1;
     }
-    return from_engine(ENGINE_CALL(engine.pread(fd, buffer, count, offset)));
+    ssize_t result = ENGINE_CALL(engine.pread(fd, buffer, count, offset));
+    if (check_error(result) && !still_ours(fd)) return syscall(SYS_pread64, fd, buffer, count, (long)offset);
+    return from_engine(result);
 }
 
 static ssize_t engine_pwrite(int fd, const void *buffer, size_t count, int64_t offset) {
@@ -534,7 +634,9 @@ static ssize_t engine_pwrite(int fd, const void *buffer, size_t count, int64_t o
         errno = ESPIPE;
         return -1;
     }
-    return from_engine(ENGINE_CALL(engine.pwrite(fd, buffer, count, offset)));
+    ssize_t result = ENGINE_CALL(engine.pwrite(fd, buffer, count, offset));
+    if (check_error(result) && !still_ours(fd)) return syscall(SYS_pwrite64, fd, buffer, count, (long)offset);
+    return from_engine(result);
 }
 
 IOASID_EXPORT ssize_t pread(int fd, void *buffer, size_t count, off_t offset) {
@@ -637,7 +739,7 @@ IOASID_EXPORT ssize_t pwritev2(int fd, const struct iovec *vector, int count, of
 
 /* Tells the engine an owned fd is going away (the kernel closes it next). */
 static void forget(int fd) {
-    if (owned(fd)) {
+    if (owned(fd) && !ioasid_in_vfork_child) {
         set_owned(fd, 0);
         ENGINE_CALL(engine.close(fd));
     }
@@ -666,6 +768,7 @@ IOASID_EXPORT int close(int fd) {
 
 /* After the kernel made `newfd` a copy of the owned `oldfd`: tell the engine and claim it. */
 static int adopt(int oldfd, int newfd) {
+    if (ioasid_in_vfork_child) return newfd; /* the parent's table is not the child's */
     int result = ENGINE_CALL(engine.dup(oldfd, newfd));
     if (result < 0) {
         REAL(close, close_fn)(newfd);
@@ -685,7 +788,7 @@ IOASID_EXPORT int dup(int oldfd) {
     int was_owned = owned(oldfd);
     int newfd = REAL(dup, dup_fn)(oldfd);
     if (unlikely(was_owned) && newfd >= 0) return adopt(oldfd, newfd);
-    return newfd;
+    return fresh(newfd);
 }
 
 /* dup2/dup3 replace whatever `newfd` named: the engine forgets it if it was one of ours. */
@@ -712,7 +815,9 @@ static int fcntl_common(enum real_index index, int fd, int command, void *argume
     fcntl_fn real = (fcntl_fn)resolve_real(index);
     if (real == NULL) real = (fcntl_fn)resolve_real(REAL_fcntl);
     if (likely(!owned(fd)) || (command != F_DUPFD && command != F_DUPFD_CLOEXEC)) {
-        return real(fd, command, argument);
+        int result = real(fd, command, argument);
+        if (unlikely(command == F_DUPFD || command == F_DUPFD_CLOEXEC)) return fresh(result);
+        return result;
     }
     int newfd = real(fd, command, argument);
     if (newfd < 0) return newfd;
@@ -765,7 +870,7 @@ IOASID_EXPORT void *mmap64(void *address, size_t length, int protection, int fla
  */
 
 static void forget_range(unsigned int first, unsigned int last) {
-    if (atomic_load_explicit(&engine_state, memory_order_acquire) != ENGINE_READY) return;
+    if (atomic_load_explicit(&engine_state, memory_order_acquire) != ENGINE_READY || ioasid_in_vfork_child) return;
     if (last > (unsigned)INT_MAX) last = (unsigned)INT_MAX;
     for (unsigned int fd = first; fd <= last;) {
         if (fd >= CHUNK_SIZE && high_chunk((int)fd, 0) == NULL) {
