@@ -182,19 +182,34 @@ static inline int owned(int fd) {
     return owned_slow(fd);
 }
 
+/* The table's byte for `fd` (created for a large fd when `create`), or NULL. */
+static _Atomic unsigned char *owned_cell(int fd, int create) {
+    if (fd < 0) return NULL;
+    if ((unsigned)fd < CHUNK_SIZE) return &owned_low[fd];
+    _Atomic unsigned char *chunk = high_chunk(fd, create);
+    return chunk == NULL ? NULL : &chunk[fd & (CHUNK_SIZE - 1)];
+}
+
+/* A claim's byte is a generation (1..255), new for every claim, so that a close can take back
+ * its own claim after the kernel closed the number without taking back a newer one that the
+ * engine made on the same number in between (claim_taken_back). */
+static _Atomic unsigned claim_generation;
+
 /* Records whether `fd` is owned; 0, or -ENOMEM if a chunk for a large fd cannot be mapped. */
 static int set_owned(int fd, int value) {
     if (fd < 0) return -EBADF;
-    _Atomic unsigned char *cell;
-    if ((unsigned)fd < CHUNK_SIZE) {
-        cell = &owned_low[fd];
-    } else {
-        _Atomic unsigned char *chunk = high_chunk(fd, value != 0);
-        if (chunk == NULL) return value ? -ENOMEM : 0;
-        cell = &chunk[fd & (CHUNK_SIZE - 1)];
-    }
-    atomic_store_explicit(cell, (unsigned char)(value != 0), memory_order_release);
+    _Atomic unsigned char *cell = owned_cell(fd, value != 0);
+    if (cell == NULL) return value ? -ENOMEM : 0;
+    unsigned char generation = 0;
+    if (value) generation = (unsigned char)(atomic_fetch_add_explicit(&claim_generation, 1, memory_order_relaxed) % 255 + 1);
+    atomic_store_explicit(cell, generation, memory_order_release);
     return 0;
+}
+
+/* Takes back the claim `generation` on `fd` unless a newer claim replaced it. */
+static void claim_taken_back(int fd, unsigned char generation) {
+    _Atomic unsigned char *cell = owned_cell(fd, 0);
+    if (cell != NULL) atomic_compare_exchange_strong_explicit(cell, &generation, 0, memory_order_acq_rel, memory_order_relaxed);
 }
 
 IOASID_EXPORT void ioasid_preload_claim(int fd, int owned_flag) {
@@ -278,6 +293,7 @@ static int load_engine_locked(void) {
     *(void **)&engine.pread = dlsym(handle, "ioasid_engine_pread");
     *(void **)&engine.pwrite = dlsym(handle, "ioasid_engine_pwrite");
 
+    ioasid_fork_gate_install(); /* fork waits for engine calls under way (preload_fork.c) */
     if (ioasid_trap_guard_copies() != 0) diagnose("cannot install the fault handler; user copies use system calls", "");
     engine_handle = handle;
     return ENGINE_READY;
@@ -325,9 +341,9 @@ static inline long from_engine(long result) {
  *    just handed it out again, so it is not ours any more — unclaim it and drop the engine's
  *    reference. One byte load on a path that has just made a system call.
  *  - When the engine answers an error on one of ours, the number is checked (one fstat): a
- *    closed number or a file that is not an eventfd is not ours any more, and the call goes to
- *    the kernel, which answers for what is really there. Successful answers are not checked
- *    (that would cost a system call per engine call).
+ *    closed number or a file that is not an eventfd is not ours, and the call goes to the
+ *    kernel, which answers for what is really there. Successful answers are not checked (that
+ *    would cost a system call per engine call).
  *  - The vfork wrapper marks the calling thread while its child borrows it; in the child, calls
  *    that change descriptors leave the table and the engine alone.
  */
@@ -367,15 +383,15 @@ static int is_eventfd_path(int fd) {
     return strcmp(target, "anon_inode:[eventfd]") == 0;
 }
 
-/* After the engine answered an error on `fd`: whether the number still holds one of ours. If not,
- * it is disowned and the caller asks the kernel instead. */
+/* After the engine answered an error on `fd`: 1 when the number still holds one of ours, -1 when
+ * it is closed (the answer is EBADF), 0 when it holds something else (the caller asks the
+ * kernel). The mark stays (another thread may be claiming the number
+ * right now, after its kernel close); it goes when the kernel hands the number out again. */
 static __attribute__((noinline)) int still_ours(int fd) {
     if (ioasid_in_vfork_child) return 1;
     struct stat status;
-    if (syscall(SYS_fstat, fd, &status) != 0) {
-        disown(fd);
-        return 0;
-    }
+    if (syscall(SYS_fstat, fd, &status) != 0) return -1; /* closed: EBADF (asking the kernel later could
+                                                            * reach an eventfd the engine is creating) */
     unsigned long long device = (unsigned long long)status.st_dev, inode = (unsigned long long)status.st_ino;
     if (device == atomic_load_explicit(&eventfd_device, memory_order_relaxed) &&
         inode == atomic_load_explicit(&eventfd_inode, memory_order_relaxed) && inode != 0)
@@ -386,14 +402,21 @@ static __attribute__((noinline)) int still_ours(int fd) {
         atomic_store_explicit(&eventfd_inode, inode, memory_order_relaxed);
         return 1;
     }
-    if (eventfd < 0) return 1; /* no /proc: keep the engine's answer */
-    disown(fd);
-    return 0;
+    return eventfd < 0; /* no /proc: keep the engine's answer */
 }
 
 /* Whether an engine error answer must be checked: not EAGAIN (an empty queue says it often). */
 static inline int check_error(long result) {
     return unlikely(result < 0) && result != -EAGAIN && result != -EINTR;
+}
+
+/* The engine's answer `result` on `fd`, checked when it is an error: 1 to return it (EBADF in
+ * place of it when the number is closed), 0 when the kernel must answer instead. */
+static inline int engine_answer_stands(int fd, long *result) {
+    if (likely(!check_error(*result))) return 1;
+    int ours = still_ours(fd);
+    if (ours < 0) *result = -EBADF;
+    return ours != 0;
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -447,7 +470,19 @@ static int claim_engine_fd(int fd, int saved_errno) {
     return fd;
 }
 
+/* Opens of the engine's nodes under way: their eventfd exists before it is claimed. */
+static _Atomic int engine_opens;
+
+static int open_engine_path_counted(int kind, int flags);
+
 static int open_engine_path(int kind, int flags) {
+    atomic_fetch_add_explicit(&engine_opens, 1, memory_order_acq_rel);
+    int fd = open_engine_path_counted(kind, flags);
+    atomic_fetch_sub_explicit(&engine_opens, 1, memory_order_acq_rel);
+    return fd;
+}
+
+static int open_engine_path_counted(int kind, int flags) {
     int saved_errno = errno; /* loading the engine may leave errno set; a successful open does not */
     if (!ensure_engine()) {
         errno = ENXIO;
@@ -571,6 +606,37 @@ static inline int is_file_level_ioctl(unsigned long request) {
     }
 }
 
+/* The kernel refused an ioctl on a number that was not ours when the wrapper looked. If it is ours
+ * now, another thread opened /dev/iommu (or dup'ed one of ours) onto it in between, and the
+ * kernel answered for the eventfd behind it: ask the engine, as the kernel would have asked the
+ * file now installed there; if the number is closed by now, the call overlapped a close and EBADF
+ * is the answer. Costs foreign descriptors nothing unless the kernel said ENOTTY and the engine
+ * is loaded. */
+static __attribute__((noinline)) int ioctl_failed(int fd, unsigned long request, void *argument, int result) {
+    if (errno != ENOTTY || is_file_level_ioctl(request) ||
+        atomic_load_explicit(&engine_state, memory_order_acquire) != ENGINE_READY)
+        return result;
+    if (!owned(fd) && atomic_load_explicit(&engine_opens, memory_order_acquire) != 0) {
+        /* An open of ours may have its eventfd on this number and not claimed it yet: wait for
+         * it (a few microseconds) before saying the number is not ours. */
+        for (int round = 0; round < 10000 && atomic_load_explicit(&engine_opens, memory_order_acquire) != 0; round++)
+            (void)syscall(SYS_sched_yield);
+    }
+    if (!owned(fd)) {
+        /* Ours while the kernel answered and closed since? Then EBADF is what the kernel could
+         * have said (the call overlapped the close). */
+        struct stat status;
+        if (syscall(SYS_fstat, fd, &status) != 0) errno = EBADF;
+        return result;
+    }
+    long answer = ENGINE_CALL(engine.ioctl(fd, request, argument));
+    if (!engine_answer_stands(fd, &answer)) {
+        errno = ENOTTY;
+        return result;
+    }
+    return (int)from_engine(answer);
+}
+
 IOASID_EXPORT int ioctl(int fd, unsigned long request, ...) {
     va_list arguments;
     va_start(arguments, request);
@@ -578,10 +644,12 @@ IOASID_EXPORT int ioctl(int fd, unsigned long request, ...) {
     va_end(arguments);
     if (unlikely(owned(fd)) && !is_file_level_ioctl(request)) {
         long result = ENGINE_CALL(engine.ioctl(fd, request, argument));
-        if (likely(!check_error(result)) || still_ours(fd)) return (int)from_engine(result);
+        if (engine_answer_stands(fd, &result)) return (int)from_engine(result);
     }
     if (unlikely(request == IOASID_KVM_SET_DEVICE_ATTR) && ioasid_kvm_vfio_attribute(fd, argument)) return 0;
-    return REAL(ioctl, ioctl_fn)(fd, request, argument);
+    int result = REAL(ioctl, ioctl_fn)(fd, request, argument);
+    if (unlikely(result < 0)) return ioctl_failed(fd, request, argument, result);
+    return result;
 }
 
 #if defined(__TIMESIZE) && __TIMESIZE == 32 && defined(__USE_TIME_BITS64)
@@ -593,7 +661,7 @@ IOASID_EXPORT int __ioctl_time64(int fd, unsigned long request, ...) {
     va_end(arguments);
     if (unlikely(owned(fd)) && !is_file_level_ioctl(request)) {
         long result = ENGINE_CALL(engine.ioctl(fd, request, argument));
-        if (likely(!check_error(result)) || still_ours(fd)) return (int)from_engine(result);
+        if (engine_answer_stands(fd, &result)) return (int)from_engine(result);
     }
     static _Atomic(void *) real_ioctl_time64;
     void *real = atomic_load(&real_ioctl_time64);
@@ -604,16 +672,16 @@ IOASID_EXPORT int __ioctl_time64(int fd, unsigned long request, ...) {
 
 IOASID_EXPORT ssize_t read(int fd, void *buffer, size_t count) {
     if (unlikely(owned(fd))) {
-        ssize_t result = ENGINE_CALL(engine.read(fd, buffer, count));
-        if (likely(!check_error(result)) || still_ours(fd)) return from_engine(result);
+        long result = ENGINE_CALL(engine.read(fd, buffer, count));
+        if (engine_answer_stands(fd, &result)) return from_engine(result);
     }
     return REAL(read, read_fn)(fd, buffer, count);
 }
 
 IOASID_EXPORT ssize_t write(int fd, const void *buffer, size_t count) {
     if (unlikely(owned(fd))) {
-        ssize_t result = ENGINE_CALL(engine.write(fd, buffer, count));
-        if (likely(!check_error(result)) || still_ours(fd)) return from_engine(result);
+        long result = ENGINE_CALL(engine.write(fd, buffer, count));
+        if (engine_answer_stands(fd, &result)) return from_engine(result);
     }
     return REAL(write, write_fn)(fd, buffer, count);
 }
@@ -624,8 +692,8 @@ static ssize_t engine_pread(int fd, void *buffer, size_t count, int64_t offset) 
         errno = ESPIPE;
         return -1;
     }
-    ssize_t result = ENGINE_CALL(engine.pread(fd, buffer, count, offset));
-    if (check_error(result) && !still_ours(fd)) return syscall(SYS_pread64, fd, buffer, count, (long)offset);
+    long result = ENGINE_CALL(engine.pread(fd, buffer, count, offset));
+    if (!engine_answer_stands(fd, &result)) return syscall(SYS_pread64, fd, buffer, count, (long)offset);
     return from_engine(result);
 }
 
@@ -634,8 +702,8 @@ static ssize_t engine_pwrite(int fd, const void *buffer, size_t count, int64_t o
         errno = ESPIPE;
         return -1;
     }
-    ssize_t result = ENGINE_CALL(engine.pwrite(fd, buffer, count, offset));
-    if (check_error(result) && !still_ours(fd)) return syscall(SYS_pwrite64, fd, buffer, count, (long)offset);
+    long result = ENGINE_CALL(engine.pwrite(fd, buffer, count, offset));
+    if (!engine_answer_stands(fd, &result)) return syscall(SYS_pwrite64, fd, buffer, count, (long)offset);
     return from_engine(result);
 }
 
@@ -740,8 +808,8 @@ IOASID_EXPORT ssize_t pwritev2(int fd, const struct iovec *vector, int count, of
 /* Tells the engine an owned fd is going away (the kernel closes it next). */
 static void forget(int fd) {
     if (owned(fd) && !ioasid_in_vfork_child) {
-        set_owned(fd, 0);
         ENGINE_CALL(engine.close(fd));
+        set_owned(fd, 0);
     }
 }
 
@@ -761,8 +829,17 @@ IOASID_EXPORT int munmap(void *address, size_t length) {
     return ((munmap_fn)real)(address, length);
 }
 
+/* close of one of ours: the engine forgets the number first (a call racing the close then
+ * answers EBADF, as the kernel may), the kernel closes it, and only then does the table let it
+ * go, so that no call can reach the kernel's eventfd in between. */
 IOASID_EXPORT int close(int fd) {
-    if (unlikely(owned(fd))) forget(fd);
+    if (unlikely(owned(fd)) && !ioasid_in_vfork_child) {
+        unsigned char generation = (unsigned char)owned(fd);
+        ENGINE_CALL(engine.close(fd));
+        int result = REAL(close, close_fn)(fd);
+        if (generation != 0) claim_taken_back(fd, generation);
+        return result;
+    }
     return REAL(close, close_fn)(fd);
 }
 
@@ -794,8 +871,8 @@ IOASID_EXPORT int dup(int oldfd) {
 /* dup2/dup3 replace whatever `newfd` named: the engine forgets it if it was one of ours. */
 static int replaced(int oldfd, int was_owned, int newfd, int result) {
     if (result < 0) return result;
+    if (was_owned) return adopt(oldfd, newfd); /* the engine's dup replaces what newfd named */
     forget(newfd);
-    if (was_owned) return adopt(oldfd, newfd);
     return result;
 }
 
@@ -869,7 +946,9 @@ IOASID_EXPORT void *mmap64(void *address, size_t length, int protection, int fla
  * close_range / closefrom close many fds at once; the engine forgets the owned ones first.
  */
 
-static void forget_range(unsigned int first, unsigned int last) {
+/* Before the kernel closes the range (`engine_side`): the engine forgets the owned numbers; after
+ * it: the table lets them go (the order of close()). */
+static void forget_range(unsigned int first, unsigned int last, int engine_side) {
     if (atomic_load_explicit(&engine_state, memory_order_acquire) != ENGINE_READY || ioasid_in_vfork_child) return;
     if (last > (unsigned)INT_MAX) last = (unsigned)INT_MAX;
     for (unsigned int fd = first; fd <= last;) {
@@ -879,7 +958,13 @@ static void forget_range(unsigned int first, unsigned int last) {
             fd = next;
             continue;
         }
-        if (owned((int)fd)) forget((int)fd);
+        if (owned((int)fd)) {
+            if (engine_side) {
+                ENGINE_CALL(engine.close((int)fd));
+            } else {
+                set_owned((int)fd, 0);
+            }
+        }
         if (fd == last) break;
         fd++;
     }
@@ -893,23 +978,28 @@ static void forget_range(unsigned int first, unsigned int last) {
 #endif
 
 IOASID_EXPORT int close_range(unsigned int first, unsigned int last, int flags) {
-    if (first <= last && ((unsigned)flags & ~(CLOSE_RANGE_UNSHARE | CLOSE_RANGE_CLOEXEC)) == 0 &&
-        !((unsigned)flags & CLOSE_RANGE_CLOEXEC)) {
-        forget_range(first, last);
-    }
+    int closing = first <= last && ((unsigned)flags & ~(CLOSE_RANGE_UNSHARE | CLOSE_RANGE_CLOEXEC)) == 0 &&
+                  !((unsigned)flags & CLOSE_RANGE_CLOEXEC);
+    if (closing) forget_range(first, last, 1);
+    int result;
     close_range_fn real = (close_range_fn)resolve_real(REAL_close_range);
-    if (real != NULL) return real(first, last, flags);
+    if (real != NULL) {
+        result = real(first, last, flags);
+    } else {
 #ifdef SYS_close_range
-    return (int)syscall(SYS_close_range, first, last, flags);
+        result = (int)syscall(SYS_close_range, first, last, flags);
 #else
-    errno = ENOSYS;
-    return -1;
+        errno = ENOSYS;
+        result = -1;
 #endif
+    }
+    if (closing) forget_range(first, last, 0);
+    return result;
 }
 
 IOASID_EXPORT void closefrom(int lowfd) {
     if (lowfd < 0) lowfd = 0;
-    forget_range((unsigned)lowfd, (unsigned)INT_MAX);
+    forget_range((unsigned)lowfd, (unsigned)INT_MAX, 1);
     closefrom_fn real = (closefrom_fn)resolve_real(REAL_closefrom);
     if (real != NULL) {
         real(lowfd);
@@ -918,4 +1008,5 @@ IOASID_EXPORT void closefrom(int lowfd) {
         (void)syscall(SYS_close_range, (unsigned)lowfd, ~0U, 0);
 #endif
     }
+    forget_range((unsigned)lowfd, (unsigned)INT_MAX, 0);
 }

@@ -347,6 +347,10 @@ final class Engine: DescriptorHost {
         let created = ioasid_sys_eventfd(readable ? 1 : 0, eventFlags)
         guard created >= 0 else { return Int32(created) }
         let fd = Int32(created)
+        // Claimed before it is in the table: a call on the number from another thread (which can
+        // only guess it) then reaches the engine, which answers EBADF until the file is there,
+        // rather than the kernel's eventfd.
+        claim?.claim(fd)
         let stale: OpenFile? = state.withLock { state in
             // A number the kernel just handed out can only be in the table if the program closed
             // it behind the preload's back (raw syscall); forget that file first.
@@ -357,7 +361,6 @@ final class Engine: DescriptorHost {
             return stale
         }
         releaseFiles(stale)
-        claim?.claim(fd)
         return fd
     }
 
