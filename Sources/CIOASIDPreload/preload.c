@@ -20,7 +20,10 @@
  * system calls through CIOASIDSys (raw syscall(2)), so it never re-enters this file.
  *
  * Ordering rule for closing: the engine forgets an fd *before* the kernel closes it, so the fd
- * number cannot be reused by a concurrent open while the engine still maps it to a file.
+ * number cannot be reused by a concurrent open while the engine still maps it to a file; the
+ * table lets the number go only *after* the kernel closed it, so no call reaches the bare eventfd
+ * in between. Whose a number is when the table may be wrong (raw closes, vfork children): below,
+ * and docs/architecture.md, "Descriptors: whose a number is".
  *
  * Positioned I/O (pread, pwrite, their 64-bit and fortified names, preadv/pwritev and the v2
  * forms) goes to the engine on its descriptors: VFIO device regions are read and written at
@@ -946,9 +949,19 @@ IOASID_EXPORT void *mmap64(void *address, size_t length, int protection, int fla
  * close_range / closefrom close many fds at once; the engine forgets the owned ones first.
  */
 
-/* Before the kernel closes the range (`engine_side`): the engine forgets the owned numbers; after
- * it: the table lets them go (the order of close()). */
-static void forget_range(unsigned int first, unsigned int last, int engine_side) {
+/* The claims a range close found (their generations), so that it takes back only those. */
+struct range_claims {
+    int count, overflow;
+    int fd[64];
+    unsigned char generation[64];
+};
+
+/* Before the kernel closes the range (`claims->count` < 0 on entry: the first pass): the engine
+ * forgets the owned numbers, recorded in `claims`; after it: the table lets those claims go
+ * (the order of close()). A number claimed anew in between stays claimed. */
+static void forget_range(unsigned int first, unsigned int last, struct range_claims *claims) {
+    int engine_side = claims->count < 0;
+    if (engine_side) claims->count = claims->overflow = 0;
     if (atomic_load_explicit(&engine_state, memory_order_acquire) != ENGINE_READY || ioasid_in_vfork_child) return;
     if (last > (unsigned)INT_MAX) last = (unsigned)INT_MAX;
     for (unsigned int fd = first; fd <= last;) {
@@ -958,12 +971,25 @@ static void forget_range(unsigned int first, unsigned int last, int engine_side)
             fd = next;
             continue;
         }
-        if (owned((int)fd)) {
-            if (engine_side) {
-                ENGINE_CALL(engine.close((int)fd));
+        unsigned char generation = (unsigned char)owned((int)fd);
+        if (generation != 0 && engine_side) {
+            if (claims->count < 64) {
+                claims->fd[claims->count] = (int)fd;
+                claims->generation[claims->count++] = generation;
             } else {
-                set_owned((int)fd, 0);
+                claims->overflow = 1;
             }
+            ENGINE_CALL(engine.close((int)fd));
+        } else if (generation != 0) {
+            int recorded = 0;
+            for (int index = 0; index < claims->count; index++) {
+                if (claims->fd[index] == (int)fd) {
+                    claim_taken_back((int)fd, claims->generation[index]);
+                    recorded = 1;
+                    break;
+                }
+            }
+            if (!recorded && claims->overflow) set_owned((int)fd, 0);
         }
         if (fd == last) break;
         fd++;
@@ -980,7 +1006,8 @@ static void forget_range(unsigned int first, unsigned int last, int engine_side)
 IOASID_EXPORT int close_range(unsigned int first, unsigned int last, int flags) {
     int closing = first <= last && ((unsigned)flags & ~(CLOSE_RANGE_UNSHARE | CLOSE_RANGE_CLOEXEC)) == 0 &&
                   !((unsigned)flags & CLOSE_RANGE_CLOEXEC);
-    if (closing) forget_range(first, last, 1);
+    struct range_claims claims = {.count = -1};
+    if (closing) forget_range(first, last, &claims);
     int result;
     close_range_fn real = (close_range_fn)resolve_real(REAL_close_range);
     if (real != NULL) {
@@ -993,13 +1020,14 @@ IOASID_EXPORT int close_range(unsigned int first, unsigned int last, int flags) 
         result = -1;
 #endif
     }
-    if (closing) forget_range(first, last, 0);
+    if (closing && claims.count >= 0) forget_range(first, last, &claims);
     return result;
 }
 
 IOASID_EXPORT void closefrom(int lowfd) {
     if (lowfd < 0) lowfd = 0;
-    forget_range((unsigned)lowfd, (unsigned)INT_MAX, 1);
+    struct range_claims claims = {.count = -1};
+    forget_range((unsigned)lowfd, (unsigned)INT_MAX, &claims);
     closefrom_fn real = (closefrom_fn)resolve_real(REAL_closefrom);
     if (real != NULL) {
         real(lowfd);
@@ -1008,5 +1036,5 @@ IOASID_EXPORT void closefrom(int lowfd) {
         (void)syscall(SYS_close_range, (unsigned)lowfd, ~0U, 0);
 #endif
     }
-    forget_range((unsigned)lowfd, (unsigned)INT_MAX, 0);
+    if (claims.count >= 0) forget_range((unsigned)lowfd, (unsigned)INT_MAX, &claims);
 }

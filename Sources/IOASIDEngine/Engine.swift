@@ -24,9 +24,9 @@ import Synchronization
 /// call back into `install` and `setReadable`), and under it only non-blocking system calls on
 /// the engine's own eventfds are made. Lookups on the ioctl path take it once and do not allocate.
 ///
-/// **Processes.** The engine starts no threads and holds no lock across calls, so a `fork`ed
-/// child (the kselftest harness forks one per test) inherits a consistent copy of the table that
-/// names the descriptors it inherited.
+/// **Processes.** The engine holds no lock across calls, and the preload's `fork` handler waits
+/// until no program thread is inside the engine, so a `fork`ed child (the kselftest harness forks
+/// one per test) inherits a consistent copy of the table that names the descriptors it inherited.
 final class Engine: DescriptorHost {
     /// The engine of this process, created by the first `open("/dev/iommu")`.
     static let shared = Engine(environment: EngineEnvironment())
