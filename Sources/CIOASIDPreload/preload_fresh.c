@@ -24,6 +24,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #define IOASID_EXPORT __attribute__((visibility("default")))
