@@ -234,6 +234,7 @@ static struct {
     int (*munmap)(void *address, size_t length); /* optional */
     int (*open_device)(int index, int flags);    /* optional */
     int (*open_group)(int index, int flags);     /* optional */
+    int (*open_container)(int flags);            /* optional: else /dev/vfio/vfio opens as /dev/iommu */
     ssize_t (*pread)(int fd, void *buffer, size_t count, int64_t offset);         /* optional */
     ssize_t (*pwrite)(int fd, const void *buffer, size_t count, int64_t offset);  /* optional */
 } engine;
@@ -293,6 +294,7 @@ static int load_engine_locked(void) {
     *(void **)&engine.munmap = dlsym(handle, "ioasid_engine_munmap");
     *(void **)&engine.open_device = dlsym(handle, "ioasid_engine_open_device");
     *(void **)&engine.open_group = dlsym(handle, "ioasid_engine_open_group");
+    *(void **)&engine.open_container = dlsym(handle, "ioasid_engine_open_container");
     *(void **)&engine.pread = dlsym(handle, "ioasid_engine_pread");
     *(void **)&engine.pwrite = dlsym(handle, "ioasid_engine_pwrite");
 
@@ -492,7 +494,9 @@ static int open_engine_path_counted(int kind, int flags) {
         return -1;
     }
     int fd;
-    if (kind == PATH_IOMMU || kind == PATH_CONTAINER) {
+    if (kind == PATH_CONTAINER && engine.open_container != NULL) {
+        fd = ENGINE_CALL(engine.open_container(flags));
+    } else if (kind == PATH_IOMMU || kind == PATH_CONTAINER) {
         fd = ENGINE_CALL(engine.open(flags));
     } else if (kind <= PATH_GROUP_BASE) {
         if (engine.open_group == NULL) {

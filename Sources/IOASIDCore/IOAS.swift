@@ -6,9 +6,9 @@ public final class IOAS: IOMMUObject, @unchecked Sendable {
     /// The typed ID of this kind of object.
     public typealias ID = TypedID<IOAS>
 
-    var table = IOPageTable()
+    @exclusivity(unchecked) var table = IOPageTable()
     /// Paging HWPTs allocated on this IOAS (auto domains included), in creation order.
-    var hwpts: [HWPTPaging] = []
+    @exclusivity(unchecked) var hwpts: [HWPTPaging] = []
 
     init() { super.init(kind: .ioas) }
 

@@ -41,14 +41,14 @@ public enum ObjectKind: Sendable, CustomStringConvertible {
 /// All mutable state of an object is guarded by its context's lock (see `Context`).
 open class IOMMUObject: @unchecked Sendable {
     /// The object's ID, assigned when it is published.
-    public internal(set) var objectID = ObjectID(0)
+    @exclusivity(unchecked) public internal(set) var objectID = ObjectID(0)
     /// The object's kind.
     public let kind: ObjectKind
     /// How many other objects (or attachments) depend on this one; destroy is `EBUSY` while
     /// this is non-zero, as with the kernel's `users` reference count.
-    public internal(set) var users = 0
+    @exclusivity(unchecked) public internal(set) var users = 0
     /// Whether the object is in the table (published and not destroyed).
-    public internal(set) var isLive = false
+    @exclusivity(unchecked) public internal(set) var isLive = false
 
     public init(kind: ObjectKind) { self.kind = kind }
 

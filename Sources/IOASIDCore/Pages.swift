@@ -34,12 +34,12 @@ public final class Pages: @unchecked Sendable {
     }
     let pageSize: UInt64
     /// Pinned extents of page indexes.
-    private(set) var pins: [(first: UInt64, last: UInt64, count: Int)] = []
+    @exclusivity(unchecked) private(set) var pins: [(first: UInt64, last: UInt64, count: Int)] = []
     /// The accounting mode the pinned pages are charged to, and how many are charged.
-    var chargedMode: AccountingMode = .none
-    var chargedPages: UInt64 = 0
+    @exclusivity(unchecked) var chargedMode: AccountingMode = .none
+    @exclusivity(unchecked) var chargedPages: UInt64 = 0
     /// How many areas refer to the pages.
-    var areaCount = 0
+    @exclusivity(unchecked) var areaCount = 0
     let memory: any UserMemory
 
     init(base: UInt64, byteLength: UInt64, writable: Bool, source: Source, pageSize: UInt64, memory: any UserMemory) {
@@ -152,6 +152,28 @@ public final class PinRegistry: Sendable {
 
     func add(_ p: Pages) { live.withLock { $0[ObjectIdentifier(p)] = UnretainedPages(pages: .passUnretained(p)) } }
     func remove(_ p: Pages) { _ = live.withLock { $0.removeValue(forKey: ObjectIdentifier(p)) } }
+
+    /// The parts of `[start, end)` that user memory behind a live `Pages` covers (memory an IOAS
+    /// maps), sorted and merged. Reads only what never changes in a `Pages` (its span), so it is
+    /// safe from any thread.
+    public func userSpans(overlapping start: UInt64, _ end: UInt64) -> [(start: UInt64, end: UInt64)] {
+        var spans: [(start: UInt64, end: UInt64)] = live.withLock { all in
+            all.values.compactMap { entry in
+                let p = entry.pages.takeUnretainedValue()
+                guard case .user = p.source else { return nil }
+                let lo = max(start, p.base), hi = min(end, p.base &+ p.byteLength)
+                return lo < hi ? (lo, hi) : nil
+            }
+        }
+        guard spans.count > 1 else { return spans }
+        spans.sort { $0.start < $1.start }
+        var merged = [spans[0]]
+        for s in spans.dropFirst() {
+            if s.start <= merged[merged.count - 1].end { merged[merged.count - 1].end = max(merged[merged.count - 1].end, s.end) }
+            else { merged.append(s) }
+        }
+        return merged
+    }
 
     /// How many pinned `Pages` hold the page at user `address` whose identity is `identity`.
     public func pinCount(address: UInt64, identity: PageIdentity) -> Int {

@@ -117,15 +117,17 @@ final class Engine: DescriptorHost {
 
     // MARK: Entry points
 
-    /// Opens `/dev/iommu`: a new `IOMMUFile` behind a new descriptor, or -errno.
-    func openIOMMU(flags: Int32) -> Int32 {
-        traceOpen(kind: "iommu", path: "/dev/iommu", flags: flags) {
+    /// Opens `/dev/iommu`, or `/dev/vfio/vfio` (`node: .container`: the same iommufd, as the
+    /// kernel's VFIO compatibility container, but `fstat` reports the container's node): a new
+    /// `IOMMUFile` behind a new descriptor, or -errno.
+    func openIOMMU(flags: Int32, node: DeviceNode = .iommu) -> Int32 {
+        traceOpen(kind: "iommu", path: node == .container ? "/dev/vfio/vfio" : "/dev/iommu", flags: flags) {
             // The kernel allocates the context first (iommufd_fops_open): an injection point.
             do throws(IOMMUError) { try FaultInjection.check(.allocation(nil)) } catch { return -error.errno }
             let file = IOMMUFile(host: self, configuration: configuration)
             var eventFlags = IOASID_SYS_EFD_NONBLOCK
             if flags & O_CLOEXEC != 0 { eventFlags |= IOASID_SYS_EFD_CLOEXEC }
-            let fd = install(file, eventFlags: eventFlags, readable: true, node: .iommu)
+            let fd = install(file, eventFlags: eventFlags, readable: true, node: node)
             if fd < 0 { file.release() }
             if fd >= 0, let report { file.recorder = report.recorder(for: file, descriptor: fd) }
             return fd

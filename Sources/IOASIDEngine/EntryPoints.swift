@@ -13,6 +13,13 @@ public func ioasid_engine_open(_ flags: Int32) -> Int32 {
     Engine.shared.openIOMMU(flags: flags)
 }
 
+/// `open("/dev/vfio/vfio", flags)`: an iommufd (the kernel's VFIO compatibility container) whose
+/// `fstat` reports the container's node (10:196), or -errno.
+@_cdecl("ioasid_engine_open_container")
+public func ioasid_engine_open_container(_ flags: Int32) -> Int32 {
+    Engine.shared.openIOMMU(flags: flags, node: .container)
+}
+
 /// `open("/dev/vfio/devices/vfio<index>", flags)` when a modelled machine is configured:
 /// a new fd naming that device's VFIO cdev, or -errno (-ENOENT: no such device).
 @_cdecl("ioasid_engine_open_device")
@@ -89,14 +96,18 @@ public func ioasid_engine_mmap(
     return result
 }
 
-/// `munmap(address, length)`: 1 when the region was one an engine file mapped (and is now
-/// unmapped), 0 when it is the program's own (the preload then calls the real munmap).
+/// `munmap(address, length)`: 1 when the engine did it — the region was one an engine file
+/// mapped (now unmapped), or program memory an IOAS maps (unmapped but for the parts an IOAS
+/// maps, kept reserved: `PinnedUnmap`) — and 0 when it is the program's own to unmap (the
+/// preload then calls the real munmap).
 @_cdecl("ioasid_engine_munmap")
 public func ioasid_engine_munmap(_ address: UnsafeMutableRawPointer?, _ length: UInt) -> Int32 {
     guard let address else { return 0 }
     if VFIOMappings.unmap(UInt(bitPattern: address), length: Int(clamping: length)) { return 1 }
-    guard let file = MappedRegions.take(UInt(bitPattern: address)) else { return 0 }
-    return Engine.shared.unmapRegion(file, address: address, length: Int(clamping: length)) ? 1 : 0
+    if let file = MappedRegions.take(UInt(bitPattern: address)) {
+        return Engine.shared.unmapRegion(file, address: address, length: Int(clamping: length)) ? 1 : 0
+    }
+    return PinnedUnmap.unmap(UInt(bitPattern: address), length: Int(clamping: length)) ? 1 : 0
 }
 
 /// The program duplicated an engine fd (dup, dup2, dup3, F_DUPFD): `newfd` now names the same file.

@@ -21,7 +21,7 @@ public final class IOMMUFile: LinuxFile, @unchecked Sendable {
     let mappedRegions = Mutex<[(owner: UInt32, address: UInt, length: Int)]>([])
     /// Counts and times the calls and keeps snapshots for a report, when one is being made.
     /// Set by the front door right after creating the file, before its descriptor is handed out.
-    public var recorder: ContextRecorder?
+    @exclusivity(unchecked) public var recorder: ContextRecorder?
 
     public init(host: any DescriptorHost, configuration: EngineConfiguration, memory: any UserMemory = ProcessMemory.shared) {
         self.host = host

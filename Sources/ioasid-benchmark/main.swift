@@ -1,6 +1,7 @@
 // ioasid-benchmark: the project's own benchmark harness.
 //
-//   swift run -c release ioasid-benchmark [--quick] [--skip-foreign] [--skip-conformance] [--only-vfio] [--only-ioat]
+//   swift run -c release ioasid-benchmark [--quick] [--skip-foreign] [--skip-conformance] [--only-vfio] [--only-ioat] [--only-round-trips] [--only-foreign]
+//                                         [--profile-loop alloc-destroy|map-unmap COUNT]
 //
 // Every timed figure is the median of repeated runs, printed with its spread (min..max of the
 // runs) next to a baseline measured in the same run, interleaved run by run with the figure, and
@@ -33,6 +34,28 @@ _ = ioasid_sys_uaccess_install()
 // Child modes: this program re-run by section 4.
 if arguments.contains("--malloc-child") { mallocChild() }
 if arguments.contains("--syscall-child") { syscallChild() }
+
+// `--profile-loop NAME COUNT`: one round trip of section 2 in a loop, for `perf record`.
+let commandLine = CommandLine.arguments
+if let at = commandLine.firstIndex(of: "--profile-loop"), at + 2 < commandLine.count, let count = Int(commandLine[at + 2]) {
+    let fast = FastPath()
+    switch commandLine[at + 1] {
+    case "alloc-destroy": for _ in 0..<count { fast.allocDestroy() }
+    case "map-unmap": for _ in 0..<count { fast.mapUnmap(4096) }
+    default: print("--profile-loop: alloc-destroy or map-unmap"); exit(2)
+    }
+    exit(0)
+}
+
+if arguments.contains("--only-foreign") {   // section 1 alone
+    if let built = buildHelpers(root: packageRoot()) { foreignFDSection(built: built) }
+    exit(0)
+}
+
+if arguments.contains("--only-round-trips") {   // section 2 alone
+    roundTripSection()
+    exit(0)
+}
 
 if arguments.contains("--only-vfio") {   // section 11 alone
     vfioSection()

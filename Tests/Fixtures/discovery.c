@@ -108,6 +108,7 @@ static void check_iommu_node(void) {
     int fd = open("/dev/iommu", O_RDWR);
     CHECK(fd >= 0, "open /dev/iommu");
     CHECK(fstat(fd, &again) == 0 && S_ISCHR(again.st_mode) && again.st_rdev == st.st_rdev, "fstat of /dev/iommu's fd");
+
     CHECK(statx(fd, "", AT_EMPTY_PATH, STATX_BASIC_STATS, &x) == 0 && S_ISCHR(x.stx_mode) && x.stx_rdev_minor == 257,
           "statx AT_EMPTY_PATH of /dev/iommu's fd");
     CHECK(close(fd) == 0, "close");
@@ -297,6 +298,20 @@ static void check_sriov(void) {
     OK("sriov_numvfs through stdio");
 }
 
+/* The VFIO container is an iommufd too, but its node is misc 10:196 (VFIO_MINOR), by path and
+ * through its descriptor (with a machine: /dev/vfio exists then). */
+static void check_container_node(void) {
+    struct stat container, again;
+    CHECK(stat("/dev/vfio/vfio", &container) == 0 && S_ISCHR(container.st_mode) && major(container.st_rdev) == 10 &&
+          minor(container.st_rdev) == 196, "/dev/vfio/vfio is %u:%u", major(container.st_rdev), minor(container.st_rdev));
+    int container_fd = open("/dev/vfio/vfio", O_RDWR);
+    CHECK(container_fd >= 0, "open /dev/vfio/vfio");
+    CHECK(fstat(container_fd, &again) == 0 && again.st_rdev == container.st_rdev, "fstat of the container's fd is %u:%u",
+          major(again.st_rdev), minor(again.st_rdev));
+    CHECK(close(container_fd) == 0, "close the container");
+    OK("/dev/vfio/vfio is character device 10:196, open or not");
+}
+
 int main(int argc, char **argv) {
     check_iommu_node();
     if (argc > 1 && strcmp(argv[1], "nodes-only") == 0) {
@@ -306,6 +321,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     check_dev_vfio();
+    check_container_node();
     check_sysfs();
     check_sriov();
     printf("discovery ok\n");

@@ -17,6 +17,7 @@ struct DiscoveryTests {
             #expect(outcome.standardOutput.contains("ok \(check)\n"), "missing: \(check)\n\(outcome)")
         }
         #expect(outcome.standardOutput.hasSuffix("discovery ok\n"), "\(outcome)")
+        #expect(outcome.standardOutput.contains("ok /dev/vfio/vfio is character device 10:196, open or not\n"), "\(outcome)")
     }
 
     @Test func iommuNodeWithoutAMachine() throws {

@@ -118,6 +118,19 @@ struct PreloadTests {
         }
     }
 
+    /// Memory the program unmaps while an IOAS maps it: the device never reaches the program's
+    /// new memory at that address (the range stays reserved; the DMA is a DMA error).
+    @Test func dmaNeverReachesMemoryMappedAfterAnUnmap() throws {
+        let fixtures = try Fixtures.shared.get()
+        let outcome = try runUnderIOASID(["--machine", "vtd", "--", "/usr/bin/timeout", "-k", "5", "60", fixtures.unmapped])
+        #expect(outcome.exited(0), "\(outcome)")
+        for check in ["DMA lands in the mapped buffer",
+                      "after munmap the device never reaches the program's new memory (it gets a DMA error)",
+                      "the IOAS unmaps what the program unmapped first"] {
+            #expect(outcome.standardOutput.contains("ok \(check)\n"), "missing: \(check)\n\(outcome)")
+        }
+    }
+
     @Test func vfioDeviceThroughGroupContainerAndCdev() throws {
         let fixtures = try Fixtures.shared.get()
         let outcome = try runUnderIOASID(["--machine", "vtd", "--", fixtures.vfio])
@@ -246,6 +259,7 @@ struct Fixtures: Sendable {
     var vfio: String
     var badPointers: String
     var signals: String
+    var unmapped: String
     var exec: String
     var kvm: String
     var fds: String
@@ -282,6 +296,7 @@ struct Fixtures: Sendable {
             vfio: try build("vfio.c", output: "vfio", program),
             badPointers: try build("badpointers.c", output: "badpointers", program + ["-pthread"]),
             signals: try build("signals.c", output: "signals", program + ["-pthread"]),
+            unmapped: try build("unmapped.c", output: "unmapped", program),
             exec: try build("exec.c", output: "exec", program),
             kvm: try build("kvm.c", output: "kvm", program),
             fds: try build("fds.c", output: "fds", program + ["-pthread"]))
