@@ -64,7 +64,10 @@ extension Context {
             switch source {
             case .user(let address):
                 guard length != 0 else { throw .invalid("zero length") }
-                guard let r = IOVARange(start: address, length: length) else { throw .overflow("user address + length overflows") }
+                // The kernel's check_add_overflow(uptr, length): the end itself must fit.
+                guard !address.addingReportingOverflow(length).overflow, let r = IOVARange(start: address, length: length) else {
+                    throw .overflow("user address + length overflows")
+                }
                 let base = address & ~(pageSize - 1)
                 let end = alignUp(r.last, pageSize)
                 pages = Pages(base: base, byteLength: end &- base, writable: access.contains(.write), source: .user,
@@ -76,8 +79,12 @@ extension Context {
                 guard length != 0 else { throw .invalid("zero length") }
                 guard IOVARange(start: start, length: length) != nil else { throw .overflow("offset + length overflows") }
                 let base = start & ~(pageSize - 1)
-                let mapLength = alignUp(start + length - 1, pageSize) - base
                 let (file, size) = try s.memory.fileInfo(fd: fd)
+                // The kernel's iopt_alloc_pages: the page count must not overflow.
+                guard length <= UInt64.max - pageSize else { throw .invalid("length too large") }
+                // Whole pages from `base`; a span ending in the last page of the address space
+                // wraps to a length no mapping can have, and mapFile refuses it.
+                let mapLength = alignUp(start &+ length &- 1, pageSize) &- base
                 if DMABufRegistry.shared.isBuffer(file) {
                     // A DMA-buf's span is checked when it is imported; a file's when it is pinned.
                     guard start + length <= size else { throw .invalid("span passes the end of the DMA-buf") }

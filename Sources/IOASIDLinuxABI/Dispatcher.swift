@@ -79,20 +79,24 @@ extension IOMMUFile {
             return Self.refuse(&trace, request, argument, ENOTTY_, "not an iommufd request")
         }
         let op: IoctlOp
+        let userSize: Int  // the caller's size field, read before the request is matched
         if index >= 0, index < Dispatcher.table.count {
-            // As the kernel does, the size is read before the request is matched (EFAULT first).
-            guard let user = argument, UInt(bitPattern: user) >= 4096 else {
+            // As the kernel does, the size is read before the request is matched (EFAULT first,
+            // for a number no request has too).
+            guard let user = argument, let size = try? StructCopy.size(at: user) else {
                 return Self.refuse(&trace, request, argument, 14, "argument pointer not readable")
             }
+            userSize = size
             guard let row = Dispatcher.table[index], row.request == request & 0xffff_ffff else {
                 return Self.refuse(&trace, request, argument, ENOTTY_, "unknown iommufd request")
             }
             op = row
         } else if nr >= Int(IOASIDUAPI.IOASID_CMD_BASE), nr - Int(IOASIDUAPI.IOASID_CMD_BASE) < IOMMUFile.ioasidTable.count {
             // The IOASID layer's own requests (include/ioasid/ioasid.h).
-            guard let user = argument, UInt(bitPattern: user) >= 4096 else {
+            guard let user = argument, let size = try? StructCopy.size(at: user) else {
                 return Self.refuse(&trace, request, argument, 14, "argument pointer not readable")
             }
+            userSize = size
             let row = IOMMUFile.ioasidTable[nr - Int(IOASIDUAPI.IOASID_CMD_BASE)]
             guard row.request == request & 0xffff_ffff else {
                 return Self.refuse(&trace, request, argument, ENOTTY_, "unknown IOASID request")
@@ -104,10 +108,6 @@ extension IOMMUFile {
         let user = argument!
         if op.request == IOCTL.IOMMU_TEST_CMD, testDriver == nil {
             return Self.refuse(&trace, request, argument, ENOTTY_, "test driver is off")
-        }
-        let userSize: Int
-        do throws(IOMMUError) { userSize = try StructCopy.size(at: user) } catch {
-            return Self.refuse(&trace, request, argument, error.errno, "argument pointer not readable")
         }
         // `ioasid run --fail` rules: one load when there are none.
         let ruled = FaultInjection.hasRules

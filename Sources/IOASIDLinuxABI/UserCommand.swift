@@ -78,6 +78,22 @@ enum StructCopy {
         if userSize > size { try checkZeroTail(user + size, count: userSize - size) }
     }
 
+    /// The tail checked one aligned 8-byte word at a time (a word never crosses a page):
+    /// `E2BIG` at the first word with a non-zero byte of the span, `EFAULT` at the first word
+    /// that cannot be read.
+    static func checkZeroWords(_ address: UInt64, count: Int) throws(IOMMUError) {
+        let end = address + UInt64(count)
+        var word = address & ~7
+        while word < end {
+            var value: UInt64 = 0
+            if ioasid_sys_copy_in(&value, word, 8) != 0 { throw .fault("argument tail is not readable") }
+            let lo = max(word, address) - word, hi = min(word + 8, end) - word
+            let mask = (hi - lo == 8 ? UInt64.max : ((UInt64(1) << ((hi - lo) * 8)) - 1)) << (lo * 8)
+            if value & mask != 0 { throw .tooBig("non-zero bytes past the known struct") }
+            word += 8
+        }
+    }
+
     /// The caller's `size` field, the first 4 bytes of every iommufd struct.
     @inline(__always)
     static func size(at user: UnsafeMutableRawPointer) throws(IOMMUError) -> Int {
@@ -101,7 +117,12 @@ enum StructCopy {
             let n = min(rest, 64)
             chunk = (0, 0, 0, 0, 0, 0, 0, 0)
             let rc = withUnsafeMutableBytes(of: &chunk) { ioasid_sys_copy_in($0.baseAddress, at, n) }
-            if rc != 0 { throw .fault("argument tail is not readable") }
+            if rc != 0 {
+                // As the kernel's check_zeroed_user: aligned words in order, so a non-zero byte
+                // before the unreadable part is E2BIG, not EFAULT.
+                try checkZeroWords(at, count: n)
+                throw .fault("argument tail is not readable")
+            }
             let zero = withUnsafeBytes(of: &chunk) { b in b.allSatisfy { $0 == 0 } }
             if !zero { throw .tooBig("non-zero bytes past the known struct") }
             rest -= n

@@ -46,6 +46,9 @@ public final class ProcessMemory: UserMemory, @unchecked Sendable {
     public func mapFile(fd: Int32, offset: UInt64, length: UInt64, writable: Bool) throws(IOMMUError) -> FileMapping {
         let file = try fileInfo(fd: fd).identity
         let prot: Int32 = writable ? 3 : 1 // PROT_READ | PROT_WRITE
+        // A span no address space holds (the kernel maps files lazily and accepts it; see
+        // docs/conformance.md, "Differential check").
+        guard length <= UInt64(Int.max), offset <= UInt64(Int.max) else { throw .invalid("file span larger than the address space") }
         let address = ioasid_sys_mmap(nil, Int(length), prot, 1 /* MAP_SHARED */, fd, Int(offset))
         if address < 0 {
             if address == -13 { throw .notPermitted("file is not writeable") }

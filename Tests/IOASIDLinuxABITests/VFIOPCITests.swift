@@ -18,11 +18,11 @@ final class VFIOTestbed: @unchecked Sendable {
     let pci: VFIOPCIDevice
     let cdev: VFIODeviceFile
 
-    init(bind: Bool = true) throws {
+    init(bind: Bool = true, model: any PCIDeviceModel = GenericPCIDevice()) throws {
         (iommu, host) = makeFile()
         iommufd = host.install(iommu)
         machine = SoftMachine(vtdDelivery: .manual)
-        plugged = try machine.plugVTd(GenericPCIDevice())
+        plugged = try machine.plugVTd(model)
         let host = self.host
         pci = VFIOPCIDevice(slot: plugged.slot, device: plugged.device, index: 0, isEngineDescriptor: { host.file(for: $0) != nil })
         cdev = VFIODeviceFile(host: host, model: plugged.device, pci: pci, name: "vfio0")

@@ -19,6 +19,7 @@ enum VFIODeviceRequests {
     static let irqInfoEventfd: UInt32 = 1 << 0, irqInfoMaskable: UInt32 = 1 << 1, irqInfoAutomasked: UInt32 = 1 << 2, irqInfoNoResize: UInt32 = 1 << 3
     static let featureMask: UInt32 = 0xffff, featureGet: UInt32 = 1 << 16, featureSet: UInt32 = 1 << 17, featureProbe: UInt32 = 1 << 18
     static let featurePCIVFToken: UInt32 = 0, featureLowPowerEntry: UInt32 = 3, featureLowPowerEntryWithWakeup: UInt32 = 4, featureLowPowerExit: UInt32 = 5, featureMigrationPrecopyInfo: UInt32 = 12
+    static let featureMigration: UInt32 = 1, featureMigrationDeviceState: UInt32 = 2, featureMigrationDataSize: UInt32 = 9
 
     static func handle(_ pci: VFIOPCIDevice, request: UInt, argument: UnsafeMutableRawPointer?, host: any DescriptorHost) throws(IOMMUError) -> Int {
         let user = UInt64(UInt(bitPattern: argument))
@@ -31,7 +32,7 @@ enum VFIODeviceRequests {
             guard pci.resetWorks else { throw .invalid("the device cannot reset") }
             pci.reset()
             return 0
-        case IOCTL.VFIO_DEVICE_FEATURE: return try feature(pci, user)
+        case IOCTL.VFIO_DEVICE_FEATURE: return try feature(pci, user, host: host)
         default: throw .notTTY("request not served by vfio-pci")
         }
     }
@@ -159,9 +160,11 @@ enum VFIODeviceRequests {
         return 0
     }
 
-    /// `VFIO_DEVICE_FEATURE`: vfio's flag checks, then vfio-pci's features (VF token; the
-    /// low-power entries and exit); every other feature is ENOTTY.
-    static func feature(_ pci: VFIOPCIDevice, _ user: UInt64) throws(IOMMUError) -> Int {
+    /// `VFIO_DEVICE_FEATURE`: vfio's flag checks, then the VFIO core's migration features for a
+    /// model that can save its state (MIGRATION, MIG_DEVICE_STATE with its data descriptor,
+    /// MIG_DATA_SIZE, MIG_PRECOPY_INFOv2; see VFIOMigration.swift) and vfio-pci's features (VF
+    /// token; the low-power entries and exit); every other feature is ENOTTY.
+    static func feature(_ pci: VFIOPCIDevice, _ user: UInt64, host: any DescriptorHost) throws(IOMMUError) -> Int {
         let argsz = try argsz(user, minimum: 8)
         let flags = try load32(user, 4)
         guard flags & ~(featureMask | featureGet | featureSet | featureProbe) == 0 else { throw .invalid("unknown flags") }
@@ -189,9 +192,52 @@ enum VFIODeviceRequests {
         case featureLowPowerEntryWithWakeup:
             guard try check(featureSet, minimum: 8) else { return 0 }
             return 0
+        case featureMigration:
+            // struct vfio_device_feature_migration { u64 flags }
+            guard pci.migration != nil else { throw .notTTY("the device has no migration driver") }
+            guard try check(featureGet, minimum: 8) else { return 0 }
+            try store64(user, 8, VFIOMigration.flags)
+            return 0
+        case featureMigrationDeviceState:
+            // struct vfio_device_feature_mig_state { u32 device_state; s32 data_fd }
+            guard let migration = pci.migration else { throw .notTTY("the device has no migration driver") }
+            guard try check(featureGet | featureSet, minimum: 8) else { return 0 }
+            if flags & featureGet != 0 {
+                try store32(user, 8, migration.state.rawValue)
+                try store32(user, 12, UInt32(bitPattern: -1))
+                return 0
+            }
+            guard let target = VFIOMigrationState(rawValue: try load32(user, 8)) else {
+                throw .invalid("no such migration state")
+            }
+            let opened: VFIOMigrationDataFile?
+            do throws(IOMMUError) { opened = try migration.set(target) } catch {
+                try store32(user, 12, UInt32(bitPattern: -1))
+                throw error
+            }
+            guard let file = opened else {
+                try store32(user, 12, UInt32(bitPattern: -1))
+                return 0
+            }
+            let fd = host.install(file)
+            guard fd >= 0 else { file.end(); throw .noMemory("no descriptor for the data session") }
+            do throws(IOMMUError) { try store32(user, 12, UInt32(bitPattern: fd)) } catch {
+                _ = Glibc.close(fd)
+                throw error
+            }
+            return 0
+        case featureMigrationDataSize:
+            // struct vfio_device_feature_mig_data_size { u64 stop_copy_length }
+            guard let migration = pci.migration else { throw .notTTY("the device has no migration driver") }
+            guard try check(featureGet, minimum: 8) else { return 0 }
+            try store64(user, 8, UInt64(migration.stopCopyLength))
+            return 0
         case featureMigrationPrecopyInfo:
-            // Handled by the VFIO core, which refuses it for a device without migration.
-            throw .invalid("no migration")
+            // VFIO_DEVICE_FEATURE_MIG_PRECOPY_INFOv2: an opt-in to REINIT reports, which this
+            // device never makes; accepted for a device with PRE_COPY, EINVAL otherwise.
+            guard pci.migration != nil else { throw .invalid("no migration") }
+            _ = try check(featureSet, minimum: 0)
+            return 0
         default:
             throw .notTTY("feature not supported by vfio-pci")
         }

@@ -40,6 +40,9 @@ public final class VFIOPCIDevice: @unchecked Sendable {
     /// as vfio-pci's) and open VFs.
     private let vfToken: Locked<(uuid: [UInt8], users: Int)>?
     let interrupts: VFIOInterrupts
+    /// The migration state, for a model that can save its state (nil otherwise: the migration
+    /// features are then ENOTTY, as for a vfio-pci device without a migration driver).
+    let migration: VFIOMigration?
 
     /// A device of the machine.
     public init(slot: PCIDeviceSlot, device: any DeviceModel, index: Int, address: String? = nil, physicalFunction: VFIOPCIDevice? = nil,
@@ -52,6 +55,7 @@ public final class VFIOPCIDevice: @unchecked Sendable {
         vfToken = physicalFunction == nil && slot.layout.sriov != 0
             ? Locked<(uuid: [UInt8], users: Int)>((uuid: (0..<16).map { _ in UInt8.random(in: 0...255) }, users: 0)) : nil
         interrupts = VFIOInterrupts(slot: slot, isEngineDescriptor: isEngineDescriptor)
+        migration = (slot.model as? any MigratableDeviceModel).map { VFIOMigration(model: $0) }
     }
 
     // MARK: open and close
@@ -95,6 +99,7 @@ public final class VFIOPCIDevice: @unchecked Sendable {
             return s!.saved
         }
         guard let saved = last else { return }
+        migration?.reset()
         interrupts.disableAll()
         slot.interruptSink = nil
         slot.functionLevelReset()
@@ -120,6 +125,7 @@ public final class VFIOPCIDevice: @unchecked Sendable {
     /// virtual registers (BARs, interrupt line) are untouched and the device's own registers
     /// return to their power-on values.
     func reset() {
+        migration?.reset()
         let current = slot.saveState()
         let opened = session.withLock { $0?.saved } ?? current
         slot.functionLevelReset()

@@ -259,3 +259,56 @@ struct IOATChannel {
         interruptArmed = false
     }
 }
+
+// MARK: Saved state
+
+extension IOATChannel {
+    /// Appends the channel's registers and engine state (IOATDevice's saved state, version 1):
+    /// CHANCTRL u16, armed u8, held u8, DMACOUNT u16, completed count u16, CHAINADDR, next
+    /// descriptor, at-chain-start u8, CHANCMP, completed descriptor, CDAR (u64 each but the
+    /// flag), state u8, CHANERR, CHANERRMSK, DCACTRL (u32 each).
+    func save(into w: inout DeviceStateWriter) {
+        w.append(control)
+        w.append(interruptArmed)
+        w.append(interruptHeld)
+        w.append(dmaCount)
+        w.append(completedCount)
+        w.append(chainAddress)
+        w.append(nextDescriptor)
+        w.append(atChainStart)
+        w.append(completionAddress)
+        w.append(completedDescriptor)
+        w.append(currentDescriptor)
+        w.append(UInt8(state.rawValue))
+        w.append(error)
+        w.append(errorMask)
+        w.append(dcaControl)
+    }
+
+    /// Reads what `save` wrote; false (self unchanged in part) on a short or invalid state.
+    mutating func restore(from r: inout DeviceStateReader) -> Bool {
+        guard let control: UInt16 = r.read(), let armed = r.readBool(), let held = r.readBool(),
+              let dmaCount: UInt16 = r.read(), let completedCount: UInt16 = r.read(),
+              let chainAddress: UInt64 = r.read(), let nextDescriptor: UInt64 = r.read(), let atChainStart = r.readBool(),
+              let completionAddress: UInt64 = r.read(), let completedDescriptor: UInt64 = r.read(),
+              let currentDescriptor: UInt64 = r.read(), let stateValue: UInt8 = r.read(),
+              let state = IOATChannelState(rawValue: UInt64(stateValue)),
+              let error: UInt32 = r.read(), let errorMask: UInt32 = r.read(), let dcaControl: UInt32 = r.read() else { return false }
+        self.control = control & IOATRegister.controlWritableMask
+        interruptArmed = armed
+        interruptHeld = held
+        self.dmaCount = dmaCount
+        self.completedCount = completedCount
+        self.chainAddress = chainAddress
+        self.nextDescriptor = nextDescriptor
+        self.atChainStart = atChainStart
+        self.completionAddress = completionAddress
+        self.completedDescriptor = completedDescriptor
+        self.currentDescriptor = currentDescriptor
+        self.state = state
+        self.error = error
+        self.errorMask = errorMask
+        self.dcaControl = dcaControl
+        return true
+    }
+}

@@ -62,6 +62,12 @@ public final class IOATDevice: PCIDeviceModel, @unchecked Sendable {
     private var attention: UInt32 = 0
     private var channel = IOATChannel(index: 0, transferCapacityLog2: IOATDevice.transferCapacityLog2)
     private var host: (any PCIDeviceHost)?
+    /// Whether the device is stopped for migration (`setRunning(false)`).
+    private var stopped = false
+    /// Interrupt vectors raised while stopped, sent when the device runs again.
+    private var heldVectors: UInt64 = 0
+    /// The host the engine may do DMA through: none while stopped (work is held).
+    private var engineHost: (any PCIDeviceHost)? { stopped ? nil : host }
 
     /// A device at its power-on state, not yet plugged in.
     public init() {}
@@ -76,6 +82,7 @@ public final class IOATDevice: PCIDeviceModel, @unchecked Sendable {
         lock.withLock {
             general = GeneralRegisters()
             attention = 0
+            heldVectors = 0
             channel.reset()
         }
     }
@@ -190,7 +197,7 @@ public final class IOATDevice: PCIDeviceModel, @unchecked Sendable {
         case Self.channelBase + IOATRegister.channelCompatibility: return UInt64(IOATRegister.compatibilityV2)
         case Self.channelBase + IOATRegister.dmaCount: return UInt64(channel.dmaCount)
         case Self.channelBase + IOATRegister.channelStatus:
-            channel.prompt(host: host, attention: &attention, intrctrl: general.interruptControl, into: &interrupts)
+            channel.prompt(host: engineHost, attention: &attention, intrctrl: general.interruptControl, into: &interrupts)
             return channel.status
         case Self.channelBase + IOATRegister.chainAddress: return channel.chainAddress
         case Self.channelBase + IOATRegister.completionAddress: return channel.completionAddress
@@ -219,10 +226,10 @@ public final class IOATDevice: PCIDeviceModel, @unchecked Sendable {
             channel.writeControl(UInt16(truncatingIfNeeded: merge(UInt64(channel.control))), intrctrl: intrctrl,
                                        into: &interrupts)
         case Self.channelBase + IOATRegister.channelCommand:
-            channel.command(UInt8(truncatingIfNeeded: bits), host: host, attention: &attention, intrctrl: intrctrl,
+            channel.command(UInt8(truncatingIfNeeded: bits), host: engineHost, attention: &attention, intrctrl: intrctrl,
                                   into: &interrupts)
         case Self.channelBase + IOATRegister.dmaCount:
-            channel.writeDMACount(UInt16(truncatingIfNeeded: merge(UInt64(channel.dmaCount))), host: host,
+            channel.writeDMACount(UInt16(truncatingIfNeeded: merge(UInt64(channel.dmaCount))), host: engineHost,
                                         attention: &attention, intrctrl: intrctrl, into: &interrupts)
         case Self.channelBase + IOATRegister.chainAddress:
             channel.writeChainAddress(merge(channel.chainAddress))
@@ -240,12 +247,92 @@ public final class IOATDevice: PCIDeviceModel, @unchecked Sendable {
 
     /// Sends the interrupts a register access raised (outside the lock).
     private func send(_ interrupts: IOATInterrupts) {
-        guard interrupts.vectors != 0, let host = lock.withLock({ self.host }) else { return }
+        guard interrupts.vectors != 0 else { return }
+        let target: (any PCIDeviceHost)? = lock.withLock {
+            if stopped {
+                heldVectors |= interrupts.vectors
+                return nil
+            }
+            return self.host
+        }
+        guard let host = target else { return }
         var vectors = interrupts.vectors
         while vectors != 0 {
             let vector = vectors.trailingZeroBitCount
             vectors &= vectors - 1
             host.signal(vector: vector)
         }
+    }
+}
+
+// MARK: Migration
+//
+// The saved state (version 1, little endian): "IOAT" magic (u32 0x5441_4f49), version (u16),
+// vendor and device ID (u16 each), then the general registers (GENCTRL u8, INTRCTRL u8,
+// INTRDELAY u16, CHWPREFLMT u8), ATTNSTATUS (u32), the interrupt vectors held while stopped
+// (u64), the channel count (u8) and each channel (IOATChannel.save). The PCI configuration space
+// and the MSI-X table are not in it: they are the machine's, and the VMM migrates them.
+
+extension IOATDevice: MigratableDeviceModel {
+    /// The first field of a saved state.
+    public static let stateMagic: UInt32 = 0x5441_4f49
+    /// The version of the saved state this model writes and reads.
+    public static let stateVersion: UInt16 = 1
+
+    /// Stops or restarts the engine (see `MigratableDeviceModel`). Restarting runs a channel left
+    /// active and sends the interrupts held meanwhile.
+    public func setRunning(_ running: Bool) {
+        var interrupts = IOATInterrupts()
+        lock.withLock {
+            guard stopped == running else { return }
+            stopped = !running
+            guard running else { return }
+            interrupts.vectors = heldVectors
+            heldVectors = 0
+            channel.prompt(host: engineHost, attention: &attention, intrctrl: general.interruptControl, into: &interrupts)
+        }
+        send(interrupts)
+    }
+
+    /// The registers and the channel's engine state.
+    public func saveState() -> [UInt8] {
+        var w = DeviceStateWriter()
+        w.append(Self.stateMagic)
+        w.append(Self.stateVersion)
+        w.append(identity.vendorID)
+        w.append(identity.deviceID)
+        lock.withLock {
+            w.append(general.generalControl)
+            w.append(general.interruptControl)
+            w.append(general.interruptDelay)
+            w.append(general.prefetchLimit)
+            w.append(attention)
+            w.append(heldVectors)
+            w.append(UInt8(Self.channelCount))
+            channel.save(into: &w)
+        }
+        return w.bytes
+    }
+
+    /// Restores a state `saveState` wrote (same magic, version, identity and channel count, no
+    /// byte more or less); false and no change otherwise.
+    public func restoreState(_ bytes: [UInt8]) -> Bool {
+        var r = DeviceStateReader(bytes)
+        guard r.read(UInt32.self) == Self.stateMagic, r.read(UInt16.self) == Self.stateVersion,
+              r.read(UInt16.self) == identity.vendorID, r.read(UInt16.self) == identity.deviceID,
+              let generalControl: UInt8 = r.read(), let interruptControl: UInt8 = r.read(),
+              let interruptDelay: UInt16 = r.read(), let prefetchLimit: UInt8 = r.read(),
+              let attention: UInt32 = r.read(), let held: UInt64 = r.read(),
+              r.read(UInt8.self) == UInt8(Self.channelCount) else { return false }
+        var restored = IOATChannel(index: 0, transferCapacityLog2: Self.transferCapacityLog2)
+        guard restored.restore(from: &r), r.atEnd else { return false }
+        lock.withLock {
+            general = GeneralRegisters(generalControl: generalControl, interruptControl: interruptControl,
+                                       interruptDelay: interruptDelay, prefetchLimit: prefetchLimit)
+            self.attention = attention
+            heldVectors = held
+            channel = restored
+        }
+        return true
     }
 }
