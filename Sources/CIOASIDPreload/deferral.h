@@ -4,6 +4,7 @@
 #define IOASID_DEFERRAL_H
 
 #include <signal.h>
+#include <stdatomic.h>
 
 #define IOASID_HIDDEN __attribute__((visibility("hidden")))
 
@@ -14,10 +15,39 @@ extern _Thread_local unsigned long long ioasid_deferred_signals __attribute__((t
 
 IOASID_HIDDEN void ioasid_deliver_deferred(void);
 
-static inline void ioasid_engine_enter(void) { ioasid_engine_depth++; }
+/* fork waits for calls in other threads to leave the engine (preload_fork.c): each thread says
+ * it is inside in a slot of its own, which the fork handler reads after a membarrier. */
+struct ioasid_fork_slot {
+    _Atomic unsigned busy;  /* the owner is inside the engine (a count in the shared slot) */
+    _Atomic int taken;      /* the slot belongs to a live thread */
+    char padding[56];       /* a cache line each */
+};
+extern _Thread_local struct ioasid_fork_slot *ioasid_fork_slot __attribute__((tls_model("initial-exec")));
+IOASID_HIDDEN extern struct ioasid_fork_slot ioasid_fork_shared_slot;
+IOASID_HIDDEN extern _Atomic int ioasid_fork_pending;
+IOASID_HIDDEN void ioasid_fork_gate_slow(void);
+IOASID_HIDDEN void ioasid_fork_gate_install(void);
+
+static inline void ioasid_engine_enter(void) {
+    if (ioasid_engine_depth++ != 0) return;
+    struct ioasid_fork_slot *slot = ioasid_fork_slot;
+    if (__builtin_expect(slot != NULL && slot != &ioasid_fork_shared_slot, 1)) {
+        atomic_store_explicit(&slot->busy, 1, memory_order_relaxed);
+        atomic_signal_fence(memory_order_seq_cst); /* the fork handler's membarrier orders the rest */
+        if (__builtin_expect(!atomic_load_explicit(&ioasid_fork_pending, memory_order_relaxed), 1)) return;
+    }
+    ioasid_fork_gate_slow();
+}
 
 static inline void ioasid_engine_leave(void) {
-    if (--ioasid_engine_depth == 0 && __builtin_expect(ioasid_deferred_signals != 0, 0)) ioasid_deliver_deferred();
+    if (--ioasid_engine_depth != 0) return;
+    struct ioasid_fork_slot *slot = ioasid_fork_slot;
+    if (__builtin_expect(slot != &ioasid_fork_shared_slot, 1)) {
+        atomic_store_explicit(&slot->busy, 0, memory_order_release);
+    } else {
+        atomic_fetch_sub_explicit(&slot->busy, 1, memory_order_release);
+    }
+    if (__builtin_expect(ioasid_deferred_signals != 0, 0)) ioasid_deliver_deferred();
 }
 
 /* One call into the engine, its value returned: `ENGINE_CALL(engine.ioctl(fd, request, arg))`. */

@@ -20,7 +20,10 @@
  * system calls through CIOASIDSys (raw syscall(2)), so it never re-enters this file.
  *
  * Ordering rule for closing: the engine forgets an fd *before* the kernel closes it, so the fd
- * number cannot be reused by a concurrent open while the engine still maps it to a file.
+ * number cannot be reused by a concurrent open while the engine still maps it to a file; the
+ * table lets the number go only *after* the kernel closed it, so no call reaches the bare eventfd
+ * in between. Whose a number is when the table may be wrong (raw closes, vfork children): below,
+ * and docs/architecture.md, "Descriptors: whose a number is".
  *
  * Positioned I/O (pread, pwrite, their 64-bit and fortified names, preadv/pwritev and the v2
  * forms) goes to the engine on its descriptors: VFIO device regions are read and written at
@@ -48,6 +51,7 @@
 #include <linux/fs.h>
 #include <linux/fiemap.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -181,19 +185,34 @@ static inline int owned(int fd) {
     return owned_slow(fd);
 }
 
+/* The table's byte for `fd` (created for a large fd when `create`), or NULL. */
+static _Atomic unsigned char *owned_cell(int fd, int create) {
+    if (fd < 0) return NULL;
+    if ((unsigned)fd < CHUNK_SIZE) return &owned_low[fd];
+    _Atomic unsigned char *chunk = high_chunk(fd, create);
+    return chunk == NULL ? NULL : &chunk[fd & (CHUNK_SIZE - 1)];
+}
+
+/* A claim's byte is a generation (1..255), new for every claim, so that a close can take back
+ * its own claim after the kernel closed the number without taking back a newer one that the
+ * engine made on the same number in between (claim_taken_back). */
+static _Atomic unsigned claim_generation;
+
 /* Records whether `fd` is owned; 0, or -ENOMEM if a chunk for a large fd cannot be mapped. */
 static int set_owned(int fd, int value) {
     if (fd < 0) return -EBADF;
-    _Atomic unsigned char *cell;
-    if ((unsigned)fd < CHUNK_SIZE) {
-        cell = &owned_low[fd];
-    } else {
-        _Atomic unsigned char *chunk = high_chunk(fd, value != 0);
-        if (chunk == NULL) return value ? -ENOMEM : 0;
-        cell = &chunk[fd & (CHUNK_SIZE - 1)];
-    }
-    atomic_store_explicit(cell, (unsigned char)(value != 0), memory_order_release);
+    _Atomic unsigned char *cell = owned_cell(fd, value != 0);
+    if (cell == NULL) return value ? -ENOMEM : 0;
+    unsigned char generation = 0;
+    if (value) generation = (unsigned char)(atomic_fetch_add_explicit(&claim_generation, 1, memory_order_relaxed) % 255 + 1);
+    atomic_store_explicit(cell, generation, memory_order_release);
     return 0;
+}
+
+/* Takes back the claim `generation` on `fd` unless a newer claim replaced it. */
+static void claim_taken_back(int fd, unsigned char generation) {
+    _Atomic unsigned char *cell = owned_cell(fd, 0);
+    if (cell != NULL) atomic_compare_exchange_strong_explicit(cell, &generation, 0, memory_order_acq_rel, memory_order_relaxed);
 }
 
 IOASID_EXPORT void ioasid_preload_claim(int fd, int owned_flag) {
@@ -279,6 +298,7 @@ static int load_engine_locked(void) {
     *(void **)&engine.pread = dlsym(handle, "ioasid_engine_pread");
     *(void **)&engine.pwrite = dlsym(handle, "ioasid_engine_pwrite");
 
+    ioasid_fork_gate_install(); /* fork waits for engine calls under way (preload_fork.c) */
     if (ioasid_trap_guard_copies() != 0) diagnose("cannot install the fault handler; user copies use system calls", "");
     engine_handle = handle;
     return ENGINE_READY;
@@ -310,6 +330,98 @@ static inline long from_engine(long result) {
         return -1;
     }
     return result;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Whose descriptor a number is, when the table may be wrong.
+ *
+ * The table is exact for descriptors that change through interposed calls. Two things can make
+ * it wrong: a raw system call (syscall(SYS_close), close_range, a libc-internal close) closes one
+ * of ours behind the preload's back, and a vfork child (which shares this memory, table
+ * included, but has a descriptor table of its own in the kernel) rearranges its copy.
+ *
+ *  - Every interposed call that receives a new descriptor from the kernel (the open family, dup
+ *    of a foreign descriptor, pipe, eventfd, memfd_create, socket, accept, ... in
+ *    preload_fresh.c) passes it through fresh(): if the number is marked as ours, the kernel has
+ *    just handed it out again, so it is not ours any more — unclaim it and drop the engine's
+ *    reference. One byte load on a path that has just made a system call.
+ *  - When the engine answers an error on one of ours, the number is checked (one fstat): a
+ *    closed number or a file that is not an eventfd is not ours, and the call goes to the
+ *    kernel, which answers for what is really there. Successful answers are not checked (that
+ *    would cost a system call per engine call).
+ *  - The vfork wrapper marks the calling thread while its child borrows it; in the child, calls
+ *    that change descriptors leave the table and the engine alone.
+ */
+
+_Thread_local int ioasid_in_vfork_child __attribute__((tls_model("initial-exec"))); /* preload_internal.h */
+
+/* `fd`, marked as ours, is not (the kernel closed it or gave it to something else): forget it. */
+static __attribute__((noinline)) void disown(int fd) {
+    if (ioasid_in_vfork_child) return; /* the child's numbers say nothing about ours */
+    set_owned(fd, 0);
+    if (atomic_load_explicit(&engine_state, memory_order_acquire) == ENGINE_READY) (void)ENGINE_CALL(engine.close(fd));
+}
+
+/* A descriptor the kernel just handed out through an interposed call. */
+static inline int fresh(int fd) {
+    if (unlikely(ioasid_owned(fd))) disown(fd);
+    return fd;
+}
+
+int ioasid_preload_fresh(int fd) { return fresh(fd); }
+
+/* The identity every engine descriptor has to the kernel: an eventfd's inode (recorded from the
+ * first one checked; kernels share one anonymous inode between eventfds). */
+static _Atomic unsigned long long eventfd_device, eventfd_inode;
+
+static int is_eventfd_path(int fd) {
+    char link[40] = "/proc/self/fd/", target[32];
+    size_t at = strlen(link);
+    char digits[12];
+    size_t count = 0;
+    for (unsigned value = (unsigned)fd; count == 0 || value != 0; value /= 10) digits[count++] = (char)('0' + value % 10);
+    while (count > 0) link[at++] = digits[--count];
+    link[at] = '\0';
+    long length = syscall(SYS_readlinkat, AT_FDCWD, link, target, sizeof target - 1);
+    if (length <= 0) return -1;
+    target[length] = '\0';
+    return strcmp(target, "anon_inode:[eventfd]") == 0;
+}
+
+/* After the engine answered an error on `fd`: 1 when the number still holds one of ours, -1 when
+ * it is closed (the answer is EBADF), 0 when it holds something else (the caller asks the
+ * kernel). The mark stays (another thread may be claiming the number
+ * right now, after its kernel close); it goes when the kernel hands the number out again. */
+static __attribute__((noinline)) int still_ours(int fd) {
+    if (ioasid_in_vfork_child) return 1;
+    struct stat status;
+    if (syscall(SYS_fstat, fd, &status) != 0) return -1; /* closed: EBADF (asking the kernel later could
+                                                            * reach an eventfd the engine is creating) */
+    unsigned long long device = (unsigned long long)status.st_dev, inode = (unsigned long long)status.st_ino;
+    if (device == atomic_load_explicit(&eventfd_device, memory_order_relaxed) &&
+        inode == atomic_load_explicit(&eventfd_inode, memory_order_relaxed) && inode != 0)
+        return 1;
+    int eventfd = is_eventfd_path(fd);
+    if (eventfd == 1) {
+        atomic_store_explicit(&eventfd_device, device, memory_order_relaxed);
+        atomic_store_explicit(&eventfd_inode, inode, memory_order_relaxed);
+        return 1;
+    }
+    return eventfd < 0; /* no /proc: keep the engine's answer */
+}
+
+/* Whether an engine error answer must be checked: not EAGAIN (an empty queue says it often). */
+static inline int check_error(long result) {
+    return unlikely(result < 0) && result != -EAGAIN && result != -EINTR;
+}
+
+/* The engine's answer `result` on `fd`, checked when it is an error: 1 to return it (EBADF in
+ * place of it when the number is closed), 0 when the kernel must answer instead. */
+static inline int engine_answer_stands(int fd, long *result) {
+    if (likely(!check_error(*result))) return 1;
+    int ours = still_ours(fd);
+    if (ours < 0) *result = -EBADF;
+    return ours != 0;
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -363,7 +475,19 @@ static int claim_engine_fd(int fd, int saved_errno) {
     return fd;
 }
 
+/* Opens of the engine's nodes under way: their eventfd exists before it is claimed. */
+static _Atomic int engine_opens;
+
+static int open_engine_path_counted(int kind, int flags);
+
 static int open_engine_path(int kind, int flags) {
+    atomic_fetch_add_explicit(&engine_opens, 1, memory_order_acq_rel);
+    int fd = open_engine_path_counted(kind, flags);
+    atomic_fetch_sub_explicit(&engine_opens, 1, memory_order_acq_rel);
+    return fd;
+}
+
+static int open_engine_path_counted(int kind, int flags) {
     int saved_errno = errno; /* loading the engine may leave errno set; a successful open does not */
     if (!ensure_engine()) {
         errno = ENXIO;
@@ -409,7 +533,7 @@ IOASID_EXPORT int open(const char *path, int flags, ...) {
     int kind = engine_path_kind(path);
     if (unlikely(kind != PATH_NOT_ENGINE)) return open_engine_path(kind, flags);
     IOASID_REDIRECT_OPEN(AT_FDCWD, path, flags, mode);
-    return REAL(open, open_fn)(path, flags, mode);
+    return fresh(REAL(open, open_fn)(path, flags, mode));
 }
 
 IOASID_EXPORT int open64(const char *path, int flags, ...) {
@@ -417,7 +541,7 @@ IOASID_EXPORT int open64(const char *path, int flags, ...) {
     int kind = engine_path_kind(path);
     if (unlikely(kind != PATH_NOT_ENGINE)) return open_engine_path(kind, flags);
     IOASID_REDIRECT_OPEN(AT_FDCWD, path, flags, mode);
-    return REAL(open64, open_fn)(path, flags, mode);
+    return fresh(REAL(open64, open_fn)(path, flags, mode));
 }
 
 IOASID_EXPORT int openat(int dirfd, const char *path, int flags, ...) {
@@ -425,7 +549,7 @@ IOASID_EXPORT int openat(int dirfd, const char *path, int flags, ...) {
     int kind = engine_path_kind(path);
     if (unlikely(kind != PATH_NOT_ENGINE)) return open_engine_path(kind, flags);
     IOASID_REDIRECT_OPEN(dirfd, path, flags, mode);
-    return REAL(openat, openat_fn)(dirfd, path, flags, mode);
+    return fresh(REAL(openat, openat_fn)(dirfd, path, flags, mode));
 }
 
 IOASID_EXPORT int openat64(int dirfd, const char *path, int flags, ...) {
@@ -433,35 +557,35 @@ IOASID_EXPORT int openat64(int dirfd, const char *path, int flags, ...) {
     int kind = engine_path_kind(path);
     if (unlikely(kind != PATH_NOT_ENGINE)) return open_engine_path(kind, flags);
     IOASID_REDIRECT_OPEN(dirfd, path, flags, mode);
-    return REAL(openat64, openat_fn)(dirfd, path, flags, mode);
+    return fresh(REAL(openat64, openat_fn)(dirfd, path, flags, mode));
 }
 
 IOASID_EXPORT int __open_2(const char *path, int flags) {
     int kind = engine_path_kind(path);
     if (unlikely(kind != PATH_NOT_ENGINE)) return open_engine_path(kind, flags);
     IOASID_REDIRECT_OPEN(AT_FDCWD, path, flags, 0);
-    return REAL(__open_2, open2_fn)(path, flags);
+    return fresh(REAL(__open_2, open2_fn)(path, flags));
 }
 
 IOASID_EXPORT int __open64_2(const char *path, int flags) {
     int kind = engine_path_kind(path);
     if (unlikely(kind != PATH_NOT_ENGINE)) return open_engine_path(kind, flags);
     IOASID_REDIRECT_OPEN(AT_FDCWD, path, flags, 0);
-    return REAL(__open64_2, open2_fn)(path, flags);
+    return fresh(REAL(__open64_2, open2_fn)(path, flags));
 }
 
 IOASID_EXPORT int __openat_2(int dirfd, const char *path, int flags) {
     int kind = engine_path_kind(path);
     if (unlikely(kind != PATH_NOT_ENGINE)) return open_engine_path(kind, flags);
     IOASID_REDIRECT_OPEN(dirfd, path, flags, 0);
-    return REAL(__openat_2, openat2_fn)(dirfd, path, flags);
+    return fresh(REAL(__openat_2, openat2_fn)(dirfd, path, flags));
 }
 
 IOASID_EXPORT int __openat64_2(int dirfd, const char *path, int flags) {
     int kind = engine_path_kind(path);
     if (unlikely(kind != PATH_NOT_ENGINE)) return open_engine_path(kind, flags);
     IOASID_REDIRECT_OPEN(dirfd, path, flags, 0);
-    return REAL(__openat64_2, openat2_fn)(dirfd, path, flags);
+    return fresh(REAL(__openat64_2, openat2_fn)(dirfd, path, flags));
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -489,14 +613,50 @@ static inline int is_file_level_ioctl(unsigned long request) {
     }
 }
 
+/* The kernel refused an ioctl on a number that was not ours when the wrapper looked. If it is ours
+ * now, another thread opened /dev/iommu (or dup'ed one of ours) onto it in between, and the
+ * kernel answered for the eventfd behind it: ask the engine, as the kernel would have asked the
+ * file now installed there; if the number is closed by now, the call overlapped a close and EBADF
+ * is the answer. Costs foreign descriptors nothing unless the kernel said ENOTTY and the engine
+ * is loaded. */
+static __attribute__((noinline)) int ioctl_failed(int fd, unsigned long request, void *argument, int result) {
+    if (errno != ENOTTY || is_file_level_ioctl(request) ||
+        atomic_load_explicit(&engine_state, memory_order_acquire) != ENGINE_READY)
+        return result;
+    if (!owned(fd) && atomic_load_explicit(&engine_opens, memory_order_acquire) != 0) {
+        /* An open of ours may have its eventfd on this number and not claimed it yet: wait for
+         * it (a few microseconds) before saying the number is not ours. */
+        for (int round = 0; round < 10000 && atomic_load_explicit(&engine_opens, memory_order_acquire) != 0; round++)
+            (void)syscall(SYS_sched_yield);
+    }
+    if (!owned(fd)) {
+        /* Ours while the kernel answered and closed since? Then EBADF is what the kernel could
+         * have said (the call overlapped the close). */
+        struct stat status;
+        if (syscall(SYS_fstat, fd, &status) != 0) errno = EBADF;
+        return result;
+    }
+    long answer = ENGINE_CALL(engine.ioctl(fd, request, argument));
+    if (!engine_answer_stands(fd, &answer)) {
+        errno = ENOTTY;
+        return result;
+    }
+    return (int)from_engine(answer);
+}
+
 IOASID_EXPORT int ioctl(int fd, unsigned long request, ...) {
     va_list arguments;
     va_start(arguments, request);
     void *argument = variadic_pointer(&arguments);
     va_end(arguments);
-    if (unlikely(owned(fd)) && !is_file_level_ioctl(request)) return (int)from_engine(ENGINE_CALL(engine.ioctl(fd, request, argument)));
+    if (unlikely(owned(fd)) && !is_file_level_ioctl(request)) {
+        long result = ENGINE_CALL(engine.ioctl(fd, request, argument));
+        if (engine_answer_stands(fd, &result)) return (int)from_engine(result);
+    }
     if (unlikely(request == IOASID_KVM_SET_DEVICE_ATTR) && ioasid_kvm_vfio_attribute(fd, argument)) return 0;
-    return REAL(ioctl, ioctl_fn)(fd, request, argument);
+    int result = REAL(ioctl, ioctl_fn)(fd, request, argument);
+    if (unlikely(result < 0)) return ioctl_failed(fd, request, argument, result);
+    return result;
 }
 
 #if defined(__TIMESIZE) && __TIMESIZE == 32 && defined(__USE_TIME_BITS64)
@@ -506,7 +666,10 @@ IOASID_EXPORT int __ioctl_time64(int fd, unsigned long request, ...) {
     va_start(arguments, request);
     void *argument = variadic_pointer(&arguments);
     va_end(arguments);
-    if (unlikely(owned(fd)) && !is_file_level_ioctl(request)) return (int)from_engine(ENGINE_CALL(engine.ioctl(fd, request, argument)));
+    if (unlikely(owned(fd)) && !is_file_level_ioctl(request)) {
+        long result = ENGINE_CALL(engine.ioctl(fd, request, argument));
+        if (engine_answer_stands(fd, &result)) return (int)from_engine(result);
+    }
     static _Atomic(void *) real_ioctl_time64;
     void *real = atomic_load(&real_ioctl_time64);
     if (real == NULL) atomic_store(&real_ioctl_time64, real = dlsym(RTLD_NEXT, "__ioctl_time64"));
@@ -515,12 +678,18 @@ IOASID_EXPORT int __ioctl_time64(int fd, unsigned long request, ...) {
 #endif
 
 IOASID_EXPORT ssize_t read(int fd, void *buffer, size_t count) {
-    if (unlikely(owned(fd))) return from_engine(ENGINE_CALL(engine.read(fd, buffer, count)));
+    if (unlikely(owned(fd))) {
+        long result = ENGINE_CALL(engine.read(fd, buffer, count));
+        if (engine_answer_stands(fd, &result)) return from_engine(result);
+    }
     return REAL(read, read_fn)(fd, buffer, count);
 }
 
 IOASID_EXPORT ssize_t write(int fd, const void *buffer, size_t count) {
-    if (unlikely(owned(fd))) return from_engine(ENGINE_CALL(engine.write(fd, buffer, count)));
+    if (unlikely(owned(fd))) {
+        long result = ENGINE_CALL(engine.write(fd, buffer, count));
+        if (engine_answer_stands(fd, &result)) return from_engine(result);
+    }
     return REAL(write, write_fn)(fd, buffer, count);
 }
 
@@ -530,7 +699,9 @@ static ssize_t engine_pread(int fd, void *buffer, size_t count, int64_t offset) 
         errno = ESPIPE;
         return -1;
     }
-    return from_engine(ENGINE_CALL(engine.pread(fd, buffer, count, offset)));
+    long result = ENGINE_CALL(engine.pread(fd, buffer, count, offset));
+    if (!engine_answer_stands(fd, &result)) return syscall(SYS_pread64, fd, buffer, count, (long)offset);
+    return from_engine(result);
 }
 
 static ssize_t engine_pwrite(int fd, const void *buffer, size_t count, int64_t offset) {
@@ -538,7 +709,9 @@ static ssize_t engine_pwrite(int fd, const void *buffer, size_t count, int64_t o
         errno = ESPIPE;
         return -1;
     }
-    return from_engine(ENGINE_CALL(engine.pwrite(fd, buffer, count, offset)));
+    long result = ENGINE_CALL(engine.pwrite(fd, buffer, count, offset));
+    if (!engine_answer_stands(fd, &result)) return syscall(SYS_pwrite64, fd, buffer, count, (long)offset);
+    return from_engine(result);
 }
 
 IOASID_EXPORT ssize_t pread(int fd, void *buffer, size_t count, off_t offset) {
@@ -641,9 +814,9 @@ IOASID_EXPORT ssize_t pwritev2(int fd, const struct iovec *vector, int count, of
 
 /* Tells the engine an owned fd is going away (the kernel closes it next). */
 static void forget(int fd) {
-    if (owned(fd)) {
-        set_owned(fd, 0);
+    if (owned(fd) && !ioasid_in_vfork_child) {
         ENGINE_CALL(engine.close(fd));
+        set_owned(fd, 0);
     }
 }
 
@@ -663,13 +836,23 @@ IOASID_EXPORT int munmap(void *address, size_t length) {
     return ((munmap_fn)real)(address, length);
 }
 
+/* close of one of ours: the engine forgets the number first (a call racing the close then
+ * answers EBADF, as the kernel may), the kernel closes it, and only then does the table let it
+ * go, so that no call can reach the kernel's eventfd in between. */
 IOASID_EXPORT int close(int fd) {
-    if (unlikely(owned(fd))) forget(fd);
+    if (unlikely(owned(fd)) && !ioasid_in_vfork_child) {
+        unsigned char generation = (unsigned char)owned(fd);
+        ENGINE_CALL(engine.close(fd));
+        int result = REAL(close, close_fn)(fd);
+        if (generation != 0) claim_taken_back(fd, generation);
+        return result;
+    }
     return REAL(close, close_fn)(fd);
 }
 
 /* After the kernel made `newfd` a copy of the owned `oldfd`: tell the engine and claim it. */
 static int adopt(int oldfd, int newfd) {
+    if (ioasid_in_vfork_child) return newfd; /* the parent's table is not the child's */
     int result = ENGINE_CALL(engine.dup(oldfd, newfd));
     if (result < 0) {
         REAL(close, close_fn)(newfd);
@@ -689,14 +872,14 @@ IOASID_EXPORT int dup(int oldfd) {
     int was_owned = owned(oldfd);
     int newfd = REAL(dup, dup_fn)(oldfd);
     if (unlikely(was_owned) && newfd >= 0) return adopt(oldfd, newfd);
-    return newfd;
+    return fresh(newfd);
 }
 
 /* dup2/dup3 replace whatever `newfd` named: the engine forgets it if it was one of ours. */
 static int replaced(int oldfd, int was_owned, int newfd, int result) {
     if (result < 0) return result;
+    if (was_owned) return adopt(oldfd, newfd); /* the engine's dup replaces what newfd named */
     forget(newfd);
-    if (was_owned) return adopt(oldfd, newfd);
     return result;
 }
 
@@ -716,7 +899,9 @@ static int fcntl_common(enum real_index index, int fd, int command, void *argume
     fcntl_fn real = (fcntl_fn)resolve_real(index);
     if (real == NULL) real = (fcntl_fn)resolve_real(REAL_fcntl);
     if (likely(!owned(fd)) || (command != F_DUPFD && command != F_DUPFD_CLOEXEC)) {
-        return real(fd, command, argument);
+        int result = real(fd, command, argument);
+        if (unlikely(command == F_DUPFD || command == F_DUPFD_CLOEXEC)) return fresh(result);
+        return result;
     }
     int newfd = real(fd, command, argument);
     if (newfd < 0) return newfd;
@@ -768,8 +953,20 @@ IOASID_EXPORT void *mmap64(void *address, size_t length, int protection, int fla
  * close_range / closefrom close many fds at once; the engine forgets the owned ones first.
  */
 
-static void forget_range(unsigned int first, unsigned int last) {
-    if (atomic_load_explicit(&engine_state, memory_order_acquire) != ENGINE_READY) return;
+/* The claims a range close found (their generations), so that it takes back only those. */
+struct range_claims {
+    int count, overflow;
+    int fd[64];
+    unsigned char generation[64];
+};
+
+/* Before the kernel closes the range (`claims->count` < 0 on entry: the first pass): the engine
+ * forgets the owned numbers, recorded in `claims`; after it: the table lets those claims go
+ * (the order of close()). A number claimed anew in between stays claimed. */
+static void forget_range(unsigned int first, unsigned int last, struct range_claims *claims) {
+    int engine_side = claims->count < 0;
+    if (engine_side) claims->count = claims->overflow = 0;
+    if (atomic_load_explicit(&engine_state, memory_order_acquire) != ENGINE_READY || ioasid_in_vfork_child) return;
     if (last > (unsigned)INT_MAX) last = (unsigned)INT_MAX;
     for (unsigned int fd = first; fd <= last;) {
         if (fd >= CHUNK_SIZE && high_chunk((int)fd, 0) == NULL) {
@@ -778,7 +975,26 @@ static void forget_range(unsigned int first, unsigned int last) {
             fd = next;
             continue;
         }
-        if (owned((int)fd)) forget((int)fd);
+        unsigned char generation = (unsigned char)owned((int)fd);
+        if (generation != 0 && engine_side) {
+            if (claims->count < 64) {
+                claims->fd[claims->count] = (int)fd;
+                claims->generation[claims->count++] = generation;
+            } else {
+                claims->overflow = 1;
+            }
+            ENGINE_CALL(engine.close((int)fd));
+        } else if (generation != 0) {
+            int recorded = 0;
+            for (int index = 0; index < claims->count; index++) {
+                if (claims->fd[index] == (int)fd) {
+                    claim_taken_back((int)fd, claims->generation[index]);
+                    recorded = 1;
+                    break;
+                }
+            }
+            if (!recorded && claims->overflow) set_owned((int)fd, 0);
+        }
         if (fd == last) break;
         fd++;
     }
@@ -792,23 +1008,30 @@ static void forget_range(unsigned int first, unsigned int last) {
 #endif
 
 IOASID_EXPORT int close_range(unsigned int first, unsigned int last, int flags) {
-    if (first <= last && ((unsigned)flags & ~(CLOSE_RANGE_UNSHARE | CLOSE_RANGE_CLOEXEC)) == 0 &&
-        !((unsigned)flags & CLOSE_RANGE_CLOEXEC)) {
-        forget_range(first, last);
-    }
+    int closing = first <= last && ((unsigned)flags & ~(CLOSE_RANGE_UNSHARE | CLOSE_RANGE_CLOEXEC)) == 0 &&
+                  !((unsigned)flags & CLOSE_RANGE_CLOEXEC);
+    struct range_claims claims = {.count = -1};
+    if (closing) forget_range(first, last, &claims);
+    int result;
     close_range_fn real = (close_range_fn)resolve_real(REAL_close_range);
-    if (real != NULL) return real(first, last, flags);
+    if (real != NULL) {
+        result = real(first, last, flags);
+    } else {
 #ifdef SYS_close_range
-    return (int)syscall(SYS_close_range, first, last, flags);
+        result = (int)syscall(SYS_close_range, first, last, flags);
 #else
-    errno = ENOSYS;
-    return -1;
+        errno = ENOSYS;
+        result = -1;
 #endif
+    }
+    if (closing && claims.count >= 0) forget_range(first, last, &claims);
+    return result;
 }
 
 IOASID_EXPORT void closefrom(int lowfd) {
     if (lowfd < 0) lowfd = 0;
-    forget_range((unsigned)lowfd, (unsigned)INT_MAX);
+    struct range_claims claims = {.count = -1};
+    forget_range((unsigned)lowfd, (unsigned)INT_MAX, &claims);
     closefrom_fn real = (closefrom_fn)resolve_real(REAL_closefrom);
     if (real != NULL) {
         real(lowfd);
@@ -817,4 +1040,5 @@ IOASID_EXPORT void closefrom(int lowfd) {
         (void)syscall(SYS_close_range, (unsigned)lowfd, ~0U, 0);
 #endif
     }
+    if (claims.count >= 0) forget_range((unsigned)lowfd, (unsigned)INT_MAX, &claims);
 }

@@ -35,6 +35,14 @@ static inline int ioasid_owned(int fd) {
     return owned_slow(fd);
 }
 
+/* A descriptor the kernel just handed out: if the table marks its number as the engine's, the
+ * number was closed behind the preload's back; it is disowned. Returns `fd`. */
+IOASID_HIDDEN int ioasid_preload_fresh(int fd);
+
+/* Set on a thread while a vfork child borrows it (preload_fresh.c): the child's descriptor
+ * table is not the one the owned-fd table describes, so the table is left alone. */
+IOASID_HIDDEN extern _Thread_local int ioasid_in_vfork_child __attribute__((tls_model("initial-exec")));
+
 /* Loads the engine if needed and looks up one of its symbols; NULL if the engine cannot be
  * loaded or does not export it. */
 IOASID_HIDDEN void *ioasid_preload_engine_symbol(const char *name);

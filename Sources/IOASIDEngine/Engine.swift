@@ -24,9 +24,9 @@ import Synchronization
 /// call back into `install` and `setReadable`), and under it only non-blocking system calls on
 /// the engine's own eventfds are made. Lookups on the ioctl path take it once and do not allocate.
 ///
-/// **Processes.** The engine starts no threads and holds no lock across calls, so a `fork`ed
-/// child (the kselftest harness forks one per test) inherits a consistent copy of the table that
-/// names the descriptors it inherited.
+/// **Processes.** The engine holds no lock across calls, and the preload's `fork` handler waits
+/// until no program thread is inside the engine, so a `fork`ed child (the kselftest harness forks
+/// one per test) inherits a consistent copy of the table that names the descriptors it inherited.
 final class Engine: DescriptorHost {
     /// The engine of this process, created by the first `open("/dev/iommu")`.
     static let shared = Engine(environment: EngineEnvironment())
@@ -349,6 +349,10 @@ final class Engine: DescriptorHost {
         let created = ioasid_sys_eventfd(readable ? 1 : 0, eventFlags)
         guard created >= 0 else { return Int32(created) }
         let fd = Int32(created)
+        // Claimed before it is in the table: a call on the number from another thread (which can
+        // only guess it) then reaches the engine, which answers EBADF until the file is there,
+        // rather than the kernel's eventfd.
+        claim?.claim(fd)
         let stale: OpenFile? = state.withLock { state in
             // A number the kernel just handed out can only be in the table if the program closed
             // it behind the preload's back (raw syscall); forget that file first.
@@ -359,7 +363,6 @@ final class Engine: DescriptorHost {
             return stale
         }
         releaseFiles(stale)
-        claim?.claim(fd)
         return fd
     }
 

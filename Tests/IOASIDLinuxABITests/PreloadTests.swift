@@ -100,6 +100,24 @@ struct PreloadTests {
         }
     }
 
+    /// Descriptor ownership (the fixture's expectations were checked on the kernel): numbers
+    /// closed by raw system calls are the kernel's again, close_range/closefrom/dup2 over ours,
+    /// vfork and posix_spawn children, fork during an ioctl, close racing an ioctl, readiness.
+    @Test func descriptorsAreOursExactlyWhileTheKernelSaysSo() throws {
+        let fixtures = try Fixtures.shared.get()
+        let outcome = try runUnderIOASID(["/usr/bin/timeout", "-k", "5", "120", fixtures.fds])
+        #expect(outcome.exited(0), "\(outcome)")
+        for check in ["a number closed by a raw system call is the kernel's again",
+                      "close_range, closefrom, dup2 and dup3 over an iommufd",
+                      "a vfork child's dup2 and close leave the parent's descriptors alone",
+                      "a posix_spawn child's file actions leave the parent's descriptors alone",
+                      "fork while another thread is inside an ioctl",
+                      "an ioctl racing close answers success or EBADF",
+                      "poll follows the descriptor on a reused number"] {
+            #expect(outcome.standardOutput.contains("ok \(check)\n"), "missing: \(check)\n\(outcome)")
+        }
+    }
+
     /// Memory the program unmaps while an IOAS maps it: the device never reaches the program's
     /// new memory at that address (the range stays reserved; the DMA is a DMA error).
     @Test func dmaNeverReachesMemoryMappedAfterAnUnmap() throws {
@@ -244,6 +262,7 @@ struct Fixtures: Sendable {
     var unmapped: String
     var exec: String
     var kvm: String
+    var fds: String
 
     static let source = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("Fixtures").path
@@ -279,7 +298,8 @@ struct Fixtures: Sendable {
             signals: try build("signals.c", output: "signals", program + ["-pthread"]),
             unmapped: try build("unmapped.c", output: "unmapped", program),
             exec: try build("exec.c", output: "exec", program),
-            kvm: try build("kvm.c", output: "kvm", program))
+            kvm: try build("kvm.c", output: "kvm", program),
+            fds: try build("fds.c", output: "fds", program + ["-pthread"]))
     }
 }
 
