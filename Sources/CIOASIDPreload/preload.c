@@ -620,10 +620,11 @@ static inline int is_file_level_ioctl(unsigned long request) {
  * is the answer. Costs foreign descriptors nothing unless the kernel said ENOTTY and the engine
  * is loaded. */
 static __attribute__((noinline)) int ioctl_failed(int fd, unsigned long request, void *argument, int result) {
-    if (errno != ENOTTY || is_file_level_ioctl(request) ||
-        atomic_load_explicit(&engine_state, memory_order_acquire) != ENGINE_READY)
-        return result;
-    if (!owned(fd) && atomic_load_explicit(&engine_opens, memory_order_acquire) != 0) {
+    if (errno != ENOTTY || is_file_level_ioctl(request)) return result;
+    if (!owned(fd)) {
+        /* Not ours before the call nor now, and no open of ours under way: the kernel's answer
+         * stands (the common case, e.g. isatty on a file: no system call added). */
+        if (atomic_load_explicit(&engine_opens, memory_order_acquire) == 0) return result;
         /* An open of ours may have its eventfd on this number and not claimed it yet: wait for
          * it (a few microseconds) before saying the number is not ours. */
         for (int round = 0; round < 10000 && atomic_load_explicit(&engine_opens, memory_order_acquire) != 0; round++)
@@ -654,6 +655,9 @@ IOASID_EXPORT int ioctl(int fd, unsigned long request, ...) {
         if (engine_answer_stands(fd, &result)) return (int)from_engine(result);
     }
     if (unlikely(request == IOASID_KVM_SET_DEVICE_ATTR) && ioasid_kvm_vfio_attribute(fd, argument)) return 0;
+    /* Without the engine no number can be ours: a tail call, nothing added. */
+    if (likely(atomic_load_explicit(&engine_state, memory_order_relaxed) != ENGINE_READY))
+        return REAL(ioctl, ioctl_fn)(fd, request, argument);
     int result = REAL(ioctl, ioctl_fn)(fd, request, argument);
     if (unlikely(result < 0)) return ioctl_failed(fd, request, argument, result);
     return result;
