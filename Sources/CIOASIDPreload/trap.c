@@ -24,7 +24,9 @@
  *    ioasid_trap_unmap() returns no handler call for that range is running or will start.
  *  - The program's actions are a seqlock each, written under `actions_lock`, a spinlock taken
  *    only with every signal blocked (sigaction is async-signal-safe and so must we be).
- *  - Our handler runs with every signal blocked, on the alternate signal stack when the
+ *  - Our handler runs with every signal blocked but SIGSEGV and SIGBUS (a safe copy a device
+ *    model makes during a trapped access may fault, and the nested call fixes it up; see
+ *    ioasid_sys_uaccess.h), on the alternate signal stack when the
  *    program's action for that signal has SA_ONSTACK; the program's handler runs with the mask
  *    the kernel would have given it (the mask at the fault, its sa_mask, the signal unless
  *    SA_NODEFER).
