@@ -54,6 +54,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #define IOASID_EXPORT __attribute__((visibility("default")))
@@ -198,6 +199,11 @@ static _Atomic unsigned char *owned_cell(int fd, int create) {
  * engine made on the same number in between (claim_taken_back). */
 static _Atomic unsigned claim_generation;
 
+/* How many claims have been let go, process-wide: a call the kernel answered for a number that
+ * was not ours when it looked knows from this whether one of ours may have been there during the
+ * call and gone since (ioctl_failed). */
+static _Atomic unsigned long claims_let_go;
+
 /* Records whether `fd` is owned; 0, or -ENOMEM if a chunk for a large fd cannot be mapped. */
 static int set_owned(int fd, int value) {
     if (fd < 0) return -EBADF;
@@ -205,6 +211,9 @@ static int set_owned(int fd, int value) {
     if (cell == NULL) return value ? -ENOMEM : 0;
     unsigned char generation = 0;
     if (value) generation = (unsigned char)(atomic_fetch_add_explicit(&claim_generation, 1, memory_order_relaxed) % 255 + 1);
+    /* counted before the byte clears: whoever sees the number free also sees the count moved */
+    if (!value && atomic_load_explicit(cell, memory_order_relaxed) != 0)
+        atomic_fetch_add_explicit(&claims_let_go, 1, memory_order_acq_rel);
     atomic_store_explicit(cell, generation, memory_order_release);
     return 0;
 }
@@ -212,7 +221,9 @@ static int set_owned(int fd, int value) {
 /* Takes back the claim `generation` on `fd` unless a newer claim replaced it. */
 static void claim_taken_back(int fd, unsigned char generation) {
     _Atomic unsigned char *cell = owned_cell(fd, 0);
-    if (cell != NULL) atomic_compare_exchange_strong_explicit(cell, &generation, 0, memory_order_acq_rel, memory_order_relaxed);
+    if (cell == NULL) return;
+    atomic_fetch_add_explicit(&claims_let_go, 1, memory_order_acq_rel); /* before the byte clears */
+    atomic_compare_exchange_strong_explicit(cell, &generation, 0, memory_order_acq_rel, memory_order_relaxed);
 }
 
 IOASID_EXPORT void ioasid_preload_claim(int fd, int owned_flag) {
@@ -475,15 +486,48 @@ static int claim_engine_fd(int fd, int saved_errno) {
     return fd;
 }
 
-/* Opens of the engine's nodes under way: their eventfd exists before it is claimed. */
-static _Atomic int engine_opens;
+/* Claims under way: an open of an engine node or a dup of one of ours has its descriptor in the
+ * kernel's table before the preload claims it. The thread's own count says whether a wait for
+ * them would wait for this very thread (a call from a signal handler that interrupted a claim). */
+static _Atomic int claims_under_way;
+static __thread int claims_under_way_here;
+
+static inline void claim_begins(void) {
+    claims_under_way_here++;
+    atomic_fetch_add_explicit(&claims_under_way, 1, memory_order_acq_rel);
+}
+
+static inline void claim_ends(void) {
+    atomic_fetch_sub_explicit(&claims_under_way, 1, memory_order_acq_rel);
+    claims_under_way_here--;
+}
+
+/* Waits until `fd` is claimed or no claim is under way in another thread. A claim takes a few
+ * microseconds, but its thread may be preempted on a loaded machine: yield first, then sleep in
+ * short steps, and give up after two seconds (a thread stopped inside an open forever must not
+ * hang this one too). */
+static __attribute__((noinline)) void wait_for_claims(int fd) {
+    if (claims_under_way_here != 0) return;
+    struct timespec start, now;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (unsigned round = 0; atomic_load_explicit(&claims_under_way, memory_order_acquire) != 0 && !owned(fd); round++) {
+        if (round < 1000) {
+            (void)syscall(SYS_sched_yield);
+            continue;
+        }
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (now.tv_sec - start.tv_sec >= 2) return;
+        struct timespec step = {.tv_sec = 0, .tv_nsec = 50 * 1000};
+        (void)syscall(SYS_nanosleep, &step, NULL);
+    }
+}
 
 static int open_engine_path_counted(int kind, int flags);
 
 static int open_engine_path(int kind, int flags) {
-    atomic_fetch_add_explicit(&engine_opens, 1, memory_order_acq_rel);
+    claim_begins();
     int fd = open_engine_path_counted(kind, flags);
-    atomic_fetch_sub_explicit(&engine_opens, 1, memory_order_acq_rel);
+    claim_ends();
     return fd;
 }
 
@@ -613,36 +657,34 @@ static inline int is_file_level_ioctl(unsigned long request) {
     }
 }
 
-/* The kernel refused an ioctl on a number that was not ours when the wrapper looked. If it is ours
- * now, another thread opened /dev/iommu (or dup'ed one of ours) onto it in between, and the
- * kernel answered for the eventfd behind it: ask the engine, as the kernel would have asked the
- * file now installed there; if the number is closed by now, the call overlapped a close and EBADF
- * is the answer. Costs foreign descriptors nothing unless the kernel said ENOTTY and the engine
- * is loaded. */
-static __attribute__((noinline)) int ioctl_failed(int fd, unsigned long request, void *argument, int result) {
-    if (errno != ENOTTY || is_file_level_ioctl(request)) return result;
-    if (!owned(fd)) {
-        /* Not ours before the call nor now, and no open of ours under way: the kernel's answer
-         * stands (the common case, e.g. isatty on a file: no system call added). */
-        if (atomic_load_explicit(&engine_opens, memory_order_acquire) == 0) return result;
-        /* An open of ours may have its eventfd on this number and not claimed it yet: wait for
-         * it (a few microseconds) before saying the number is not ours. */
-        for (int round = 0; round < 10000 && atomic_load_explicit(&engine_opens, memory_order_acquire) != 0; round++)
-            (void)syscall(SYS_sched_yield);
+/* The kernel refused an ioctl on a number that was not ours when the wrapper looked. One of ours
+ * may have been there all the same: another thread opened /dev/iommu (or dup'ed one of ours)
+ * onto it and had not claimed it yet, or claimed it and closed it again before this thread looked
+ * a second time; the kernel then answered for the eventfd behind it. The refusal changed
+ * nothing, so the call is routed again: to the engine when the number is ours now, to the kernel
+ * when a claim was let go during the call (it answers for what the number holds now, or EBADF),
+ * and the refusal stands when nothing of ours came or went. `let_go` is claims_let_go before the
+ * kernel call. Costs foreign descriptors nothing unless the kernel said ENOTTY. */
+static __attribute__((noinline)) int ioctl_failed(int fd, unsigned long request, void *argument, int result,
+                                                  unsigned long let_go) {
+    for (int attempt = 0; errno == ENOTTY && !is_file_level_ioctl(request); attempt++) {
+        if (!owned(fd) && atomic_load_explicit(&claims_under_way, memory_order_acquire) != 0) wait_for_claims(fd);
+        if (owned(fd)) {
+            long answer = ENGINE_CALL(engine.ioctl(fd, request, argument));
+            if (!engine_answer_stands(fd, &answer)) {
+                errno = ENOTTY;
+                return result;
+            }
+            return (int)from_engine(answer);
+        }
+        atomic_thread_fence(memory_order_acquire); /* the count moved before the byte cleared */
+        unsigned long now = atomic_load_explicit(&claims_let_go, memory_order_acquire);
+        if (now == let_go || attempt == 64) return result;
+        let_go = now;
+        result = REAL(ioctl, ioctl_fn)(fd, request, argument);
+        if (result >= 0) return result;
     }
-    if (!owned(fd)) {
-        /* Ours while the kernel answered and closed since? Then EBADF is what the kernel could
-         * have said (the call overlapped the close). */
-        struct stat status;
-        if (syscall(SYS_fstat, fd, &status) != 0) errno = EBADF;
-        return result;
-    }
-    long answer = ENGINE_CALL(engine.ioctl(fd, request, argument));
-    if (!engine_answer_stands(fd, &answer)) {
-        errno = ENOTTY;
-        return result;
-    }
-    return (int)from_engine(answer);
+    return result;
 }
 
 IOASID_EXPORT int ioctl(int fd, unsigned long request, ...) {
@@ -658,8 +700,9 @@ IOASID_EXPORT int ioctl(int fd, unsigned long request, ...) {
     /* Without the engine no number can be ours: a tail call, nothing added. */
     if (likely(atomic_load_explicit(&engine_state, memory_order_relaxed) != ENGINE_READY))
         return REAL(ioctl, ioctl_fn)(fd, request, argument);
+    unsigned long let_go = atomic_load_explicit(&claims_let_go, memory_order_acquire);
     int result = REAL(ioctl, ioctl_fn)(fd, request, argument);
-    if (unlikely(result < 0)) return ioctl_failed(fd, request, argument, result);
+    if (unlikely(result < 0)) return ioctl_failed(fd, request, argument, result, let_go);
     return result;
 }
 
@@ -873,10 +916,12 @@ static int adopt(int oldfd, int newfd) {
 }
 
 IOASID_EXPORT int dup(int oldfd) {
-    int was_owned = owned(oldfd);
+    if (likely(!owned(oldfd))) return fresh(REAL(dup, dup_fn)(oldfd));
+    claim_begins();
     int newfd = REAL(dup, dup_fn)(oldfd);
-    if (unlikely(was_owned) && newfd >= 0) return adopt(oldfd, newfd);
-    return fresh(newfd);
+    if (newfd >= 0) newfd = adopt(oldfd, newfd);
+    claim_ends();
+    return newfd;
 }
 
 /* dup2/dup3 replace whatever `newfd` named: the engine forgets it if it was one of ours. */
@@ -890,13 +935,19 @@ static int replaced(int oldfd, int was_owned, int newfd, int result) {
 IOASID_EXPORT int dup2(int oldfd, int newfd) {
     int was_owned = owned(oldfd);
     if (likely(!was_owned && !owned(newfd)) || oldfd == newfd) return REAL(dup2, dup2_fn)(oldfd, newfd);
-    return replaced(oldfd, was_owned, newfd, REAL(dup2, dup2_fn)(oldfd, newfd));
+    if (was_owned) claim_begins();
+    int result = replaced(oldfd, was_owned, newfd, REAL(dup2, dup2_fn)(oldfd, newfd));
+    if (was_owned) claim_ends();
+    return result;
 }
 
 IOASID_EXPORT int dup3(int oldfd, int newfd, int flags) {
     int was_owned = owned(oldfd);
     if (likely(!was_owned && !owned(newfd)) || oldfd == newfd) return REAL(dup3, dup3_fn)(oldfd, newfd, flags);
-    return replaced(oldfd, was_owned, newfd, REAL(dup3, dup3_fn)(oldfd, newfd, flags));
+    if (was_owned) claim_begins();
+    int result = replaced(oldfd, was_owned, newfd, REAL(dup3, dup3_fn)(oldfd, newfd, flags));
+    if (was_owned) claim_ends();
+    return result;
 }
 
 static int fcntl_common(enum real_index index, int fd, int command, void *argument) {
@@ -907,9 +958,11 @@ static int fcntl_common(enum real_index index, int fd, int command, void *argume
         if (unlikely(command == F_DUPFD || command == F_DUPFD_CLOEXEC)) return fresh(result);
         return result;
     }
+    claim_begins();
     int newfd = real(fd, command, argument);
-    if (newfd < 0) return newfd;
-    return adopt(fd, newfd);
+    if (newfd >= 0) newfd = adopt(fd, newfd);
+    claim_ends();
+    return newfd;
 }
 
 IOASID_EXPORT int fcntl(int fd, int command, ...) {
