@@ -14,7 +14,9 @@
 #                write conformance/differential/seed-S.txt for S in $SEEDS
 #                (default "1 2 3 4 5 6 7 8"), COUNT ops each (default 2000);
 #                with NO_BAD_POINTERS=1 the requests use only good pointers, to
-#                seed-S-plain.txt.
+#                seed-S-plain.txt; with EXTENDED=1 the generator's extended set
+#                (-x: nested HWPTs, vIOMMU objects, queues read back) runs too,
+#                to seed-S-extended.txt (or seed-S-plain-extended.txt).
 #   --quiet      only the summary.
 # Exit status: 0 when every answer is the kernel's, 1 at any divergence.
 # environment: IOASID_LINUX_SRC, IOASID_CACHE (see fetch-linux-source.sh), CC,
@@ -49,26 +51,30 @@ for h in linux/iommufd.h; do
 		-e 's@#(ifndef|define|endif[[:space:]]*/[*])[[:space:]]*_UAPI@#\1 @' \
 		"$SRC/include/uapi/$h" > "$OUT/include/$h"
 done
+# The binaries are named after the generator's content: checkouts sharing the cache never run
+# each other's generator.
+VERSION=$(sha1sum "$ROOT/Tests/Differential/difffuzz.c" | cut -c1-12)
 build() {	# $1 = output, rest = extra flags
 	local out=$1; shift
-	if [ ! -x "$out" ] || [ "$ROOT/Tests/Differential/difffuzz.c" -nt "$out" ]; then
+	if [ ! -x "$out" ]; then
 		"$CC" -O1 -Wall -isystem "$OUT/include" -I"$SRC/drivers/iommu/iommufd" \
-			"$@" -o "$out.tmp" "$ROOT/Tests/Differential/difffuzz.c" || die "building difffuzz failed"
-		mv "$out.tmp" "$out"
+			"$@" -o "$out.$$.tmp" "$ROOT/Tests/Differential/difffuzz.c" || die "building difffuzz failed"
+		mv "$out.$$.tmp" "$out"
 	fi
 }
 
 if [ "$RECORD" = 1 ]; then
 	ORACLE=${ORACLE:-$ROOT/../shared/oracle}
 	[ -x "$ORACLE/run.sh" ] || die "no oracle at $ORACLE"
-	build "$OUT/difffuzz.static" -static
+	build "$OUT/difffuzz-$VERSION.static" -static
 	mkdir -p "$ROOT/conformance/differential"
 	for seed in ${SEEDS:-1 2 3 4 5 6 7 8}; do
 		file=$ROOT/conformance/differential/seed-$seed.txt
 		extra=()
 		[ "${NO_BAD_POINTERS:-0}" = 1 ] && { file=${file%.txt}-plain.txt; extra=(-P); }
+		[ "${EXTENDED:-0}" = 1 ] && { file=${file%.txt}-extended.txt; extra+=(-x); }
 		log "recording seed $seed on the real kernel -> ${file#$ROOT/}"
-		ORACLE_TIMEOUT=600 "$ORACLE/run.sh" "$OUT/difffuzz.static" -s "$seed" -n "${COUNT:-2000}" "${extra[@]}" > "$file.tmp" ||
+		ORACLE_TIMEOUT=600 "$ORACLE/run.sh" "$OUT/difffuzz-$VERSION.static" -s "$seed" -n "${COUNT:-2000}" "${extra[@]}" > "$file.tmp" ||
 			die "the oracle run of seed $seed failed (exit $?)"
 		grep -q '^# end$' "$file.tmp" || die "seed $seed: the transcript is incomplete"
 		mv "$file.tmp" "$file"
@@ -76,7 +82,7 @@ if [ "$RECORD" = 1 ]; then
 	exit 0
 fi
 
-build "$OUT/difffuzz"
+build "$OUT/difffuzz-$VERSION"
 BIN=${IOASID_BIN:-$ROOT/.build/debug/ioasid}
 [ -x "$BIN" ] || die "no ioasid tool at $BIN (swift build first)"
 [ ${#FILES[@]} -gt 0 ] || FILES=("$ROOT"/conformance/differential/*.txt)
@@ -90,9 +96,10 @@ for file in "${FILES[@]}"; do
 	pointers=$(sed -nE 's/.*bad-pointers=([01]).*/\1/p' <<< "$header")
 	flags=(-s "$seed" -n "$count")
 	[ "$pointers" = 0 ] && flags+=(-P)
-	replay=$OUT/replay-$seed-$pointers.txt
+	grep -q ' extended=1' <<< "$header" && flags+=(-x)
+	replay=$OUT/replay-$(basename "$file")
 	set +e
-	"$BIN" run --privileged -- "$OUT/difffuzz" "${flags[@]}" > "$replay" 2> "$replay.err" < /dev/null
+	"$BIN" run --privileged -- "$OUT/difffuzz-$VERSION" "${flags[@]}" > "$replay" 2> "$replay.err" < /dev/null
 	status=$?
 	set -e
 	lines=$(grep -c '' "$file")
@@ -104,7 +111,7 @@ for file in "${FILES[@]}"; do
 		continue
 	fi
 	diverged=$((diverged + 1))
-	[ -n "$first" ] || first=$(( $(grep -c '' "$replay") + 1 ))
+	[ -n "$first" ] || first=$(( $(grep -c '' "$replay" || true) + 1 ))
 	echo "${file#$ROOT/}: first divergence at line $first ($same of $lines lines equal; program exit $status)"
 	if [ "$QUIET" = 0 ]; then
 		echo "  kernel: $(sed -n "${first}p" "$file")"

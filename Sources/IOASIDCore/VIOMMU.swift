@@ -82,7 +82,7 @@ public final class HWQueue: IOMMUObject, @unchecked Sendable {
                 ioas.table.areas[i].value.locks -= 1
                 if let p = pinned {
                     let e = ioas.table.areas[i]
-                    let s = max(p.iova, e.range.start), l = min(p.iova + p.length - 1, e.range.last)
+                    let s = max(p.iova, e.range.start), l = min(p.iova + (p.length - 1), e.range.last)
                     if s <= l { e.value.pages.unpin(offset: e.value.pagesOffset + (s - e.range.start), length: l - s + 1, state: state) }
                 }
             }
@@ -191,10 +191,16 @@ extension Context {
             let (padded, o1) = (base - alignedBase).addingReportingOverflow(length)
             let (rounded, o2) = padded.addingReportingOverflow(pageSize - 1)
             guard !o1, !o2 else { s.abort(q); throw .range("queue length overflows") }
+            // The kernel allocates an array of one page pointer per page before it pins, and its
+            // allocator refuses more than INT_MAX bytes: a queue that long is ENOMEM, not ENOENT.
+            guard rounded / pageSize <= UInt64(Int32.max) / 8 else {
+                s.abort(q)
+                throw .noMemory("the queue's page array is more than the kernel allocates")
+            }
             let pinLength = rounded & ~(pageSize - 1)
             // Pin the span; it must be contiguous in host memory.
             var cursor = alignedBase
-            let last = alignedBase + pinLength - 1
+            let last = alignedBase + (pinLength - 1) // the span may end at 2^64 - 1
             var pinnedParts: [(Int, UInt64, UInt64)] = []
             var hostStart: UInt64 = 0
             var expected: UInt64? = nil

@@ -2,13 +2,19 @@
  * difffuzz — a seeded generator of random iommufd operation sequences that prints a transcript,
  * one line per operation: what was asked and what the kernel (or ioasid) answered.
  *
- *   difffuzz [-n COUNT] [-s SEED] [-P]        (-P: no bad argument pointers)
+ *   difffuzz [-n COUNT] [-s SEED] [-P] [-x]   (-P: no bad argument pointers; -x: the extended set)
  *
  * The same seed gives the same sequence of requests wherever it runs, so a transcript recorded
  * on the real kernel (static build, run under the real kernel by scripts/differential.sh --record) can be replayed under ioasid
  * (dynamic build, `ioasid run`) and compared line by line (scripts/differential.sh). Every
  * answer that feeds later requests (object IDs, IOVAs, counts) is printed, so a divergence shows
  * where it starts.
+ *
+ * The extended set (-x) adds what an object needs to be reached at all: nested HWPTs with the
+ * test driver's data and a fault queue, vDEVICEs, vEVENT queues, HW queues, the process change,
+ * page faults and vEVENTs raised by the test driver and read back (records, then responses
+ * written) from the queue descriptors, and the mock domain's own checks (maps, refs, IOTLB).
+ * Transcripts without -x are unchanged by it: the extended operations only ever run with it.
  *
  * Requests: every iommufd ioctl and the test driver's commands, with random and edge-case
  * sizes (too small, exact, larger with zero or non-zero tail), flags (valid, unknown bits), IDs
@@ -54,6 +60,7 @@ static int chance(int percent) { return (int)below(100) < percent; }
 
 static int iommufd;
 static int allow_bad_pointers = 1;
+static int extended;
 
 /* Everything the run learned: IDs it got back, IOVAs it mapped, fds it was given. */
 #define POOL 64
@@ -423,6 +430,198 @@ static void op_unknown(void) {
     issue("UNKNOWN", request, buffer, sizeof buffer, 1, extra);
 }
 
+/* ---- the extended set (-x) ------------------------------------------------------------------ */
+
+/* Queue descriptors the run keeps open: fault queues and vEVENT queues, with their IDs. */
+static int fault_fds[8], fault_ids[8], fault_count;
+static int vevent_fds[8], vevent_count;
+
+/* Objects that chains need, most recent first choice: nest parents, IOPF-capable nested HWPTs,
+ * vIOMMUs. Without them random IDs almost never reach a vEVENT or a fault record. */
+static uint32_t parents[8], iopf_hwpts[8], viommus[8];
+static int parent_count, iopf_count, viommu_count;
+
+static void remember_in(uint32_t *pool, int *count, uint32_t id) { pool[(*count)++ % 8] = id; }
+static uint32_t recent_or_any(const uint32_t *pool, int count, int percent) {
+    if (count && chance(percent)) return pool[below(count < 8 ? count : 8)];
+    return any_id();
+}
+
+static void keep(int *fds, int *count, int fd) {
+    if (*count < 8) { fds[(*count)++] = fd; return; }
+    int slot = (int)below(8);
+    close(fds[slot]);
+    fds[slot] = fd;
+}
+
+static void op_fault_queue(void) {
+    struct iommu_fault_alloc f = {0};
+    int rc = issue("FAULT_QUEUE_ALLOC", IOMMU_FAULT_QUEUE_ALLOC, &f, sizeof f, 1, " kept");
+    if (rc != 0) return;
+    printf(" id=%u", f.out_fault_id);
+    remember_id(f.out_fault_id);
+    if (fault_count == 8) { int slot = (int)below(8); close(fault_fds[slot]); fault_fds[slot] = (int)f.out_fault_fd; fault_ids[slot] = (int)f.out_fault_id; return; }
+    fault_ids[fault_count] = (int)f.out_fault_id;
+    fault_fds[fault_count++] = (int)f.out_fault_fd;
+}
+
+static void op_nested_hwpt(void) {
+    struct iommu_hwpt_selftest data = {.iotlb = chance(80) ? IOMMU_TEST_IOTLB_DEFAULT : (uint32_t)below(4)};
+    struct iommu_hwpt_alloc h = {.dev_id = any_idev(), .pt_id = recent_or_any(parents, parent_count, 70), .data_type = IOMMU_HWPT_DATA_SELFTEST,
+                                 .data_len = chance(90) ? sizeof data : (uint32_t)below(16), .data_uptr = (uintptr_t)&data};
+    if (chance(50) && fault_count) { h.flags = IOMMU_HWPT_FAULT_ID_VALID; h.fault_id = (uint32_t)fault_ids[below(fault_count)]; }
+    else if (chance(10)) { h.flags = IOMMU_HWPT_FAULT_ID_VALID; h.fault_id = any_id(); }
+    if (chance(10)) h.flags |= (uint32_t)below(16);
+    char extra[96];
+    snprintf(extra, sizeof extra, " nested dev=%u pt=%u flags=%#x fault=%u len=%u", h.dev_id, h.pt_id, h.flags, h.fault_id, h.data_len);
+    int rc = issue("HWPT_ALLOC", IOMMU_HWPT_ALLOC, &h, sizeof h, 1, extra);
+    if (rc == 0) {
+        printf(" id=%u", h.out_hwpt_id);
+        remember_id(h.out_hwpt_id);
+        if (h.flags == IOMMU_HWPT_FAULT_ID_VALID) remember_in(iopf_hwpts, &iopf_count, h.out_hwpt_id);
+    }
+}
+
+static void op_nest_parent(void) {
+    struct iommu_hwpt_alloc h = {.dev_id = any_idev(), .pt_id = any_id(), .flags = IOMMU_HWPT_ALLOC_NEST_PARENT};
+    if (chance(30)) h.flags |= IOMMU_HWPT_ALLOC_DIRTY_TRACKING;
+    char extra[64];
+    snprintf(extra, sizeof extra, " parent dev=%u pt=%u flags=%#x", h.dev_id, h.pt_id, h.flags);
+    int rc = issue("HWPT_ALLOC", IOMMU_HWPT_ALLOC, &h, sizeof h, 1, extra);
+    if (rc == 0) { printf(" id=%u", h.out_hwpt_id); remember_id(h.out_hwpt_id); remember_in(parents, &parent_count, h.out_hwpt_id); }
+}
+
+/* A mock device moved onto an IOPF-capable nested HWPT, so that its page faults reach a queue. */
+static void op_replace_iopf(void) {
+    struct iommu_test_cmd c = {.op = IOMMU_TEST_OP_MOCK_DOMAIN_REPLACE, .id = any_stdev()};
+    c.mock_domain_replace.pt_id = recent_or_any(iopf_hwpts, iopf_count, 80);
+    char extra[48];
+    snprintf(extra, sizeof extra, " iopf stdev=%u pt=%u", c.id, c.mock_domain_replace.pt_id);
+    int rc = test_cmd("TEST_MOCK_REPLACE", &c, extra);
+    if (rc == 0) printf(" out=%u", c.mock_domain_replace.pt_id);
+}
+
+static void op_selftest_viommu(void) {
+    struct iommu_viommu_alloc v = {.type = chance(90) ? IOMMU_VIOMMU_TYPE_SELFTEST : (uint32_t)below(3), .dev_id = any_idev(),
+                                   .hwpt_id = recent_or_any(parents, parent_count, 80)};
+    char extra[64];
+    snprintf(extra, sizeof extra, " selftest type=%#x dev=%u hwpt=%u", v.type, v.dev_id, v.hwpt_id);
+    int rc = issue("VIOMMU_ALLOC", IOMMU_VIOMMU_ALLOC, &v, sizeof v, 1, extra);
+    if (rc == 0) { printf(" id=%u", v.out_viommu_id); remember_id(v.out_viommu_id); remember_in(viommus, &viommu_count, v.out_viommu_id); }
+}
+
+static void op_vdevice(void) {
+    struct iommu_vdevice_alloc v = {.viommu_id = recent_or_any(viommus, viommu_count, 80), .dev_id = any_idev(), .virt_id = chance(80) ? below(4) : next()};
+    char extra[80];
+    snprintf(extra, sizeof extra, " viommu=%u dev=%u virt=%#" PRIx64, v.viommu_id, v.dev_id, (uint64_t)v.virt_id);
+    int rc = issue("VDEVICE_ALLOC", IOMMU_VDEVICE_ALLOC, &v, sizeof v, 1, extra);
+    if (rc == 0) { printf(" id=%u", v.out_vdevice_id); remember_id(v.out_vdevice_id); }
+}
+
+static void op_veventq(void) {
+    struct iommu_veventq_alloc v = {.viommu_id = recent_or_any(viommus, viommu_count, 80),
+                                    .type = chance(80) ? IOMMU_VEVENTQ_TYPE_SELFTEST : (uint32_t)below(4), .flags = chance(5),
+                                    .veventq_depth = chance(80) ? 1 + (uint32_t)below(4) : (uint32_t)below(1u << 20)};
+    char extra[80];
+    snprintf(extra, sizeof extra, " viommu=%u type=%#x depth=%u flags=%#x", v.viommu_id, v.type, v.veventq_depth, v.flags);
+    int rc = issue("VEVENTQ_ALLOC", IOMMU_VEVENTQ_ALLOC, &v, sizeof v, 1, extra);
+    if (rc == 0) { printf(" id=%u", v.out_veventq_id); remember_id(v.out_veventq_id); keep(vevent_fds, &vevent_count, (int)v.out_veventq_fd); }
+}
+
+static void op_hw_queue(void) {
+    struct iommu_hw_queue_alloc q = {.viommu_id = recent_or_any(viommus, viommu_count, 80),
+                                     .type = chance(80) ? IOMMU_HW_QUEUE_TYPE_SELFTEST : (uint32_t)below(3), .index = (uint32_t)below(3),
+                                     .nesting_parent_iova = any_iova(), .length = chance(70) ? PAGE * (1 + below(2)) : any_length()};
+    char extra[112];
+    snprintf(extra, sizeof extra, " viommu=%u type=%#x index=%u iova=%#" PRIx64 " length=%#" PRIx64, q.viommu_id, q.type, q.index,
+             (uint64_t)q.nesting_parent_iova, (uint64_t)q.length);
+    int rc = issue("HW_QUEUE_ALLOC", IOMMU_HW_QUEUE_ALLOC, &q, sizeof q, 1, extra);
+    if (rc == 0) { printf(" id=%u", q.out_hw_queue_id); remember_id(q.out_hw_queue_id); }
+}
+
+static void op_change_process(void) {
+    struct iommu_ioas_change_process c = {.__reserved = chance(10)};
+    issue("IOAS_CHANGE_PROCESS", IOMMU_IOAS_CHANGE_PROCESS, &c, sizeof c, 1, "");
+}
+
+/* Reads a queue descriptor with a random count (records are whole or nothing); prints what came. */
+static void read_queue(const char *name, int fd, int fault) {
+    static const size_t counts[] = {0, 8, 16, 39, 40, 48, 80, 120, 4096};
+    size_t count = counts[below(sizeof counts / sizeof counts[0])];
+    unsigned char buffer[4096];
+    errno = 0;
+    ssize_t got = read(fd, buffer, count);
+    printf("\n%s count=%zu -> %zd %s", name, count, got < 0 ? -1 : got, got < 0 ? strerrorname_np(errno) : "OK");
+    if (fault) {
+        for (ssize_t at = 0; at + (ssize_t)sizeof(struct iommu_hwpt_pgfault) <= got; at += sizeof(struct iommu_hwpt_pgfault)) {
+            struct iommu_hwpt_pgfault r;
+            memcpy(&r, buffer + at, sizeof r);
+            printf(" [flags=%#x dev=%u pasid=%u grp=%u perm=%#x addr=%#" PRIx64 " len=%u]", r.flags, r.dev_id, r.pasid, r.grpid, r.perm,
+                   (uint64_t)r.addr, r.length);
+            struct iommu_hwpt_page_response response = {.cookie = r.cookie, .code = (uint32_t)below(2)};
+            errno = 0;
+            ssize_t put = write(fd, &response, sizeof response);
+            printf(" response code=%u -> %zd %s", response.code, put < 0 ? -1 : put, put < 0 ? strerrorname_np(errno) : "OK");
+        }
+    } else if (got >= (ssize_t)sizeof(struct iommufd_vevent_header)) {
+        struct iommufd_vevent_header h;
+        memcpy(&h, buffer, sizeof h);
+        printf(" [flags=%#x sequence=%u]", h.flags, h.sequence);
+    }
+}
+
+static void op_trigger_iopf(void) {
+    struct iommu_test_cmd c = {.op = IOMMU_TEST_OP_TRIGGER_IOPF};
+    c.trigger_iopf.dev_id = any_idev();
+    c.trigger_iopf.pasid = (uint32_t)below(4);
+    c.trigger_iopf.grpid = (uint32_t)below(4);
+    c.trigger_iopf.perm = (uint32_t)below(4);
+    c.trigger_iopf.addr = any_iova();
+    char extra[96];
+    snprintf(extra, sizeof extra, " dev=%u pasid=%u grp=%u perm=%#x addr=%#" PRIx64, c.trigger_iopf.dev_id, c.trigger_iopf.pasid,
+             c.trigger_iopf.grpid, c.trigger_iopf.perm, (uint64_t)c.trigger_iopf.addr);
+    test_cmd("TEST_TRIGGER_IOPF", &c, extra);
+    if (fault_count) read_queue("FAULT_READ", fault_fds[below(fault_count)], 1);
+}
+
+static void op_trigger_vevent(void) {
+    struct iommu_test_cmd c = {.op = IOMMU_TEST_OP_TRIGGER_VEVENT};
+    c.trigger_vevent.dev_id = any_idev();
+    char extra[32];
+    snprintf(extra, sizeof extra, " dev=%u", c.trigger_vevent.dev_id);
+    test_cmd("TEST_TRIGGER_VEVENT", &c, extra);
+    if (vevent_count) read_queue("VEVENT_READ", vevent_fds[below(vevent_count)], 0);
+}
+
+static void op_mock_checks(void) {
+    struct iommu_test_cmd c = {.id = any_id()};
+    char extra[112];
+    switch (below(3)) {
+    case 0:
+        c.op = IOMMU_TEST_OP_MD_CHECK_MAP;
+        c.check_map.iova = any_iova();
+        c.check_map.length = chance(70) ? PAGE * (1 + below(4)) : any_length() % (1UL << 20);
+        c.check_map.uptr = BASE + PAGE * below(BUFFER_PAGES / 2);
+        snprintf(extra, sizeof extra, " check_map id=%u iova=%#" PRIx64 " length=%#" PRIx64, c.id, (uint64_t)c.check_map.iova,
+                 (uint64_t)c.check_map.length);
+        break;
+    case 1:
+        c.op = IOMMU_TEST_OP_MD_CHECK_REFS;
+        c.check_refs.length = PAGE * (1 + below(4));
+        c.check_refs.uptr = BASE + PAGE * below(BUFFER_PAGES / 2);
+        c.check_refs.refs = (uint32_t)below(3);
+        snprintf(extra, sizeof extra, " check_refs length=%#" PRIx64 " refs=%u", (uint64_t)c.check_refs.length, c.check_refs.refs);
+        break;
+    default:
+        c.op = IOMMU_TEST_OP_MD_CHECK_IOTLB;
+        c.check_iotlb.id = (uint32_t)below(4);
+        c.check_iotlb.iotlb = chance(70) ? IOMMU_TEST_IOTLB_DEFAULT : (uint32_t)below(4);
+        snprintf(extra, sizeof extra, " check_iotlb hwpt=%u entry=%u", c.id, c.check_iotlb.id);
+        break;
+    }
+    test_cmd("TEST_CHECK", &c, extra);
+}
+
 static void setup_memory(void) {
     int rw = PROT_READ | PROT_WRITE, flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE;
     if (mmap((void *)BASE, BUFFER_PAGES * PAGE, rw, flags, -1, 0) == MAP_FAILED ||
@@ -441,27 +640,36 @@ static void setup_memory(void) {
 int main(int argc, char **argv) {
     long count = 2000;
     uint64_t seed = 1;
-    for (int opt; (opt = getopt(argc, argv, "n:s:P")) != -1;) {
+    for (int opt; (opt = getopt(argc, argv, "n:s:Px")) != -1;) {
         if (opt == 'n') count = strtol(optarg, NULL, 0);
         else if (opt == 's') seed = strtoull(optarg, NULL, 0);
         else if (opt == 'P') allow_bad_pointers = 0;
-        else { fprintf(stderr, "usage: %s [-n COUNT] [-s SEED] [-P]\n", argv[0]); return 2; }
+        else if (opt == 'x') extended = 1;
+        else { fprintf(stderr, "usage: %s [-n COUNT] [-s SEED] [-P] [-x]\n", argv[0]); return 2; }
     }
     rng_state = seed;
     setvbuf(stdout, NULL, _IOLBF, 0);
     setup_memory();
     iommufd = open("/dev/iommu", O_RDWR | O_CLOEXEC);
     if (iommufd < 0) { perror("difffuzz: open /dev/iommu"); return 2; }
-    printf("# difffuzz seed=%" PRIu64 " count=%ld bad-pointers=%d\n", seed, count, allow_bad_pointers);
+    printf("# difffuzz seed=%" PRIu64 " count=%ld bad-pointers=%d%s\n", seed, count, allow_bad_pointers, extended ? " extended=1" : "");
     static void (*const ops[])(void) = {
         op_ioas_alloc, op_ioas_alloc, op_destroy, op_map, op_map, op_map, op_map_file, op_unmap, op_unmap, op_copy,
         op_iova_ranges, op_allow_iovas, op_option, op_vfio_ioas, op_hwpt_alloc, op_hw_info, op_dirty, op_fault_alloc,
         op_invalidate, op_viommu, op_mock_domain, op_mock_domain, op_mock_replace, op_add_reserved, op_access, op_pasid,
         op_unknown,
     };
+    static void (*const extended_ops[])(void) = {
+        op_fault_queue, op_nested_hwpt, op_nested_hwpt, op_nest_parent, op_vdevice, op_veventq, op_hw_queue,
+        op_change_process, op_trigger_iopf, op_trigger_iopf, op_trigger_vevent, op_mock_checks, op_replace_iopf,
+        op_selftest_viommu, op_selftest_viommu, op_vdevice,
+    };
+    const size_t plain = sizeof ops / sizeof ops[0], more = sizeof extended_ops / sizeof extended_ops[0];
     for (long i = 0; i < count; i++) {
         printf("%ld ", i);
-        ops[below(sizeof ops / sizeof ops[0])]();
+        uint64_t pick = below(extended ? plain + more : plain);
+        if (pick < plain) ops[pick]();
+        else extended_ops[pick - plain]();
         printf("\n");
     }
     printf("# end\n");

@@ -112,6 +112,16 @@ let errnoCases: [ErrnoCase] = [
     ErrnoCase("change process with user memory mapped", 22) { f in try f.context.changeProcess() },
     ErrnoCase("dirty tracking on a domain that cannot", 95) { f in try f.context.setDirtyTracking(HWPT.ID(f.hwpt), enabled: true) },
     ErrnoCase("compat IOAS not set", 19) { f in _ = try f.context.compatibilityIOAS(create: false) },
+    ErrnoCase("HW queue ending at 2^64 - 1 where nothing is mapped", 2) { f in
+        let parent = try f.context.allocateHWPT(device: f.device, parent: f.ioas.object, flags: [.nestParent], data: nil)
+        let viommu = try f.context.allocateVIOMMU(device: f.device, parent: parent, type: Mock.viommuType, data: nil)
+        _ = try f.context.allocateHWQueue(viommu: viommu, type: Mock.viommuType, index: 0, base: 0xffff_ffff_ffff_f000, length: 0x1000)
+    },
+    ErrnoCase("HW queue whose page array the kernel would not allocate", 12) { f in
+        let parent = try f.context.allocateHWPT(device: f.device, parent: f.ioas.object, flags: [.nestParent], data: nil)
+        let viommu = try f.context.allocateVIOMMU(device: f.device, parent: parent, type: Mock.viommuType, data: nil)
+        _ = try f.context.allocateHWQueue(viommu: viommu, type: Mock.viommuType, index: 0, base: 0, length: 1 << 63)
+    },
     ErrnoCase("vEVENT queue on a missing vIOMMU", 2) { f in
         _ = try f.context.allocateVEventQueue(viommu: VIOMMU.ID(ObjectID(300)), type: Mock.veventqType, depth: 4)
     },
