@@ -191,9 +191,9 @@ check=$(sed -n 's/.*\(IOASID-DMACHECK \(PASS\|FAIL\) .*\)/\1/p' "$OUT/destinatio
 source_result=$(sed -n 's/.*\(IOASID-GUEST \(PASS\|FAIL\) .*\)/\1/p' "$OUT/source.serial" | tail -n1)
 device=$(sed 's/\x1b\[[0-9;]*[A-Za-z]//g' "$OUT/monitor.log" | grep -o 'vfio device transferred: [0-9]* kbytes' | tail -n1 || true)
 {
-	printf 'migration: completed%s in %d.%d s (first pass over RAM sent after %d.%d s; %s dirty-log syncs while held)\n' \
-		"${device:+ ($device)}" $((migration / 1000)) $((migration % 1000 / 100)) $((first_pass / 1000)) \
-		$((first_pass % 1000 / 100)) "$held_syncs"
+	printf 'migration: completed%s in %d.%d s (QEMU: total time %s ms, downtime %s ms); first pass over RAM sent after %d.%d s; %s dirty-log syncs while held\n' \
+		"${device:+ ($device)}" $((migration / 1000)) $((migration % 1000 / 100)) "$(migrate_field 'total time')" \
+		"$(migrate_field 'downtime')" $((first_pass / 1000)) $((first_pass % 1000 / 100)) "$held_syncs"
 	t=$OUT/source.trace
 	printf 'source trace: %d IOMMU_HWPT_SET_DIRTY_TRACKING, %d IOMMU_HWPT_GET_DIRTY_BITMAP, %d reads of the migration data descriptors\n' \
 		"$(grep -c ' IOMMU_HWPT_SET_DIRTY_TRACKING ' "$t" || true)" "$(grep -c ' IOMMU_HWPT_GET_DIRTY_BITMAP ' "$t" || true)" \
@@ -202,6 +202,7 @@ device=$(sed 's/\x1b\[[0-9;]*[A-Za-z]//g' "$OUT/monitor.log" | grep -o 'vfio dev
 	echo "destination: ${result:-NO RESULT}"
 	echo "buffer, source:      ${stopped:-no stop line}"
 	echo "buffer, destination: ${check:-NO CHECK LINE}"
+	echo "whole run: ${SECONDS} s"
 } | tee "$OUT/summary.txt"
 [ -z "$source_result" ] || die "the source guest finished dmatest before the migration: nothing was migrated in flight"
 case $check in "IOASID-DMACHECK PASS "*) ;; *) die "the device-written buffer did not arrive intact on the destination (logs in $OUT)" ;; esac
