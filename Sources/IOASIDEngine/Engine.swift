@@ -3,6 +3,7 @@ import Glibc
 import IOASIDCore
 import IOASIDLinuxABI
 import IOASIDSoftDrivers
+import IOASIDSoftIOMMU
 import Synchronization
 
 /// The in-process engine behind `libioasid-preload.so`: the table of the descriptors it hands
@@ -53,7 +54,15 @@ final class Engine: DescriptorHost {
 
     init(environment: EngineEnvironment) {
         let isEngineDescriptor: @Sendable (Int32) -> Bool = { fd in Engine.shared.file(for: fd) != nil }
-        do throws(Machine.SpecError) { machine = .success(try Machine.parse(environment.machine ?? "", isEngineDescriptor: isEngineDescriptor)) } catch {
+        var vtd = VTdConfiguration()
+        vtd.dropsAccessedDirtyUpdates = environment.noDirtyBits
+        if environment.noDirtyBits {
+            (environment.traceSink ?? .standardError).write(
+                "ioasid: IOASID_TEST_NO_DIRTY_BITS is set: the software VT-d records no device write as dirty (a test knob)")
+        }
+        do throws(Machine.SpecError) {
+            machine = .success(try Machine.parse(environment.machine ?? "", isEngineDescriptor: isEngineDescriptor, vtdConfiguration: vtd))
+        } catch {
             machine = .failure(error)
             // Said whether or not tracing is on: otherwise every device open just fails with ENOENT.
             (environment.traceSink ?? .standardError).write("ioasid: IOASID_MACHINE refused: \(error)")

@@ -18,6 +18,10 @@ import Glibc
 /// - `IOASID_FAULT_INJECTION`: a switch-on value shows the kernel's fault-injection files
 ///   (`/proc/self/task/TID/fail-nth`, the `/sys/kernel/debug/fail*` knobs); default off.
 /// - `IOASID_FAIL`: user fault rules (`FaultRule`), separated by `,`; unset: none.
+/// - `IOASID_TEST_NO_DIRTY_BITS`: **a test knob, off by default** — a switch-on value makes the
+///   modelled machine's VT-d unit record no device write as dirty although it offers and
+///   accepts dirty tracking (`VTdConfiguration.dropsAccessedDirtyUpdates`), to show that a
+///   live-migration test notices lost dirty pages. Never set it otherwise.
 struct EngineEnvironment {
     var testDriver: Bool
     var traceSink: TraceSink?
@@ -27,6 +31,7 @@ struct EngineEnvironment {
     var report: String?
     var faultInjection = false
     var faultRules: [String] = []
+    var noDirtyBits = false
 
     init(testDriver: Bool, traceSink: TraceSink?, privileged: Bool = false) {
         self.testDriver = testDriver
@@ -45,6 +50,7 @@ struct EngineEnvironment {
         report = Self.variable("IOASID_REPORT").flatMap { $0.isEmpty ? nil : $0 }
         faultInjection = Self.parseSwitch(Self.variable("IOASID_FAULT_INJECTION"), default: false)
         faultRules = (Self.variable("IOASID_FAIL") ?? "").split(separator: ",").map(String.init)
+        noDirtyBits = Self.parseSwitch(Self.variable("IOASID_TEST_NO_DIRTY_BITS"), default: false)
     }
 
     static func variable(_ name: String) -> String? {

@@ -40,10 +40,12 @@ struct Machine {
     }
 
     /// Builds the machine `text` describes (an empty text: no devices). `isEngineDescriptor`
-    /// says whether a descriptor is one of the engine's (not a program's eventfd).
-    static func parse(_ text: String, isEngineDescriptor: @escaping @Sendable (Int32) -> Bool = { _ in false }) throws(SpecError) -> Machine {
+    /// says whether a descriptor is one of the engine's (not a program's eventfd);
+    /// `vtdConfiguration` describes the VT-d unit behind the `vtd` devices.
+    static func parse(_ text: String, isEngineDescriptor: @escaping @Sendable (Int32) -> Bool = { _ in false },
+                      vtdConfiguration: VTdConfiguration = VTdConfiguration()) throws(SpecError) -> Machine {
         EngineExtensions.load()
-        let soft = SoftMachine()
+        let soft = SoftMachine(vtdConfiguration: vtdConfiguration)
         let makeVF = virtualFunctionMaker(soft, isEngineDescriptor: isEngineDescriptor)
         guard !text.isEmpty else { return Machine(devices: MachineDevices(physical: [], makeVirtualFunction: makeVF), soft: soft) }
         let spec: MachineSpec

@@ -39,12 +39,16 @@ public final class SoftMachine: @unchecked Sendable {
     }
     /// How the VT-d driver delivers page requests to fault queues.
     public let vtdDelivery: VTdDriver.PageRequestDelivery
+    /// What the VT-d unit supports (created with the first VT-d device).
+    public let vtdConfiguration: VTdConfiguration
 
     /// An empty machine. `vtdDelivery: .interruptThread` delivers page requests on the driver's
     /// own thread, as the kernel's threaded interrupt handler does; `.manual` waits for
-    /// ``VTdDriver/servicePageRequests()``.
-    public init(vtdDelivery: VTdDriver.PageRequestDelivery = .interruptThread) {
+    /// ``VTdDriver/servicePageRequests()``. `vtdConfiguration` describes the VT-d unit.
+    public init(vtdDelivery: VTdDriver.PageRequestDelivery = .interruptThread,
+                vtdConfiguration: VTdConfiguration = VTdConfiguration()) {
         self.vtdDelivery = vtdDelivery
+        self.vtdConfiguration = vtdConfiguration
     }
 
     /// The default capabilities of an added function: 20-bit PASIDs, ATS with a device TLB, PRI
@@ -69,7 +73,7 @@ public final class SoftMachine: @unchecked Sendable {
                              capabilities: PCIFunction.Capabilities = SoftMachine.defaultCapabilities) throws(IOMMUError) -> VTdDevice {
         try lock.withLock { (s) throws(IOMMUError) -> VTdDevice in
             guard s.devices.count < 31 * 8 else { throw .noSpace("the machine's bus is full") }
-            if s.vtd == nil { s.vtd = try VTdDriver(memory: VTdDriver.processMemory(), delivery: vtdDelivery) }
+            if s.vtd == nil { s.vtd = try VTdDriver(memory: VTdDriver.processMemory(), configuration: vtdConfiguration, delivery: vtdDelivery) }
             let d = try s.vtd!.addDevice(requesterID: requesterID ?? nextRequesterID(s), capabilities: capabilities)
             s.devices.append(d)
             return d

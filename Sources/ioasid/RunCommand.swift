@@ -47,6 +47,12 @@ struct RunCommand: ParsableCommand {
               IOASID_FAULT_INJECTION  1 with --fault-injection, else unset
               IOASID_FAIL         the --fail rules, comma-separated, else unset
 
+            A test knob, read from the environment and never set by ioasid run (off by \
+            default): IOASID_TEST_NO_DIRTY_BITS=1 makes the modelled VT-d unit record no \
+            device write as dirty although it offers and accepts dirty tracking, so that a \
+            live-migration test can be shown to fail without it (scripts/qemu-migration.sh \
+            --no-dirty-bits). Do not set it otherwise.
+
             The modelled machine (--machine): the devices a program can bind through VFIO \
             cdevs, /dev/vfio/devices/vfio0, vfio1, ... in the order given: a comma-separated \
             list of IOMMU[:DEVICE][:COUNT]. IOMMU: mock (a PASID-capable device of the test \

@@ -175,6 +175,34 @@ import Testing
         }
     }
 
+    /// The test knob `dropsAccessedDirtyUpdates`: tracking is offered, accepted and switched on
+    /// (SSADE set), the device's writes land, and none is ever reported dirty — untranslated or
+    /// through ATS.
+    @Test(arguments: [false, true])
+    func noDirtyBitsKnobLosesEveryDeviceWrite(ats: Bool) throws {
+        try pinsShared {
+            var c = VTdConfiguration()
+            c.dropsAccessedDirtyUpdates = true
+            let x = try VTdSetup(configuration: c)
+            let (d, id) = try x.device(ats: ats)
+            #expect(try x.context.hardwareInfo(id).capabilities & 1 == 1, "dirty tracking is still offered")
+            let buffer = VTdUserBuffer(pages: 4)
+            let ioas = try x.context.allocateIOAS()
+            _ = try x.context.map(ioas, source: .user(address: buffer.address), length: 0x4000, iova: 0x40_0000, access: .readWrite)
+            let hwpt = try x.context.allocateHWPT(device: id, parent: ioas.object, flags: [.dirtyTracking], data: nil)
+            _ = try x.context.attach(id, to: hwpt.object)
+            try x.context.setDirtyTracking(hwpt, enabled: true)
+            #expect(x.driver.tables.pasidEntry(d.requesterID, pasid: 0)?.secondStageAccessedDirtyEnable == true)
+            #expect(dmaWrite(d, 0x40_1000, [0x5A]))
+            #expect(dmaWrite(d, 0x40_3000, [0xA5]))
+            #expect(buffer[0x1000] == 0x5A && buffer[0x3000] == 0xA5)
+            var dirty: [UInt64] = []
+            try x.context.readDirty(hwpt, iova: 0x40_0000, length: 0x4000, pageSize: 0x1000, keep: false) { dirty.append($0) }
+            #expect(dirty == [])
+            withExtendedLifetime(buffer) {}
+        }
+    }
+
     // MARK: Nested
 
     /// Guest memory: 16 pages at GPA 0x1000000; a 4-level first-stage table in its first pages

@@ -182,6 +182,13 @@ public struct VTdConfiguration: Hashable, Sendable {
     public var faultRecordingRegisters: Int = 8
     /// The largest address mask of a page-selective invalidation (CAP.MAMV).
     public var maximumAddressMask: Int = 18
+    /// **Test knob, not a behaviour of real hardware; off by default.** When on, the
+    /// second-stage walker makes no accessed/dirty updates even where a PASID entry sets SSADE:
+    /// the unit still reports SSADS and dirty tracking can be switched on, but no device write
+    /// is ever recorded as dirty. It exists to show that a test of dirty tracking (a live
+    /// migration with an assigned device) notices lost dirty pages; `ioasid run` turns it on
+    /// with the environment variable `IOASID_TEST_NO_DIRTY_BITS=1`.
+    public var dropsAccessedDirtyUpdates = false
 
     /// The default configuration (see the type's documentation).
     public init() {}

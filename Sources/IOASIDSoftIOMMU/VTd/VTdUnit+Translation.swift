@@ -235,10 +235,11 @@ extension VTdUnit {
 
     // MARK: Walks
 
-    /// The second-stage format a PASID entry selects.
+    /// The second-stage format a PASID entry selects (no A/D updates, whatever SSADE says, under
+    /// the test knob ``VTdConfiguration/dropsAccessedDirtyUpdates``).
     func secondStageFormat(_ e: VTdPASIDEntry) -> VTdSecondStageFormat {
         VTdSecondStageFormat(addressWidth: 30 + 9 * Int(e.addressWidth), hostAddressWidth: configuration.hostAddressWidth,
-                             accessedDirtyEnabled: e.secondStageAccessedDirtyEnable,
+                             accessedDirtyEnabled: e.secondStageAccessedDirtyEnable && !configuration.dropsAccessedDirtyUpdates,
                              executeEnabled: e.secondStageExecuteEnable && extendedCapability.executeRequests,
                              supports2MiB: configuration.secondStage2MiBPages, supports1GiB: configuration.secondStage1GiBPages)
     }
