@@ -142,6 +142,41 @@ struct IOASMapTests {
         }
     }
 
+    /// One `Pages` pinned in several extents (areas cut apart, a span copied to a second IOAS):
+    /// each page is pinned and charged once while any extent holds it, whichever goes first.
+    @Test func cutAndCopiedAreasPinAndChargeEachPageOnce() throws {
+        try PinLock.shared {
+            let f = try Fixture()
+            defer { f.context.close() }
+            let mode = f.context.accountingMode
+            func charged() -> UInt64 { f.context.chargedPages(mode) }
+            func pins() -> [Int] { (0..<4).map { pinCount(f.buffer.address(page: $0)) } }
+            #expect(charged() == 4)
+            // Three areas over the one `Pages`: page 0, pages 1-2, page 3.
+            try f.context.cutAreas(f.ioas, after: [f.iova + 4095, f.iova + 3 * 4096 - 1])
+            #expect(try f.context.areas(f.ioas).count == 3)
+            #expect(charged() == 4)
+            #expect(pins() == [1, 1, 1, 1])
+            // Pages 1-2 in a second IOAS too: the same extent pinned twice.
+            let dst = try f.context.allocateIOAS()
+            _ = try f.driver.mockDomain(dst.object)
+            _ = try f.context.copy(from: f.ioas, sourceIOVA: f.iova + 4096, to: dst, destinationIOVA: nil, length: 2 * 4096, access: .read)
+            #expect(charged() == 4)
+            _ = try f.context.unmap(f.ioas, iova: f.iova + 4096, length: 2 * 4096)
+            #expect(charged() == 4, "the copy still pins pages 1-2")
+            #expect(pins() == [1, 1, 1, 1])
+            _ = try f.context.unmap(f.ioas, iova: f.iova, length: 4096)
+            #expect(charged() == 3)
+            #expect(pins() == [0, 1, 1, 1])
+            _ = try f.context.unmapAll(dst)
+            #expect(charged() == 1)
+            #expect(pins() == [0, 0, 0, 1])
+            _ = try f.context.unmapAll(f.ioas)
+            #expect(charged() == 0)
+            #expect(pins() == [0, 0, 0, 0])
+        }
+    }
+
     @Test func copyAcrossAdjacentAreasAndHoles() throws {
         try PinLock.shared {
             let (c, _) = makeContext()
