@@ -64,6 +64,13 @@ public final class Pages: @unchecked Sendable {
     /// The host address of byte `offset`.
     @inlinable public func hostAddress(_ offset: UInt64) -> UInt64 { base + offset }
 
+    /// Whether bytes `[offset, offset+length)` have host memory behind them: always for user
+    /// memory; for a file, the part that is mapped (see `FileMapping.mappedLength`).
+    func isHostMapped(_ offset: UInt64, _ length: UInt64) -> Bool {
+        guard case .file(let mapping) = source else { return true }
+        return offset < mapping.mappedLength && length <= mapping.mappedLength - offset
+    }
+
     /// The number of distinct pages pinned.
     public var pinnedPageCount: UInt64 { pins.pageCount }
 
@@ -78,8 +85,10 @@ public final class Pages: @unchecked Sendable {
         switch source {
         case .user:
             try state.memory.pin(address: base + first * pageSize, length: (last - first + 1) * pageSize, writable: writable)
-        case .file:
-            // The kernel pins a file's pages from the file: a page past its end is EINVAL.
+        case .file(let mapping):
+            // The kernel pins a file's pages from the file: a page past its end is EINVAL. (A
+            // span larger than the address space is mapped only as far as the file reached.)
+            guard (last + 1) * pageSize <= mapping.mappedLength else { throw .invalid("file pages past the end of the file") }
             do throws(IOMMUError) {
                 try state.memory.pin(address: base + first * pageSize, length: (last - first + 1) * pageSize, writable: false)
             } catch {
