@@ -129,8 +129,11 @@ static void *resolve_real(enum real_index index) {
 
 #define REAL(name, type) ((type)resolve_real(REAL_##name))
 
+_Atomic(void *) ioasid_real_ioctl; /* hidden: preload_internal.h */
+
 __attribute__((constructor)) static void ioasid_preload_init(void) {
     for (int index = 0; index < REAL_COUNT; index++) resolve_real((enum real_index)index);
+    atomic_store_explicit(&ioasid_real_ioctl, resolve_real(REAL_ioctl), memory_order_release);
     ioasid_preload_adopt_inherited();
 }
 
@@ -256,8 +259,8 @@ static struct {
 
 static void *engine_handle; /* set once the engine is ready */
 
-enum { ENGINE_UNLOADED = 0, ENGINE_READY = 1, ENGINE_FAILED = -1 };
-static _Atomic int engine_state = ENGINE_UNLOADED;
+enum { ENGINE_UNLOADED = IOASID_ENGINE_UNLOADED, ENGINE_READY = IOASID_ENGINE_READY, ENGINE_FAILED = -1 };
+_Atomic int ioasid_engine_state = ENGINE_UNLOADED; /* hidden: preload_internal.h */
 static pthread_mutex_t engine_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static int engine_path(char *buffer, size_t size) {
@@ -322,13 +325,13 @@ static int load_engine_locked(void) {
 
 /* Loads the engine once; later calls only read the state. Returns non-zero when ready. */
 static int ensure_engine(void) {
-    int state = atomic_load_explicit(&engine_state, memory_order_acquire);
+    int state = atomic_load_explicit(&ioasid_engine_state, memory_order_acquire);
     if (likely(state != ENGINE_UNLOADED)) return state == ENGINE_READY;
     pthread_mutex_lock(&engine_lock);
-    state = atomic_load_explicit(&engine_state, memory_order_relaxed);
+    state = atomic_load_explicit(&ioasid_engine_state, memory_order_relaxed);
     if (state == ENGINE_UNLOADED) {
         state = load_engine_locked();
-        atomic_store_explicit(&engine_state, state, memory_order_release);
+        atomic_store_explicit(&ioasid_engine_state, state, memory_order_release);
     }
     pthread_mutex_unlock(&engine_lock);
     return state == ENGINE_READY;
@@ -375,7 +378,7 @@ _Thread_local int ioasid_in_vfork_child __attribute__((tls_model("initial-exec")
 static __attribute__((noinline)) void disown(int fd) {
     if (ioasid_in_vfork_child) return; /* the child's numbers say nothing about ours */
     set_owned(fd, 0);
-    if (atomic_load_explicit(&engine_state, memory_order_acquire) == ENGINE_READY) (void)ENGINE_CALL(engine.close(fd));
+    if (atomic_load_explicit(&ioasid_engine_state, memory_order_acquire) == ENGINE_READY) (void)ENGINE_CALL(engine.close(fd));
 }
 
 /* A descriptor the kernel just handed out through an interposed call. */
@@ -692,24 +695,34 @@ static __attribute__((noinline)) int ioctl_failed(int fd, unsigned long request,
     return result;
 }
 
-IOASID_EXPORT int ioctl(int fd, unsigned long request, ...) {
-    va_list arguments;
-    va_start(arguments, request);
-    void *argument = variadic_pointer(&arguments);
-    va_end(arguments);
+/* Every ioctl the fast path of preload_ioctl.c does not finish: ours, KVM's VFIO attribute, and
+ * all of them once the engine is loaded. */
+int ioasid_preload_ioctl(int fd, unsigned long request, void *argument) {
     if (unlikely(owned(fd)) && !is_file_level_ioctl(request)) {
         long result = ENGINE_CALL(engine.ioctl(fd, request, argument));
         if (engine_answer_stands(fd, &result)) return (int)from_engine(result);
     }
     if (unlikely(request == IOASID_KVM_SET_DEVICE_ATTR) && ioasid_kvm_vfio_attribute(fd, argument)) return 0;
     /* Without the engine no number can be ours: a tail call, nothing added. */
-    if (likely(atomic_load_explicit(&engine_state, memory_order_relaxed) != ENGINE_READY))
+    if (likely(atomic_load_explicit(&ioasid_engine_state, memory_order_relaxed) != ENGINE_READY))
         return REAL(ioctl, ioctl_fn)(fd, request, argument);
     unsigned long let_go = atomic_load_explicit(&claims_let_go, memory_order_acquire);
     int result = REAL(ioctl, ioctl_fn)(fd, request, argument);
     if (unlikely(result < 0)) return ioctl_failed(fd, request, argument, result, let_go);
     return result;
 }
+
+#if !IOASID_FIXED_IOCTL_WRAPPER
+/* Where the variadic pointer does not travel like a fixed third parameter, the exported ioctl
+ * stays variadic. */
+IOASID_EXPORT int ioctl(int fd, unsigned long request, ...) {
+    va_list arguments;
+    va_start(arguments, request);
+    void *argument = variadic_pointer(&arguments);
+    va_end(arguments);
+    return ioasid_preload_ioctl(fd, request, argument);
+}
+#endif
 
 #if defined(__TIMESIZE) && __TIMESIZE == 32 && defined(__USE_TIME_BITS64)
 /* 32-bit targets with 64-bit time_t call this name instead of ioctl. */
@@ -877,7 +890,7 @@ static void forget(int fd) {
  * atomic load. */
 typedef int (*munmap_fn)(void *, size_t);
 static int munmap_unreported(void *address, size_t length) {
-    if (unlikely(atomic_load_explicit(&engine_state, memory_order_acquire) == ENGINE_READY) &&
+    if (unlikely(atomic_load_explicit(&ioasid_engine_state, memory_order_acquire) == ENGINE_READY) &&
         engine.munmap != NULL && ENGINE_CALL(engine.munmap(address, length)) == 1)
         return 0;
     if (ioasid_trap_forget(address, length) != 0) return -1; /* a trapped MMIO range stops trapping */
@@ -1061,7 +1074,7 @@ struct range_claims {
 static void forget_range(unsigned int first, unsigned int last, struct range_claims *claims) {
     int engine_side = claims->count < 0;
     if (engine_side) claims->count = claims->overflow = 0;
-    if (atomic_load_explicit(&engine_state, memory_order_acquire) != ENGINE_READY || ioasid_in_vfork_child) return;
+    if (atomic_load_explicit(&ioasid_engine_state, memory_order_acquire) != ENGINE_READY || ioasid_in_vfork_child) return;
     if (last > (unsigned)INT_MAX) last = (unsigned)INT_MAX;
     for (unsigned int fd = first; fd <= last;) {
         if (fd >= CHUNK_SIZE && high_chunk((int)fd, 0) == NULL) {

@@ -35,6 +35,26 @@ static inline int ioasid_owned(int fd) {
     return owned_slow(fd);
 }
 
+/* Whether the engine is loaded (preload.c's engine state; only READY matters outside it). */
+enum { IOASID_ENGINE_UNLOADED = 0, IOASID_ENGINE_READY = 1 };
+IOASID_HIDDEN extern _Atomic int ioasid_engine_state;
+
+/* libc's ioctl (the next definition after the preload's), stored by the constructor; NULL before. */
+IOASID_HIDDEN extern _Atomic(void *) ioasid_real_ioctl;
+
+/* The ioctl wrapper's full path (preload.c); preload_ioctl.c's fast path ends there when it
+ * cannot answer alone. */
+IOASID_HIDDEN int ioasid_preload_ioctl(int fd, unsigned long request, void *argument);
+
+/* Where a variadic function's first variadic argument travels as a fixed one would (x86-64 and
+ * AArch64 on Linux: the same register), the exported ioctl has a fixed third parameter
+ * (preload_ioctl.c); elsewhere preload.c exports the variadic one. */
+#if defined(__x86_64__) || (defined(__aarch64__) && !defined(__APPLE__))
+#define IOASID_FIXED_IOCTL_WRAPPER 1
+#else
+#define IOASID_FIXED_IOCTL_WRAPPER 0
+#endif
+
 /* A descriptor the kernel just handed out: if the table marks its number as the engine's, the
  * number was closed behind the preload's back; it is disowned. Returns `fd`. */
 IOASID_HIDDEN int ioasid_preload_fresh(int fd);

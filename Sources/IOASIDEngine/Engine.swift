@@ -16,9 +16,9 @@ import Synchronization
 /// file without a poll method does.
 ///
 /// **Sharing.** `dup`, `dup2`, `dup3` and `F_DUPFD` make several descriptors name one
-/// `OpenFile`; the file is released when the last of them is closed. A file keeps the number it
-/// was installed under as its *handle* for `setReadable`, even after that descriptor is closed,
-/// as long as another descriptor keeps the file open.
+/// `OpenFile`; the file is released when the last of them is closed. `setReadable` finds the
+/// open file by the file's identity, so readiness follows the file to whatever descriptors name
+/// it, never to a number the kernel has since handed to another file.
 ///
 /// **Locking.** `state` is a leaf lock: no `LinuxFile` method is called while it is held (files
 /// call back into `install` and `setReadable`), and under it only non-blocking system calls on
@@ -333,9 +333,9 @@ final class Engine: DescriptorHost {
         state.withLock { $0.descriptors[fd]?.file }
     }
 
-    func setReadable(_ fd: Int32, _ readable: Bool) {
+    func setReadable(_ file: any LinuxFile, _ readable: Bool) {
         state.withLock { state in
-            guard let open = state.handles[fd] ?? state.descriptors[fd], open.readable != readable,
+            guard let open = state.byFile[ObjectIdentifier(file)], open.readable != readable,
                   let live = open.descriptors.first else { return }
             _ = readable ? ioasid_sys_eventfd_signal(live) : ioasid_sys_eventfd_drain(live)
             open.readable = readable
@@ -357,9 +357,9 @@ final class Engine: DescriptorHost {
             // A number the kernel just handed out can only be in the table if the program closed
             // it behind the preload's back (raw syscall); forget that file first.
             let stale = state.forget(fd)
-            let open = OpenFile(file: file, handle: fd, readable: readable, node: node, onRelease: onRelease)
+            let open = OpenFile(file: file, fd: fd, readable: readable, node: node, onRelease: onRelease)
             state.descriptors[fd] = open
-            state.handles[fd] = open
+            state.byFile[ObjectIdentifier(file)] = open
             return stale
         }
         releaseFiles(stale)
@@ -378,15 +378,16 @@ final class Engine: DescriptorHost {
 private struct State: ~Copyable {
     /// Every live descriptor of the engine → the open file it names.
     var descriptors: [Int32: OpenFile] = [:]
-    /// The number each live file was installed under → that file (see `Engine`, "Sharing").
-    var handles: [Int32: OpenFile] = [:]
+    /// Each live file, by identity → its open file (see `Engine`, "Sharing").
+    var byFile: [ObjectIdentifier: OpenFile] = [:]
 
     /// Removes `fd`; returns its file if that was the last descriptor naming it.
     mutating func forget(_ fd: Int32) -> OpenFile? {
         guard let open = descriptors.removeValue(forKey: fd) else { return nil }
         open.descriptors.removeAll { $0 == fd }
         guard open.descriptors.isEmpty else { return nil }
-        if handles[open.handle] === open { handles.removeValue(forKey: open.handle) }
+        let identity = ObjectIdentifier(open.file)
+        if byFile[identity] === open { byFile.removeValue(forKey: identity) }
         return open
     }
 }
@@ -394,7 +395,6 @@ private struct State: ~Copyable {
 /// One file and the descriptors that name it; only touched while `Engine.state` is held.
 private final class OpenFile {
     let file: any LinuxFile
-    let handle: Int32
     var descriptors: [Int32]
     /// Whether the eventfd's counter is non-zero.
     var readable: Bool
@@ -403,10 +403,9 @@ private final class OpenFile {
     /// Runs after the file is released (with no lock held).
     let onRelease: (@Sendable () -> Void)?
 
-    init(file: any LinuxFile, handle: Int32, readable: Bool, node: DeviceNode?, onRelease: (@Sendable () -> Void)?) {
+    init(file: any LinuxFile, fd: Int32, readable: Bool, node: DeviceNode?, onRelease: (@Sendable () -> Void)?) {
         self.file = file
-        self.handle = handle
-        self.descriptors = [handle]
+        self.descriptors = [fd]
         self.readable = readable
         self.node = node
         self.onRelease = onRelease

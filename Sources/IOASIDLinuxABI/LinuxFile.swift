@@ -89,8 +89,10 @@ let ESPIPE_: Int32 = 29
 public protocol DescriptorHost: AnyObject, Sendable {
     /// Creates a descriptor for `file`; returns the fd or -errno.
     func install(_ file: any LinuxFile) -> Int32
-    /// Sets whether `fd` polls readable.
-    func setReadable(_ fd: Int32, _ readable: Bool)
+    /// Sets whether the descriptors naming `file` poll readable. The file is named by identity,
+    /// not by a number: the descriptor it was installed under may have been closed while a
+    /// `dup` of it keeps the file open, and the number reused for another file.
+    func setReadable(_ file: any LinuxFile, _ readable: Bool)
     /// The file behind a descriptor this host installed, if any.
     func file(for fd: Int32) -> (any LinuxFile)?
 }

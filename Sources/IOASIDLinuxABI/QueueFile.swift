@@ -25,7 +25,7 @@ final class QueueFile: LinuxFile, @unchecked Sendable {
     }
 
     func setReadable(_ readable: Bool) {
-        if fd >= 0 { host.setReadable(fd, readable) }
+        host.setReadable(self, readable)
     }
 
     static let recordSize = MemoryLayout<iommu_hwpt_pgfault>.size

@@ -21,7 +21,7 @@ final class BenchHost: DescriptorHost, @unchecked Sendable {
             return fd
         }
     }
-    func setReadable(_ fd: Int32, _ readable: Bool) {}
+    func setReadable(_ file: any LinuxFile, _ readable: Bool) {}
     func file(for fd: Int32) -> (any LinuxFile)? { files.withLock { $0.table[fd] } }
 }
 

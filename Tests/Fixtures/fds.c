@@ -7,7 +7,8 @@
  * pipe, eventfd, memfd_create, dup); close_range with and without CLOSE_RANGE_UNSHARE, with
  * CLOSE_RANGE_CLOEXEC, closefrom, dup2/dup3 over an iommufd; a vfork child and a posix_spawn
  * child that rearrange their copy of the descriptor table; fork while another thread is inside
- * an ioctl; a close racing an ioctl in another thread; poll on a reused number.
+ * an ioctl; a close racing an ioctl in another thread; poll on a reused number; a fault queue
+ * moved to another number by dup and close while a second queue takes its old one.
  *
  * Facts used (from the kernel): an unknown ioctl on /dev/iommu fails with ENOTTY; /dev/iommu
  * has no read or write, which fail with EINVAL; it has no poll method, so it polls readable and
@@ -372,6 +373,93 @@ static void readiness(void) {
     OK("poll follows the descriptor on a reused number");
 }
 
+/* ---- 7. a fault queue's readiness follows the queue, not its first number -------------------- */
+
+#define IOMMU_HWPT_ALLOC _IO(';', 0x89)
+#define IOMMU_FAULT_QUEUE_ALLOC _IO(';', 0x8e)
+#define IOMMU_TEST_CMD _IO(';', 0xa0)
+enum { TEST_OP_MOCK_DOMAIN = 2, TEST_OP_MOCK_DOMAIN_REPLACE = 10, TEST_OP_TRIGGER_IOPF = 15 };
+enum { HWPT_ALLOC_NEST_PARENT = 1 << 0, HWPT_FAULT_ID_VALID = 1 << 2, HWPT_DATA_SELFTEST = 0xdead };
+struct hwpt_alloc {
+    uint32_t size, flags, dev_id, pt_id, out_hwpt_id, reserved, data_type, data_len;
+    uint64_t data_uptr;
+    uint32_t fault_id, reserved2;
+};
+struct fault_alloc { uint32_t size, flags, out_fault_id, out_fault_fd; };
+struct test_cmd {
+    uint32_t size, op, id, reserved;
+    union {
+        struct { uint32_t out_stdev_id, out_hwpt_id, out_idev_id; } mock_domain;
+        struct { uint32_t pt_id; } replace;
+        struct { uint32_t dev_id, pasid, grpid, perm; uint64_t addr; } trigger_iopf;
+        uint64_t raw[6];
+    };
+    uint32_t last;
+};
+struct pgfault { uint32_t flags, dev_id, pasid, grpid, perm, reserved; uint64_t addr; uint32_t length, cookie; };
+struct page_response { uint32_t cookie, code; };
+
+static int fault_queue(int iommu, uint32_t *id) {
+    struct fault_alloc fault = {.size = sizeof fault};
+    CHECK(ioctl(iommu, IOMMU_FAULT_QUEUE_ALLOC, &fault) == 0, "IOMMU_FAULT_QUEUE_ALLOC");
+    if (id != NULL) *id = fault.out_fault_id;
+    return (int)fault.out_fault_fd;
+}
+
+static int readable(int fd) {
+    struct pollfd entry = {.fd = fd, .events = POLLIN};
+    CHECK(poll(&entry, 1, 0) >= 0, "poll");
+    return (entry.revents & POLLIN) != 0;
+}
+
+static void queue_readiness(void) {
+    int iommu = open_iommu();
+    struct ioas_alloc ioas = {.size = sizeof ioas};
+    CHECK(ioctl(iommu, IOMMU_IOAS_ALLOC, &ioas) == 0, "IOAS_ALLOC");
+    struct test_cmd mock = {.size = sizeof mock, .op = TEST_OP_MOCK_DOMAIN, .id = ioas.out_ioas_id};
+    CHECK(ioctl(iommu, IOMMU_TEST_CMD, &mock) == 0, "IOMMU_TEST_OP_MOCK_DOMAIN");
+    uint32_t device = mock.mock_domain.out_idev_id;
+    struct hwpt_alloc parent = {.size = sizeof parent, .flags = HWPT_ALLOC_NEST_PARENT, .dev_id = device,
+                                .pt_id = ioas.out_ioas_id};
+    CHECK(ioctl(iommu, IOMMU_HWPT_ALLOC, &parent) == 0, "a nesting parent HWPT");
+    uint32_t fault_id = 0;
+    int first = fault_queue(iommu, &fault_id);
+    uint32_t selftest_data[2] = {0xbadbeef, 0};
+    struct hwpt_alloc iopf = {.size = sizeof iopf, .flags = HWPT_FAULT_ID_VALID, .dev_id = device,
+                              .pt_id = parent.out_hwpt_id, .data_type = HWPT_DATA_SELFTEST,
+                              .data_len = sizeof selftest_data, .data_uptr = (uintptr_t)selftest_data,
+                              .fault_id = fault_id};
+    CHECK(ioctl(iommu, IOMMU_HWPT_ALLOC, &iopf) == 0, "an IOPF-capable nested HWPT");
+    struct test_cmd replace = {.size = sizeof replace, .op = TEST_OP_MOCK_DOMAIN_REPLACE,
+                               .id = mock.mock_domain.out_stdev_id, .replace = {.pt_id = iopf.out_hwpt_id}};
+    CHECK(ioctl(iommu, IOMMU_TEST_CMD, &replace) == 0, "attach the device to the IOPF HWPT");
+
+    /* The queue moves to another number, and a second queue takes the number it had. */
+    int moved = dup(first);
+    CHECK(moved > first, "dup the fault queue");
+    CHECK(close(first) == 0, "close the queue's first number");
+    int second = fault_queue(iommu, NULL);
+    CHECK(second == first, "the second queue got the first one's number (%d, not %d)", second, first);
+    CHECK(!readable(moved) && !readable(second), "both queues start empty");
+
+    struct test_cmd trigger = {.size = sizeof trigger, .op = TEST_OP_TRIGGER_IOPF,
+                               .trigger_iopf = {.dev_id = device, .pasid = 1, .grpid = 2, .perm = 3, .addr = 0xdeadbeaf}};
+    CHECK(ioctl(iommu, IOMMU_TEST_CMD, &trigger) == 0, "IOMMU_TEST_OP_TRIGGER_IOPF");
+    CHECK(readable(moved), "the fault reached the queue's new number");
+    CHECK(!readable(second), "the queue now on the old number stays empty");
+    struct pgfault record;
+    CHECK(read(moved, &record, sizeof record) == (ssize_t)sizeof record, "read the fault record");
+    CHECK(record.addr == 0xdeadbeaf / 4096 * 4096 || record.addr == 0xdeadbeaf, "the record's address (0x%llx)",
+          (unsigned long long)record.addr);
+    struct page_response response = {.cookie = record.cookie, .code = 0};
+    CHECK(write(moved, &response, sizeof response) == (ssize_t)sizeof response, "write the page response");
+    CHECK(!readable(moved), "the queue is empty again");
+
+    CHECK(close(second) == 0 && close(moved) == 0, "close the queues");
+    close(iommu);
+    OK("a fault queue's readiness follows the queue through dup, close and a reused number");
+}
+
 int main(int argc, char **argv) {
     if (argc > 1 && strcmp(argv[1], "exit") == 0) return 0;
     const char *self = "/proc/self/exe";
@@ -388,6 +476,7 @@ int main(int argc, char **argv) {
     fork_during_ioctl(keeper);
     close_racing_ioctl();
     readiness();
+    queue_readiness();
     CHECK(close(keeper) == 0, "close");
     check_closed(keeper);
     printf("fds ok\n");

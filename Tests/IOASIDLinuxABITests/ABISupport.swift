@@ -30,7 +30,11 @@ final class MemoryHost: DescriptorHost, @unchecked Sendable {
         }
     }
 
-    func setReadable(_ fd: Int32, _ readable: Bool) { state.withLock { $0.readable[fd] = readable } }
+    func setReadable(_ file: any LinuxFile, _ readable: Bool) {
+        state.withLock { s in
+            for (fd, installed) in s.files where installed === file { s.readable[fd] = readable }
+        }
+    }
     func file(for fd: Int32) -> (any LinuxFile)? { state.withLock { $0.files[fd] } }
     func isReadable(_ fd: Int32) -> Bool { state.withLock { $0.readable[fd] ?? false } }
     var descriptors: [Int32] { state.withLock { Array($0.files.keys).sorted() } }

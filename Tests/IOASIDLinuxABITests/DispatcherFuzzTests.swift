@@ -4,10 +4,13 @@ import IOASIDStructures
 // descriptor, for DMABUF_GET) or a negative errno, and never crash; after the file is closed
 // no object and no Pages object may remain.
 //
-// Pointer fields are only ever 0, 0x10 (never mapped) or point into a scratch region this test
-// owns, followed by an inaccessible (PROT_NONE) guard page; lengths that make the framework write through a
-// pointer, or that make mappings whose host pages could be written through an access, are kept
-// inside the scratch region. Descriptor fields name a memfd of the test, the in-memory host's
+// Pointer fields are 0, never mapped (0x10, a kernel address), inside a PROT_NONE guard page,
+// straddling the end of the scratch region into its guard, in a read-only region, or inside the
+// scratch region this test owns. Every copy the framework makes through them is fault-safe, so a
+// bad one is EFAULT, never a signal; lengths are bounded so that no write can go past a guard
+// page into memory someone else may own. The ioctl's own argument pointer is bad now and then too
+// (never mapped, PROT_NONE, read-only, straddling its page's end): EFAULT, exactly, when nothing
+// of it can be read. Descriptor fields name a memfd of the test, the in-memory host's
 // descriptors (never real), or nothing.
 //
 // IOASID_FUZZ_ITERATIONS (default 20000) and IOASID_FUZZ_SEED select the run; scripts/fuzz.sh
@@ -42,6 +45,8 @@ struct DispatcherFuzzer {
     let host: MemoryHost
     let scratch = ArgumentPages(pages: DispatcherFuzzer.scratchPages, guardPage: true)
     let argument = ArgumentPages(pages: 1, guardPage: true)
+    /// Pages the framework may read but not write, then a guard page.
+    let readOnly = ArgumentPages(pages: 4, guardPage: true)
     let memfd: Int32
     var stats: [String: [Int: Int]] = [:]
 
@@ -51,15 +56,29 @@ struct DispatcherFuzzer {
         memfd = Int32(ioasid_sys_memfd(1 << 20, 1))
         precondition(memfd >= 0)
         scratch.zero()
+        for offset in stride(from: 0, to: readOnly.pages * 4096, by: 8) { readOnly.base.storeBytes(of: rng.next(), toByteOffset: offset, as: UInt64.self) }
+        precondition(mprotect(readOnly.base, readOnly.pages * 4096, PROT_READ) == 0)
     }
 
     var scratchEnd: UInt64 { scratch.address + UInt64(Self.scratchPages * 4096) }
+    /// The end of the guard page after `pages`: no write may be aimed past it.
+    func guardEnd(_ pages: ArgumentPages) -> UInt64 { pages.address + UInt64(pages.total) }
 
     /// A pointer and how many bytes follow it that the test owns (writes past them fault).
     mutating func pointer() -> (UInt64, UInt64) {
-        switch Int.random(in: 0..<10, using: &rng) {
+        switch Int.random(in: 0..<15, using: &rng) {
         case 0: return (0, 0)
         case 1: return (0x10, 0x8000)
+        case 10: return (0xffff_8880_0000_0000 + UInt64.random(in: 0..<(1 << 30), using: &rng), 1 << 20) // kernel half
+        case 11: // inside the guard page
+            let p = scratchEnd + UInt64.random(in: 0..<4096, using: &rng)
+            return (p, guardEnd(scratch) - p)
+        case 12: // straddling the scratch region's end into its guard page
+            let p = scratchEnd - UInt64.random(in: 1...256, using: &rng)
+            return (p, guardEnd(scratch) - p)
+        case 13, 14: // read-only
+            let p = readOnly.address + UInt64.random(in: 0..<UInt64(readOnly.pages * 4096), using: &rng)
+            return (p, guardEnd(readOnly) - p)
         case 2, 3:
             let page = UInt64.random(in: 0..<UInt64(Self.scratchPages), using: &rng)
             return (scratch.address + page * 4096, scratchEnd - scratch.address - page * 4096)
@@ -243,6 +262,35 @@ struct DispatcherFuzzer {
         }
     }
 
+    /// `row`'s request with a bad argument pointer: never mapped or PROT_NONE (EFAULT, nothing
+    /// can be read), read-only (the request may run; its answer cannot be written back), or the
+    /// filled struct moved to straddle its page's end (the part in the guard page cannot be read).
+    mutating func badArgument(_ row: IoctlRow, size: Int) -> String? {
+        let pointer: UnsafeMutableRawPointer?
+        var unreadable = false
+        switch Int.random(in: 0..<4, using: &rng) {
+        case 0:
+            pointer = UnsafeMutableRawPointer(bitPattern: rng.chance(50) ? UInt(0x10) : UInt(0xffff_8880_0000_0000))
+            unreadable = true
+        case 1:
+            pointer = argument.base + 4096 + Int.random(in: 0..<4096, using: &rng)
+            unreadable = true
+        case 2:
+            pointer = readOnly.base + Int.random(in: 0..<(readOnly.pages * 4096 - 512), using: &rng) & ~7
+        default:
+            let kept = Int.random(in: 1...max(1, min(size, row.size) - 1), using: &rng)
+            let moved = argument.base + 4096 - kept
+            moved.copyMemory(from: UnsafeRawPointer(argument.base), byteCount: kept)
+            pointer = moved
+            unreadable = kept < 4 // not even the size field
+        }
+        let r = file.ioctl(request: row.request, argument: pointer)
+        stats[unreadable ? "(unreadable argument)" : "(read-only or straddling argument)", default: [:]][r > 0 ? 1 : r, default: 0] += 1
+        if unreadable { return r == -14 ? nil : "\(row.name) with an unreadable argument returned \(r), not -EFAULT" }
+        if row.request == IOCTL.IOMMU_TEST_CMD && r > 0 { close(Int32(r)); return nil }
+        return r == 0 || (r < 0 && r >= -4095) ? nil : "\(row.name) with a bad argument returned \(r)"
+    }
+
     /// The union member of each test op (1-based).
     let testOpMember = ["", "add_reserved", "mock_domain", "check_map", "check_refs", "create_access", "destroy_access_pages",
                         "access_pages", "access_rw", "memory_limit", "mock_domain_replace", "access_replace_ioas",
@@ -283,9 +331,10 @@ struct DispatcherFuzzer {
             return r == -25 ? nil : "unknown request \(String(req, radix: 16)) returned \(r)"
         default:
             let row = rng.chance(35) ? iommufdRows.last! : rng.pick(iommufdRows)
-            let (_, pointers) = fill(row)
+            let (size, pointers) = fill(row)
             constrain(row, pointers: pointers)
             let op = argument.base.load(fromByteOffset: 4, as: UInt32.self)
+            if rng.chance(4) { return badArgument(row, size: size) }
             let r = file.ioctl(request: row.request, argument: argument.base)
             let key = row.request == IOCTL.IOMMU_TEST_CMD ? "TEST_OP_\(op)" : row.name
             stats[key, default: [:]][r > 0 ? 1 : r, default: 0] += 1
@@ -306,6 +355,7 @@ struct DispatcherFuzzTests {
     @Test func randomRequestsReturnZeroOrANegativeErrno() {
         PinLock.exclusive {
             let liveBefore = PinRegistry.shared.liveCount
+            #expect(ioasid_sys_uaccess_install() == 0, "the fault-safe copies' handler")
             var fuzz = DispatcherFuzzer(seed: Self.seed)
             defer { close(fuzz.memfd) }
             let start = Date()

@@ -19,7 +19,7 @@ final class SVADescriptorHost: DescriptorHost, @unchecked Sendable {
         files.withLock { $0[fd] = file }
         return fd
     }
-    func setReadable(_ fd: Int32, _ readable: Bool) {}
+    func setReadable(_ file: any LinuxFile, _ readable: Bool) {}
     func file(for fd: Int32) -> (any LinuxFile)? { files.withLock { $0[fd] } }
     func closeAll() {
         let all = files.withLock { f -> [any LinuxFile] in defer { f.removeAll() }; return Array(f.values) }
