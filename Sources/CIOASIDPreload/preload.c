@@ -36,6 +36,7 @@
 #include "preload_internal.h"
 #include "trap.h"
 #include "deferral.h"
+#include "ioasid_sys_pinnable.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -86,6 +87,7 @@ typedef int (*dup2_fn)(int, int);
 typedef int (*dup3_fn)(int, int, int);
 typedef int (*fcntl_fn)(int, int, ...);
 typedef void *(*mmap_fn)(void *, size_t, int, int, int, off_t);
+typedef void *(*mremap_fn)(void *, size_t, size_t, int, ...);
 typedef int (*close_range_fn)(unsigned int, unsigned int, int);
 typedef void (*closefrom_fn)(int);
 typedef ssize_t (*pread_fn)(int, void *, size_t, off_t);
@@ -101,6 +103,7 @@ enum real_index {
     REAL_fcntl, REAL_fcntl64, REAL_mmap, REAL_mmap64, REAL_close_range, REAL_closefrom,
     REAL_pread, REAL_pread64, REAL_pwrite, REAL_pwrite64, REAL___pread_chk, REAL___pread64_chk,
     REAL_preadv, REAL_preadv64, REAL_pwritev, REAL_pwritev64, REAL_preadv2, REAL_pwritev2,
+    REAL_munmap, REAL_mremap,
     REAL_COUNT
 };
 
@@ -111,6 +114,7 @@ static const char *const real_names[REAL_COUNT] = {
     "fcntl", "fcntl64", "mmap", "mmap64", "close_range", "closefrom",
     "pread", "pread64", "pwrite", "pwrite64", "__pread_chk", "__pread64_chk",
     "preadv", "preadv64", "pwritev", "pwritev64", "preadv2", "pwritev2",
+    "munmap", "mremap",
 };
 
 static _Atomic(void *) real_functions[REAL_COUNT];
@@ -314,6 +318,7 @@ static int load_engine_locked(void) {
 
     ioasid_fork_gate_install(); /* fork waits for engine calls under way (preload_fork.c) */
     if (ioasid_trap_guard_copies() != 0) diagnose("cannot install the fault handler; user copies use system calls", "");
+    ioasid_sys_pinnable_watch(1); /* mmap, munmap and mremap below report every change */
     engine_handle = handle;
     return ENGINE_READY;
 }
@@ -884,16 +889,39 @@ static void forget(int fd) {
  * lets its owner go; everything else goes to libc. Before the engine is loaded this costs one
  * atomic load. */
 typedef int (*munmap_fn)(void *, size_t);
-IOASID_EXPORT int munmap(void *address, size_t length) {
+static int munmap_unreported(void *address, size_t length) {
     if (unlikely(atomic_load_explicit(&ioasid_engine_state, memory_order_acquire) == ENGINE_READY) &&
         engine.munmap != NULL && ENGINE_CALL(engine.munmap(address, length)) == 1)
         return 0;
     if (ioasid_trap_forget(address, length) != 0) return -1; /* a trapped MMIO range stops trapping */
-    static _Atomic(void *) real_munmap;
-    void *real = atomic_load(&real_munmap);
-    if (real == NULL) atomic_store(&real_munmap, real = dlsym(RTLD_NEXT, "munmap"));
+    void *real = resolve_real(REAL_munmap);
     if (real == NULL) return (int)syscall(SYS_munmap, address, length);
     return ((munmap_fn)real)(address, length);
+}
+
+/* Every change of the program's mappings is reported before and after it is made: the engine
+ * remembers the memory that passed the kernel's pin check until then (ioasid_sys_pinnable.h). */
+IOASID_EXPORT int munmap(void *address, size_t length) {
+    ioasid_sys_mappings_changing();
+    int result = munmap_unreported(address, length);
+    ioasid_sys_mappings_changing();
+    return result;
+}
+
+IOASID_EXPORT void *mremap(void *old_address, size_t old_size, size_t new_size, int flags, ...) {
+    void *new_address = NULL;
+    if (flags & MREMAP_FIXED) {
+        va_list arguments;
+        va_start(arguments, flags);
+        new_address = va_arg(arguments, void *);
+        va_end(arguments);
+    }
+    ioasid_sys_mappings_changing();
+    mremap_fn real = REAL(mremap, mremap_fn);
+    void *result = real != NULL ? real(old_address, old_size, new_size, flags, new_address)
+                                : (void *)syscall(SYS_mremap, old_address, old_size, new_size, flags, new_address);
+    ioasid_sys_mappings_changing();
+    return result;
 }
 
 /* close of one of ours: the engine forgets the number first (a call racing the close then
@@ -1004,19 +1032,29 @@ static void *mmap_engine(void *address, size_t length, int protection, int flags
 }
 
 IOASID_EXPORT void *mmap(void *address, size_t length, int protection, int flags, int fd, off_t offset) {
+    void *result;
+    ioasid_sys_mappings_changing(); /* reported as munmap says */
     if (unlikely(owned(fd)) && !(flags & MAP_ANONYMOUS)) {
-        return mmap_engine(address, length, protection, flags, fd, (long)offset);
+        result = mmap_engine(address, length, protection, flags, fd, (long)offset);
+    } else {
+        result = REAL(mmap, mmap_fn)(address, length, protection, flags, fd, offset);
     }
-    return REAL(mmap, mmap_fn)(address, length, protection, flags, fd, offset);
+    ioasid_sys_mappings_changing();
+    return result;
 }
 
 IOASID_EXPORT void *mmap64(void *address, size_t length, int protection, int flags, int fd, off64_t offset) {
+    void *result;
+    ioasid_sys_mappings_changing();
     if (unlikely(owned(fd)) && !(flags & MAP_ANONYMOUS)) {
-        return mmap_engine(address, length, protection, flags, fd, (long)offset);
+        result = mmap_engine(address, length, protection, flags, fd, (long)offset);
+    } else {
+        mmap_fn real = (mmap_fn)resolve_real(REAL_mmap64);
+        if (real == NULL) real = (mmap_fn)resolve_real(REAL_mmap);
+        result = real(address, length, protection, flags, fd, (off_t)offset);
     }
-    mmap_fn real = (mmap_fn)resolve_real(REAL_mmap64);
-    if (real == NULL) real = (mmap_fn)resolve_real(REAL_mmap);
-    return real(address, length, protection, flags, fd, (off_t)offset);
+    ioasid_sys_mappings_changing();
+    return result;
 }
 
 /* ---------------------------------------------------------------------------------------------

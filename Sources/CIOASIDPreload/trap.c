@@ -53,6 +53,8 @@
  */
 #define _GNU_SOURCE
 #include "ioasid_preload.h"
+#include "ioasid_sys.h"
+#include "ioasid_sys_pinnable.h"
 #include "ioasid_sys_uaccess.h"
 #include "deferral.h"
 #include "mmio_decoder.h"
@@ -809,14 +811,16 @@ IOASID_EXPORT void *ioasid_trap_map(size_t length, void *hint, ioasid_mmio_handl
         return MAP_FAILED;
     }
     if (install_handlers() != 0) return MAP_FAILED;
+    ioasid_sys_mappings_changing();
     long mapped = syscall(SYS_mmap, hint, length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0L);
+    ioasid_sys_mappings_changing();
     if (mapped == -1) return MAP_FAILED;
     void *address = (void *)mapped;
     pthread_mutex_lock(&regions_lock);
     int index = slot_allocate();
     if (index < 0) {
         pthread_mutex_unlock(&regions_lock);
-        (void)syscall(SYS_munmap, address, length);
+        (void)ioasid_sys_munmap(address, length);
         errno = ENOMEM;
         return MAP_FAILED;
     }
@@ -831,7 +835,11 @@ IOASID_EXPORT int ioasid_trap_unmap(void *address, size_t length) {
         return -1;
     }
     if (ioasid_trap_forget(address, length) != 0) return -1;
-    if (syscall(SYS_munmap, address, length) != 0) return -1;
+    long result = ioasid_sys_munmap(address, length);
+    if (result < 0) {
+        errno = (int)-result;
+        return -1;
+    }
     return 0;
 }
 

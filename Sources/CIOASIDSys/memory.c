@@ -3,6 +3,7 @@
 #include "ioasid_sys_uaccess.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -51,62 +52,6 @@ long ioasid_sys_copy_out(uint64_t to, const void *from, size_t length)
 	if (done != -EAGAIN)
 		return done;
 	return vm_copy(1, to, (void *)from, length);
-}
-
-#ifndef MADV_POPULATE_READ
-#define MADV_POPULATE_READ 22
-#endif
-#ifndef MADV_POPULATE_WRITE
-#define MADV_POPULATE_WRITE 23
-#endif
-
-/* 1 when the kernel has MADV_POPULATE_READ/WRITE (5.14 and later), 0 when not, -1 unknown. */
-static int populate_supported = -1;
-
-static int probe_populate(void)
-{
-	static char page[1] __attribute__((aligned(4096)));
-	long page_size = sysconf(_SC_PAGESIZE);
-	uintptr_t start = (uintptr_t)page & ~(uintptr_t)(page_size - 1);
-	long rc = syscall(SYS_madvise, (void *)start, (size_t)page_size, (long)MADV_POPULATE_READ);
-	return rc == 0 || errno != EINVAL;
-}
-
-/*
- * What the kernel's pin does to the span before a device may use it: every page must be
- * mapped, readable, writeable when the map is, and ordinary memory (not a device's I/O
- * mapping, such as a VFIO BAR, and not PROT_NONE). MADV_POPULATE_READ/WRITE applies the same
- * checks as the kernel's page pinning and faults the pages in, as pinning does, in one system
- * call; it fails for any page that could not be pinned. Kernels without it get the weaker
- * msync check (mapped, nothing more).
- */
-long ioasid_sys_check_range(uint64_t address, uint64_t length, int writable)
-{
-	long page = sysconf(_SC_PAGESIZE);
-	uint64_t start = address & ~(uint64_t)(page - 1);
-	uint64_t end = address + length;
-	if (length == 0 || end < address)
-		return -EFAULT;
-	end = (end + (uint64_t)page - 1) & ~(uint64_t)(page - 1);
-	if (end == 0)
-		return -EFAULT;
-	int supported = __atomic_load_n(&populate_supported, __ATOMIC_RELAXED);
-	if (supported < 0) {
-		supported = probe_populate();
-		__atomic_store_n(&populate_supported, supported, __ATOMIC_RELAXED);
-	}
-	if (supported) {
-		long advice = writable ? MADV_POPULATE_WRITE : MADV_POPULATE_READ;
-		long rc;
-		do
-			rc = syscall(SYS_madvise, (void *)(uintptr_t)start, (size_t)(end - start), advice);
-		while (rc != 0 && errno == EINTR);
-		return rc == 0 ? 0 : -EFAULT;
-	}
-	/* msync fails with ENOMEM when any page of the span is unmapped; it touches nothing. */
-	if (syscall(SYS_msync, (void *)(uintptr_t)start, (size_t)(end - start), (long)MS_ASYNC) != 0)
-		return -EFAULT;
-	return 0;
 }
 
 long ioasid_sys_file_info(int fd, uint64_t *device, uint64_t *inode, uint64_t *size, int *is_mappable)
@@ -172,6 +117,19 @@ long ioasid_sys_fionread(int fd, int *value)
 long ioasid_sys_memfd(uint64_t size, int cloexec)
 {
 	long fd = syscall(SYS_memfd_create, "ioasid-dmabuf", (unsigned long)(cloexec ? MFD_CLOEXEC : 0));
+	if (fd < 0)
+		return -errno;
+	if (syscall(SYS_ftruncate, fd, (long)size) != 0) {
+		long e = -errno;
+		syscall(SYS_close, fd);
+		return e;
+	}
+	return fd;
+}
+
+long ioasid_sys_memfd_secret(uint64_t size)
+{
+	long fd = syscall(447 /* SYS_memfd_secret */, (unsigned long)O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
 	if (syscall(SYS_ftruncate, fd, (long)size) != 0) {

@@ -1,6 +1,7 @@
 /* Raw system-call wrappers; see include/ioasid_sys.h for why they exist. */
 #define _GNU_SOURCE
 #include "ioasid_sys.h"
+#include "ioasid_sys_pinnable.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -74,12 +75,19 @@ long ioasid_sys_dup_cloexec(int fd, int minimum) {
     return kernel_result(syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, minimum));
 }
 
+/* The framework's own mappings are reported as the program's are (ioasid_sys_pinnable.h). */
 long ioasid_sys_mmap(void *address, size_t length, int protection, int flags, int fd, long offset) {
-    return kernel_result(syscall(SYS_mmap, address, length, protection, flags, fd, offset));
+    ioasid_sys_mappings_changing();
+    long result = kernel_result(syscall(SYS_mmap, address, length, protection, flags, fd, offset));
+    ioasid_sys_mappings_changing();
+    return result;
 }
 
 long ioasid_sys_munmap(void *address, size_t length) {
-    return kernel_result(syscall(SYS_munmap, address, length));
+    ioasid_sys_mappings_changing();
+    long result = kernel_result(syscall(SYS_munmap, address, length));
+    ioasid_sys_mappings_changing();
+    return result;
 }
 
 long ioasid_sys_getpid(void) {

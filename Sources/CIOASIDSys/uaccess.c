@@ -42,6 +42,50 @@ __asm__(".text\n"
 __attribute__((visibility("hidden"))) size_t ioasid_uaccess_copy_bytes(void *to, const void *from, size_t length);
 __attribute__((visibility("hidden"))) extern const char ioasid_uaccess_copy_instruction[];
 __attribute__((visibility("hidden"))) extern const char ioasid_uaccess_copy_error[];
+
+/* size_t probe_pages(const void *start, size_t pages, int write): touches one byte of each of
+ * `pages` pages (pages >= 1) from `start`, 4 KiB apart: a load, or for `write` a locked OR of 0
+ * (a write access that changes nothing, atomic against the program's own stores). Returns 0, or
+ * the pages not reached when a touch faulted (the handler resumes at probe_error). */
+__asm__(".text\n"
+        ".p2align 4\n"
+        ".globl ioasid_uaccess_probe_pages\n"
+        ".hidden ioasid_uaccess_probe_pages\n"
+        ".type ioasid_uaccess_probe_pages, @function\n"
+        "ioasid_uaccess_probe_pages:\n"
+        "    testl %edx, %edx\n"
+        "    jz 2f\n"
+        "1:\n"
+        ".globl ioasid_uaccess_probe_write_instruction\n"
+        ".hidden ioasid_uaccess_probe_write_instruction\n"
+        "ioasid_uaccess_probe_write_instruction:\n"
+        "    lock orb $0, (%rdi)\n"
+        "    addq $4096, %rdi\n"
+        "    decq %rsi\n"
+        "    jnz 1b\n"
+        "    xorl %eax, %eax\n"
+        "    ret\n"
+        "2:\n"
+        ".globl ioasid_uaccess_probe_read_instruction\n"
+        ".hidden ioasid_uaccess_probe_read_instruction\n"
+        "ioasid_uaccess_probe_read_instruction:\n"
+        "    movb (%rdi), %al\n"
+        "    addq $4096, %rdi\n"
+        "    decq %rsi\n"
+        "    jnz 2b\n"
+        "    xorl %eax, %eax\n"
+        "    ret\n"
+        ".globl ioasid_uaccess_probe_error\n"
+        ".hidden ioasid_uaccess_probe_error\n"
+        "ioasid_uaccess_probe_error:\n"
+        "    movq %rsi, %rax\n"
+        "    ret\n"
+        ".size ioasid_uaccess_probe_pages, .-ioasid_uaccess_probe_pages\n");
+
+__attribute__((visibility("hidden"))) size_t ioasid_uaccess_probe_pages(const void *start, size_t pages, int write);
+__attribute__((visibility("hidden"))) extern const char ioasid_uaccess_probe_write_instruction[];
+__attribute__((visibility("hidden"))) extern const char ioasid_uaccess_probe_read_instruction[];
+__attribute__((visibility("hidden"))) extern const char ioasid_uaccess_probe_error[];
 #define HAVE_SAFE_COPY 1
 
 #else
@@ -65,13 +109,18 @@ static int learn_mask(void) {
     return faults_blocked(&mask) ? MASK_BLOCKED : MASK_DELIVERABLE;
 }
 
+/* Whether a fault can be caught on this thread now. */
+static inline int faults_catchable(void) {
+    if (!atomic_load_explicit(&enabled, memory_order_relaxed)) return 0;
+    int state = mask_state;
+    if (state == MASK_UNKNOWN) mask_state = state = learn_mask();
+    return state == MASK_DELIVERABLE;
+}
+
 long ioasid_sys_safe_copy(void *to, const void *from, size_t length) {
 #if HAVE_SAFE_COPY
     if (length == 0) return 0;
-    if (!atomic_load_explicit(&enabled, memory_order_relaxed)) return -EAGAIN;
-    int state = mask_state;
-    if (state == MASK_UNKNOWN) mask_state = state = learn_mask();
-    if (state != MASK_DELIVERABLE) return -EAGAIN;
+    if (!faults_catchable()) return -EAGAIN;
     return ioasid_uaccess_copy_bytes(to, from, length) == 0 ? 0 : -EFAULT;
 #else
     (void)to, (void)from, (void)length;
@@ -79,12 +128,32 @@ long ioasid_sys_safe_copy(void *to, const void *from, size_t length) {
 #endif
 }
 
+long ioasid_sys_safe_probe(const void *start, size_t pages, int write) {
+#if HAVE_SAFE_COPY
+    if (pages == 0) return 0;
+    if (!faults_catchable()) return -EAGAIN;
+    return ioasid_uaccess_probe_pages(start, pages, write) == 0 ? 0 : -EFAULT;
+#else
+    (void)start, (void)pages, (void)write;
+    return -EAGAIN;
+#endif
+}
+
 int ioasid_sys_uaccess_fixup(void *context) {
 #if HAVE_SAFE_COPY
     ucontext_t *uc = context;
-    if (uc == NULL || uc->uc_mcontext.gregs[REG_RIP] != (greg_t)(uintptr_t)ioasid_uaccess_copy_instruction) return 0;
-    uc->uc_mcontext.gregs[REG_RIP] = (greg_t)(uintptr_t)ioasid_uaccess_copy_error;
-    return 1;
+    if (uc == NULL) return 0;
+    greg_t at = uc->uc_mcontext.gregs[REG_RIP];
+    if (at == (greg_t)(uintptr_t)ioasid_uaccess_copy_instruction) {
+        uc->uc_mcontext.gregs[REG_RIP] = (greg_t)(uintptr_t)ioasid_uaccess_copy_error;
+        return 1;
+    }
+    if (at == (greg_t)(uintptr_t)ioasid_uaccess_probe_write_instruction ||
+        at == (greg_t)(uintptr_t)ioasid_uaccess_probe_read_instruction) {
+        uc->uc_mcontext.gregs[REG_RIP] = (greg_t)(uintptr_t)ioasid_uaccess_probe_error;
+        return 1;
+    }
+    return 0;
 #else
     (void)context;
     return 0;

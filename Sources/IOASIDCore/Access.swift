@@ -192,7 +192,10 @@ extension Context {
                 let last = min(range.last, e.range.last)
                 if write ? !e.value.writable : !e.value.readable { throw .notPermitted("mapping lacks the permission") }
                 let n = Int(last - cursor + 1)
-                let host = e.value.pages.hostAddress(e.value.pagesOffset + (cursor - e.range.start))
+                let offset = e.value.pagesOffset + (cursor - e.range.start)
+                // Past the part of a file that is mapped: past its end, as a copy there would fault.
+                guard e.value.pages.isHostMapped(offset, UInt64(n)) else { throw .fault("file pages past the end of the file") }
+                let host = e.value.pages.hostAddress(offset)
                 let slice = UnsafeMutableRawBufferPointer(rebasing: buffer[done..<done + n])
                 if write { try s.memory.copyOut(UnsafeRawBufferPointer(slice), to: host) } else { try s.memory.copyIn(from: host, into: slice) }
                 done += n

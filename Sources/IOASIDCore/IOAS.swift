@@ -279,34 +279,35 @@ extension ContextState {
             throw .invalid("page offset is not aligned to the IOAS")
         }
         guard let range = IOVARange(start: start, length: length) else { throw .overflow("IOVA overflows") }
-        let area = Area(pages: pages, pagesOffset: offset, readable: access.contains(.read), writable: access.contains(.write))
-        guard ioas.table.areas.insert(range, area) else { throw .exists("IOVA is already mapped") }
+        let readable = access.contains(.read), writable = access.contains(.write)
+        let area = Area(pages: pages, pagesOffset: offset, readable: readable, writable: writable)
+        guard let i = ioas.table.areas.insertReturningIndex(range, area) else { throw .exists("IOVA is already mapped") }
         pages.areaCount += 1
         if !ioas.table.domains.isEmpty {
-            do throws(IOMMUError) { try fillDomains(ioas, areaAt: range.start) } catch {
-                removeArea(ioas, at: range.start)
+            do throws(IOMMUError) {
+                try fillDomains(ioas, index: i, range: range, pages: pages, offset: offset, readable: readable, writable: writable)
+            } catch {
+                removeArea(ioas, index: i)
                 throw error
             }
         }
     }
 
-    /// Pins the area at `iova` and maps it into every domain of the IOAS.
-    func fillDomains(_ ioas: IOAS, areaAt iova: UInt64) throws(IOMMUError) {
-        guard let i = ioas.table.areas.index(containing: iova) else { return }
-        let e = ioas.table.areas[i]
-        let length = e.range.last - e.range.start + 1
-        try e.value.pages.pin(offset: e.value.pagesOffset, length: length, state: self)
+    /// Pins the area at index `i` (whose span, pages and permissions the caller passes along, so
+    /// nothing is looked up or copied again) and maps it into every domain of the IOAS.
+    func fillDomains(_ ioas: IOAS, index i: Int, range: IOVARange, pages: Pages, offset: UInt64,
+                     readable: Bool, writable: Bool) throws(IOMMUError) {
+        let length = range.last - range.start + 1
+        try pages.pin(offset: offset, length: length, state: self)
         ioas.table.areas[i].value.pinnedForDomains = true
-        var mapped = 0
-        for hwpt in ioas.table.domains {
+        let domains = ioas.table.domains
+        for (mapped, hwpt) in domains.enumerated() {
             do throws(IOMMUError) {
-                try hwpt.domain.map(iova: e.range.start, length: length,
-                                    source: MappedPages(pages: e.value.pages, offset: e.value.pagesOffset),
-                                    readable: e.value.readable, writable: e.value.writable)
-                mapped += 1
+                try hwpt.domain.map(iova: range.start, length: length, source: MappedPages(pages: pages, offset: offset),
+                                    readable: readable, writable: writable)
             } catch {
-                for d in ioas.table.domains.prefix(mapped) { d.domain.unmap(iova: e.range.start, length: length) }
-                e.value.pages.unpin(offset: e.value.pagesOffset, length: length, state: self)
+                for d in domains.prefix(mapped) { d.domain.unmap(iova: range.start, length: length) }
+                pages.unpin(offset: offset, length: length, state: self)
                 ioas.table.areas[i].value.pinnedForDomains = false
                 throw error
             }
@@ -316,9 +317,14 @@ extension ContextState {
     /// Unmaps the area at `iova` from all domains, unpins it and removes it.
     func removeArea(_ ioas: IOAS, at iova: UInt64) {
         guard let i = ioas.table.areas.index(containing: iova) else { return }
+        removeArea(ioas, index: i)
+    }
+
+    /// Unmaps the area at index `i` from all domains, unpins it and removes it.
+    func removeArea(_ ioas: IOAS, index i: Int) {
         let e = ioas.table.areas.remove(at: i)
-        let length = e.range.last - e.range.start + 1
         if e.value.pinnedForDomains {
+            let length = e.range.last - e.range.start + 1
             for hwpt in ioas.table.domains { hwpt.domain.unmap(iova: e.range.start, length: length) }
             e.value.pages.unpin(offset: e.value.pagesOffset, length: length, state: self)
         }
@@ -332,21 +338,21 @@ extension ContextState {
         var start = range.start
         var tries = 0
         while let i = ioas.table.areas.firstIndex(overlapping: IOVARange(start: start, last: range.last)) {
-            let e = ioas.table.areas[i]
-            if e.value.locks > 0 { throw .busy("area is locked by a HW queue") }
-            if e.range.start < range.start || e.range.last > range.last { throw .noEntry("unmap would split an area") }
-            if e.value.accessPins > 0 {
+            let area = ioas.table.areas[i].range
+            if ioas.table.areas[i].value.locks > 0 { throw .busy("area is locked by a HW queue") }
+            if area.start < range.start || area.last > range.last { throw .noEntry("unmap would split an area") }
+            if ioas.table.areas[i].value.accessPins > 0 {
                 tries += 1
                 if tries > 100 { throw .deadlock("an access keeps its pages pinned") }
-                notifyAccessesOfUnmap(ioas, range: e.range)
-                start = e.range.start
+                notifyAccessesOfUnmap(ioas, range: area)
+                start = area.start
                 continue
             }
             tries = 0
-            removeArea(ioas, at: e.range.start)
-            unmapped += e.range.last - e.range.start + 1
-            if e.range.last >= range.last { break }
-            start = e.range.last + 1
+            removeArea(ioas, index: i)
+            unmapped += area.last - area.start + 1
+            if area.last >= range.last { break }
+            start = area.last + 1
         }
         return unmapped
     }

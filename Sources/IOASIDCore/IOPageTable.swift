@@ -69,8 +69,10 @@ struct IOPageTable {
         throw .noSpace("no free IOVA of that size")
     }
 
-    /// Checks that `length` bytes at `iova` may be mapped.
-    func checkIOVA(_ iova: UInt64, length: UInt64) throws(IOMMUError) -> IOVARange {
+    /// Checks that `length` bytes at `iova` may be mapped. It changes nothing; it is `mutating`
+    /// only so that the map path's call through `IOAS.table` works on the table in place
+    /// instead of on a copy (a copy retains and releases every array of the table).
+    mutating func checkIOVA(_ iova: UInt64, length: UInt64) throws(IOMMUError) -> IOVARange {
         guard iova & (iovaAlignment - 1) == 0 else { throw .invalid("IOVA is not aligned to the IOAS") }
         guard let range = IOVARange(start: iova, length: length) else { throw .overflow("IOVA + length overflows") }
         if reservedIntersects(range) { throw .invalid("IOVA is reserved") }

@@ -1,4 +1,4 @@
-import Synchronization
+import IOASIDStructures
 
 /// Pinned pages: the memory behind one or more areas (the kernel's `iopt_pages`).
 ///
@@ -34,13 +34,17 @@ public final class Pages: @unchecked Sendable {
     }
     let pageSize: UInt64
     /// Pinned extents of page indexes.
-    @exclusivity(unchecked) private(set) var pins: [(first: UInt64, last: UInt64, count: Int)] = []
+    @exclusivity(unchecked) private(set) var pins = PinExtents()
     /// The accounting mode the pinned pages are charged to, and how many are charged.
     @exclusivity(unchecked) var chargedMode: AccountingMode = .none
     @exclusivity(unchecked) var chargedPages: UInt64 = 0
     /// How many areas refer to the pages.
     @exclusivity(unchecked) var areaCount = 0
     let memory: any UserMemory
+
+    /// The neighbours in the registry's list of live pages (guarded by the registry's lock).
+    fileprivate var registryPrevious: Unmanaged<Pages>?
+    fileprivate var registryNext: Unmanaged<Pages>?
 
     init(base: UInt64, byteLength: UInt64, writable: Bool, source: Source, pageSize: UInt64, memory: any UserMemory) {
         self.base = base
@@ -60,48 +64,41 @@ public final class Pages: @unchecked Sendable {
     /// The host address of byte `offset`.
     @inlinable public func hostAddress(_ offset: UInt64) -> UInt64 { base + offset }
 
-    /// The number of distinct pages pinned.
-    public var pinnedPageCount: UInt64 {
-        if pins.isEmpty { return 0 }
-        if pins.count == 1 { return pins[0].last - pins[0].first + 1 }
-        let sorted = pins.sorted { $0.first < $1.first }
-        var total: UInt64 = 0
-        var curFirst = sorted[0].first, curLast = sorted[0].last
-        for p in sorted.dropFirst() {
-            if p.first > curLast + 1 { total += curLast - curFirst + 1; curFirst = p.first; curLast = p.last }
-            else if p.last > curLast { curLast = p.last }
-        }
-        return total + curLast - curFirst + 1
+    /// Whether bytes `[offset, offset+length)` have host memory behind them: always for user
+    /// memory; for a file, the part that is mapped (see `FileMapping.mappedLength`).
+    func isHostMapped(_ offset: UInt64, _ length: UInt64) -> Bool {
+        guard case .file(let mapping) = source else { return true }
+        return offset < mapping.mappedLength && length <= mapping.mappedLength - offset
     }
 
+    /// The number of distinct pages pinned.
+    public var pinnedPageCount: UInt64 { pins.pageCount }
+
     /// Whether page `index` is pinned.
-    public func isPinned(page index: UInt64) -> Bool { pins.contains { $0.first <= index && index <= $0.last } }
+    public func isPinned(page index: UInt64) -> Bool { pins.contains(page: index) }
 
     /// Pins the pages holding bytes `[offset, offset+length)`, checking the memory first.
     func pin(offset: UInt64, length: UInt64, state: ContextState) throws(IOMMUError) {
         let first = offset / pageSize, last = (offset + length - 1) / pageSize
-        if let i = pins.firstIndex(where: { $0.first == first && $0.last == last }) {
-            pins[i].count += 1
-            return
-        }
+        if pins.addUse(first: first, last: last) { return }
         try FaultInjection.check(.pin)
-        let before = pinnedPageCount
         switch source {
         case .user:
             try state.memory.pin(address: base + first * pageSize, length: (last - first + 1) * pageSize, writable: writable)
-        case .file:
-            // The kernel pins a file's pages from the file: a page past its end is EINVAL.
+        case .file(let mapping):
+            // The kernel pins a file's pages from the file: a page past its end is EINVAL. (A
+            // span larger than the address space is mapped only as far as the file reached.)
+            guard (last + 1) * pageSize <= mapping.mappedLength else { throw .invalid("file pages past the end of the file") }
             do throws(IOMMUError) {
                 try state.memory.pin(address: base + first * pageSize, length: (last - first + 1) * pageSize, writable: false)
             } catch {
                 throw .invalid("file pages past the end of the file")
             }
         }
-        pins.append((first, last, 1))
-        let added = pinnedPageCount - before
+        let added = pins.insert(first: first, last: last)
         if added > 0 {
             do throws(IOMMUError) { try state.charge(self, pages: added) } catch {
-                pins.removeLast()
+                _ = pins.dropUse(first: first, last: last)
                 throw error
             }
         }
@@ -110,11 +107,7 @@ public final class Pages: @unchecked Sendable {
     /// Drops one pin of the pages holding bytes `[offset, offset+length)`.
     func unpin(offset: UInt64, length: UInt64, state: ContextState) {
         let first = offset / pageSize, last = (offset + length - 1) / pageSize
-        guard let i = pins.firstIndex(where: { $0.first == first && $0.last == last }) else { return }
-        let before = pinnedPageCount
-        pins[i].count -= 1
-        if pins[i].count == 0 { pins.remove(at: i) }
-        let removed = before - pinnedPageCount
+        let removed = pins.dropUse(first: first, last: last)
         if removed > 0 { state.uncharge(self, pages: removed) }
     }
 
@@ -141,28 +134,57 @@ public final class Pages: @unchecked Sendable {
 }
 
 /// Every live `Pages` object of the process, so a test can ask how often a page is pinned
-/// (the kernel's page reference count, which is process-wide).
-public final class PinRegistry: Sendable {
+/// (the kernel's page reference count, which is process-wide) and `munmap` can tell memory an
+/// IOAS maps.
+public final class PinRegistry: @unchecked Sendable {
     public static let shared = PinRegistry()
-    /// Live pages, unretained: each `Pages` removes itself in `deinit`, so an entry never
-    /// outlives its object (no weak references on the map path).
-    private let live = Mutex<[ObjectIdentifier: UnretainedPages]>([:])
+    /// Live pages, unretained, in a list threaded through the objects themselves (adding and
+    /// removing allocate and hash nothing): each `Pages` removes itself in `deinit`, so an entry
+    /// never outlives its object.
+    private let lock = Lock()
+    private var head: Unmanaged<Pages>?
+    private var count = 0
 
-    struct UnretainedPages: @unchecked Sendable { let pages: Unmanaged<Pages> }
+    func add(_ p: Pages) {
+        lock.withLock {
+            p.registryPrevious = nil
+            p.registryNext = head
+            if let h = head { h._withUnsafeGuaranteedRef { $0.registryPrevious = .passUnretained(p) } }
+            head = .passUnretained(p)
+            count += 1
+        }
+    }
 
-    func add(_ p: Pages) { live.withLock { $0[ObjectIdentifier(p)] = UnretainedPages(pages: .passUnretained(p)) } }
-    func remove(_ p: Pages) { _ = live.withLock { $0.removeValue(forKey: ObjectIdentifier(p)) } }
+    func remove(_ p: Pages) {
+        lock.withLock {
+            let previous = p.registryPrevious, next = p.registryNext
+            if let previous { previous._withUnsafeGuaranteedRef { $0.registryNext = next } } else { head = next }
+            if let next { next._withUnsafeGuaranteedRef { $0.registryPrevious = previous } }
+            p.registryPrevious = nil
+            p.registryNext = nil
+            count -= 1
+        }
+    }
+
+    /// Calls `body` with each live `Pages`; the lock is held.
+    private func forEachLocked(_ body: (Pages) -> Void) {
+        var at = head
+        while let entry = at {
+            entry._withUnsafeGuaranteedRef { body($0) }
+            at = entry._withUnsafeGuaranteedRef { $0.registryNext }
+        }
+    }
 
     /// The parts of `[start, end)` that user memory behind a live `Pages` covers (memory an IOAS
     /// maps), sorted and merged. Reads only what never changes in a `Pages` (its span), so it is
     /// safe from any thread.
     public func userSpans(overlapping start: UInt64, _ end: UInt64) -> [(start: UInt64, end: UInt64)] {
-        var spans: [(start: UInt64, end: UInt64)] = live.withLock { all in
-            all.values.compactMap { entry in
-                let p = entry.pages.takeUnretainedValue()
-                guard case .user = p.source else { return nil }
+        var spans: [(start: UInt64, end: UInt64)] = []
+        lock.withLock {
+            forEachLocked { p in
+                guard case .user = p.source else { return }
                 let lo = max(start, p.base), hi = min(end, p.base &+ p.byteLength)
-                return lo < hi ? (lo, hi) : nil
+                if lo < hi { spans.append((lo, hi)) }
             }
         }
         guard spans.count > 1 else { return spans }
@@ -177,13 +199,81 @@ public final class PinRegistry: Sendable {
 
     /// How many pinned `Pages` hold the page at user `address` whose identity is `identity`.
     public func pinCount(address: UInt64, identity: PageIdentity) -> Int {
-        live.withLock { all in
-            all.values.reduce(0) { $0 + ($1.pages.takeUnretainedValue().pinsPage(address: address, identity: identity) ? 1 : 0) }
-        }
+        var n = 0
+        lock.withLock { forEachLocked { if $0.pinsPage(address: address, identity: identity) { n += 1 } } }
+        return n
     }
 
     /// The number of live `Pages` objects; for leak tests.
-    public var liveCount: Int { live.withLock { $0.count } }
+    public var liveCount: Int { lock.withLock { count } }
+}
+
+/// The pinned extents of one `Pages`: page-index spans with a use count, the same span pinned
+/// twice counting twice. The first extent is kept inline, so the usual `Pages` (one area, one
+/// extent) allocates nothing for its pins.
+struct PinExtents {
+    typealias Extent = (first: UInt64, last: UInt64, count: Int)
+    /// The first extent; `count` 0 when there is none (and then `rest` is empty).
+    private var head: Extent = (0, 0, 0)
+    /// Further extents, in pin order.
+    private var rest: [Extent] = []
+
+    var isEmpty: Bool { head.count == 0 }
+
+    /// Adds a use of the extent `[first, last]` if it is already pinned; false if it is not.
+    mutating func addUse(first: UInt64, last: UInt64) -> Bool {
+        if head.count > 0, head.first == first, head.last == last { head.count += 1; return true }
+        guard !rest.isEmpty, let i = rest.firstIndex(where: { $0.first == first && $0.last == last }) else { return false }
+        rest[i].count += 1
+        return true
+    }
+
+    /// Pins the new extent `[first, last]` once; returns how many pages became pinned.
+    mutating func insert(first: UInt64, last: UInt64) -> UInt64 {
+        if head.count == 0 {  // then `rest` is empty too
+            head = (first, last, 1)
+            return last - first + 1
+        }
+        let before = pageCount
+        rest.append((first, last, 1))
+        return pageCount - before
+    }
+
+    /// Drops one use of the extent `[first, last]`; returns how many pages stopped being pinned.
+    mutating func dropUse(first: UInt64, last: UInt64) -> UInt64 {
+        if head.count > 0, head.first == first, head.last == last {
+            if head.count > 1 { head.count -= 1; return 0 }
+            if rest.isEmpty { head.count = 0; return last - first + 1 }
+            let before = pageCount
+            head = rest.removeFirst()
+            return before - pageCount
+        }
+        guard let i = rest.firstIndex(where: { $0.first == first && $0.last == last }) else { return 0 }
+        if rest[i].count > 1 { rest[i].count -= 1; return 0 }
+        let before = pageCount
+        rest.remove(at: i)
+        return before - pageCount
+    }
+
+    /// Whether page `index` is pinned.
+    func contains(page index: UInt64) -> Bool {
+        if head.count > 0, head.first <= index, index <= head.last { return true }
+        return rest.contains { $0.first <= index && index <= $0.last }
+    }
+
+    /// The number of distinct pages pinned.
+    var pageCount: UInt64 {
+        if head.count == 0 { return 0 }
+        if rest.isEmpty { return head.last - head.first + 1 }
+        let sorted = ([head] + rest).sorted { $0.first < $1.first }
+        var total: UInt64 = 0
+        var curFirst = sorted[0].first, curLast = sorted[0].last
+        for p in sorted.dropFirst() {
+            if p.first > curLast + 1 { total += curLast - curFirst + 1; curFirst = p.first; curLast = p.last }
+            else if p.last > curLast { curLast = p.last }
+        }
+        return total + curLast - curFirst + 1
+    }
 }
 
 extension ContextState {

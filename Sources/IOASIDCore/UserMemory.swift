@@ -14,7 +14,10 @@ public protocol UserMemory: AnyObject, Sendable {
     func fileInfo(fd: Int32) throws(IOMMUError) -> (identity: FileIdentity, size: UInt64)
     /// Maps `length` bytes of the file behind `fd` from `offset` (page-aligned) for the
     /// framework's own use; `EBADF` for a bad descriptor. Pages past the end of the file are
-    /// mapped too (the kernel looks at a file's pages only when it pins them).
+    /// mapped too (the kernel looks at a file's pages only when it pins them), as far as the
+    /// address space allows: a span it cannot hold is mapped as far as the file reaches
+    /// (`FileMapping.mappedLength`), since the kernel accepts such a span and refuses only the
+    /// pins of pages past the end of the file.
     func mapFile(fd: Int32, offset: UInt64, length: UInt64, writable: Bool) throws(IOMMUError) -> FileMapping
     /// Releases a mapping made by `mapFile`.
     func unmapFile(_ mapping: FileMapping)
@@ -34,8 +37,13 @@ public struct FileMapping: Sendable, Hashable {
     public var file: FileIdentity
     /// The file offset of `base`.
     public var fileOffset: UInt64
-    public init(base: UInt64, length: UInt64, file: FileIdentity, fileOffset: UInt64) {
+    /// How many bytes from `base` are actually mapped: `length`, or less for a span larger than
+    /// the address space can hold (then what lies beyond was past the end of the file; nothing
+    /// is mapped at all when the span starts past it, and `base` is 0).
+    public var mappedLength: UInt64
+    public init(base: UInt64, length: UInt64, file: FileIdentity, fileOffset: UInt64, mappedLength: UInt64? = nil) {
         self.base = base; self.length = length; self.file = file; self.fileOffset = fileOffset
+        self.mappedLength = mappedLength ?? length
     }
 }
 

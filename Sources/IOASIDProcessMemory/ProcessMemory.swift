@@ -44,21 +44,33 @@ public final class ProcessMemory: UserMemory, @unchecked Sendable {
     }
 
     public func mapFile(fd: Int32, offset: UInt64, length: UInt64, writable: Bool) throws(IOMMUError) -> FileMapping {
-        let file = try fileInfo(fd: fd).identity
+        let (file, size) = try fileInfo(fd: fd)
         let prot: Int32 = writable ? 3 : 1 // PROT_READ | PROT_WRITE
-        // A span no address space holds (the kernel maps files lazily and accepts it; see
-        // docs/conformance.md, "Differential check").
-        guard length <= UInt64(Int.max), offset <= UInt64(Int.max) else { throw .invalid("file span larger than the address space") }
-        let address = ioasid_sys_mmap(nil, Int(length), prot, 1 /* MAP_SHARED */, fd, Int(offset))
+        if length <= UInt64(Int.max), offset <= UInt64(Int.max) {
+            let address = ioasid_sys_mmap(nil, Int(length), prot, 1 /* MAP_SHARED */, fd, Int(offset))
+            if address >= 0 { return FileMapping(base: UInt64(address), length: length, file: file, fileOffset: offset) }
+            if address == -13 { throw .notPermitted("file is not writeable") }
+            // ENOMEM or EOVERFLOW: the address space cannot hold the span (below).
+            guard address == -12 || address == -75 else { throw .invalid("file cannot be mapped") }
+        }
+        // A span no address space holds. The kernel maps files lazily and accepts it; its pins
+        // of pages past the end of the file fail. So only the part the file reaches is mapped,
+        // and a page beyond it counts as past the end (docs/conformance.md, "Differential
+        // check"). A file grown past that part later is not seen.
+        let reached = size > offset ? min(length, (size - offset + pageSize - 1) & ~(pageSize - 1)) : 0
+        guard reached > 0 else { return FileMapping(base: 0, length: length, file: file, fileOffset: offset, mappedLength: 0) }
+        guard reached <= UInt64(Int.max), offset <= UInt64(Int.max) else { throw .invalid("file span larger than the address space") }
+        let address = ioasid_sys_mmap(nil, Int(reached), prot, 1 /* MAP_SHARED */, fd, Int(offset))
         if address < 0 {
             if address == -13 { throw .notPermitted("file is not writeable") }
             throw .invalid("file cannot be mapped")
         }
-        return FileMapping(base: UInt64(address), length: length, file: file, fileOffset: offset)
+        return FileMapping(base: UInt64(address), length: length, file: file, fileOffset: offset, mappedLength: reached)
     }
 
     public func unmapFile(_ mapping: FileMapping) {
-        _ = ioasid_sys_munmap(UnsafeMutableRawPointer(bitPattern: UInt(mapping.base)), Int(mapping.length))
+        guard mapping.mappedLength > 0 else { return }
+        _ = ioasid_sys_munmap(UnsafeMutableRawPointer(bitPattern: UInt(mapping.base)), Int(mapping.mappedLength))
     }
 
     public func identity(of address: UInt64) throws(IOMMUError) -> PageIdentity {

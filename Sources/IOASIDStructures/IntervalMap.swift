@@ -68,22 +68,32 @@ public struct IntervalMap<Value>: Sendable where Value: Sendable {
     /// Accesses entry `i` (ascending order).
     @inlinable
     public subscript(i: Int) -> Entry {
-        get { entries[i] }
-        set { entries[i] = newValue }
+        _read { yield entries[i] }
+        _modify { yield &entries[i] }
     }
 
     /// Inserts a span that must not overlap any other; returns false (and changes nothing) if it does.
     @inlinable @discardableResult
     public mutating func insert(_ range: IOVARange, _ value: Value) -> Bool {
+        insertReturningIndex(range, value) != nil
+    }
+
+    /// Inserts a span that must not overlap any other and returns its index; nil (and nothing
+    /// changed) if it overlaps.
+    @inlinable
+    public mutating func insertReturningIndex(_ range: IOVARange, _ value: Value) -> Int? {
         let i = firstIndex(endingAtOrAfter: range.start)
-        if i < entries.count, entries[i].range.start <= range.last { return false }
-        entries.insert(Entry(range: range, value: value), at: i)
-        return true
+        if i < entries.count, entries[i].range.start <= range.last { return nil }
+        if i == entries.count { entries.append(Entry(range: range, value: value)) } else { entries.insert(Entry(range: range, value: value), at: i) }
+        return i
     }
 
     /// Removes the entry at index `i` and returns it.
     @inlinable @discardableResult
-    public mutating func remove(at i: Int) -> Entry { entries.remove(at: i) }
+    public mutating func remove(at i: Int) -> Entry {
+        if i == entries.count - 1 { return entries.removeLast() }
+        return entries.remove(at: i)
+    }
 
     /// Removes every entry, keeping capacity.
     @inlinable public mutating func removeAll() { entries.removeAll(keepingCapacity: true) }

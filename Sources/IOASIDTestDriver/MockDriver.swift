@@ -148,10 +148,12 @@ public final class MockPagingDomain: PagingDomain, @unchecked Sendable {
     public let dirtyCapable: Bool
     public var dirtyTracking = false
     struct Extent: Sendable { var source: MappedPages; var readable: Bool; var writable: Bool }
-    var extents = IntervalMap<Extent>()
+    /// Only touched under the lock of the context the domain belongs to (the core's map and
+    /// unmap, the test commands), so no dynamic exclusivity checks.
+    @exclusivity(unchecked) var extents = IntervalMap<Extent>()
     /// Dirty page-table entries: start IOVA → entry size. The huge variant maps aligned 1 MiB
     /// blocks with one entry, so a write dirties the whole block, as the kernel's page table does.
-    var dirty: [UInt64: UInt64] = [:]
+    @exclusivity(unchecked) var dirty: [UInt64: UInt64] = [:]
 
     init(huge: Bool, dirtyCapable: Bool) {
         self.huge = huge
@@ -169,6 +171,10 @@ public final class MockPagingDomain: PagingDomain, @unchecked Sendable {
 
     public func unmap(iova: UInt64, length: UInt64) {
         guard let r = IOVARange(start: iova, length: length) else { return }
+        if let i = extents.firstIndex(overlapping: r), extents[i].range == r {
+            // What the core does: one whole extent.
+            extents.remove(at: i)
+        }
         while let i = extents.firstIndex(overlapping: r) {
             let e = extents.remove(at: i)
             // Keep the parts outside the span (callers unmap whole areas, so this is rare).

@@ -95,7 +95,7 @@ struct ABI {
 /// Anonymous private memory of `length` bytes, aligned to 2 MiB, in 4 KiB pages.
 func anonymous(_ length: Int, populate: Bool) -> UnsafeMutableRawPointer {
     let align = 2 << 20
-    guard let raw = mmap(nil, length + align, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0),
+    guard let raw = reportedMmap(length + align, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE),
           raw != MAP_FAILED else {
         fail("mmap of \(length) bytes failed")
     }
@@ -103,6 +103,20 @@ func anonymous(_ length: Int, populate: Bool) -> UnsafeMutableRawPointer {
     _ = madvise(base, length, 15) // MADV_NOHUGEPAGE: keep 4 KiB pages
     if populate { memset(base, 1, length) }
     return base
+}
+
+/// `mmap(nil, length, ...)` reported as the preload reports the program's (main.swift).
+func reportedMmap(_ length: Int, _ protection: Int32, _ flags: Int32) -> UnsafeMutableRawPointer? {
+    ioasid_sys_mappings_changing()
+    defer { ioasid_sys_mappings_changing() }
+    return mmap(nil, length, protection, flags, -1, 0)
+}
+
+/// `munmap` reported as the preload reports the program's.
+func reportedMunmap(_ address: UnsafeMutableRawPointer, _ length: Int) {
+    ioasid_sys_mappings_changing()
+    _ = munmap(address, length)
+    ioasid_sys_mappings_changing()
 }
 
 /// One real system call: ioctl(FIONREAD) on an eventfd.

@@ -43,12 +43,12 @@ private final class PlainCopy {
     init(base: UInt64, length: UInt64) {
         self.base = base
         self.length = Int(length)
-        guard let p = mmap(nil, Int(length), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0),
+        guard let p = reportedMmap(Int(length), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE),
               p != MAP_FAILED else { fail("mmap of the plain copy failed") }
         words = p.bindMemory(to: UInt64.self, capacity: Int(length / 8))
     }
 
-    deinit { munmap(words, length) }
+    deinit { reportedMunmap(words, length) }
 
     /// Copies the frame at physical `frame` (which must lie in the copy's span).
     func copy(frame: UInt64, from memory: PhysicalMemory) {

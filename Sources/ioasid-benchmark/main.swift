@@ -30,6 +30,10 @@ import Glibc
 // The in-process sections copy the caller's memory as the preload's engine does: with the safe
 // copy and its fault handler (ioasid_sys_uaccess.h), not a system call per copy.
 _ = ioasid_sys_uaccess_install()
+// And, as the preload does, they see every change of this program's mappings (the benchmark
+// reports its own mmap and munmap calls: `reportedMmap`), so memory that passed the kernel's
+// pin check once is remembered until then (ioasid_sys_pinnable.h).
+ioasid_sys_pinnable_watch(1)
 
 // Child modes: this program re-run by section 4.
 if arguments.contains("--malloc-child") { mallocChild() }

@@ -1,3 +1,4 @@
+import Glibc
 import IOASIDCore
 import IOASIDStructures
 import IOASIDTestDriver
@@ -139,6 +140,81 @@ struct IOASMapTests {
             #expect(pinCount(f.buffer.address(page: 1)) == 0)
             // Copy of a span that is not mapped.
             expectErrno(2) { try f.context.copy(from: f.ioas, sourceIOVA: f.iova, to: dst, destinationIOVA: nil, length: 4096, access: .read) }
+        }
+    }
+
+    /// One `Pages` pinned in several extents (areas cut apart, a span copied to a second IOAS):
+    /// each page is pinned and charged once while any extent holds it, whichever goes first.
+    @Test func cutAndCopiedAreasPinAndChargeEachPageOnce() throws {
+        try PinLock.shared {
+            let f = try Fixture()
+            defer { f.context.close() }
+            let mode = f.context.accountingMode
+            func charged() -> UInt64 { f.context.chargedPages(mode) }
+            func pins() -> [Int] { (0..<4).map { pinCount(f.buffer.address(page: $0)) } }
+            #expect(charged() == 4)
+            // Three areas over the one `Pages`: page 0, pages 1-2, page 3.
+            try f.context.cutAreas(f.ioas, after: [f.iova + 4095, f.iova + 3 * 4096 - 1])
+            #expect(try f.context.areas(f.ioas).count == 3)
+            #expect(charged() == 4)
+            #expect(pins() == [1, 1, 1, 1])
+            // Pages 1-2 in a second IOAS too: the same extent pinned twice.
+            let dst = try f.context.allocateIOAS()
+            _ = try f.driver.mockDomain(dst.object)
+            _ = try f.context.copy(from: f.ioas, sourceIOVA: f.iova + 4096, to: dst, destinationIOVA: nil, length: 2 * 4096, access: .read)
+            #expect(charged() == 4)
+            _ = try f.context.unmap(f.ioas, iova: f.iova + 4096, length: 2 * 4096)
+            #expect(charged() == 4, "the copy still pins pages 1-2")
+            #expect(pins() == [1, 1, 1, 1])
+            _ = try f.context.unmap(f.ioas, iova: f.iova, length: 4096)
+            #expect(charged() == 3)
+            #expect(pins() == [0, 1, 1, 1])
+            _ = try f.context.unmapAll(dst)
+            #expect(charged() == 1)
+            #expect(pins() == [0, 0, 0, 1])
+            _ = try f.context.unmapAll(f.ioas)
+            #expect(charged() == 0)
+            #expect(pins() == [0, 0, 0, 0])
+        }
+    }
+
+    /// A file span larger than any address space (2^63 bytes) or starting past every file: the
+    /// kernel maps files lazily and accepts both; only what needs the pages meets the file's end.
+    @Test func fileSpansNoAddressSpaceHoldsAreAcceptedUntilTheirPagesAreNeeded() throws {
+        final class Owner: AccessOwner, @unchecked Sendable {
+            func unmapRequested(_ access: Access, iova: UInt64, length: UInt64, state: ContextState) {}
+        }
+        try PinLock.shared {
+            let (c, _) = makeContext()
+            defer { c.close() }
+            var template = Array("/tmp/ioasid-file-span-XXXXXX".utf8CString)
+            let fd = mkstemp(&template)
+            try #require(fd >= 0)
+            unlink(template)
+            defer { close(fd) }
+            #expect(ftruncate(fd, 3 * 4096) == 0)  // file pages 0, 1, 2
+            var bytes: [UInt8] = Array(repeating: 0x5A, count: 4096)
+            #expect(pwrite(fd, &bytes, 4096, 2 * 4096) == 4096)
+            let ioas = try c.allocateIOAS()
+            let huge: UInt64 = 1 << 63
+            let iova = try c.map(ioas, source: .file(fd: fd, offset: 2 * 4096), length: huge, iova: 1 << 24, access: .readWrite)
+            #expect(iova == 1 << 24)
+            _ = try c.map(ioas, source: .file(fd: fd, offset: 1 << 62), length: 4096, iova: 1 << 20, access: .read)
+            #expect(try c.areas(ioas).count == 2)
+            // An access: the page the file holds reads and pins; the next one is past its end.
+            let access = try c.createAccess(owner: Owner(), ioas: ioas, pinsPages: true)
+            var page = [UInt8](repeating: 0, count: 4096)
+            try page.withUnsafeMutableBytes { b in try c.accessRW(access, iova: iova, buffer: b, write: false) }
+            #expect(page.allSatisfy { $0 == 0x5A })
+            expectErrno(EFAULT, "a read past the end of the file") {
+                try page.withUnsafeMutableBytes { b in try c.accessRW(access, iova: iova + 4096, buffer: b, write: false) }
+            }
+            let pinned = try c.pinPages(access, iova: iova, length: 4096, write: false)
+            #expect(pinned.count == 1)
+            expectErrno(EINVAL, "a pin past the end of the file") { try c.pinPages(access, iova: iova + 4096, length: 4096, write: false) }
+            expectErrno(EINVAL, "a pin of a span starting past the end") { try c.pinPages(access, iova: 1 << 20, length: 4096, write: false) }
+            c.unpinPages(access, iova: iova, length: 4096)
+            #expect(try c.unmap(ioas, iova: iova, length: huge) == huge)
         }
     }
 

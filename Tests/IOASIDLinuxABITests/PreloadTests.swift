@@ -131,6 +131,25 @@ struct PreloadTests {
         }
     }
 
+    /// Memory that passed the pin check is remembered until the program's mappings change, and
+    /// every map still gets the kernel's answer: secret memory put there with `mmap` or
+    /// `mremap` (usable by the CPU, never pinned) is `EFAULT`, and so are read-only, `PROT_NONE`
+    /// and unmapped pages made with calls the preload does not see.
+    @Test func rememberedMemoryStillMeetsThePinRules() throws {
+        let fixtures = try Fixtures.shared.get()
+        let outcome = try runUnderIOASID(["--machine", "vtd", "--", "/usr/bin/timeout", "-k", "5", "60", fixtures.pinnable])
+        #expect(outcome.exited(0), "\(outcome)")
+        for check in ["memory maps again and again",
+                      "read-only, PROT_NONE and unmapped pages are EFAULT, however they came about"] {
+            #expect(outcome.standardOutput.contains("ok \(check)\n"), "missing: \(check)\n\(outcome)")
+        }
+        if !outcome.standardOutput.contains("ok secret memory skipped") {
+            for check in ["secret memory mapped over remembered memory is EFAULT", "secret memory moved over remembered memory is EFAULT"] {
+                #expect(outcome.standardOutput.contains("ok \(check)\n"), "missing: \(check)\n\(outcome)")
+            }
+        }
+    }
+
     @Test func vfioDeviceThroughGroupContainerAndCdev() throws {
         let fixtures = try Fixtures.shared.get()
         let outcome = try runUnderIOASID(["--machine", "vtd", "--", fixtures.vfio])
@@ -260,6 +279,7 @@ struct Fixtures: Sendable {
     var badPointers: String
     var signals: String
     var unmapped: String
+    var pinnable: String
     var exec: String
     var kvm: String
     var fds: String
@@ -297,6 +317,7 @@ struct Fixtures: Sendable {
             badPointers: try build("badpointers.c", output: "badpointers", program + ["-pthread"]),
             signals: try build("signals.c", output: "signals", program + ["-pthread"]),
             unmapped: try build("unmapped.c", output: "unmapped", program),
+            pinnable: try build("pinnable.c", output: "pinnable", program),
             exec: try build("exec.c", output: "exec", program),
             kvm: try build("kvm.c", output: "kvm", program),
             fds: try build("fds.c", output: "fds", program + ["-pthread"]))

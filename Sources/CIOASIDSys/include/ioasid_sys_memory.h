@@ -1,7 +1,7 @@
 /*
  * CIOASIDSys memory helpers: safe copies to and from the process's own memory, the checks the
  * kernel makes when it pins user pages, and file identity. The core never touches user pointers
- * directly; ProcessMemory (in IOASIDLinuxABI) calls these. Results follow the kernel's
+ * directly; ProcessMemory (in IOASIDProcessMemory) calls these. Results follow the kernel's
  * convention: >= 0 on success, -errno on failure.
  */
 #ifndef IOASID_SYS_MEMORY_H
@@ -18,10 +18,7 @@ extern "C" {
 long ioasid_sys_copy_in(void *to, uint64_t from, size_t length);
 /* Copies `length` bytes from `from` to address `to` of this process; -EFAULT if unwriteable. */
 long ioasid_sys_copy_out(uint64_t to, const void *from, size_t length);
-/* 0 if every page of [address, address+length) could be pinned as the kernel pins it: mapped,
- * ordinary memory (not PROT_NONE, not a device mapping), writeable if asked; the pages are
- * faulted in. Else -EFAULT. */
-long ioasid_sys_check_range(uint64_t address, uint64_t length, int writable);
+/* The pin check, ioasid_sys_check_range, is in ioasid_sys_pinnable.h. */
 /* fstat: device, inode and size of `fd`; 0 or -errno. `is_regular` is set for files that mmap. */
 long ioasid_sys_file_info(int fd, uint64_t *device, uint64_t *inode, uint64_t *size, int *is_mappable);
 /* Identity of the page at `address`: 1 and (device, inode, file offset) for a shared file
@@ -42,6 +39,9 @@ long ioasid_sys_fionread(int fd, int *value);
 #define IOASID_SYS_MEMORY_H2
 /* A memfd of `size` bytes (close-on-exec when `cloexec`); the fd or -errno. */
 long ioasid_sys_memfd(uint64_t size, int cloexec);
+/* memfd_secret memory of `size` bytes (close-on-exec): memory the CPU may use and the kernel
+ * never pins; the fd or -errno (-ENOSYS where the kernel does not offer it). For tests. */
+long ioasid_sys_memfd_secret(uint64_t size);
 #endif
 
 #ifndef IOASID_SYS_MEMORY_H3

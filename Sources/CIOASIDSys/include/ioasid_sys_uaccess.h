@@ -35,8 +35,15 @@ extern "C" {
  * caller copies another way. */
 long ioasid_sys_safe_copy(void *to, const void *from, size_t length);
 
+/* Touches one byte of each of `pages` pages from `start` (page aligned), as the CPU would use
+ * them: a load, or for `write` a write that changes nothing (a locked OR of 0). Faults pages in
+ * as a first access does. 0 when every page took the access; -EFAULT when one faulted
+ * (unmapped, PROT_NONE, read-only for a write, SIGBUS past the end of a file); -EAGAIN when no
+ * fault can be caught on this thread now. */
+long ioasid_sys_safe_probe(const void *start, size_t pages, int write);
+
 /* For a SIGSEGV/SIGBUS handler: 1 when the fault described by `ucontext` (a ucontext_t *) is the
- * safe copy's, after moving its instruction pointer to the copy's error return; 0 otherwise
+ * safe copy's or the safe probe's, after moving its instruction pointer to their error return; 0 otherwise
  * (nothing changed). Async-signal-safe. */
 int ioasid_sys_uaccess_fixup(void *ucontext);
 
