@@ -9,8 +9,8 @@ public protocol UserMemory: AnyObject, Sendable {
     func copyIn(from address: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(IOMMUError)
     /// Copies `buffer` to user memory at `address`; `EFAULT` if unwriteable.
     func copyOut(_ buffer: UnsafeRawBufferPointer, to address: UInt64) throws(IOMMUError)
-    /// Which file `fd` names and its current size; `EBADF` for a bad descriptor or a file that
-    /// cannot be mapped.
+    /// Which file `fd` names and its current size (0 for a file without pages, such as an
+    /// eventfd); `EBADF` for a descriptor that is not open.
     func fileInfo(fd: Int32) throws(IOMMUError) -> (identity: FileIdentity, size: UInt64)
     /// Maps `length` bytes of the file behind `fd` from `offset` (page-aligned) for the
     /// framework's own use; `EBADF` for a bad descriptor. Pages past the end of the file are

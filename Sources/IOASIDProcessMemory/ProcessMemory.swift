@@ -35,16 +35,26 @@ public final class ProcessMemory: UserMemory, @unchecked Sendable {
     }
 
     public func fileInfo(fd: Int32) throws(IOMMUError) -> (identity: FileIdentity, size: UInt64) {
+        let status = try fileStatus(fd: fd)
+        return (status.identity, status.size)
+    }
+
+    /// Which file `fd` names, its size, and whether it is a regular file (one whose pages can
+    /// be mapped); `EBADF` only for a descriptor that is not open, as the kernel's `fget`.
+    private func fileStatus(fd: Int32) throws(IOMMUError) -> (identity: FileIdentity, size: UInt64, regular: Bool) {
         var device: UInt64 = 0, inode: UInt64 = 0, size: UInt64 = 0
         var mappable: Int32 = 0
         let rc = ioasid_sys_file_info(fd, &device, &inode, &size, &mappable)
-        if rc == -9 { throw .badDescriptor("not an open file descriptor") }
-        if rc != 0 || mappable == 0 { throw .badDescriptor("file cannot be mapped") }
-        return (FileIdentity(device: device, inode: inode), size)
+        if rc != 0 { throw .badDescriptor("not an open file descriptor") }
+        return (FileIdentity(device: device, inode: inode), mappable != 0 ? size : 0, mappable != 0)
     }
 
     public func mapFile(fd: Int32, offset: UInt64, length: UInt64, writable: Bool) throws(IOMMUError) -> FileMapping {
-        let (file, size) = try fileInfo(fd: fd)
+        let (file, size, regular) = try fileStatus(fd: fd)
+        // A file without pages to map (an eventfd, a pipe, a socket, a queue descriptor): the
+        // kernel records any open file and refuses only its pins (EINVAL: not shmem or
+        // hugetlbfs), so nothing of it is mapped and every page counts as past its end.
+        guard regular else { return FileMapping(base: 0, length: length, file: file, fileOffset: offset, mappedLength: 0) }
         let prot: Int32 = writable ? 3 : 1 // PROT_READ | PROT_WRITE
         if length <= UInt64(Int.max), offset <= UInt64(Int.max) {
             let address = ioasid_sys_mmap(nil, Int(length), prot, 1 /* MAP_SHARED */, fd, Int(offset))

@@ -218,6 +218,29 @@ struct IOASMapTests {
         }
     }
 
+    @Test func filesWithoutPagesAreAcceptedAndTheirPinsRefused() throws {
+        final class Owner: AccessOwner, @unchecked Sendable {
+            func unmapRequested(_ access: Access, iova: UInt64, length: UInt64, state: ContextState) {}
+        }
+        try PinLock.shared {
+            let (c, _) = makeContext()
+            defer { c.close() }
+            var ends: [Int32] = [0, 0]
+            try #require(pipe(&ends) == 0)
+            defer { close(ends[0]); close(ends[1]) }
+            let ioas = try c.allocateIOAS()
+            // As the kernel: any open file is recorded; only pinning needs its pages.
+            let iova = try c.map(ioas, source: .file(fd: ends[0], offset: 0), length: 2 * 4096, iova: 1 << 24, access: .read)
+            #expect(try c.areas(ioas).count == 1)
+            let access = try c.createAccess(owner: Owner(), ioas: ioas, pinsPages: true)
+            expectErrno(EINVAL, "a pin of a pipe's page") { try c.pinPages(access, iova: iova, length: 4096, write: false) }
+            expectErrno(EBADF, "a descriptor that is not open") {
+                _ = try c.map(ioas, source: .file(fd: 1 << 20, offset: 0), length: 4096, iova: 1 << 26, access: .read)
+            }
+            #expect(try c.unmap(ioas, iova: iova, length: 2 * 4096) == 2 * 4096)
+        }
+    }
+
     @Test func copyAcrossAdjacentAreasAndHoles() throws {
         try PinLock.shared {
             let (c, _) = makeContext()
