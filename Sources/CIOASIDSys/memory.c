@@ -114,9 +114,9 @@ long ioasid_sys_fionread(int fd, int *value)
 	return rc < 0 ? -errno : rc;
 }
 
-long ioasid_sys_memfd(uint64_t size, int cloexec)
+/* A new memory file `fd` (or -errno) made `size` bytes long; closed again if that fails. */
+static long sized(long fd, uint64_t size)
 {
-	long fd = syscall(SYS_memfd_create, "ioasid-dmabuf", (unsigned long)(cloexec ? MFD_CLOEXEC : 0));
 	if (fd < 0)
 		return -errno;
 	if (syscall(SYS_ftruncate, fd, (long)size) != 0) {
@@ -127,17 +127,14 @@ long ioasid_sys_memfd(uint64_t size, int cloexec)
 	return fd;
 }
 
+long ioasid_sys_memfd(uint64_t size, int cloexec)
+{
+	return sized(syscall(SYS_memfd_create, "ioasid-dmabuf", (unsigned long)(cloexec ? MFD_CLOEXEC : 0)), size);
+}
+
 long ioasid_sys_memfd_secret(uint64_t size)
 {
-	long fd = syscall(447 /* SYS_memfd_secret */, (unsigned long)O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	if (syscall(SYS_ftruncate, fd, (long)size) != 0) {
-		long e = -errno;
-		syscall(SYS_close, fd);
-		return e;
-	}
-	return fd;
+	return sized(syscall(447 /* SYS_memfd_secret */, (unsigned long)O_CLOEXEC), size);
 }
 
 int ioasid_sys_has_capability(int cap)
