@@ -171,6 +171,10 @@ public enum IOCTL {
     public static let VFIO_DEVICE_SET_IRQS: UInt = _IO(VFIO_TYPE, VFIO_BASE + 10)
     /// No argument.
     public static let VFIO_DEVICE_RESET: UInt = _IO(VFIO_TYPE, VFIO_BASE + 11)
+    /// Argument `vfio_pci_hot_reset_info`.
+    public static let VFIO_DEVICE_GET_PCI_HOT_RESET_INFO: UInt = _IO(VFIO_TYPE, VFIO_BASE + 12)
+    /// Argument `vfio_pci_hot_reset`.
+    public static let VFIO_DEVICE_PCI_HOT_RESET: UInt = _IO(VFIO_TYPE, VFIO_BASE + 13)
     /// Argument `vfio_device_feature`.
     public static let VFIO_DEVICE_FEATURE: UInt = _IO(VFIO_TYPE, VFIO_BASE + 17)
 
@@ -185,6 +189,8 @@ public enum IOCTL {
         ("VFIO_DEVICE_GET_IRQ_INFO", VFIO_DEVICE_GET_IRQ_INFO),
         ("VFIO_DEVICE_SET_IRQS", VFIO_DEVICE_SET_IRQS),
         ("VFIO_DEVICE_RESET", VFIO_DEVICE_RESET),
+        ("VFIO_DEVICE_GET_PCI_HOT_RESET_INFO", VFIO_DEVICE_GET_PCI_HOT_RESET_INFO),
+        ("VFIO_DEVICE_PCI_HOT_RESET", VFIO_DEVICE_PCI_HOT_RESET),
         ("VFIO_DEVICE_FEATURE", VFIO_DEVICE_FEATURE),
         ("VFIO_DEVICE_BIND_IOMMUFD", VFIO_DEVICE_BIND_IOMMUFD),
         ("VFIO_DEVICE_ATTACH_IOMMUFD_PT", VFIO_DEVICE_ATTACH_IOMMUFD_PT),

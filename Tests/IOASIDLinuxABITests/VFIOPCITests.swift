@@ -332,6 +332,22 @@ struct VFIOBARTests {
         #expect(t.config(express + 8, 2) & UInt32(PCIRegister.expressDeviceControlFLR) == 0, "the FLR bit reads 0")
     }
 
+    @Test func hotResetsAreENODEVOnTheRootBus() throws {
+        let t = try VFIOTestbed()
+        var info: [UInt32] = [12, 0, 0, 0, 0, 0]
+        #expect(t.request(IOCTL.VFIO_DEVICE_GET_PCI_HOT_RESET_INFO, &info) == -19, "no slot or bus reset above a root-bus function")
+        info[0] = 8
+        #expect(t.request(IOCTL.VFIO_DEVICE_GET_PCI_HOT_RESET_INFO, &info) == -22, "argsz below count")
+        #expect(t.cdev.ioctl(request: IOCTL.VFIO_DEVICE_GET_PCI_HOT_RESET_INFO, argument: UnsafeMutableRawPointer(bitPattern: 0x10)) == -14)
+        var reset: [UInt32] = [12, 0, 0, 0]
+        #expect(t.request(IOCTL.VFIO_DEVICE_PCI_HOT_RESET, &reset) == -19)
+        reset = [12, 1, 0, 0]
+        #expect(t.request(IOCTL.VFIO_DEVICE_PCI_HOT_RESET, &reset) == -22, "flags")
+        reset = [16, 0, 1, 3]
+        #expect(t.request(IOCTL.VFIO_DEVICE_PCI_HOT_RESET, &reset) == -22, "a cdev names no group descriptors")
+        #expect(t.cdev.ioctl(request: IOCTL.VFIO_DEVICE_RESET, argument: nil) == 0, "the function's own reset works")
+    }
+
     @Test func busMasterOffMeansNoDMA() throws {
         try PinLock.shared {
             let t = try VFIOTestbed()
@@ -466,6 +482,10 @@ struct VFIOGroupTests {
         #expect(file.vfioCall(IOCTL.VFIO_DEVICE_ATTACH_IOMMUFD_PT, &at) == -25)
         var w: [UInt32] = [24, 0, 0, 0, 0, 0]
         #expect(t.request(IOCTL.VFIO_DEVICE_GET_INFO, &w, on: file) == 0 && w[2] == 9)
+        var reset: [UInt32] = [12, 0, 0, 0]
+        #expect(t.request(IOCTL.VFIO_DEVICE_PCI_HOT_RESET, &reset, on: file) == -22, "a group's device names its groups")
+        reset = [16, 0, 1, 3]
+        #expect(t.request(IOCTL.VFIO_DEVICE_PCI_HOT_RESET, &reset, on: file) == -19)
         #expect(group.ioctl(request: IOCTL.VFIO_GROUP_UNSET_CONTAINER, argument: nil) == 0)
         #expect(group.ioctl(request: IOCTL.VFIO_GROUP_UNSET_CONTAINER, argument: nil) == -22)
         t.host.close(Int32(n))

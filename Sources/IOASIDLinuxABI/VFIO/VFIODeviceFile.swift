@@ -98,7 +98,7 @@ public final class VFIODeviceFile: LinuxFile, @unchecked Sendable {
         case IOASIDUAPI.IOASID_DEVICE_DMA: return try dma(argument)
         default:
             guard let pci else { throw .invalid("request not served by this device") }
-            return try VFIODeviceRequests.handle(pci, request: request, argument: argument, host: host)
+            return try VFIODeviceRequests.handle(pci, request: request, argument: argument, host: host, cdev: !fromGroup)
         }
     }
 

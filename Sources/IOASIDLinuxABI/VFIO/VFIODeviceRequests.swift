@@ -21,7 +21,10 @@ enum VFIODeviceRequests {
     static let featurePCIVFToken: UInt32 = 0, featureLowPowerEntry: UInt32 = 3, featureLowPowerEntryWithWakeup: UInt32 = 4, featureLowPowerExit: UInt32 = 5, featureMigrationPrecopyInfo: UInt32 = 12
     static let featureMigration: UInt32 = 1, featureMigrationDeviceState: UInt32 = 2, featureMigrationDataSize: UInt32 = 9
 
-    static func handle(_ pci: VFIOPCIDevice, request: UInt, argument: UnsafeMutableRawPointer?, host: any DescriptorHost) throws(IOMMUError) -> Int {
+    /// Serves `request` on a device descriptor; `cdev` says whether it was opened as the cdev
+    /// (else it came from a group).
+    static func handle(_ pci: VFIOPCIDevice, request: UInt, argument: UnsafeMutableRawPointer?, host: any DescriptorHost,
+                       cdev: Bool) throws(IOMMUError) -> Int {
         let user = UInt64(UInt(bitPattern: argument))
         switch request {
         case IOCTL.VFIO_DEVICE_GET_INFO: return try info(pci, user)
@@ -33,6 +36,8 @@ enum VFIODeviceRequests {
             pci.reset()
             return 0
         case IOCTL.VFIO_DEVICE_FEATURE: return try feature(pci, user, host: host)
+        case IOCTL.VFIO_DEVICE_GET_PCI_HOT_RESET_INFO: return try hotResetInfo(user)
+        case IOCTL.VFIO_DEVICE_PCI_HOT_RESET: return try hotReset(user, cdev: cdev)
         default: throw .notTTY("request not served by vfio-pci")
         }
     }
