@@ -61,12 +61,8 @@ log() { echo "[qemu-migration] $*" >&2; }
 die() { echo "[qemu-migration] error: $*" >&2; exit 1; }
 [[ $ITERATIONS =~ ^[0-9]+$ ]] && [ "$ITERATIONS" -gt 0 ] || die "--iterations needs a positive number"
 
-if [ -z "$IOASID" ]; then
-	IOASID=$(ls -t "$ROOT"/.build/release/ioasid "$ROOT"/.build/debug/ioasid 2>/dev/null | head -n1 || true)
-fi
-[ -n "$IOASID" ] && [ -x "$IOASID" ] || die "no ioasid launcher (build it with swift build, or pass --ioasid)"
-QEMU=$("$ROOT/scripts/qemu-setup.sh" --quiet | tail -n1)
-GUEST=$("$ROOT/scripts/guest-build.sh" --quiet | tail -n1)
+. "$ROOT/scripts/qemu-common.sh"
+qemu_prepare
 SPEC=vtd:ioat:2
 BDFS=($("$IOASID" devices --machine $SPEC | awk '{print $1}'))
 [ ${#BDFS[@]} = 2 ] || die "ioasid devices printed ${#BDFS[@]} devices, not 2"

@@ -63,12 +63,8 @@ log() { [ "$QUIET" = 1 ] || echo "[qemu-tests] $*" >&2; }
 die() { echo "[qemu-tests] error: $*" >&2; exit 1; }
 [[ $ITERATIONS =~ ^[0-9]+$ ]] && [ "$ITERATIONS" -gt 0 ] || die "--iterations needs a positive number"
 
-if [ -z "$IOASID" ]; then
-	IOASID=$(ls -t "$ROOT"/.build/release/ioasid "$ROOT"/.build/debug/ioasid 2>/dev/null | head -n1 || true)
-fi
-[ -n "$IOASID" ] && [ -x "$IOASID" ] || die "no ioasid launcher (build it with swift build, or pass --ioasid)"
-QEMU=$("$ROOT/scripts/qemu-setup.sh" --quiet | tail -n1)
-GUEST=$("$ROOT/scripts/guest-build.sh" --quiet | tail -n1)
+. "$ROOT/scripts/qemu-common.sh"
+qemu_prepare
 BDF=$("$IOASID" devices --machine vtd:ioat | awk '{print $1; exit}')
 [ -n "$BDF" ] || die "ioasid devices printed no device"
 mkdir -p "$OUT"

@@ -393,8 +393,8 @@ int ioasid_preload_fresh(int fd) { return fresh(fd); }
  * first one checked; kernels share one anonymous inode between eventfds). */
 static _Atomic unsigned long long eventfd_device, eventfd_inode;
 
-static int is_eventfd_path(int fd) {
-    char link[40] = "/proc/self/fd/", target[32];
+int ioasid_preload_fd_link_is(int fd, const char *expected) {
+    char link[40] = "/proc/self/fd/", target[64];
     size_t at = strlen(link);
     char digits[12];
     size_t count = 0;
@@ -404,7 +404,7 @@ static int is_eventfd_path(int fd) {
     long length = syscall(SYS_readlinkat, AT_FDCWD, link, target, sizeof target - 1);
     if (length <= 0) return -1;
     target[length] = '\0';
-    return strcmp(target, "anon_inode:[eventfd]") == 0;
+    return strcmp(target, expected) == 0;
 }
 
 /* After the engine answered an error on `fd`: 1 when the number still holds one of ours, -1 when
@@ -420,7 +420,7 @@ static __attribute__((noinline)) int still_ours(int fd) {
     if (device == atomic_load_explicit(&eventfd_device, memory_order_relaxed) &&
         inode == atomic_load_explicit(&eventfd_inode, memory_order_relaxed) && inode != 0)
         return 1;
-    int eventfd = is_eventfd_path(fd);
+    int eventfd = ioasid_preload_fd_link_is(fd, "anon_inode:[eventfd]");
     if (eventfd == 1) {
         atomic_store_explicit(&eventfd_device, device, memory_order_relaxed);
         atomic_store_explicit(&eventfd_inode, inode, memory_order_relaxed);

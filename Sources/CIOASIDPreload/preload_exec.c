@@ -184,14 +184,7 @@ static void diagnose_inherited(const char *path) {
 }
 
 /* Whether `fd` is open on an eventfd (what an engine descriptor is to the kernel). */
-static int is_eventfd(int fd) {
-    char link[64], target[64];
-    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
-    long length = syscall(SYS_readlinkat, AT_FDCWD, link, target, sizeof target - 1);
-    if (length <= 0) return 0;
-    target[length] = '\0';
-    return strcmp(target, "anon_inode:[eventfd]") == 0;
-}
+static int is_eventfd(int fd) { return ioasid_preload_fd_link_is(fd, "anon_inode:[eventfd]") == 1; }
 
 void ioasid_preload_adopt_inherited(void) {
     const char *list = getenv(VARIABLE);

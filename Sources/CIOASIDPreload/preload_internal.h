@@ -55,6 +55,10 @@ IOASID_HIDDEN int ioasid_preload_ioctl(int fd, unsigned long request, void *argu
 #define IOASID_FIXED_IOCTL_WRAPPER 0
 #endif
 
+/* Whether `fd`'s link in /proc/self/fd reads `target` (e.g. "anon_inode:[eventfd]"): 1 or 0,
+ * -1 when the link cannot be read (no /proc, or the number is closed). No allocation, no stdio. */
+IOASID_HIDDEN int ioasid_preload_fd_link_is(int fd, const char *target);
+
 /* A descriptor the kernel just handed out: if the table marks its number as the engine's, the
  * number was closed behind the preload's back; it is disowned. Returns `fd`. */
 IOASID_HIDDEN int ioasid_preload_fresh(int fd);

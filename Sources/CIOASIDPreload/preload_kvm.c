@@ -51,14 +51,7 @@ static int is_served_vfio_file(int fd) {
 }
 
 /* Whether `fd` is KVM's VFIO pseudo-device. */
-static int is_kvm_vfio_device(int fd) {
-    char link[64], target[64];
-    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
-    long length = syscall(SYS_readlinkat, AT_FDCWD, link, target, sizeof target - 1);
-    if (length <= 0) return 0;
-    target[length] = '\0';
-    return strcmp(target, "anon_inode:kvm-vfio") == 0;
-}
+static int is_kvm_vfio_device(int fd) { return ioasid_preload_fd_link_is(fd, "anon_inode:kvm-vfio") == 1; }
 
 int ioasid_kvm_vfio_attribute(int fd, void *argument) {
     struct kvm_device_attribute attribute;

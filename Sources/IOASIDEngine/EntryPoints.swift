@@ -127,7 +127,7 @@ public func ioasid_engine_close(_ fd: Int32) -> Int32 {
 @_cdecl("ioasid_engine_testbed")
 public func ioasid_engine_testbed() -> UnsafePointer<CChar>? {
     guard let view = Engine.shared.sysfsView() else { return nil }
-    return TestbedPath.cString(view.root)
+    return testbedPath.cString(view.root)
 }
 
 /// `open(path, flags)` of a live sysfs attribute of a modelled device (`config`, `sriov_numvfs`);
@@ -150,7 +150,7 @@ public func ioasid_engine_open_fail_nth(_ flags: Int32) -> Int32 {
 @_cdecl("ioasid_engine_fault_debugfs")
 public func ioasid_engine_fault_debugfs() -> UnsafePointer<CChar>? {
     guard let path = Engine.shared.faultDebugfs() else { return nil }
-    return DebugfsPath.cString(path)
+    return debugfsPath.cString(path)
 }
 
 /// The character device an engine fd was opened as, for `fstat`: 1 with `major`/`minor` set, or
@@ -163,18 +163,23 @@ public func ioasid_engine_node(_ fd: Int32, _ major: UnsafeMutablePointer<UInt32
     return 1
 }
 
-/// The testbed path as a C string that is never freed (one per process).
-private enum TestbedPath {
-    nonisolated(unsafe) private static var stored: UnsafeMutablePointer<CChar>?
-    private static let lock = Mutex(())
+/// A path handed to C as a string that is never freed: the first path given is kept for the
+/// life of the process.
+private final class PermanentPath: Sendable {
+    private let stored = Mutex<UnsafeMutablePointer<CChar>?>(nil)
 
-    static func cString(_ path: String) -> UnsafePointer<CChar>? {
-        lock.withLock { _ in
-            if stored == nil { stored = strdup(path) }
-            return UnsafePointer(stored)
+    func cString(_ path: String) -> UnsafePointer<CChar>? {
+        stored.withLock { pointer in
+            if pointer == nil { pointer = strdup(path) }
+            return UnsafePointer(pointer)
         }
     }
 }
+
+/// The testbed path (`ioasid_engine_testbed`).
+private let testbedPath = PermanentPath()
+/// The fault-injection folder's path (`ioasid_engine_fault_debugfs`).
+private let debugfsPath = PermanentPath()
 
 /// `ioasid devices --engine PATH`: the lines `ioasid devices` prints for machine specification
 /// `spec`, with this engine's device kinds (`EngineExtensions`). Writes at most `capacity` bytes
@@ -203,17 +208,4 @@ public func ioasid_engine_describe_machine(_ spec: UnsafePointer<CChar>?, _ buff
         buffer[n] = 0
     }
     return refused ? -bytes.count : bytes.count
-}
-
-/// The fault-injection folder's path as a C string that is never freed (one per process).
-private enum DebugfsPath {
-    nonisolated(unsafe) private static var stored: UnsafeMutablePointer<CChar>?
-    private static let lock = Mutex(())
-
-    static func cString(_ path: String) -> UnsafePointer<CChar>? {
-        lock.withLock { _ in
-            if stored == nil { stored = strdup(path) }
-            return UnsafePointer(stored)
-        }
-    }
 }

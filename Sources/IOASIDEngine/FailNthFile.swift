@@ -49,20 +49,7 @@ final class FailNthFile: LinuxFile, Sendable {
 
     /// `kstrtouint(text, 0)`: nil when the text is not one unsigned 32-bit number.
     static func parse(_ bytes: [UInt8]) -> UInt32? {
-        var text = bytes
-        if text.last == UInt8(ascii: "\n") { text.removeLast() }
-        if text.first == UInt8(ascii: "+") { text.removeFirst() }
-        guard !text.isEmpty else { return nil }
-        var radix = 10
-        if text.count > 2, text[0] == UInt8(ascii: "0"), text[1] | 0x20 == UInt8(ascii: "x") {
-            radix = 16
-            text.removeFirst(2)
-        } else if text.count > 1, text[0] == UInt8(ascii: "0") {
-            radix = 8
-            text.removeFirst()
-        }
-        guard text.allSatisfy({ $0 != UInt8(ascii: "+") && $0 != UInt8(ascii: "-") }) else { return nil }
-        return UInt32(String(decoding: text, as: UTF8.self), radix: radix)
+        KernelNumberText.unsigned(bytes, maximum: UInt64(UInt32.max)).map { UInt32($0) }
     }
 }
 

@@ -49,20 +49,6 @@ final class SRIOVNumVFsFile: LinuxFile, Sendable {
 
     /// `kstrtou16(text, 0)`: nil when the text is not one unsigned 16-bit number.
     static func parse(_ bytes: UnsafeRawBufferPointer) -> Int? {
-        var text = Array(bytes)
-        if text.last == UInt8(ascii: "\n") { text.removeLast() }
-        if text.first == UInt8(ascii: "+") { text.removeFirst() }
-        guard !text.isEmpty else { return nil }
-        var radix = 10
-        if text.count > 2, text[0] == UInt8(ascii: "0"), text[1] | 0x20 == UInt8(ascii: "x") {
-            radix = 16
-            text.removeFirst(2)
-        } else if text.count > 1, text[0] == UInt8(ascii: "0") {
-            radix = 8
-            text.removeFirst()
-        }
-        guard let value = Int(String(decoding: text, as: UTF8.self), radix: radix), value >= 0, value <= 0xffff,
-              text.allSatisfy({ $0 != UInt8(ascii: "+") && $0 != UInt8(ascii: "-") }) else { return nil }
-        return value
+        KernelNumberText.unsigned(bytes, maximum: 0xffff).map { Int($0) }
     }
 }

@@ -87,14 +87,36 @@ private struct UnsafeSendable<T>: @unchecked Sendable {
 @Suite(.serialized) struct DMADrainTests {
     private let rid = RequesterID(bus: 4, device: 0, function: 0)
 
+    /// Two free frames of `m`: where the page is, and where it moves.
+    private func frames(_ m: VTdMachine) throws -> (UInt64, UInt64) {
+        (try #require(m.memory.allocateFrame()), try #require(m.memory.allocateFrame()))
+    }
+
+    /// One second-stage table mapping IOVA 0x1000 to `a`, in domain 2 for PASID 0 of `rid`.
+    private func oneTable(_ m: VTdMachine, to a: UInt64) throws -> PageTable<VTdSecondStageFormat> {
+        let ss = try m.secondStageTable()
+        try ss.map(iova: 0x1000, physical: a, size: 0x1000, permissions: .readWrite)
+        try m.tables.setPASIDEntry(rid, pasid: 0, VTdMachine.secondStage(ss.root, domain: 2))
+        return ss
+    }
+
+    /// Two second-stage tables mapping IOVA 0x1000 to `a` and to `b`; PASID 0 of `rid` uses the
+    /// first, in domain 2.
+    private func twoTables(_ m: VTdMachine, to a: UInt64, _ b: UInt64) throws
+        -> (PageTable<VTdSecondStageFormat>, PageTable<VTdSecondStageFormat>) {
+        let ta = try m.secondStageTable(), tb = try m.secondStageTable()
+        try ta.map(iova: 0x1000, physical: a, size: 0x1000, permissions: .readWrite)
+        try tb.map(iova: 0x1000, physical: b, size: 0x1000, permissions: .readWrite)
+        try m.tables.setPASIDEntry(rid, pasid: 0, VTdMachine.secondStage(ta.root, domain: 2))
+        return (ta, tb)
+    }
+
     @Test func vtdIOTLBInvalidationWaitDrainsDMA() throws {
         let m = try VTdMachine()
         let device = PCIFunction(requesterID: rid, iommu: m.unit)
         try m.tables.addDevice(rid, pasids: 0, deviceTLB: false, pageRequests: false)
-        let ss = try m.secondStageTable()
-        let a = try #require(m.memory.allocateFrame()), b = try #require(m.memory.allocateFrame())
-        try ss.map(iova: 0x1000, physical: a, size: 0x1000, permissions: .readWrite)
-        try m.tables.setPASIDEntry(rid, pasid: 0, VTdMachine.secondStage(ss.root, domain: 2))
+        let (a, b) = try frames(m)
+        let ss = try oneTable(m, to: a)
         let outcome = stress(device: device, memory: m.memory, iova: 0x1000, frames: (a, b), rounds: 100) { to in
             pointLeaf(ss, 0x1000, at: to)
             try! m.queue.submit([.iotlb(.page(2, VTdPageRange(address: 0x1000, mask: 0)))])
@@ -110,11 +132,8 @@ private struct UnsafeSendable<T>: @unchecked Sendable {
         let m = try VTdMachine()
         let device = PCIFunction(requesterID: rid, iommu: m.unit)
         try m.tables.addDevice(rid, pasids: 0, deviceTLB: false, pageRequests: false)
-        let a = try #require(m.memory.allocateFrame()), b = try #require(m.memory.allocateFrame())
-        let ta = try m.secondStageTable(), tb = try m.secondStageTable()
-        try ta.map(iova: 0x1000, physical: a, size: 0x1000, permissions: .readWrite)
-        try tb.map(iova: 0x1000, physical: b, size: 0x1000, permissions: .readWrite)
-        try m.tables.setPASIDEntry(rid, pasid: 0, VTdMachine.secondStage(ta.root, domain: 2))
+        let (a, b) = try frames(m)
+        let (ta, tb) = try twoTables(m, to: a, b)
         let outcome = stress(device: device, memory: m.memory, iova: 0x1000, frames: (a, b), rounds: 100) { to in
             let (table, domain): (PageTable<VTdSecondStageFormat>, UInt16) = to == a ? (ta, 2) : (tb, 3)
             try! m.tables.updatePASIDEntry(rid, pasid: 0) { $0 = VTdMachine.secondStage(table.root, domain: domain) }
@@ -128,10 +147,8 @@ private struct UnsafeSendable<T>: @unchecked Sendable {
         let device = PCIFunction(requesterID: rid, capabilities: .init(ats: .deviceTLB), iommu: m.unit)
         device.enableAll()
         try m.tables.addDevice(rid, pasids: 0, deviceTLB: true, pageRequests: false)
-        let ss = try m.secondStageTable()
-        let a = try #require(m.memory.allocateFrame()), b = try #require(m.memory.allocateFrame())
-        try ss.map(iova: 0x1000, physical: a, size: 0x1000, permissions: .readWrite)
-        try m.tables.setPASIDEntry(rid, pasid: 0, VTdMachine.secondStage(ss.root, domain: 2))
+        let (a, b) = try frames(m)
+        let ss = try oneTable(m, to: a)
         let outcome = stress(device: device, memory: m.memory, iova: 0x1000, frames: (a, b), rounds: 100) { to in
             pointLeaf(ss, 0x1000, at: to)
             try! m.queue.submit([.iotlb(.page(2, VTdPageRange(address: 0x1000, mask: 0))),
@@ -163,11 +180,8 @@ private struct UnsafeSendable<T>: @unchecked Sendable {
         let m = try VTdMachine()
         let device = PCIFunction(requesterID: rid, iommu: m.unit)
         try m.tables.addDevice(rid, pasids: 0, deviceTLB: false, pageRequests: false)
-        let a = try #require(m.memory.allocateFrame()), b = try #require(m.memory.allocateFrame())
-        let ta = try m.secondStageTable(), tb = try m.secondStageTable()
-        try ta.map(iova: 0x1000, physical: a, size: 0x1000, permissions: .readWrite)
-        try tb.map(iova: 0x1000, physical: b, size: 0x1000, permissions: .readWrite)
-        try m.tables.setPASIDEntry(rid, pasid: 0, VTdMachine.secondStage(ta.root, domain: 2))
+        let (a, b) = try frames(m)
+        let (_, tb) = try twoTables(m, to: a, b)
         func target() -> UInt64? {
             var value: UInt64 = 0x77
             _ = withUnsafeBytes(of: &value) { device.write(address: 0x1008, from: $0) }
