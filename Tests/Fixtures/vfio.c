@@ -24,12 +24,18 @@
 #define VFIO_DEVICE_GET_REGION_INFO _IO(VFIO_TYPE, VFIO_BASE + 8)
 #define VFIO_DEVICE_SET_IRQS _IO(VFIO_TYPE, VFIO_BASE + 10)
 #define VFIO_DEVICE_BIND_IOMMUFD _IO(VFIO_TYPE, VFIO_BASE + 18)
+#define VFIO_DEVICE_ATTACH_IOMMUFD_PT _IO(VFIO_TYPE, VFIO_BASE + 19)
+#define VFIO_DEVICE_DETACH_IOMMUFD_PT _IO(VFIO_TYPE, VFIO_BASE + 20)
+#define IOMMU_IOAS_ALLOC _IO(VFIO_TYPE, 0x81)
 
 struct group_status { uint32_t argsz, flags; };
 struct device_info { uint32_t argsz, flags, num_regions, num_irqs, cap_offset, pad; };
 struct region_info { uint32_t argsz, flags, index, cap_offset; uint64_t size, offset; };
 struct irq_set { uint32_t argsz, flags, index, start, count; int32_t fd; };
 struct bind { uint32_t argsz, flags; int32_t iommufd; uint32_t out_devid; uint64_t token_uuid_ptr; };
+struct ioas_alloc { uint32_t size, flags, out_ioas_id; };
+struct attach_pt { uint32_t argsz, flags, pt_id, pasid; };
+struct detach_pt { uint32_t argsz, flags, pasid; };
 
 #define CONFIG ((off_t)7 << 40)
 
@@ -96,5 +102,19 @@ int main(void) {
     CHECK(ioctl(cdev, VFIO_DEVICE_BIND_IOMMUFD, &bind) == 0, "bind");
     CHECK(pread(cdev, &ids, sizeof ids, CONFIG) == 4 && ids == 0x00f01b36, "pread after bind");
     OK("cdev\n");
+
+    /* The bound device holds the iommufd open (as the kernel's does): after close(iommufd) the
+     * device is still attached, detaches, and the context goes when the device is closed. */
+    struct ioas_alloc ioas = {sizeof ioas, 0, 0};
+    CHECK(ioctl(iommufd, IOMMU_IOAS_ALLOC, &ioas) == 0, "IOAS");
+    struct attach_pt attach = {sizeof attach, 0, ioas.out_ioas_id, 0};
+    CHECK(ioctl(cdev, VFIO_DEVICE_ATTACH_IOMMUFD_PT, &attach) == 0, "attach");
+    CHECK(close(iommufd) == 0, "close the iommufd");
+    struct detach_pt detach = {sizeof detach, 0, 0};
+    CHECK(ioctl(cdev, VFIO_DEVICE_DETACH_IOMMUFD_PT, &detach) == 0, "detach after the iommufd was closed");
+    attach.pt_id = ioas.out_ioas_id;
+    CHECK(ioctl(cdev, VFIO_DEVICE_ATTACH_IOMMUFD_PT, &attach) == 0, "attach again to the IOAS");
+    CHECK(close(cdev) == 0, "close the device");
+    OK("the device held the iommufd\n");
     return 0;
 }
