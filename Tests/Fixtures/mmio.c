@@ -714,6 +714,11 @@ static void vex_moves(uint8_t *bar) {
         VLOAD(ZMM_ONES(14), "vmovsd (%%rdi), %%xmm14", ZMM_SAVE(14), 8, 64);
         VLOAD(ZMM_ONES(12), "mov %%rdi, %%r13\n\t%{vex3%} vmovdqu (%%r13), %%ymm12", ZMM_SAVE(12), 32, 64);
         OK("VEX loads zero the register above what they load, up to 512 bits");
+        /* After vzeroupper the upper halves are in their init state: the frame's XSTATE_BV says
+         * so, and a load into them must set it again or sigreturn drops what was loaded. */
+        VLOAD("vzeroupper", "vmovdqu (%%rdi), %%ymm3", ZMM_SAVE(3), 32, 64);
+        VLOAD("vzeroupper", "vmovdqu64 (%%rdi), %%zmm4", ZMM_SAVE(4), 64, 64);
+        OK("loads into vector state the frame holds in its init state (after vzeroupper)");
     } else if (__builtin_cpu_supports("avx2")) {
         VLOAD("vmovdqu (%%rsi), %%ymm3", "vmovdqu (%%rdi), %%xmm3", "vmovdqu %%ymm3, (%%rdx)", 16, 32);
         VLOAD("vmovdqu (%%rsi), %%ymm8", "vmovd (%%rdi), %%xmm8", "vmovdqu %%ymm8, (%%rdx)", 4, 32);

@@ -130,7 +130,8 @@ extension TrappedMMIOTests {
         guard Self.cpuFlags.contains("avx2") else { return }
         #expect(outcome.standardOutput.contains("ok VEX stores ("), "\(outcome)")
         guard Self.hasAVX512 else { return }
-        for check in ["VEX loads zero the register above what they load, up to 512 bits", "EVEX stores (",
+        for check in ["VEX loads zero the register above what they load, up to 512 bits",
+                      "loads into vector state the frame holds in its init state (after vzeroupper)", "EVEX stores (",
                       "EVEX loads (zmm0-31, 128/256/512 bits) zero the register above what they load",
                       "masked EVEX stores write the selected elements only, lowest first",
                       "masked EVEX loads merge or zero the unselected elements exactly",
