@@ -10,6 +10,18 @@
  * the destination register and flags into the signal's ucontext, moves RIP past the instruction
  * and returns; the program continues as if the device had answered.
  *
+ * What reaches the handler: one call per access, in program order, with the access's size (1, 2,
+ * 4, 8; 16, 32 or 64 for a whole vector move; 64 for MOVDIR64B). A vector load writes the
+ * register into the frame's FXSAVE/XSAVE image (below, "Vector registers in the signal frame"):
+ * legacy SSE keeps the bits above 127, VEX and EVEX zero everything above the loaded bytes up to
+ * the widest vector the OS enabled. A masked EVEX move (k1-k7) touches only its selected
+ * elements: each run of adjacent ones, lowest first, as naturally aligned accesses of at most 8
+ * bytes; a load merges or zeroes the others as EVEX.z says. MOVS and STOS (with REP: RCX times,
+ * up or down as DF says, 32-bit pointers under 67) are done element by element, each a read of
+ * the source then a write of the destination, through a region's handler or, for an operand in
+ * normal memory, a fault-safe copy; a long REP is done in chunks, the instruction restarting
+ * from the updated RCX/RSI/RDI as an interrupted REP does (see "String instructions").
+ *
  * Vocabulary. A *region* is [start, end) with a handler, its context and the offset of `start`
  * in the region as first mapped (a partly unmapped region keeps its offsets). A *slot* holds one
  * region in a fixed table (no allocation, ever). The *program's action* for SIGSEGV, SIGBUS and
@@ -31,25 +43,36 @@
  *    the kernel would have given it (the mask at the fault, its sa_mask, the signal unless
  *    SA_NODEFER).
  *  - The trap path calls no allocator and takes no lock: a page fault, the decoder, the
- *    handler, sigreturn. MOVDIR64B reads its source with process_vm_readv (one system call)
- *    so that a bad source cannot fault inside this handler.
+ *    handler, sigreturn. Normal-memory operands (MOVDIR64B's source, a string instruction's
+ *    other side) are copied with the safe copy of ioasid_sys_uaccess.h, whose fault this very
+ *    handler fixes up (enabled once a region is mapped), else with process_vm_readv/writev: a
+ *    bad one cannot fault inside the handler. It gives the program the SIGSEGV the hardware
+ *    would have (si_addr the first bad byte, SEGV_MAPERR or SEGV_ACCERR, RIP at the
+ *    instruction, a string instruction's registers at the element that faulted).
+ *  - A handler call holds its region's `users`; a string instruction may hold two (source and
+ *    destination). Holding one, it never waits for a writer (who may wait for it): it stops and
+ *    lets the instruction restart instead.
  *
  * MOVDIR64B and MOVDIRI on a CPU without them raise #UD before the page fault (decoding comes
  * before memory access in the exception priorities), so SIGILL is trapped too: when the
  * instruction at RIP is one of those two and its destination is in a region, it is performed
  * like any other trapped store; every other SIGILL goes to the program.
  *
- * An instruction the decoder does not know, or an access that leaves its region, prints one line
- * to stderr and kills the process with SIGBUS (default action, core dump), whatever the program
- * installed: it is a limitation of ours, not a device error, and looping would hide it. A
+ * An instruction the decoder does not know, an access that leaves its region, or a vector move
+ * whose register state the signal frame lacks (an XSAVE component the CPU has but the frame
+ * does not hold) prints one line to stderr and kills the process with SIGBUS (default action,
+ * core dump), whatever the program installed: it is a limitation of ours, not a device error,
+ * and looping would hide it. A
  * handler's bus error (-1) is a device error: SIGBUS goes to the program's handler with si_addr
  * set and RIP at the instruction, as on a real machine (returning from that handler runs the
  * instruction again).
  *
  * Not covered (docs/architecture.md, "Trapped MMIO"): programs that install handlers with the
  * raw rt_sigaction system call or are linked statically, threads that block SIGSEGV (the kernel
- * then kills the process on any fault, ours included), VEX/EVEX and string instructions, and
- * system calls given a trapped address (the kernel returns EFAULT).
+ * then kills the process on any fault, ours included), string instructions other than MOVS and
+ * STOS (LODS, CMPS, SCAS, INS, OUTS), vector instructions other than the moves (a VPCMPEQB or
+ * VPBROADCASTB with a memory operand, gathers and scatters), and system calls given a trapped
+ * address (the kernel returns EFAULT).
  */
 #define _GNU_SOURCE
 #include "ioasid_preload.h"
