@@ -631,7 +631,7 @@ static _Atomic uint32_t component_offsets[8], component_sizes[8];
 static _Atomic unsigned vector_length_cached; /* bytes of the widest vector register the OS enabled */
 
 static void component_layout(unsigned component, uint32_t *offset, uint32_t *size) {
-    uint32_t known = atomic_load_explicit(&component_offsets[component], memory_order_relaxed);
+    uint32_t known = atomic_load_explicit(&component_offsets[component], memory_order_acquire);
     if (known != 0) {
         *offset = known;
         *size = atomic_load_explicit(&component_sizes[component], memory_order_relaxed);
@@ -641,7 +641,7 @@ static void component_layout(unsigned component, uint32_t *offset, uint32_t *siz
     if (__get_cpuid_max(0, NULL) >= 0xD) __cpuid_count(0xD, component, eax, ebx, ecx, edx);
     if (ebx == 0) eax = 0; /* not supported: no offset, no size */
     atomic_store_explicit(&component_sizes[component], eax, memory_order_relaxed);
-    atomic_store_explicit(&component_offsets[component], ebx == 0 ? UINT32_MAX : ebx, memory_order_relaxed);
+    atomic_store_explicit(&component_offsets[component], ebx == 0 ? UINT32_MAX : ebx, memory_order_release);
     *offset = ebx;
     *size = eax;
 }

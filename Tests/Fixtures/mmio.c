@@ -1,11 +1,13 @@
 /* Trapped MMIO under libioasid-preload.so: `mmio MODE`. The API is found with
- * dlsym(RTLD_DEFAULT), as the engine finds it. The device behind every region is `device`: 16 KiB
+ * dlsym(RTLD_DEFAULT), as the engine finds it. The device behind every region is `device`: 256 KiB
  * of registers that loads read and stores write, and a log of every access in order.
  *
  * Modes: accesses (every decoded form, in order, with registers and flags checked), volatile
  * (C code with volatile pointers, as compiled), bus-error, bus-error-default, own-handlers,
- * stack-overflow, default-segv, ignored-segv, unknown, munmap, threads. PreloadTests.swift builds this file with
- * each available compiler at -O0 and -O2. */
+ * stack-overflow, default-segv, ignored-segv, unknown, munmap, threads, vector (VEX and EVEX
+ * moves, masked ones included), strings (MOVS and STOS), string-segv-default, libc (glibc's
+ * memcpy, memmove and memset on a BAR). TrappedMMIOTests.swift builds this file with each
+ * available compiler at -O0 and -O2. */
 #include "fixture.h"
 
 #include <dlfcn.h>
@@ -1032,6 +1034,17 @@ static void string_faults(uint8_t *bar) {
     OK("a bus error in the middle of rep stosq stops at that element");
 }
 
+/* The same bad source with no SIGSEGV handler: the process dies of SIGSEGV, as without us. */
+static void string_segv_default(void) {
+    no_core_dumps();
+    uint8_t *bar = map_region(4096, NULL);
+    CHECK(mprotect(string_buffer + 4096, 4096, PROT_NONE) == 0, "mprotect");
+    printf("ready\n");
+    fflush(stdout);
+    (void)STRING("rep movsb", string_buffer + 4096 - 4, bar, 8, 0);
+    CHECK(0, "rep movsb from an unreadable source completed");
+}
+
 static void strings(void) {
     uint8_t *bar = map_region(8 * 4096, NULL);
     string_moves(bar);
@@ -1245,6 +1258,8 @@ int main(int argc, char **argv) {
         vector_moves();
     } else if (strcmp(mode, "strings") == 0) {
         strings();
+    } else if (strcmp(mode, "string-segv-default") == 0) {
+        string_segv_default();
     } else if (strcmp(mode, "libc") == 0) {
         libc_functions();
     } else {

@@ -156,6 +156,14 @@ extension TrappedMMIOTests {
         }
     }
 
+    @Test func aBadStringSourceWithoutAHandlerKillsWithSIGSEGV() throws {
+        let fixture = try #require(try MMIOFixture.build("gcc -O2"))
+        let outcome = try fixture.run("string-segv-default")
+        #expect(outcome.killed(by: SIGSEGV), "\(outcome)")
+        #expect(outcome.standardOutput == "ready\n")
+        #expect(outcome.standardError.isEmpty, "\(outcome)")
+    }
+
     static let libcTunables = [
         "",
         "glibc.cpu.hwcaps=-AVX512VL",
