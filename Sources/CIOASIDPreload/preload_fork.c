@@ -16,8 +16,9 @@
  * or when the slots run out, threads share one counter updated with atomic read-modify-writes
  * (full barriers themselves).
  *
- * Not covered: the engine's own threads (machine drivers' Dispatch queues) take the engine's
- * locks without entering through the preload; fork, _Fork or clone as raw system calls run no
+ * Not covered: the engine's own threads (machine drivers' Dispatch queues, the thread that
+ * watches VFIO ioeventfds and unmask eventfds) take the engine's locks without entering through
+ * the preload; fork, _Fork or clone as raw system calls run no
  * atfork handler. A call that stays inside the engine for more than two seconds is not waited
  * for (the fork goes ahead; the child may then wait on that call's locks).
  */

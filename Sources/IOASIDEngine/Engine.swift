@@ -138,7 +138,10 @@ final class Engine: DescriptorHost {
             if flags & O_CLOEXEC != 0 { eventFlags |= IOASID_SYS_EFD_CLOEXEC }
             let fd = install(file, eventFlags: eventFlags, readable: true, node: node)
             if fd < 0 { file.release() }
-            if fd >= 0, let report { file.recorder = report.recorder(for: file, descriptor: fd) }
+            if fd >= 0, let report {
+                file.recorder = report.recorder(for: file, descriptor: fd)
+                file.onContextClosed = { report.closed() }
+            }
             return fd
         }
     }
@@ -375,11 +378,10 @@ final class Engine: DescriptorHost {
         return fd
     }
 
-    /// Releases a file whose last descriptor is gone; the report hears of a closed `/dev/iommu`.
+    /// Releases a file whose last descriptor is gone.
     private func releaseFiles(_ open: OpenFile?) {
         guard let open else { return }
         open.releaseAll()
-        if let report, open.file is IOMMUFile { report.closed() }
     }
 }
 

@@ -50,18 +50,56 @@ public final class IOMMUFile: LinuxFile, @unchecked Sendable {
         mapRegion(address: address, length: length, protection: protection, flags: flags, offset: offset)
     }
 
-    public func release() {
+    /// Runs once the context has closed (set by the front door, like `recorder`).
+    @exclusivity(unchecked) public var onContextClosed: (@Sendable () -> Void)?
+
+    /// What keeps the context open, as what holds the kernel's iommufd file keeps it: the
+    /// descriptors (one hold for all of them), each VFIO device bound to it, each VFIO group
+    /// whose container it is, and each queue or access descriptor it handed out. The context
+    /// closes — every object destroyed, every pin let go — when the last hold goes, so a VMM
+    /// that closes `/dev/iommu` after binding its devices keeps their mappings.
+    private let holds = Atomic<Int>(1)
+
+    /// Takes a hold on the context, unless it has closed already (its descriptors were closed
+    /// while the caller looked it up, and nothing else held it): then false.
+    public func hold() -> Bool {
+        var current = holds.load(ordering: .relaxed)
+        while current > 0 {
+            let (exchanged, original) = holds.compareExchange(expected: current, desired: current + 1, ordering: .acquiringAndReleasing)
+            if exchanged { return true }
+            current = original
+        }
+        return false
+    }
+
+    /// Gives back a hold taken with `hold()`; the last one closes the context.
+    public func letGo() {
+        guard holds.wrappingSubtract(1, ordering: .acquiringAndReleasing).newValue == 0 else { return }
         recorder?.closing(context)
         context.close()
         releaseIOASIDSet()
+        onContextClosed?()
     }
+
+    /// Whether the context is still open (some hold remains).
+    public var isOpen: Bool { holds.load(ordering: .acquiring) > 0 }
+
+    /// The last descriptor is gone: the descriptors' hold goes.
+    public func release() { letGo() }
 
     /// Gives a new queue object its descriptor; the open descriptor holds the object (destroy
     /// is `EBUSY` until it is closed). Without a descriptor the object is destroyed again.
     func install(_ file: QueueFile, for queue: IOMMUObject) throws(IOMMUError) -> Int32 {
+        guard hold() else {
+            try? context.destroy(queue.objectID)
+            throw .badDescriptor("the iommufd was closed")
+        }
+        file.holdsOwner = true
         let fd = host.install(file)
         guard fd >= 0 else {
+            file.holdsOwner = false
             try? context.destroy(queue.objectID)
+            letGo()
             throw .noMemory("no descriptor for the queue")
         }
         file.fd = fd

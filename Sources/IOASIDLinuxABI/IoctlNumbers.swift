@@ -175,6 +175,8 @@ public enum IOCTL {
     public static let VFIO_DEVICE_GET_PCI_HOT_RESET_INFO: UInt = _IO(VFIO_TYPE, VFIO_BASE + 12)
     /// Argument `vfio_pci_hot_reset`.
     public static let VFIO_DEVICE_PCI_HOT_RESET: UInt = _IO(VFIO_TYPE, VFIO_BASE + 13)
+    /// Argument `vfio_device_ioeventfd`.
+    public static let VFIO_DEVICE_IOEVENTFD: UInt = _IO(VFIO_TYPE, VFIO_BASE + 16)
     /// Argument `vfio_device_feature`.
     public static let VFIO_DEVICE_FEATURE: UInt = _IO(VFIO_TYPE, VFIO_BASE + 17)
 
@@ -191,6 +193,7 @@ public enum IOCTL {
         ("VFIO_DEVICE_RESET", VFIO_DEVICE_RESET),
         ("VFIO_DEVICE_GET_PCI_HOT_RESET_INFO", VFIO_DEVICE_GET_PCI_HOT_RESET_INFO),
         ("VFIO_DEVICE_PCI_HOT_RESET", VFIO_DEVICE_PCI_HOT_RESET),
+        ("VFIO_DEVICE_IOEVENTFD", VFIO_DEVICE_IOEVENTFD),
         ("VFIO_DEVICE_FEATURE", VFIO_DEVICE_FEATURE),
         ("VFIO_DEVICE_BIND_IOMMUFD", VFIO_DEVICE_BIND_IOMMUFD),
         ("VFIO_DEVICE_ATTACH_IOMMUFD_PT", VFIO_DEVICE_ATTACH_IOMMUFD_PT),

@@ -11,9 +11,12 @@ final class QueueFile: LinuxFile, @unchecked Sendable {
         case vevent(VEventQueue)
         case access(MockAccess)
     }
-    weak var owner: IOMMUFile?
-    /// The owner's context, kept alive while the file is open.
+    /// The iommufd that handed the descriptor out; an installed queue or access holds it open.
+    let owner: IOMMUFile
+    /// The owner's context.
     let context: Context
+    /// Whether this file took a hold on its owner (given back at release).
+    var holdsOwner = false
     let host: any DescriptorHost
     var queue: Queue = .none
     var fd: Int32 = -1
@@ -163,5 +166,9 @@ final class QueueFile: LinuxFile, @unchecked Sendable {
         case .none: break
         }
         queue = .none
+        if holdsOwner {
+            holdsOwner = false
+            owner.letGo()
+        }
     }
 }

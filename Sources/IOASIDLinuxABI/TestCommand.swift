@@ -47,8 +47,15 @@ extension IOMMUFile {
             }
             let file = QueueFile(owner: f)
             file.queue = .access(access)
+            guard f.hold() else { t.closeAccess(access); throw .badDescriptor("the iommufd was closed") }
+            file.holdsOwner = true
             let fd = f.host.install(file)
-            guard fd >= 0 else { t.closeAccess(access); throw .noMemory("no descriptor for the access") }
+            guard fd >= 0 else {
+                file.holdsOwner = false
+                t.closeAccess(access)
+                f.letGo()
+                throw .noMemory("no descriptor for the access")
+            }
             file.fd = fd
             var m = c.create_access
             m.out_access_fd = UInt32(bitPattern: fd)

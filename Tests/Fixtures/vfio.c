@@ -1,7 +1,8 @@
 /* A user-space driver's first steps on a modelled VFIO device, run under `ioasid run --machine
  * vtd`: the group and container flow (type1v2 on /dev/vfio/vfio), the device's info, pread and
  * pwrite on config space and BAR 0 (built with _FORTIFY_SOURCE, so pread is __pread_chk), the
- * vectored forms, an MSI-X eventfd signalled by the device model, and the cdev flow.
+ * vectored forms, an MSI-X eventfd signalled by the device model, and the cdev flow: an
+ * ioeventfd, and the bound device holding its iommufd open after the iommufd is closed.
  * Uses only the kernel's uAPI numbers, written out here so no kernel header is needed. */
 #include "fixture.h"
 
@@ -23,13 +24,21 @@
 #define VFIO_DEVICE_GET_INFO _IO(VFIO_TYPE, VFIO_BASE + 7)
 #define VFIO_DEVICE_GET_REGION_INFO _IO(VFIO_TYPE, VFIO_BASE + 8)
 #define VFIO_DEVICE_SET_IRQS _IO(VFIO_TYPE, VFIO_BASE + 10)
+#define VFIO_DEVICE_IOEVENTFD _IO(VFIO_TYPE, VFIO_BASE + 16)
 #define VFIO_DEVICE_BIND_IOMMUFD _IO(VFIO_TYPE, VFIO_BASE + 18)
+#define VFIO_DEVICE_ATTACH_IOMMUFD_PT _IO(VFIO_TYPE, VFIO_BASE + 19)
+#define VFIO_DEVICE_DETACH_IOMMUFD_PT _IO(VFIO_TYPE, VFIO_BASE + 20)
+#define IOMMU_IOAS_ALLOC _IO(VFIO_TYPE, 0x81)
 
 struct group_status { uint32_t argsz, flags; };
 struct device_info { uint32_t argsz, flags, num_regions, num_irqs, cap_offset, pad; };
 struct region_info { uint32_t argsz, flags, index, cap_offset; uint64_t size, offset; };
 struct irq_set { uint32_t argsz, flags, index, start, count; int32_t fd; };
 struct bind { uint32_t argsz, flags; int32_t iommufd; uint32_t out_devid; uint64_t token_uuid_ptr; };
+struct ioeventfd { uint32_t argsz, flags; uint64_t offset, data; int32_t fd; uint32_t reserved; };
+struct ioas_alloc { uint32_t size, flags, out_ioas_id; };
+struct attach_pt { uint32_t argsz, flags, pt_id, pasid; };
+struct detach_pt { uint32_t argsz, flags, pasid; };
 
 #define CONFIG ((off_t)7 << 40)
 
@@ -96,5 +105,40 @@ int main(void) {
     CHECK(ioctl(cdev, VFIO_DEVICE_BIND_IOMMUFD, &bind) == 0, "bind");
     CHECK(pread(cdev, &ids, sizeof ids, CONFIG) == 4 && ids == 0x00f01b36, "pread after bind");
     OK("cdev\n");
+
+    /* An ioeventfd: signalling the eventfd writes the value to BAR 0's scratch register. */
+    int kick = eventfd(0, 0);
+    uint64_t cleared = 0;
+    CHECK(pwrite(cdev, &cleared, 8, 0x28) == 8, "clear the scratch register");
+    struct ioeventfd ioeventfd = {sizeof ioeventfd, 4 /* 32-bit */, 0x28, 0xfeedf00d, kick, 0};
+    CHECK(ioctl(cdev, VFIO_DEVICE_IOEVENTFD, &ioeventfd) == 0, "ioeventfd");
+    CHECK_ERRNO(ioctl(cdev, VFIO_DEVICE_IOEVENTFD, &ioeventfd), EEXIST);
+    uint64_t one = 1;
+    CHECK(write(kick, &one, 8) == 8, "signal the ioeventfd");
+    uint32_t scratch32 = 0;
+    for (int i = 0; i < 400 && scratch32 != 0xfeedf00d; i++) {
+        usleep(5000);
+        CHECK(pread(cdev, &scratch32, 4, 0x28) == 4, "pread the scratch register");
+    }
+    CHECK(scratch32 == 0xfeedf00d, "the device saw the ioeventfd's write: %x", scratch32);
+    ioeventfd.fd = -1;
+    CHECK(ioctl(cdev, VFIO_DEVICE_IOEVENTFD, &ioeventfd) == 0, "remove the ioeventfd");
+    CHECK_ERRNO(ioctl(cdev, VFIO_DEVICE_IOEVENTFD, &ioeventfd), ENODEV);
+    close(kick);
+    OK("ioeventfd\n");
+
+    /* The bound device holds the iommufd open (as the kernel's does): after close(iommufd) the
+     * device is still attached, detaches, and the context goes when the device is closed. */
+    struct ioas_alloc ioas = {sizeof ioas, 0, 0};
+    CHECK(ioctl(iommufd, IOMMU_IOAS_ALLOC, &ioas) == 0, "IOAS");
+    struct attach_pt attach = {sizeof attach, 0, ioas.out_ioas_id, 0};
+    CHECK(ioctl(cdev, VFIO_DEVICE_ATTACH_IOMMUFD_PT, &attach) == 0, "attach");
+    CHECK(close(iommufd) == 0, "close the iommufd");
+    struct detach_pt detach = {sizeof detach, 0, 0};
+    CHECK(ioctl(cdev, VFIO_DEVICE_DETACH_IOMMUFD_PT, &detach) == 0, "detach after the iommufd was closed");
+    attach.pt_id = ioas.out_ioas_id;
+    CHECK(ioctl(cdev, VFIO_DEVICE_ATTACH_IOMMUFD_PT, &attach) == 0, "attach again to the IOAS");
+    CHECK(close(cdev) == 0, "close the device");
+    OK("the device held the iommufd\n");
     return 0;
 }

@@ -490,6 +490,7 @@ struct VFIOGroupTests {
         #expect(group.ioctl(request: IOCTL.VFIO_GROUP_UNSET_CONTAINER, argument: nil) == -22)
         t.host.close(Int32(n))
         #expect(throws: IOMMUError.self) { try t.iommu.context.attachedHWPT(bound.device) }
+        group.release()
     }
 
     @Test func addressesLiveInTheirOwnDomain() {

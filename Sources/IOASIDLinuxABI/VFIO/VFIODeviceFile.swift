@@ -19,8 +19,8 @@ import IOASIDStructures
 /// `VFIO_DEVICE_GET_REGION_INFO` (capability chains), `VFIO_DEVICE_GET_IRQ_INFO`,
 /// `VFIO_DEVICE_SET_IRQS`, `VFIO_DEVICE_RESET`, `VFIO_DEVICE_FEATURE`, `pread`/`pwrite` on its
 /// regions and `mmap` of its BARs (`VFIOPCIDevice`). Closing the descriptor unbinds the device.
-/// Unlike the kernel, the descriptor does not keep the iommufd alive: if the iommufd is closed
-/// first, the device is unbound with it.
+/// A bound device holds its iommufd open, as the kernel's does: closing the iommufd first leaves
+/// the device bound and attached, and the context closes when the device's descriptor does.
 public final class VFIODeviceFile: LinuxFile, @unchecked Sendable {
     /// The host that installed the descriptors (to find the iommufd named in the bind).
     public let host: any DescriptorHost
@@ -49,7 +49,8 @@ public final class VFIODeviceFile: LinuxFile, @unchecked Sendable {
         self.fromGroup = false
     }
 
-    /// A group's device descriptor, already bound to `iommufd` as `device` (access granted).
+    /// A group's device descriptor, already bound to `iommufd` as `device` (access granted),
+    /// taking over a hold the caller took on `iommufd` (given back when the device is closed).
     init(host: any DescriptorHost, pci: VFIOPCIDevice, name: String, boundTo iommufd: IOMMUFile, as device: Device.ID) {
         self.host = host
         self.model = pci.device
@@ -153,6 +154,7 @@ public final class VFIODeviceFile: LinuxFile, @unchecked Sendable {
         if !fromGroup { pci?.cdevClosed() }
         pci?.close()
         try? b.file.context.unbind(b.device)
+        b.file.letGo()
     }
 
     // MARK: requests
@@ -201,9 +203,16 @@ public final class VFIODeviceFile: LinuxFile, @unchecked Sendable {
         guard let file = host.file(for: c.iommufd) as? IOMMUFile else {
             throw fcntl(c.iommufd, F_GETFD) < 0 ? .badDescriptor("not a descriptor") : .badFileState("not an iommufd")
         }
-        let device = try file.context.bind(model, ownedByDriver: true)
-        do throws(IOMMUError) { try copyOut(device.rawValue, to: argument, at: 12) } catch {
-            try? file.context.unbind(device)
+        guard file.hold() else { throw .badDescriptor("the iommufd was closed") }
+        let device: Device.ID
+        do throws(IOMMUError) {
+            device = try file.context.bind(model, ownedByDriver: true)
+            do throws(IOMMUError) { try copyOut(device.rawValue, to: argument, at: 12) } catch {
+                try? file.context.unbind(device)
+                throw error
+            }
+        } catch {
+            file.letGo()
             throw error
         }
         binding.withLock { $0 = Binding(file: file, device: device) }

@@ -38,6 +38,7 @@ enum VFIODeviceRequests {
         case IOCTL.VFIO_DEVICE_FEATURE: return try feature(pci, user, host: host)
         case IOCTL.VFIO_DEVICE_GET_PCI_HOT_RESET_INFO: return try hotResetInfo(user)
         case IOCTL.VFIO_DEVICE_PCI_HOT_RESET: return try hotReset(user, cdev: cdev)
+        case IOCTL.VFIO_DEVICE_IOEVENTFD: return try ioeventfd(pci, user)
         default: throw .notTTY("request not served by vfio-pci")
         }
     }

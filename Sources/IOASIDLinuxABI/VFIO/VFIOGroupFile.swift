@@ -10,7 +10,8 @@ import IOASIDStructures
 /// kernel accepts any iommufd. Served, with the kernel's errnos:
 /// - `VFIO_GROUP_GET_STATUS`: VIABLE, plus CONTAINER_SET once a container is set;
 /// - `VFIO_GROUP_SET_CONTAINER`: takes a pointer to the container's descriptor; creates the
-///   container's compatibility IOAS; EINVAL when one is set already, EBADF for a closed
+///   container's compatibility IOAS; the group then holds the container open until it is unset
+///   or the group is closed; EINVAL when one is set already, EBADF for a closed
 ///   descriptor, EBADFD for one that is not a container;
 /// - `VFIO_GROUP_UNSET_CONTAINER`: EINVAL without a container; device descriptors stay usable;
 /// - `VFIO_GROUP_GET_DEVICE_FD`: `"BDF"` or `"BDF vf_token=UUID"`; binds the device to the
@@ -57,7 +58,8 @@ public final class VFIOGroupFile: LinuxFile, @unchecked Sendable {
                 r = 0
             case IOCTL.VFIO_GROUP_SET_CONTAINER: r = try setContainer(user)
             case IOCTL.VFIO_GROUP_UNSET_CONTAINER:
-                guard container.withLock({ c -> Bool in defer { c = nil }; return c != nil }) else { throw .invalid("no container is set") }
+                guard let file = container.withLock({ c -> IOMMUFile? in defer { c = nil }; return c }) else { throw .invalid("no container is set") }
+                file.letGo()
                 r = 0
             case IOCTL.VFIO_GROUP_GET_DEVICE_FD: r = try deviceDescriptor(user)
             default: throw .notTTY("not a group request")
@@ -69,7 +71,8 @@ public final class VFIOGroupFile: LinuxFile, @unchecked Sendable {
         return r
     }
 
-    public func release() { container.withLock { $0 = nil } }
+    /// Closing the group lets go of its container (the group held it open, as the kernel's does).
+    public func release() { container.withLock { c -> IOMMUFile? in defer { c = nil }; return c }?.letGo() }
 
     private static func requestName(_ request: UInt) -> String {
         IOCTL.vfioDeviceRequests.first { $0.request == request }?.name ?? TraceLine.requestName(request)
@@ -82,8 +85,20 @@ public final class VFIOGroupFile: LinuxFile, @unchecked Sendable {
             throw .badFileState("not a container")
         }
         guard container.withLock({ $0 == nil }) else { throw .invalid("a container is set already") }
-        _ = try file.context.compatibilityIOAS(create: true)
-        container.withLock { $0 = file }
+        guard file.hold() else { throw .badDescriptor("the container was closed") }
+        do throws(IOMMUError) { _ = try file.context.compatibilityIOAS(create: true) } catch {
+            file.letGo()
+            throw error
+        }
+        let installed = container.withLock { c -> Bool in
+            guard c == nil else { return false }
+            c = file
+            return true
+        }
+        guard installed else {
+            file.letGo()
+            throw .invalid("a container is set already")
+        }
         return 0
     }
 
@@ -104,10 +119,17 @@ public final class VFIOGroupFile: LinuxFile, @unchecked Sendable {
         try pci.matchToken(token)
         guard let file = container.withLock({ $0 }) else { throw .invalid("the group has no container") }
         let context = file.context
-        let ioas = try context.compatibilityIOAS(create: false)
-        let device = try context.bind(pci.device, ownedByDriver: true)
-        do throws(IOMMUError) { _ = try context.attach(device, to: ioas.object) } catch {
-            try? context.unbind(device)
+        guard file.hold() else { throw .badDescriptor("the container was closed") }
+        let device: Device.ID
+        do throws(IOMMUError) {
+            let ioas = try context.compatibilityIOAS(create: false)
+            device = try context.bind(pci.device, ownedByDriver: true)
+            do throws(IOMMUError) { _ = try context.attach(device, to: ioas.object) } catch {
+                try? context.unbind(device)
+                throw error
+            }
+        } catch {
+            file.letGo()
             throw error
         }
         let deviceFile = VFIODeviceFile(host: host, pci: pci, name: "vfio\(pci.index)", boundTo: file, as: device)

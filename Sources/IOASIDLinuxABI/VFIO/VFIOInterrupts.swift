@@ -12,7 +12,9 @@ import IOASIDStructures
 //   DATA_NONE and ACTION_TRIGGER tears the mode down, and fd -1 removes one vector's trigger.
 // - DATA_NONE and DATA_BOOL with ACTION_TRIGGER signal the triggers (loopback testing).
 // - INTx is automasked: after it fires it stays masked until ACTION_UNMASK; MSI and MSI-X
-//   have no mask/unmask actions (ENOTTY), nor have ERR and REQ.
+//   have no mask/unmask actions (ENOTTY), nor have ERR and REQ. An unmask eventfd
+//   (`ACTION_UNMASK | DATA_EVENTFD`) is watched (`VFIOEventfdWatcher`): each signal unmasks, as
+//   KVM's resample eventfd does in the kernel.
 // - Triggers are the program's eventfds. Each is duplicated with a raw system call (the engine
 //   never re-enters the preload) so that the program may close its own number, and signalled
 //   with a raw write of 1 from whatever thread the device raises the interrupt on.
@@ -38,7 +40,8 @@ final class VFIOInterrupts: PCIInterruptSink, @unchecked Sendable {
         var intxDisabledByCommand = false
         var errTrigger: Int32 = -1
         var reqTrigger: Int32 = -1
-        var unmaskTrigger: Int32 = -1
+        /// The INTx unmask eventfd (`ACTION_UNMASK | DATA_EVENTFD`), watched: each signal unmasks.
+        var unmaskWatch: VFIOEventfdWatch?
     }
     private let state = Locked(State())
     private let slot: PCIDeviceSlot
@@ -142,12 +145,14 @@ final class VFIOInterrupts: PCIInterruptSink, @unchecked Sendable {
 
     /// Removes every trigger and disables the mode (the device's last close).
     func disableAll() {
-        let closing: [Int32] = state.withLock { s in
-            var fds = s.triggers + [s.errTrigger, s.reqTrigger, s.unmaskTrigger]
+        let (closing, unmask): ([Int32], VFIOEventfdWatch?) = state.withLock { s in
+            var fds = s.triggers + [s.errTrigger, s.reqTrigger]
             fds.removeAll { $0 < 0 }
+            let unmask = s.unmaskWatch
             s = State()
-            return fds
+            return (fds, unmask)
         }
+        unmask?.cancel()
         for fd in closing { _ = ioasid_sys_close(fd) }
         slot.setMSIX(enabled: false)
         slot.setMSI(vectors: 0)
@@ -159,7 +164,7 @@ final class VFIOInterrupts: PCIInterruptSink, @unchecked Sendable {
 
     /// Takes a reference on the program's eventfd `fd` (`eventfd_ctx_fdget`): EBADF for a
     /// closed descriptor, EINVAL for one that is not an eventfd.
-    private func reference(_ fd: Int32) throws(IOMMUError) -> Int32 {
+    func reference(_ fd: Int32) throws(IOMMUError) -> Int32 {
         let kind = ioasid_sys_is_eventfd(fd)
         if kind < 0 { throw .badDescriptor("not an open descriptor") }
         guard kind == 1, !isEngineDescriptor(fd) else { throw .invalid("not an eventfd") }
@@ -175,13 +180,7 @@ final class VFIOInterrupts: PCIInterruptSink, @unchecked Sendable {
         case Self.dataBool: apply = data[0] != 0
         case Self.dataEventfd:
             if mask { throw .notTTY("masking by eventfd is not supported") }
-            // An unmask eventfd: kept, as the kernel keeps it; writes to it are not watched.
-            let fd = Self.fd(data, 0)
-            var new: Int32 = -1
-            if fd >= 0 { new = try reference(fd) }
-            let replacement = new
-            let old = state.withLock { s -> Int32 in defer { s.unmaskTrigger = replacement }; return s.unmaskTrigger }
-            if old >= 0 { _ = ioasid_sys_close(old) }
+            try setUnmaskEventfd(Self.fd(data, 0))
             return
         default: break
         }
@@ -189,21 +188,52 @@ final class VFIOInterrupts: PCIInterruptSink, @unchecked Sendable {
         if mask {
             state.withLock { $0.intxMasked = true }
         } else {
-            slot.deassertINTx()
-            let deliver = state.withLock { s -> Bool in
-                s.intxMasked = false
-                guard s.intxPending, !s.intxDisabledByCommand else { return false }
-                s.intxPending = false
-                return true
-            }
-            if deliver { self.deliver(.intx) }
+            unmaskINTx()
+        }
+    }
+
+    /// Unmasks INTx; an interrupt that fired while masked is delivered now.
+    private func unmaskINTx() {
+        slot.deassertINTx()
+        let deliver = state.withLock { s -> Bool in
+            guard s.mode == .intx else { return false }
+            s.intxMasked = false
+            guard s.intxPending, !s.intxDisabledByCommand else { return false }
+            s.intxPending = false
+            return true
+        }
+        if deliver { self.deliver(.intx) }
+    }
+
+    /// `ACTION_UNMASK | DATA_EVENTFD` on INTx: `fd` ≥ 0 starts watching the eventfd (each signal
+    /// unmasks, as vfio's virqfd does; EBUSY when one is watched already), -1 stops.
+    private func setUnmaskEventfd(_ fd: Int32) throws(IOMMUError) {
+        guard fd >= 0 else {
+            state.withLock { s -> VFIOEventfdWatch? in defer { s.unmaskWatch = nil }; return s.unmaskWatch }?.cancel()
+            return
+        }
+        guard state.withLock({ $0.unmaskWatch == nil }) else { throw .busy("an unmask eventfd is set already") }
+        let copy = try reference(fd)
+        let watch = try VFIOEventfdWatcher.shared.watch(copy) { [weak self] in self?.unmaskINTx() }
+        let installed = state.withLock { s -> Bool in
+            guard s.unmaskWatch == nil, s.mode == .intx else { return false }
+            s.unmaskWatch = watch
+            return true
+        }
+        if !installed {
+            watch.cancel()
+            throw .busy("an unmask eventfd is set already")
         }
     }
 
     private func intxTrigger(_ flags: UInt32, _ start: Int, _ count: Int, _ data: [UInt8]) throws(IOMMUError) {
         let current = mode
         if current == .intx, count == 0, flags & Self.dataNone != 0 {
-            let old = state.withLock { s -> [Int32] in defer { s.mode = .none; s.triggers = []; s.intxMasked = false; s.intxPending = false }; return s.triggers }
+            let (old, unmask) = state.withLock { s -> ([Int32], VFIOEventfdWatch?) in
+                defer { s.mode = .none; s.triggers = []; s.intxMasked = false; s.intxPending = false; s.unmaskWatch = nil }
+                return (s.triggers, s.unmaskWatch)
+            }
+            unmask?.cancel()
             for fd in old where fd >= 0 { _ = ioasid_sys_close(fd) }
             return
         }

@@ -40,6 +40,8 @@ public final class VFIOPCIDevice: @unchecked Sendable {
     /// as vfio-pci's) and open VFs.
     private let vfToken: Locked<(uuid: [UInt8], users: Int)>?
     let interrupts: VFIOInterrupts
+    /// `VFIO_DEVICE_IOEVENTFD`s (`VFIOIOEventfds.swift`).
+    let ioeventfds = Locked<[VFIOIOEventfd]>([])
     /// The migration state, for a model that can save its state (nil otherwise: the migration
     /// features are then ENOTTY, as for a vfio-pci device without a migration driver).
     let migration: VFIOMigration?
@@ -99,6 +101,7 @@ public final class VFIOPCIDevice: @unchecked Sendable {
             return s!.saved
         }
         guard let saved = last else { return }
+        removeIOEventfds()
         migration?.reset()
         interrupts.disableAll()
         slot.interruptSink = nil

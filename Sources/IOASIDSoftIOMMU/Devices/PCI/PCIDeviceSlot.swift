@@ -265,6 +265,12 @@ public final class PCIDeviceSlot: PCIDeviceHost, @unchecked Sendable {
         return b.size
     }
 
+    /// Whether BAR `bar` decodes I/O space (false for memory BARs and unimplemented ones).
+    public func barIsIO(_ bar: Int) -> Bool {
+        guard bar >= 0, bar < 6, let b = powerOn.bars[bar] else { return false }
+        return b.kind == .io
+    }
+
     private enum Target { case model, table(UInt64), pba(UInt64) }
 
     private func target(_ bar: Int, _ offset: UInt64, _ size: Int) -> Target {
