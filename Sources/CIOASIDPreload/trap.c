@@ -62,10 +62,9 @@
  * whose register state the signal frame lacks (an XSAVE component the CPU has but the frame
  * does not hold) prints one line to stderr and kills the process with SIGBUS (default action,
  * core dump), whatever the program installed: it is a limitation of ours, not a device error,
- * and looping would hide it. A
- * handler's bus error (-1) is a device error: SIGBUS goes to the program's handler with si_addr
- * set and RIP at the instruction, as on a real machine (returning from that handler runs the
- * instruction again).
+ * and looping would hide it. A handler's bus error (-1) is a device error: SIGBUS goes to the
+ * program's handler with si_addr set and RIP at the instruction, as on a real machine
+ * (returning from that handler runs the instruction again).
  *
  * Not covered (docs/architecture.md, "Trapped MMIO"): programs that install handlers with the
  * raw rt_sigaction system call or are linked statically, threads that block SIGSEGV (the kernel
