@@ -2,7 +2,9 @@
 #define _GNU_SOURCE
 #include "ioasid_sys_watch.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/kcmp.h>
 #include <poll.h>
 #include <pthread.h>
@@ -52,6 +54,30 @@ long ioasid_sys_same_file(int fd, int other) {
     long pid = syscall(SYS_getpid);
     long rc = result_of(syscall(SYS_kcmp, pid, pid, KCMP_FILE, fd, other));
     return rc < 0 ? rc : rc == 0;
+}
+
+long ioasid_sys_count_other_descriptors(int fd) {
+    long folder = result_of(syscall(SYS_openat, AT_FDCWD, "/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (folder < 0) return folder;
+    long others = 0;
+    char buffer[4096] __attribute__((aligned(8)));
+    for (;;) {
+        long n = result_of(syscall(SYS_getdents64, (int)folder, buffer, sizeof buffer));
+        if (n < 0) { others = n; break; }
+        if (n == 0) break;
+        for (long at = 0; at < n;) {
+            struct dirent64 *entry = (struct dirent64 *)(buffer + at);
+            at += entry->d_reclen;
+            const char *name = entry->d_name;
+            if (name[0] < '0' || name[0] > '9') continue;
+            long number = 0;
+            for (; *name >= '0' && *name <= '9'; name++) number = number * 10 + (*name - '0');
+            if (number == fd || number == folder) continue;
+            if (ioasid_sys_same_file(fd, (int)number) == 1) others++;
+        }
+    }
+    syscall(SYS_close, (int)folder);
+    return others;
 }
 
 long ioasid_sys_start_thread(void *(*body)(void *), void *argument, const char *name) {

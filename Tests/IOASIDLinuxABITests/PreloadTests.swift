@@ -175,6 +175,14 @@ struct PreloadTests {
         #expect(outcome.standardOutput.contains("ok a listed descriptor that is no eventfd is left alone\n"), "\(outcome)")
     }
 
+    @Test func aKVMGuestReachesTheDeviceThroughABARSlot() throws {
+        let fixtures = try Fixtures.shared.get()
+        let outcome = try runUnderIOASID(["--machine", "vtd", "--", fixtures.kvmBAR])
+        #expect(outcome.exited(0), "\(outcome)")
+        #expect(outcome.standardOutput.contains("ok a KVM guest's accesses to a BAR slot reach the device\n")
+                || outcome.standardOutput.contains("skip kvm"), "\(outcome)")
+    }
+
     @Test func kvmVFIODeviceAcceptsTheServedVFIOFiles() throws {
         let fixtures = try Fixtures.shared.get()
         let outcome = try runUnderIOASID(["--machine", "vtd", "--", fixtures.kvm])
@@ -282,6 +290,7 @@ struct Fixtures: Sendable {
     var pinnable: String
     var exec: String
     var kvm: String
+    var kvmBAR: String
     var fds: String
 
     static let source = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
@@ -320,6 +329,7 @@ struct Fixtures: Sendable {
             pinnable: try build("pinnable.c", output: "pinnable", program),
             exec: try build("exec.c", output: "exec", program),
             kvm: try build("kvm.c", output: "kvm", program),
+            kvmBAR: try build("kvm_bar.c", output: "kvm_bar", program),
             fds: try build("fds.c", output: "fds", program + ["-pthread"]))
     }
 }

@@ -147,6 +147,27 @@ struct VFIOIOEventfdTests {
         #expect(t.setIRQs(flags: dataEventfd | actionUnmask, index: 0, start: 0, count: 1, data: fdBytes(second.fd)) == 0)
         signal(second.fd)
         #expect(waitFor { trigger.take() == 1 })
+        // Closing every descriptor of the watched eventfd ends it, as in the kernel: QEMU closes
+        // the old unmask eventfd and sets a new one when the INTx route changes.
+        #expect(t.setIRQs(flags: dataEventfd | actionUnmask, index: 0, start: 0, count: 1, data: fdBytes(-1)) == 0)
+        let lone = Int32(ioasid_sys_eventfd(0, IOASID_SYS_EFD_NONBLOCK))
+        let alias = dup(lone)
+        #expect(t.setIRQs(flags: dataEventfd | actionUnmask, index: 0, start: 0, count: 1, data: fdBytes(lone)) == 0)
+        let next = TestEventfd()
+        close(lone)
+        #expect(t.setIRQs(flags: dataEventfd | actionUnmask, index: 0, start: 0, count: 1, data: fdBytes(next.fd)) == -16,
+                "the program still has the eventfd under another number")
+        close(alias)
+        #expect(t.setIRQs(flags: dataEventfd | actionUnmask, index: 0, start: 0, count: 1, data: fdBytes(next.fd)) == 0,
+                "its last descriptor closed, the old one is gone")
+        t.plugged.slot.signal(vector: 0)
+        _ = trigger.take()
+        signal(next.fd)
+        t.plugged.slot.signal(vector: 0)
+        #expect(waitFor { trigger.take() == 1 }, "the new one unmasks")
+        // Set `second` again for the end of the test.
+        #expect(t.setIRQs(flags: dataEventfd | actionUnmask, index: 0, start: 0, count: 1, data: fdBytes(-1)) == 0)
+        #expect(t.setIRQs(flags: dataEventfd | actionUnmask, index: 0, start: 0, count: 1, data: fdBytes(second.fd)) == 0)
         // Disabling INTx ends the unmask watch with it.
         #expect(t.setIRQs(flags: dataNone | irqTrigger, index: 0, start: 0, count: 0) == 0)
         signal(second.fd)

@@ -36,6 +36,10 @@ long ioasid_sys_eventfd_take(int fd);
  * -errno (-ENOSYS or -EPERM where kcmp is not available). */
 long ioasid_sys_same_file(int fd, int other);
 
+/* How many other descriptors of this process (listed in /proc/self/fd) name the same open file
+ * as fd; -errno when the list cannot be read. */
+long ioasid_sys_count_other_descriptors(int fd);
+
 /* Starts a detached thread running `body(argument)` with every signal blocked (so that none of
  * the program's signals is ever delivered to it), named `name` (at most 15 characters); 0 or
  * -errno. */

@@ -141,6 +141,19 @@ final class VFIOEventfdWatcher: @unchecked Sendable {
         }
     }
 
+    /// Whether the program still has a descriptor of the watched eventfd: one that is neither
+    /// this watch's duplicate nor another watch's. (In the kernel a watch ends when the eventfd's
+    /// last descriptor is closed; the engine's duplicate keeps the file open, so this is asked
+    /// where that end can be seen.) True when it cannot be told.
+    func programHolds(_ watch: VFIOEventfdWatch) -> Bool {
+        let all = ioasid_sys_count_other_descriptors(watch.descriptor)
+        guard all >= 0 else { return true }
+        let watched = state.withLock { s in
+            s.entries.filter { $0.key != watch.token && ioasid_sys_same_file($0.value.descriptor, watch.descriptor) == 1 }.count
+        }
+        return all > watched
+    }
+
     fileprivate func remove(_ watch: VFIOEventfdWatch) {
         let pid = Int(ioasid_sys_getpid())
         let thread = Int(ioasid_sys_gettid())

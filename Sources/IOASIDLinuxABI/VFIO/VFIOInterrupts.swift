@@ -206,13 +206,19 @@ final class VFIOInterrupts: PCIInterruptSink, @unchecked Sendable {
     }
 
     /// `ACTION_UNMASK | DATA_EVENTFD` on INTx: `fd` ≥ 0 starts watching the eventfd (each signal
-    /// unmasks, as vfio's virqfd does; EBUSY when one is watched already), -1 stops.
+    /// unmasks, as vfio's virqfd does; EBUSY when one is watched already), -1 stops. A watched
+    /// eventfd whose descriptors the program has all closed is gone, as the kernel drops it at
+    /// that close (QEMU closes the old unmask eventfd and sets a new one when INTx routing moves).
     private func setUnmaskEventfd(_ fd: Int32) throws(IOMMUError) {
         guard fd >= 0 else {
             state.withLock { s -> VFIOEventfdWatch? in defer { s.unmaskWatch = nil }; return s.unmaskWatch }?.cancel()
             return
         }
-        guard state.withLock({ $0.unmaskWatch == nil }) else { throw .busy("an unmask eventfd is set already") }
+        if let current = state.withLock({ $0.unmaskWatch }) {
+            guard !VFIOEventfdWatcher.shared.programHolds(current) else { throw .busy("an unmask eventfd is set already") }
+            state.withLock { s in if s.unmaskWatch === current { s.unmaskWatch = nil } }
+            current.cancel()
+        }
         let copy = try reference(fd)
         let watch = try VFIOEventfdWatcher.shared.watch(copy) { [weak self] in self?.unmaskINTx() }
         let installed = state.withLock { s -> Bool in
