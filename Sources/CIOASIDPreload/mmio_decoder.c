@@ -37,8 +37,10 @@ static int next_signed(struct reader *reader, unsigned bytes, int64_t *value) {
 }
 
 /* Parses ModRM (and SIB and displacement). Fails for a register operand (mod == 3): such an
- * instruction touches no memory and cannot have faulted on MMIO. */
-static int parse_modrm(struct reader *reader, uint8_t rex, struct mmio_address *address, uint8_t *reg_field) {
+ * instruction touches no memory and cannot have faulted on MMIO. `disp8_scale` is EVEX's N in
+ * disp8*N (1 otherwise). */
+static int parse_modrm_scaled(struct reader *reader, uint8_t rex, struct mmio_address *address, uint8_t *reg_field,
+                              unsigned disp8_scale) {
     uint8_t modrm;
     if (next_byte(reader, &modrm) != 0) return -1;
     unsigned mod = modrm >> 6, rm = modrm & 7;
@@ -69,8 +71,14 @@ static int parse_modrm(struct reader *reader, uint8_t rex, struct mmio_address *
     } else {
         address->base = (int8_t)(rm | ((rex & REX_B) ? 8 : 0));
     }
-    if (displacement_bytes != 0) return next_signed(reader, displacement_bytes, &address->displacement);
+    if (displacement_bytes == 0) return 0;
+    if (next_signed(reader, displacement_bytes, &address->displacement) != 0) return -1;
+    if (displacement_bytes == 1) address->displacement *= (int64_t)disp8_scale;
     return 0;
+}
+
+static int parse_modrm(struct reader *reader, uint8_t rex, struct mmio_address *address, uint8_t *reg_field) {
+    return parse_modrm_scaled(reader, rex, address, reg_field, 1);
 }
 
 /* The 8-bit register named by a 3-bit field: AH..BH when no REX prefix is present. */
@@ -110,7 +118,7 @@ static int immediate(struct reader *reader, struct mmio_instruction *out, unsign
 static int decode_sse(struct mmio_instruction *out, uint8_t opcode, uint8_t mandatory, uint8_t rex,
                       uint8_t reg) {
     unsigned xmm = reg | ((rex & REX_R) ? 8 : 0);
-    out->register_kind = MMIO_REGISTER_XMM;
+    out->register_kind = MMIO_REGISTER_VECTOR;
     out->register_number = (uint8_t)xmm;
     switch (opcode) {
     case 0x10: case 0x11: /* MOVUPS, MOVUPD, MOVSS, MOVSD */
@@ -168,6 +176,156 @@ static int decode_sse(struct mmio_instruction *out, uint8_t opcode, uint8_t mand
     return 0;
 }
 
+/* The fields of a VEX or EVEX prefix that the moves use. */
+struct vector_prefix {
+    uint8_t evex;
+    uint8_t rex;       /* R, X, B as a REX prefix would give them (already un-inverted) */
+    uint8_t high_reg;  /* EVEX.R': register 16-31 */
+    uint8_t map;       /* 1 = 0F, 2 = 0F 38, 3 = 0F 3A */
+    uint8_t w;
+    uint8_t vvvv;      /* un-inverted: 0 when the encoding says 1111 */
+    uint8_t high_v;    /* EVEX.V' un-inverted */
+    uint8_t length;    /* VEX.L, or EVEX.L'L */
+    uint8_t pp;        /* 0 none, 1 = 66, 2 = F3, 3 = F2 */
+    uint8_t z, b, aaa; /* EVEX */
+};
+
+static int read_vector_prefix(struct reader *reader, uint8_t first, struct vector_prefix *p) {
+    uint8_t b1, b2, b3;
+    *p = (struct vector_prefix){0};
+    if (next_byte(reader, &b1) != 0) return -1;
+    if (first == 0xC5) {
+        p->rex = (b1 & 0x80) ? 0 : REX_R;
+        p->map = 1;
+        p->vvvv = (uint8_t)((~b1 >> 3) & 15);
+        p->length = (b1 >> 2) & 1;
+        p->pp = b1 & 3;
+        return 0;
+    }
+    if (next_byte(reader, &b2) != 0) return -1;
+    p->rex = (uint8_t)(((b1 & 0x80) ? 0 : REX_R) | ((b1 & 0x40) ? 0 : REX_X) | ((b1 & 0x20) ? 0 : REX_B));
+    p->w = b2 >> 7;
+    p->vvvv = (uint8_t)((~b2 >> 3) & 15);
+    p->pp = b2 & 3;
+    if (first == 0xC4) {
+        p->map = b1 & 0x1F;
+        p->length = (b2 >> 2) & 1;
+        return 0;
+    }
+    /* EVEX: P0 = R X B R' 0 0 m m, P1 = W vvvv 1 pp, P2 = z L'L b V' aaa. */
+    if ((b1 & 0x0C) != 0 || (b2 & 0x04) == 0) return -1;
+    if (next_byte(reader, &b3) != 0) return -1;
+    p->evex = 1;
+    p->high_reg = (b1 & 0x10) ? 0 : 1;
+    p->map = b1 & 3;
+    p->z = b3 >> 7;
+    p->length = (b3 >> 5) & 3;
+    p->b = (b3 >> 4) & 1;
+    p->high_v = (b3 & 0x08) ? 0 : 1;
+    p->aaa = b3 & 7;
+    return 0;
+}
+
+/* What one VEX/EVEX move is, before its ModRM: the operation, the memory size (0: the full
+ * vector length), the EVEX.W it requires (-1: any), the element size for masking (0: masking
+ * not allowed), and whether the vector length must be 128. */
+struct vector_form {
+    int8_t operation;
+    uint8_t size;
+    int8_t evex_w;
+    uint8_t element;
+    uint8_t only128;
+};
+
+static int vector_form(const struct vector_prefix *p, uint8_t opcode, struct vector_form *f) {
+    *f = (struct vector_form){.operation = -1, .evex_w = -1};
+    if (p->map == 2) {
+        if (opcode != 0x2A || p->pp != 1) return -1; /* VMOVNTDQA */
+        *f = (struct vector_form){MMIO_LOAD, 0, 0, 0, 0};
+        return 0;
+    }
+    if (p->map != 1) return -1;
+    switch (opcode) {
+    case 0x10: case 0x11: { /* VMOVUPS, VMOVUPD, VMOVSS, VMOVSD */
+        static const uint8_t sizes[4] = {0, 0, 4, 8};
+        static const int8_t ws[4] = {0, 1, 0, 1};
+        static const uint8_t elements[4] = {4, 8, 4, 8};
+        *f = (struct vector_form){opcode == 0x10 ? MMIO_LOAD : MMIO_STORE, sizes[p->pp], ws[p->pp], elements[p->pp], 0};
+        return 0;
+    }
+    case 0x28: case 0x29: /* VMOVAPS, VMOVAPD */
+        if (p->pp > 1) return -1;
+        *f = (struct vector_form){opcode == 0x28 ? MMIO_LOAD : MMIO_STORE, 0, (int8_t)p->pp, p->pp ? 8 : 4, 0};
+        return 0;
+    case 0x2B: /* VMOVNTPS, VMOVNTPD */
+        if (p->pp > 1) return -1;
+        *f = (struct vector_form){MMIO_STORE, 0, (int8_t)p->pp, 0, 0};
+        return 0;
+    case 0x6E: /* VMOVD/VMOVQ xmm, m32/m64 */
+        if (p->pp != 1) return -1;
+        *f = (struct vector_form){MMIO_LOAD, p->w ? 8 : 4, -1, 0, 1};
+        return 0;
+    case 0x7E: /* 66: VMOVD/VMOVQ m32/m64, xmm; F3: VMOVQ xmm, m64 */
+        if (p->pp == 1) *f = (struct vector_form){MMIO_STORE, p->w ? 8 : 4, -1, 0, 1};
+        else if (p->pp == 2) *f = (struct vector_form){MMIO_LOAD, 8, 1, 0, 1};
+        else return -1;
+        return 0;
+    case 0xD6: /* VMOVQ m64, xmm */
+        if (p->pp != 1) return -1;
+        *f = (struct vector_form){MMIO_STORE, 8, 1, 0, 1};
+        return 0;
+    case 0x6F: case 0x7F: { /* 66: VMOVDQA(32/64); F3: VMOVDQU(32/64); F2 (EVEX): VMOVDQU8/16 */
+        if (p->pp == 0 || (p->pp == 3 && !p->evex)) return -1;
+        uint8_t element = p->pp == 3 ? (p->w ? 2 : 1) : (p->w ? 8 : 4);
+        *f = (struct vector_form){opcode == 0x6F ? MMIO_LOAD : MMIO_STORE, 0, -1, element, 0};
+        return 0;
+    }
+    case 0xE7: /* VMOVNTDQ */
+        if (p->pp != 1) return -1;
+        *f = (struct vector_form){MMIO_STORE, 0, 0, 0, 0};
+        return 0;
+    default:
+        return -1;
+    }
+}
+
+/* A VEX (C4, C5) or EVEX (62) vector move; `first` is the prefix byte, already read. */
+static int decode_vector(struct reader *reader, uint8_t first, struct mmio_instruction *out) {
+    struct vector_prefix p;
+    struct vector_form f;
+    uint8_t opcode, reg;
+    if (read_vector_prefix(reader, first, &p) != 0) return -1;
+    if (next_byte(reader, &opcode) != 0) return -1;
+    if (vector_form(&p, opcode, &f) != 0) return -1;
+    if (p.vvvv != 0 || p.high_v) return -1; /* no second source: vvvv must be 1111 */
+    unsigned vector_length;
+    if (p.evex) {
+        if (p.length == 3 || p.b) return -1; /* reserved length; no broadcast on moves */
+        if (f.evex_w >= 0 && p.w != (unsigned)f.evex_w) return -1;
+        if (p.aaa != 0 && f.element == 0) return -1;            /* no masking on this move */
+        if (p.z && (p.aaa == 0 || f.operation == MMIO_STORE)) return -1;
+        vector_length = 16u << p.length;
+    } else {
+        vector_length = 16u << p.length;
+    }
+    unsigned scalar = f.size != 0 && f.size < 16;
+    if (f.only128 && p.length != 0) return -1;
+    out->size = (uint8_t)(scalar ? f.size : vector_length);
+    /* disp8*N: the full vector for whole-vector moves, the element for scalar ones. */
+    if (parse_modrm_scaled(reader, p.rex, &out->address, &reg, p.evex ? out->size : 1) != 0) return -1;
+    out->operation = (uint8_t)f.operation;
+    out->register_kind = MMIO_REGISTER_VECTOR;
+    out->register_number = (uint8_t)(reg | ((p.rex & REX_R) ? 8 : 0) | (p.high_reg ? 16 : 0));
+    out->register_width = out->size;
+    out->vector_encoding = p.evex ? MMIO_VECTOR_EVEX : MMIO_VECTOR_VEX;
+    if (p.evex) {
+        out->element_size = scalar ? out->size : f.element;
+        out->opmask = p.aaa;
+        out->zeroing = p.z;
+    }
+    return 0;
+}
+
 int ioasid_mmio_decode(const uint8_t *code, struct mmio_instruction *out) {
     struct reader reader = {code, 0};
     *out = (struct mmio_instruction){0};
@@ -195,6 +353,12 @@ int ioasid_mmio_decode(const uint8_t *code, struct mmio_instruction *out) {
         break;
     }
     uint8_t opcode = byte, reg;
+    if (opcode == 0xC4 || opcode == 0xC5 || opcode == 0x62) { /* VEX, EVEX (never LES/LDS/BOUND in 64-bit mode) */
+        if (rex_present || operand16 || mandatory != 0) return -1; /* #UD on the hardware */
+        if (decode_vector(&reader, opcode, out) != 0) return -1;
+        out->length = (uint8_t)reader.position;
+        return 0;
+    }
     unsigned operand_size = (rex & REX_W) ? 8 : operand16 ? 2 : 4;
     unsigned reg_number_extension = (rex & REX_R) ? 8 : 0;
 
@@ -239,7 +403,19 @@ int ioasid_mmio_decode(const uint8_t *code, struct mmio_instruction *out) {
         return 0;
     }
 
-    if (mandatory != 0 && mandatory != 0x66) return -1; /* REP/REPNE on a one-byte opcode: string ops, not decoded */
+    if (opcode == 0xA4 || opcode == 0xA5 || opcode == 0xAA || opcode == 0xAB) { /* MOVS, STOS */
+        if (mandatory == 0xF2) return -1; /* REPNE on MOVS/STOS: not decoded */
+        out->operation = opcode <= 0xA5 ? MMIO_MOVS : MMIO_STOS;
+        out->size = (opcode & 1) ? (uint8_t)operand_size : 1;
+        out->repeat = mandatory == 0xF3;
+        out->address.base = -1;
+        out->address.index = -1;
+        out->address.scale = 1;
+        out->length = (uint8_t)reader.position;
+        return 0;
+    }
+
+    if (mandatory != 0 && mandatory != 0x66) return -1; /* REP/REPNE elsewhere (CMPS, SCAS, LODS...): not decoded */
 
     if (opcode < 0x40 && (opcode & 7) < 4) { /* ALU r/m, reg and reg, r/m */
         if (parse_modrm(&reader, rex, &out->address, &reg) != 0) return -1;

@@ -10,6 +10,18 @@
  * the destination register and flags into the signal's ucontext, moves RIP past the instruction
  * and returns; the program continues as if the device had answered.
  *
+ * What reaches the handler: one call per access, in program order, with the access's size (1, 2,
+ * 4, 8; 16, 32 or 64 for a whole vector move; 64 for MOVDIR64B). A vector load writes the
+ * register into the frame's FXSAVE/XSAVE image (below, "Vector registers in the signal frame"):
+ * legacy SSE keeps the bits above 127, VEX and EVEX zero everything above the loaded bytes up to
+ * the widest vector the OS enabled. A masked EVEX move (k1-k7) touches only its selected
+ * elements: each run of adjacent ones, lowest first, as naturally aligned accesses of at most 8
+ * bytes; a load merges or zeroes the others as EVEX.z says. MOVS and STOS (with REP: RCX times,
+ * up or down as DF says, 32-bit pointers under 67) are done element by element, each a read of
+ * the source then a write of the destination, through a region's handler or, for an operand in
+ * normal memory, a fault-safe copy; a long REP is done in chunks, the instruction restarting
+ * from the updated RCX/RSI/RDI as an interrupted REP does (see "String instructions").
+ *
  * Vocabulary. A *region* is [start, end) with a handler, its context and the offset of `start`
  * in the region as first mapped (a partly unmapped region keeps its offsets). A *slot* holds one
  * region in a fixed table (no allocation, ever). The *program's action* for SIGSEGV, SIGBUS and
@@ -31,35 +43,47 @@
  *    the kernel would have given it (the mask at the fault, its sa_mask, the signal unless
  *    SA_NODEFER).
  *  - The trap path calls no allocator and takes no lock: a page fault, the decoder, the
- *    handler, sigreturn. MOVDIR64B reads its source with process_vm_readv (one system call)
- *    so that a bad source cannot fault inside this handler.
+ *    handler, sigreturn. Normal-memory operands (MOVDIR64B's source, a string instruction's
+ *    other side) are copied with the safe copy of ioasid_sys_uaccess.h, whose fault this very
+ *    handler fixes up (enabled once a region is mapped), else with process_vm_readv/writev: a
+ *    bad one cannot fault inside the handler. It gives the program the SIGSEGV the hardware
+ *    would have (si_addr the first bad byte, SEGV_MAPERR or SEGV_ACCERR, RIP at the
+ *    instruction, a string instruction's registers at the element that faulted).
+ *  - A handler call holds its region's `users`; a string instruction may hold two (source and
+ *    destination). Holding one, it never waits for a writer (who may wait for it): it stops and
+ *    lets the instruction restart instead.
  *
  * MOVDIR64B and MOVDIRI on a CPU without them raise #UD before the page fault (decoding comes
  * before memory access in the exception priorities), so SIGILL is trapped too: when the
  * instruction at RIP is one of those two and its destination is in a region, it is performed
  * like any other trapped store; every other SIGILL goes to the program.
  *
- * An instruction the decoder does not know, or an access that leaves its region, prints one line
- * to stderr and kills the process with SIGBUS (default action, core dump), whatever the program
- * installed: it is a limitation of ours, not a device error, and looping would hide it. A
- * handler's bus error (-1) is a device error: SIGBUS goes to the program's handler with si_addr
- * set and RIP at the instruction, as on a real machine (returning from that handler runs the
- * instruction again).
+ * An instruction the decoder does not know, an access that leaves its region, or a vector move
+ * whose register state the signal frame lacks (an XSAVE component the CPU has but the frame
+ * does not hold) prints one line to stderr and kills the process with SIGBUS (default action,
+ * core dump), whatever the program installed: it is a limitation of ours, not a device error,
+ * and looping would hide it. A handler's bus error (-1) is a device error: SIGBUS goes to the
+ * program's handler with si_addr set and RIP at the instruction, as on a real machine
+ * (returning from that handler runs the instruction again).
  *
  * Not covered (docs/architecture.md, "Trapped MMIO"): programs that install handlers with the
  * raw rt_sigaction system call or are linked statically, threads that block SIGSEGV (the kernel
- * then kills the process on any fault, ours included), VEX/EVEX and string instructions, and
- * system calls given a trapped address (the kernel returns EFAULT).
+ * then kills the process on any fault, ours included), string instructions other than MOVS and
+ * STOS (LODS, CMPS, SCAS, INS, OUTS), vector instructions other than the moves (a VPCMPEQB or
+ * VPBROADCASTB with a memory operand, gathers and scatters), and system calls given a trapped
+ * address (the kernel returns EFAULT).
  */
 #define _GNU_SOURCE
 #include "ioasid_preload.h"
 #include "ioasid_sys.h"
+#include "ioasid_sys_memory.h"
 #include "ioasid_sys_pinnable.h"
 #include "ioasid_sys_uaccess.h"
 #include "deferral.h"
 #include "mmio_decoder.h"
 #include "trap.h"
 
+#include <cpuid.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
@@ -113,13 +137,17 @@ struct trap_hit {
     uint64_t offset_base;
 };
 
-static int trap_lookup(uintptr_t address, struct trap_hit *hit) {
+/* 1 with `users` held when `address` is in a region, 0 when it is in none. A caller that already
+ * holds a hit must not wait for a writer (the writer may be waiting for that very hit): with
+ * `may_wait` 0 it gets -1 instead when a slot is being changed. */
+static int trap_lookup_waiting(uintptr_t address, struct trap_hit *hit, int may_wait) {
     unsigned limit = atomic_load_explicit(&region_limit, memory_order_acquire);
     for (unsigned index = 0; index < limit; index++) {
         struct trap_region *slot = &regions[index];
         for (;;) {
             uint64_t before = atomic_load_explicit(&slot->generation, memory_order_acquire);
             if (before & 1) { /* a writer is changing this slot: wait for it */
+                if (!may_wait) return -1;
                 sched_yield();
                 continue;
             }
@@ -146,6 +174,8 @@ static int trap_lookup(uintptr_t address, struct trap_hit *hit) {
     }
     return 0;
 }
+
+static int trap_lookup(uintptr_t address, struct trap_hit *hit) { return trap_lookup_waiting(address, hit, 1); }
 
 static void trap_release(struct trap_hit *hit) {
     atomic_fetch_sub_explicit(&hit->slot->users, 1, memory_order_release);
@@ -575,6 +605,181 @@ static void chain(int signo, siginfo_t *info, ucontext_t *uc, int synthesized) {
 }
 
 /* ---------------------------------------------------------------------------------------------
+ * Vector registers in the signal frame.
+ *
+ * uc_mcontext.fpregs is the FXSAVE image (XMM0-15 at byte 160). When the kernel saved with XSAVE
+ * (FP_XSTATE_MAGIC1 in the software-reserved bytes at 464, which also say which components the
+ * frame holds and how long it is), the XSAVE header follows at byte 512 (XSTATE_BV: the
+ * components not in their init state) and then the extended components, in the standard
+ * layout at the offsets CPUID leaf 0xD gives: YMM_Hi128 (2: bits 255:128 of YMM0-15), opmask
+ * (5: k0-k7), ZMM_Hi256 (6: bits 511:256 of ZMM0-15), Hi16_ZMM (7: ZMM16-31 whole). A component
+ * whose XSTATE_BV bit is clear is all zeros whatever its bytes say; writing into one zeroes it
+ * first and sets the bit (sigreturn's XRSTOR would load the init state otherwise and drop what
+ * was written). A component the instruction needs but the frame lacks fails clearly.
+ */
+
+#define FRAME_XSAVE_MAGIC 0x46505853u /* FP_XSTATE_MAGIC1, "FPXS" */
+#define FRAME_XMM_OFFSET 160
+#define FRAME_SOFTWARE_BYTES 464
+#define FRAME_XSAVE_HEADER 512
+
+enum { COMPONENT_SSE = 1, COMPONENT_YMM_HI128 = 2, COMPONENT_OPMASK = 5, COMPONENT_ZMM_HI256 = 6, COMPONENT_HI16_ZMM = 7 };
+
+/* CPUID leaf 0xD per component: offset (EBX) and size (EAX); offset 0 = not asked yet. */
+static _Atomic uint32_t component_offsets[8], component_sizes[8];
+static _Atomic unsigned vector_length_cached; /* bytes of the widest vector register the OS enabled */
+
+static void component_layout(unsigned component, uint32_t *offset, uint32_t *size) {
+    uint32_t known = atomic_load_explicit(&component_offsets[component], memory_order_acquire);
+    if (known != 0) {
+        *offset = known;
+        *size = atomic_load_explicit(&component_sizes[component], memory_order_relaxed);
+        return;
+    }
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    if (__get_cpuid_max(0, NULL) >= 0xD) __cpuid_count(0xD, component, eax, ebx, ecx, edx);
+    if (ebx == 0) eax = 0; /* not supported: no offset, no size */
+    atomic_store_explicit(&component_sizes[component], eax, memory_order_relaxed);
+    atomic_store_explicit(&component_offsets[component], ebx == 0 ? UINT32_MAX : ebx, memory_order_release);
+    *offset = ebx;
+    *size = eax;
+}
+
+/* MAXVL: 64 with the AVX-512 state enabled in XCR0, 32 with AVX, else 16. */
+static unsigned maximum_vector_length(void) {
+    unsigned length = atomic_load_explicit(&vector_length_cached, memory_order_relaxed);
+    if (length != 0) return length;
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    length = 16;
+    if (__get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & (1u << 27))) { /* OSXSAVE: XGETBV works */
+        uint32_t low, high;
+        __asm__ volatile("xgetbv" : "=a"(low), "=d"(high) : "c"(0));
+        if ((low & 0xE6) == 0xE6) length = 64;
+        else if ((low & 0x6) == 0x6) length = 32;
+    }
+    atomic_store_explicit(&vector_length_cached, length, memory_order_relaxed);
+    return length;
+}
+
+struct vector_frame {
+    uint8_t *base;   /* uc_mcontext.fpregs */
+    int xsave;       /* XSAVE format: the header and extended components follow */
+    uint64_t holds;  /* components present (the software bytes' xfeatures) */
+    uint32_t length; /* bytes of the XSAVE image (the software bytes' xstate_size) */
+};
+
+static void vector_frame_open(ucontext_t *uc, struct vector_frame *frame) {
+    frame->base = (uint8_t *)uc->uc_mcontext.fpregs;
+    frame->xsave = 0;
+    frame->holds = frame->base != NULL ? 3 : 0; /* x87 and SSE: the FXSAVE image */
+    frame->length = 512;
+    if (frame->base == NULL) return;
+    uint32_t magic, length;
+    memcpy(&magic, frame->base + FRAME_SOFTWARE_BYTES, sizeof magic);
+    if (magic != FRAME_XSAVE_MAGIC) return;
+    memcpy(&frame->holds, frame->base + FRAME_SOFTWARE_BYTES + 8, sizeof frame->holds);
+    memcpy(&length, frame->base + FRAME_SOFTWARE_BYTES + 16, sizeof length);
+    frame->xsave = 1;
+    frame->length = length;
+}
+
+/* The bytes of `component` in the frame (and their count), or NULL when the frame lacks it. */
+static uint8_t *component_area(const struct vector_frame *frame, unsigned component, uint32_t *size) {
+    if (component == COMPONENT_SSE) {
+        if (frame->base == NULL) return NULL;
+        *size = 256;
+        return frame->base + FRAME_XMM_OFFSET;
+    }
+    if (!frame->xsave || !((frame->holds >> component) & 1)) return NULL;
+    uint32_t offset;
+    component_layout(component, &offset, size);
+    if (*size == 0 || offset < FRAME_XSAVE_HEADER + 64 || offset + *size > frame->length) return NULL;
+    return frame->base + offset;
+}
+
+static int component_in_use(const struct vector_frame *frame, unsigned component) {
+    if (!frame->xsave) return 1;
+    uint64_t in_use;
+    memcpy(&in_use, frame->base + FRAME_XSAVE_HEADER, sizeof in_use);
+    return (in_use >> component) & 1;
+}
+
+static void component_mark_written(const struct vector_frame *frame, unsigned component, uint8_t *area, uint32_t size) {
+    if (!frame->xsave || component_in_use(frame, component)) return;
+    memset(area, 0, size);
+    uint64_t in_use;
+    memcpy(&in_use, frame->base + FRAME_XSAVE_HEADER, sizeof in_use);
+    in_use |= 1ull << component;
+    memcpy(frame->base + FRAME_XSAVE_HEADER, &in_use, sizeof in_use);
+}
+
+/* Where bytes [16 * chunk, 16 * chunk + 16) of vector register `number` (0-31) live. */
+static unsigned register_chunk(unsigned number, unsigned chunk, uint32_t *offset) {
+    if (number >= 16) {
+        *offset = 64 * (number - 16) + 16 * chunk;
+        return COMPONENT_HI16_ZMM;
+    }
+    if (chunk == 0) {
+        *offset = 16 * number;
+        return COMPONENT_SSE;
+    }
+    if (chunk == 1) {
+        *offset = 16 * number;
+        return COMPONENT_YMM_HI128;
+    }
+    *offset = 32 * number + 16 * (chunk - 2);
+    return COMPONENT_ZMM_HI256;
+}
+
+/* Reads bytes [0, length) of vector register `number` (length a multiple of 16). 0, or -1
+ * when the frame lacks a component that holds them. */
+static int vector_read(const struct vector_frame *frame, unsigned number, uint8_t *out, unsigned length) {
+    for (unsigned chunk = 0; chunk < length / 16; chunk++) {
+        uint32_t offset, size;
+        unsigned component = register_chunk(number, chunk, &offset);
+        uint8_t *area = component_area(frame, component, &size);
+        if (area == NULL) return -1;
+        if (component_in_use(frame, component)) memcpy(out + 16 * chunk, area + offset, 16);
+        else memset(out + 16 * chunk, 0, 16);
+    }
+    return 0;
+}
+
+/* Writes bytes [0, length) of vector register `number`; the frame is left untouched when it
+ * lacks a component (-1). */
+static int vector_write(const struct vector_frame *frame, unsigned number, const uint8_t *in, unsigned length) {
+    for (unsigned chunk = 0; chunk < length / 16; chunk++) {
+        uint32_t offset, size;
+        if (component_area(frame, register_chunk(number, chunk, &offset), &size) == NULL) return -1;
+    }
+    for (unsigned chunk = 0; chunk < length / 16; chunk++) {
+        uint32_t offset, size;
+        unsigned component = register_chunk(number, chunk, &offset);
+        uint8_t *area = component_area(frame, component, &size);
+        component_mark_written(frame, component, area, size);
+        memcpy(area + offset, in + 16 * chunk, 16);
+    }
+    return 0;
+}
+
+/* The elements an EVEX move selects: all of them without an opmask. 0, or -1 when the frame
+ * lacks the opmask state. */
+static int selected_elements(const struct vector_frame *frame, const struct mmio_instruction *instruction,
+                             uint64_t *selected) {
+    unsigned elements = instruction->opmask != 0 ? instruction->size / instruction->element_size : 1;
+    uint64_t all = elements >= 64 ? ~0ull : (1ull << elements) - 1;
+    *selected = all;
+    if (instruction->opmask == 0) return 0;
+    uint32_t size;
+    uint8_t *area = component_area(frame, COMPONENT_OPMASK, &size);
+    if (area == NULL) return -1;
+    uint64_t mask = 0;
+    if (component_in_use(frame, COMPONENT_OPMASK)) memcpy(&mask, area + 8 * instruction->opmask, sizeof mask);
+    *selected = mask & all;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------
  * The trapped access.
  */
 
@@ -587,90 +792,167 @@ static inline uint64_t *gpr(ucontext_t *uc, unsigned number) {
     return (uint64_t *)&uc->uc_mcontext.gregs[gpr_slots[number & 15]];
 }
 
-static inline uint8_t *xmm(ucontext_t *uc, unsigned number) {
-    return (uint8_t *)&uc->uc_mcontext.fpregs->_xmm[number & 15];
+/* What went wrong in perform(): the device's bus error, or a bad normal-memory operand. */
+enum { PERFORMED = 0, BUS_ERROR = -1, BAD_MEMORY = -2 };
+
+/* Copies of the program's normal memory that cannot fault here: the preload's safe copy (a
+ * fault in it is fixed up by this very handler), else process_vm_readv/writev. */
+static int copy_in(void *to, uint64_t from, size_t length) { return ioasid_sys_copy_in(to, from, length) == 0 ? 0 : -1; }
+static int copy_out(uint64_t to, const void *from, size_t length) { return ioasid_sys_copy_out(to, from, length) == 0 ? 0 : -1; }
+
+/* The first byte of [address, address + length) that the program cannot read (or write):
+ * the page boundary inside it when the first page is fine, else `address`. */
+static uint64_t first_bad_byte(uint64_t address, size_t length, int write) {
+    uint64_t boundary = (address | (page_size() - 1)) + 1;
+    if (boundary == 0 || boundary >= address + length) return address;
+    if (write) return ioasid_sys_safe_probe((const void *)(address & ~(page_size() - 1)), 1, 1) == 0 ? boundary : address;
+    uint8_t probe[64];
+    size_t head = boundary - address;
+    return head <= sizeof probe && copy_in(probe, address, head) == 0 ? boundary : address;
 }
 
-/* After writing an XMM register into the frame: when the frame is in XSAVE format, mark the SSE
- * component present in XSTATE_BV, or sigreturn's XRSTOR would restore the init state (all
- * zeros) for registers that were all zero at the fault and drop what we wrote. */
-#define FRAME_XSAVE_MAGIC 0x46505853u /* "FPXS" in the frame's software-reserved bytes */
-static void mark_xmm_written(ucontext_t *uc) {
-    uint8_t *frame = (uint8_t *)uc->uc_mcontext.fpregs;
-    uint32_t magic;
-    memcpy(&magic, frame + 464, sizeof magic);
-    if (magic != FRAME_XSAVE_MAGIC) return;
-    uint64_t present;
-    memcpy(&present, frame + 512, sizeof present);
-    present |= 2; /* component 1: SSE (XMM registers, MXCSR) */
-    memcpy(frame + 512, &present, sizeof present);
-}
-
-/* Reads MOVDIR64B's source without faulting here: the kernel copies it or says EFAULT. */
-static int read_source(uint64_t address, uint8_t *data, size_t length) {
-    struct iovec local = {.iov_base = data, .iov_len = length};
-    struct iovec remote = {.iov_base = (void *)address, .iov_len = length};
-    long copied = syscall(SYS_process_vm_readv, getpid(), &local, 1UL, &remote, 1UL, 0UL);
-    if (copied == (long)length) return 0;
-    if (copied < 0 && errno != EFAULT) { /* process_vm_readv unavailable: trust the address */
-        memcpy(data, (const void *)address, length);
-        return 0;
+/* Writes an element to normal memory as one store would: nothing when either page of an
+ * element that straddles a page boundary refuses the write. */
+static int copy_out_element(uint64_t to, const void *from, size_t length, uint64_t *bad) {
+    uint64_t boundary = (to | (page_size() - 1)) + 1;
+    if (boundary != 0 && boundary < to + length) {
+        if (ioasid_sys_safe_probe((const void *)(to & ~(page_size() - 1)), 1, 1) == -EFAULT) {
+            *bad = to;
+            return -1;
+        }
+        if (ioasid_sys_safe_probe((const void *)boundary, 1, 1) == -EFAULT) {
+            *bad = boundary;
+            return -1;
+        }
     }
+    if (copy_out(to, from, length) == 0) return 0;
+    *bad = first_bad_byte(to, length, 1);
     return -1;
 }
 
-/* Performs the decoded instruction through the handler; 0, or -1 when the handler reported a
- * bus error (then no register or flag has changed). */
+/* Calls the handler for the selected elements of a masked vector access: each run of adjacent
+ * selected elements, lowest first, as naturally aligned accesses of at most 8 bytes. */
+static int masked_access(const struct trap_hit *hit, uint64_t offset, uint64_t address, uint64_t selected,
+                         unsigned elements, unsigned element_size, int is_write, uint8_t *data) {
+    unsigned element = 0;
+    while (element < elements) {
+        if (!((selected >> element) & 1)) {
+            element++;
+            continue;
+        }
+        unsigned first = element;
+        while (element < elements && ((selected >> element) & 1)) element++;
+        unsigned at = first * element_size, end = element * element_size;
+        while (at < end) {
+            unsigned piece = 8;
+            while (piece > end - at || ((address + at) & (piece - 1)) != 0) piece >>= 1;
+            if (hit->handler(hit->context, offset + at, piece, is_write, data + at) != 0) return BUS_ERROR;
+            at += piece;
+        }
+    }
+    return PERFORMED;
+}
+
+/* A vector load or store (legacy SSE, VEX, EVEX). */
+static int perform_vector(const struct mmio_instruction *instruction, ucontext_t *uc, const struct trap_hit *hit,
+                          uint64_t offset, uint64_t rip, uint64_t address) {
+    uint8_t data[64] __attribute__((aligned(64)));
+    uint8_t value[64] __attribute__((aligned(64)));
+    unsigned size = instruction->size, number = instruction->register_number;
+    unsigned rounded = (size + 15) & ~15u;
+    struct vector_frame frame;
+    vector_frame_open(uc, &frame);
+    if (frame.base == NULL) fail_clearly("no vector state in the signal frame", rip, address);
+    uint64_t selected;
+    if (selected_elements(&frame, instruction, &selected) != 0)
+        fail_clearly("the signal frame lacks the opmask state", rip, address);
+    unsigned elements = instruction->opmask != 0 ? size / instruction->element_size : 1;
+    int whole = instruction->opmask == 0 || selected == (elements >= 64 ? ~0ull : (1ull << elements) - 1);
+    memset(data, 0, sizeof data);
+    memset(value, 0, sizeof value);
+
+    if (instruction->operation == MMIO_STORE) {
+        if (vector_read(&frame, number, value, rounded) != 0)
+            fail_clearly("the signal frame lacks the state of the stored register", rip, address);
+        if (whole) return hit->handler(hit->context, offset, size, 1, value) != 0 ? BUS_ERROR : PERFORMED;
+        return masked_access(hit, offset, address, selected, elements, instruction->element_size, 1, value);
+    }
+
+    if (whole) {
+        if (hit->handler(hit->context, offset, size, 0, data) != 0) return BUS_ERROR;
+    } else if (masked_access(hit, offset, address, selected, elements, instruction->element_size, 0, data) != 0) {
+        return BUS_ERROR;
+    }
+    unsigned length;
+    if (instruction->vector_encoding == MMIO_VECTOR_LEGACY) {
+        /* Legacy SSE writes the low 128 bits only (MOVD/MOVQ/MOVSS/MOVSD zero the rest of them). */
+        length = 16;
+        if (vector_read(&frame, number, value, 16) != 0) fail_clearly("no XMM state in the signal frame", rip, address);
+        if (instruction->zero_upper_xmm) memset(value, 0, 16);
+        memcpy(value, data, size);
+    } else {
+        /* VEX and EVEX zero every bit above the loaded ones, up to MAXVL; a masked EVEX load
+         * keeps (merging) or zeroes ({z}) the elements it did not select. */
+        length = maximum_vector_length();
+        if (!whole && !instruction->zeroing && vector_read(&frame, number, value, rounded) != 0)
+            fail_clearly("the signal frame lacks the state of the loaded register", rip, address);
+        for (unsigned element = 0; element < elements; element++) {
+            unsigned width = whole ? size : instruction->element_size, at = element * width;
+            if (whole || ((selected >> element) & 1)) memcpy(value + at, data + at, width);
+            else if (instruction->zeroing) memset(value + at, 0, width);
+        }
+        memset(value + size, 0, sizeof value - size);
+    }
+    if (vector_write(&frame, number, value, length) != 0)
+        fail_clearly("the signal frame lacks the state of the loaded register", rip, address);
+    return PERFORMED;
+}
+
+/* Performs the decoded instruction through the handler: PERFORMED; BUS_ERROR when the handler
+ * reported one (then no register or flag has changed); BAD_MEMORY when MOVDIR64B's source is not
+ * readable (*bad: the address). */
 static int perform(const struct mmio_instruction *instruction, ucontext_t *uc, const struct trap_hit *hit,
-                   uint64_t offset, uint64_t source_address, uint64_t rip, uint64_t address) {
+                   uint64_t offset, uint64_t source_address, uint64_t rip, uint64_t address, uint64_t *bad) {
     uint8_t data[64] __attribute__((aligned(64)));
     unsigned size = instruction->size;
     void *context = hit->context;
     ioasid_mmio_handler handler = hit->handler;
+    if (instruction->register_kind == MMIO_REGISTER_VECTOR)
+        return perform_vector(instruction, uc, hit, offset, rip, address);
     uint64_t *reg = instruction->register_kind == MMIO_REGISTER_GPR ? gpr(uc, instruction->register_number) : NULL;
     uint64_t value = 0;
     memset(data, 0, sizeof data);
 
     switch (instruction->operation) {
     case MMIO_LOAD:
-        if (handler(context, offset, size, 0, data) != 0) return -1;
-        if (reg != NULL) {
-            memcpy(&value, data, size);
-            value = ioasid_mmio_extend(value, size, instruction->extension);
-            *reg = ioasid_mmio_write_register(*reg, value, instruction->register_width, instruction->high_byte);
-        } else {
-            if (uc->uc_mcontext.fpregs == NULL) fail_clearly("no XMM state in the signal frame", rip, address);
-            if (instruction->zero_upper_xmm) memset(xmm(uc, instruction->register_number), 0, 16);
-            memcpy(xmm(uc, instruction->register_number), data, size);
-            mark_xmm_written(uc);
-        }
-        return 0;
+        if (handler(context, offset, size, 0, data) != 0) return BUS_ERROR;
+        memcpy(&value, data, size);
+        value = ioasid_mmio_extend(value, size, instruction->extension);
+        *reg = ioasid_mmio_write_register(*reg, value, instruction->register_width, instruction->high_byte);
+        return PERFORMED;
 
     case MMIO_STORE:
         if (instruction->has_immediate) {
             memcpy(data, &instruction->immediate, size);
-        } else if (reg != NULL) {
+        } else {
             value = ioasid_mmio_read_register(*reg, instruction->register_width, instruction->high_byte);
             memcpy(data, &value, size);
-        } else {
-            if (uc->uc_mcontext.fpregs == NULL) fail_clearly("no XMM state in the signal frame", rip, address);
-            memcpy(data, xmm(uc, instruction->register_number), size);
         }
-        return handler(context, offset, size, 1, data) != 0 ? -1 : 0;
+        return handler(context, offset, size, 1, data) != 0 ? BUS_ERROR : PERFORMED;
 
     case MMIO_EXCHANGE: {
-        if (handler(context, offset, size, 0, data) != 0) return -1;
+        if (handler(context, offset, size, 0, data) != 0) return BUS_ERROR;
         uint64_t old = 0;
         memcpy(&old, data, size);
         value = ioasid_mmio_read_register(*reg, instruction->register_width, instruction->high_byte);
         memcpy(data, &value, size);
-        if (handler(context, offset, size, 1, data) != 0) return -1;
+        if (handler(context, offset, size, 1, data) != 0) return BUS_ERROR;
         *reg = ioasid_mmio_write_register(*reg, old, instruction->register_width, instruction->high_byte);
-        return 0;
+        return PERFORMED;
     }
 
     case MMIO_ALU: {
-        if (handler(context, offset, size, 0, data) != 0) return -1;
+        if (handler(context, offset, size, 0, data) != 0) return BUS_ERROR;
         uint64_t memory = 0, source = 0;
         memcpy(&memory, data, size);
         if (instruction->has_immediate) {
@@ -687,19 +969,173 @@ static int perform(const struct mmio_instruction *instruction, ucontext_t *uc, c
             uint64_t result = ioasid_mmio_alu(instruction->alu, size, memory, source, &flags);
             if (writes) {
                 memcpy(data, &result, size);
-                if (handler(context, offset, size, 1, data) != 0) return -1;
+                if (handler(context, offset, size, 1, data) != 0) return BUS_ERROR;
             }
         }
         uc->uc_mcontext.gregs[REG_EFL] = (greg_t)flags;
-        return 0;
+        return PERFORMED;
     }
 
     case MMIO_COPY64:
-        if (read_source(source_address, data, 64) != 0)
-            fail_clearly("MOVDIR64B source is not readable", rip, address);
-        return handler(context, offset, 64, 1, data) != 0 ? -1 : 0;
+        if (copy_in(data, source_address, 64) != 0) {
+            *bad = first_bad_byte(source_address, 64, 0);
+            return BAD_MEMORY;
+        }
+        return handler(context, offset, 64, 1, data) != 0 ? BUS_ERROR : PERFORMED;
     }
     fail_clearly("cannot emulate the instruction", rip, address);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * String instructions: MOVS and STOS, with or without REP.
+ *
+ * Each element is a read of the source (the region's handler, or a fault-safe copy of normal
+ * memory) then a write of the destination (the same way), RSI/RDI stepped by the element size
+ * up or down as DF says and RCX counted down after each, in 32 bits under the 67 prefix (the
+ * registers are then written as 32-bit registers, zero-extended, as the hardware does). At most
+ * STRING_CHUNK elements are done per fault, and the emulation stops early once an element
+ * touches no region after one did (the hardware does the rest faster): RIP stays at the
+ * instruction, which restarts from the registers as an interrupted REP does. The same holds when
+ * a region is being changed while this handler holds another one (waiting could deadlock with
+ * the writer, who waits for us): the restart waits instead.
+ */
+
+#define STRING_CHUNK 4096
+
+struct string_operand {
+    struct trap_hit hit;
+    int held;
+};
+
+/* 1 when [address, address + size) is in a region (its hit held in `operand`), 0 when it is in
+ * normal memory, -1 when the caller must stop (see above). An element across a region's edge
+ * fails clearly. */
+static int string_locate(struct string_operand *operand, const struct string_operand *other, uint64_t address,
+                         unsigned size, uint64_t rip) {
+    if (operand->held && address >= operand->hit.start && address < operand->hit.end) {
+        if (address + size > operand->hit.end) fail_clearly("the access crosses the end of the trapped region", rip, address);
+        return 1;
+    }
+    if (operand->held) {
+        trap_release(&operand->hit);
+        operand->held = 0;
+    }
+    int may_wait = !other->held;
+    int found = trap_lookup_waiting((uintptr_t)address, &operand->hit, may_wait);
+    if (found < 0) return -1;
+    if (found) {
+        operand->held = 1;
+        if (address + size > operand->hit.end) fail_clearly("the access crosses the end of the trapped region", rip, address);
+        return 1;
+    }
+    uint64_t last = address + size - 1;
+    if ((last & ~(uint64_t)(page_size() - 1)) != (address & ~(uint64_t)(page_size() - 1))) {
+        struct trap_hit tail;
+        found = trap_lookup_waiting((uintptr_t)last, &tail, may_wait);
+        if (found < 0) return -1;
+        if (found) {
+            trap_release(&tail);
+            fail_clearly("the access crosses into a trapped region", rip, address);
+        }
+    }
+    return 0;
+}
+
+/* Whether `fault_address` is one of the elements the string instruction has left to do. */
+static int string_covers(const struct mmio_instruction *instruction, ucontext_t *uc, uint64_t segment_base,
+                         uint64_t fault_address) {
+    uint64_t width = instruction->address.address32 ? 0xFFFFFFFFull : ~0ull;
+    uint64_t count = instruction->repeat ? (*gpr(uc, 1) & width) : 1;
+    int down = (uc->uc_mcontext.gregs[REG_EFL] & 0x400) != 0;
+    unsigned size = instruction->size;
+    uint64_t starts[2] = {*gpr(uc, 7) & width, (*gpr(uc, 6) & width) + segment_base};
+    for (unsigned operand = 0; operand < (instruction->operation == MMIO_MOVS ? 2u : 1u); operand++) {
+        uint64_t distance = down ? starts[operand] + size - 1 - fault_address : fault_address - starts[operand];
+        if (count != 0 && distance / size < count) return 1;
+    }
+    return 0;
+}
+
+/* PERFORMED (*finished when no element is left), BUS_ERROR or BAD_MEMORY with *bad the address;
+ * the registers tell which elements were done. */
+static int perform_string(const struct mmio_instruction *instruction, ucontext_t *uc, uint64_t rip,
+                          uint64_t segment_base, uint64_t *bad, int *finished) {
+    unsigned size = instruction->size;
+    int address32 = instruction->address.address32, moves = instruction->operation == MMIO_MOVS;
+    uint64_t width = address32 ? 0xFFFFFFFFull : ~0ull;
+    uint64_t *rcx = gpr(uc, 1), *rsi = gpr(uc, 6), *rdi = gpr(uc, 7);
+    uint64_t step = (uc->uc_mcontext.gregs[REG_EFL] & 0x400) ? (uint64_t)0 - size : size;
+    uint64_t count = instruction->repeat ? (*rcx & width) : 1;
+    uint64_t stored = *gpr(uc, 0), done = 0;
+    struct string_operand source = {.held = 0}, destination = {.held = 0};
+    int result = PERFORMED, touched = 0;
+
+    while (done < count && done < STRING_CHUNK) {
+        uint64_t from = (*rsi & width) + segment_base, to = *rdi & width;
+        uint8_t data[8];
+        int from_region = 0;
+        if (moves && (from_region = string_locate(&source, &destination, from, size, rip)) < 0) break;
+        int to_region = string_locate(&destination, &source, to, size, rip);
+        if (to_region < 0) break;
+        if (!from_region && !to_region && touched) break;
+        if (!moves) {
+            memcpy(data, &stored, size);
+        } else if (from_region) {
+            if (source.hit.handler(source.hit.context, from - source.hit.start + source.hit.offset_base, size, 0, data) != 0) {
+                result = BUS_ERROR;
+                *bad = from;
+                break;
+            }
+        } else if (copy_in(data, from, size) != 0) {
+            result = BAD_MEMORY;
+            *bad = first_bad_byte(from, size, 0);
+            break;
+        }
+        if (to_region) {
+            if (destination.hit.handler(destination.hit.context, to - destination.hit.start + destination.hit.offset_base,
+                                        size, 1, data) != 0) {
+                result = BUS_ERROR;
+                *bad = to;
+                break;
+            }
+        } else if (copy_out_element(to, data, size, bad) != 0) {
+            result = BAD_MEMORY;
+            break;
+        }
+        touched |= from_region | to_region;
+        done++;
+        if (moves) *rsi = address32 ? (uint32_t)(*rsi + step) : *rsi + step;
+        *rdi = address32 ? (uint32_t)(*rdi + step) : *rdi + step;
+        if (instruction->repeat) *rcx = address32 ? (uint32_t)(count - done) : count - done;
+    }
+    if (source.held) trap_release(&source.hit);
+    if (destination.held) trap_release(&destination.hit);
+    *finished = result == PERFORMED && done == count;
+    return result;
+}
+
+/* The program's SIGSEGV for a bad normal-memory operand of a trapped instruction, as the
+ * hardware would have raised it: si_addr the first bad byte, SEGV_MAPERR when nothing is mapped
+ * there (mincore says ENOMEM), else SEGV_ACCERR; RIP at the instruction. */
+static void raise_segv(ucontext_t *uc, uint64_t address) {
+    unsigned char residency;
+    uint64_t page = address & ~(uint64_t)(page_size() - 1);
+    long mapped = syscall(SYS_mincore, (void *)page, page_size(), &residency);
+    siginfo_t fault;
+    memset(&fault, 0, sizeof fault);
+    fault.si_signo = SIGSEGV;
+    fault.si_code = mapped != 0 && errno == ENOMEM ? SEGV_MAPERR : SEGV_ACCERR;
+    fault.si_addr = (void *)address;
+    chain(SIGSEGV, &fault, uc, 1);
+}
+
+static void raise_bus_error(ucontext_t *uc, uint64_t address) {
+    siginfo_t bus_error;
+    memset(&bus_error, 0, sizeof bus_error);
+    bus_error.si_signo = SIGBUS;
+    bus_error.si_code = BUS_ADRERR;
+    bus_error.si_addr = (void *)address;
+    chain(SIGBUS, &bus_error, uc, 1);
 }
 
 /* MOVDIR64B or MOVDIRI at `code`? Reads only the bytes those encodings have. */
@@ -719,7 +1155,8 @@ static int is_direct_store(const uint8_t *code) {
 }
 
 /* Handles a fault at `fault_address` (SIGSEGV) or a #UD (SIGILL, fault_address 0). Returns 1
- * when the access was a trapped one (done, or a bus error passed on), 0 when it is not ours. */
+ * when the access was a trapped one (done, or a bus error or bad operand passed on), 0 when it
+ * is not ours. */
 static int trap_access(int signo, ucontext_t *uc, uintptr_t fault_address) {
     uint64_t rip = (uint64_t)uc->uc_mcontext.gregs[REG_RIP];
     const uint8_t *code = (const uint8_t *)rip;
@@ -740,13 +1177,29 @@ static int trap_access(int signo, ucontext_t *uc, uintptr_t fault_address) {
         if (!is_direct_store(code) || ioasid_mmio_decode(code, &instruction) != 0) return 0;
     }
 
-    uint64_t registers[16];
-    for (unsigned number = 0; number < 16; number++) registers[number] = *gpr(uc, number);
     uint64_t segment_base = 0;
     if (instruction.address.segment != MMIO_SEGMENT_DEFAULT) {
         int code_number = instruction.address.segment == MMIO_SEGMENT_FS ? ARCH_GET_FS : ARCH_GET_GS;
         (void)syscall(SYS_arch_prctl, code_number, &segment_base);
     }
+    uint64_t bad = 0;
+
+    if (instruction.operation == MMIO_MOVS || instruction.operation == MMIO_STOS) {
+        trap_release(&hit); /* perform_string looks each element up */
+        if (!string_covers(&instruction, uc, segment_base, fault_address))
+            fail_clearly("the decoded address does not match the fault", rip, fault_address);
+        int finished = 0;
+        inside_handler = 1;
+        int result = perform_string(&instruction, uc, rip, segment_base, &bad, &finished);
+        inside_handler = 0;
+        if (result == PERFORMED && finished) uc->uc_mcontext.gregs[REG_RIP] = (greg_t)(rip + instruction.length);
+        else if (result == BUS_ERROR) raise_bus_error(uc, bad);
+        else if (result == BAD_MEMORY) raise_segv(uc, bad);
+        return 1;
+    }
+
+    uint64_t registers[16];
+    for (unsigned number = 0; number < 16; number++) registers[number] = *gpr(uc, number);
     uint64_t address = ioasid_mmio_effective_address(&instruction, registers, rip, segment_base);
     uint64_t source_address = 0;
     if (instruction.operation == MMIO_COPY64) {
@@ -760,26 +1213,31 @@ static int trap_access(int signo, ucontext_t *uc, uintptr_t fault_address) {
     } else if (fault_address < address || fault_address - address >= instruction.size) {
         fail_clearly("the decoded address does not match the fault", rip, fault_address);
     }
-    if (address < hit.start || address + instruction.size > hit.end)
+    /* A masked EVEX move touches only its selected elements: they must be in the region. */
+    uint64_t first = address, end = address + instruction.size;
+    if (instruction.opmask != 0) {
+        struct vector_frame frame;
+        uint64_t selected;
+        vector_frame_open(uc, &frame);
+        if (selected_elements(&frame, &instruction, &selected) != 0)
+            fail_clearly("the signal frame lacks the opmask state", rip, address);
+        if (selected == 0) fail_clearly("a masked move with no element selected faulted", rip, address);
+        first = address + (uint64_t)__builtin_ctzll(selected) * instruction.element_size;
+        end = address + (uint64_t)(64 - __builtin_clzll(selected)) * instruction.element_size;
+    }
+    if (first < hit.start || end > hit.end)
         fail_clearly("the access crosses the end of the trapped region", rip, address);
     if (instruction.operation == MMIO_COPY64 && (address & 63) != 0)
         fail_clearly("MOVDIR64B destination is not 64-byte aligned", rip, address);
 
     inside_handler = 1;
-    int result = perform(&instruction, uc, &hit, address - hit.start + hit.offset_base, source_address, rip, address);
+    int result = perform(&instruction, uc, &hit, address - hit.start + hit.offset_base, source_address, rip, address, &bad);
     inside_handler = 0;
     trap_release(&hit);
 
-    if (result == 0) {
-        uc->uc_mcontext.gregs[REG_RIP] = (greg_t)(rip + instruction.length);
-        return 1;
-    }
-    siginfo_t bus_error;
-    memset(&bus_error, 0, sizeof bus_error);
-    bus_error.si_signo = SIGBUS;
-    bus_error.si_code = BUS_ADRERR;
-    bus_error.si_addr = (void *)address;
-    chain(SIGBUS, &bus_error, uc, 1);
+    if (result == PERFORMED) uc->uc_mcontext.gregs[REG_RIP] = (greg_t)(rip + instruction.length);
+    else if (result == BUS_ERROR) raise_bus_error(uc, address);
+    else raise_segv(uc, bad);
     return 1;
 }
 
@@ -811,6 +1269,7 @@ IOASID_EXPORT void *ioasid_trap_map(size_t length, void *hint, ioasid_mmio_handl
         return MAP_FAILED;
     }
     if (install_handlers() != 0) return MAP_FAILED;
+    ioasid_sys_uaccess_enable(); /* our handler fixes up safe copies: string operands use them */
     ioasid_sys_mappings_changing();
     long mapped = syscall(SYS_mmap, hint, length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0L);
     ioasid_sys_mappings_changing();

@@ -1,9 +1,10 @@
 // Section 10 of ioasid-benchmark: trapped MMIO. A C program (scripts/bench-mmio.sh) maps a
 // 4 KiB region with ioasid_trap_map under libioasid-preload.so and times a volatile 4-byte
 // load and a 4-byte store there (each: page fault, SIGSEGV delivery, decode, the device
-// handler, sigreturn) against one real system call in the same process and repetition
-// (`syscall(SYS_getppid)`, and a 4-byte `pread` from a memfd), and against the floor of any
-// signal-based trap: a system call that sends this thread a signal with an empty handler. Run in several processes; the
+// handler, sigreturn), and glibc's memcpy of 64 bytes into it (the vector stores it makes),
+// against one real system call in the same process and repetition (`syscall(SYS_getppid)`,
+// and a 4-byte `pread` from a memfd), and against the floor of any signal-based trap: a system
+// call that sends this thread a signal with an empty handler. Run in several processes; the
 // table shows the median over processes of each process's median, the spread of those, and the
 // median of the per-process ratios to getppid. A run with libmalloccount.so preloaded as well
 // counts allocations per trapped access.
@@ -27,7 +28,8 @@ func trappedMMIOSection(root: String?, malloccount: String?) {
         return
     }
     let processes = quick ? 3 : 7
-    let operations = ["trap_load4", "trap_store4", "getppid", "pread4", "signal_usr1"]
+    let operations = ["trap_load4", "trap_store4", "trap_memcpy64", "getppid", "pread4", "signal_usr1"]
+    var memcpyAccesses: Double?
     var medians: [String: [Double]] = [:]
     var ratios: [String: [Double]] = [:]
     for _ in 0..<processes {
@@ -37,6 +39,7 @@ func trappedMMIOSection(root: String?, malloccount: String?) {
             print("mmiobench failed (\(result.status)):\n\(result.output)")
             return
         }
+        memcpyAccesses = values["memcpy64_accesses"]?.first ?? memcpyAccesses
         for operation in operations {
             guard let median = values[operation]?.first else { continue }
             medians[operation, default: []].append(median)
@@ -47,6 +50,7 @@ func trappedMMIOSection(root: String?, malloccount: String?) {
     let labels = [
         "trap_load4": "trapped 4-byte load (volatile uint32_t read)",
         "trap_store4": "trapped 4-byte store",
+        "trap_memcpy64": "memcpy of 64 bytes into the region (glibc's\(memcpyAccesses.map { ", \(Int($0)) trapped accesses" } ?? ""))",
         "getppid": "(baseline) syscall(SYS_getppid)",
         "pread4": "(baseline) pread of 4 bytes from a memfd",
         "signal_usr1": "(floor) tgkill(self, SIGUSR1) to an empty handler",

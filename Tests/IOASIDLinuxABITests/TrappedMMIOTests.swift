@@ -109,6 +109,108 @@ struct TrappedMMIOTests {
     }
 }
 
+// What glibc's memcpy/memmove/memset do to a BAR, in each implementation it offers this CPU:
+// GLIBC_TUNABLES masks CPU features the way a machine without them would pick (the default is
+// the EVEX/AVX-512 one here; then AVX-512 without VL, AVX2 with VEX, SSSE3 with legacy SSE, no
+// ERMS), and lowers the non-temporal threshold so that large copies use VMOVNTDQ.
+extension TrappedMMIOTests {
+    static let cpuFlags: Set<String> = {
+        guard let text = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
+              let line = text.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return [] }
+        return Set(line.split(separator: " ").map(String.init))
+    }()
+    static var hasAVX512: Bool { ["avx512f", "avx512vl", "avx512bw"].allSatisfy(cpuFlags.contains) }
+
+    @Test(arguments: variants)
+    func vexAndEVEXMovesReachTheDeviceExactly(_ variant: String) throws {
+        guard let fixture = try MMIOFixture.build(variant) else { return }
+        let outcome = try fixture.run("vector", timeout: 120)
+        #expect(outcome.exited(0), "\(outcome)")
+        #expect(outcome.standardError.isEmpty, "\(outcome)")
+        guard Self.cpuFlags.contains("avx2") else { return }
+        #expect(outcome.standardOutput.contains("ok VEX stores ("), "\(outcome)")
+        guard Self.hasAVX512 else { return }
+        for check in ["VEX loads zero the register above what they load, up to 512 bits",
+                      "loads into vector state the frame holds in its init state (after vzeroupper)", "EVEX stores (",
+                      "EVEX loads (zmm0-31, 128/256/512 bits) zero the register above what they load",
+                      "masked EVEX stores write the selected elements only, lowest first",
+                      "masked EVEX loads merge or zero the unselected elements exactly",
+                      "a masked store whose unselected elements lie past the region's end"] {
+            #expect(outcome.standardOutput.contains("ok \(check)"), "missing: \(check)\n\(outcome)")
+        }
+    }
+
+    @Test(arguments: variants)
+    func stringInstructionsReachTheDeviceElementByElement(_ variant: String) throws {
+        guard let fixture = try MMIOFixture.build(variant) else { return }
+        let outcome = try fixture.run("strings", timeout: 120)
+        #expect(outcome.exited(0), "\(outcome)")
+        #expect(outcome.standardError.isEmpty, "\(outcome)")
+        for check in ["rep movsb from memory to the BAR: 100 byte writes in order, rsi/rdi/rcx updated",
+                      "rep movsq from the BAR to memory", "rep movsl from the BAR to the BAR, each element read then written",
+                      "DF=1: rep movsw and rep stosb go downwards", "stosl and movsb without REP, rep stosq",
+                      "rep stosb of 20000 bytes: every element, in order, across restarts", "67 prefix",
+                      "rep movsb from memory that turns unreadable: SIGSEGV at that byte, registers at that element",
+                      "a bus error in the middle of rep stosq stops at that element"] {
+            #expect(outcome.standardOutput.contains("ok \(check)"), "missing: \(check)\n\(outcome)")
+        }
+    }
+
+    @Test func aBadStringSourceWithoutAHandlerKillsWithSIGSEGV() throws {
+        let fixture = try #require(try MMIOFixture.build("gcc -O2"))
+        let outcome = try fixture.run("string-segv-default")
+        #expect(outcome.killed(by: SIGSEGV), "\(outcome)")
+        #expect(outcome.standardOutput == "ready\n")
+        #expect(outcome.standardError.isEmpty, "\(outcome)")
+    }
+
+    static let libcTunables = [
+        "",
+        "glibc.cpu.hwcaps=-AVX512VL",
+        "glibc.cpu.hwcaps=-AVX512F,-AVX512VL",
+        "glibc.cpu.hwcaps=-AVX512F,-AVX512VL,-AVX2,-AVX_Fast_Unaligned_Load",
+        "glibc.cpu.hwcaps=-ERMS,-FSRM",
+        "glibc.cpu.x86_non_temporal_threshold=0x4040:glibc.cpu.x86_rep_movsb_threshold=0x1000000",
+    ]
+
+    @Test(arguments: libcTunables)
+    func glibcMemcpyMemmoveAndMemsetOnABAR(_ tunables: String) throws {
+        let fixture = try #require(try MMIOFixture.build("gcc -O2"))
+        let outcome = try fixture.run("libc", environment: tunables.isEmpty ? [:] : ["GLIBC_TUNABLES": tunables], timeout: 300)
+        #expect(outcome.exited(0), "\(outcome)")
+        #expect(outcome.standardError.isEmpty, "\(outcome)")
+        for check in ["memcpy, memset and memmove of 1..2048 bytes to, from and inside the BAR",
+                      "memcpy, memset and memmove of 16 KiB", "memcpy of 160 KiB to and from the BAR"] {
+            #expect(outcome.standardOutput.contains("ok \(check)"), "missing: \(check)\n\(outcome)")
+        }
+        if tunables.isEmpty && Self.cpuFlags.contains("erms") {
+            #expect(outcome.standardOutput.contains("16 KiB (with rep movsb, with rep stosb)"), "\(outcome)")
+        }
+        if tunables.contains("non_temporal") && Self.hasAVX512 {
+            let wide = outcome.standardOutput.split(separator: "\n").first { $0.contains("160 KiB") }?
+                .split(separator: " ").last.flatMap { Int($0.dropLast()) } ?? 0
+            #expect(wide > 1000, "VMOVNTDQ stores of 64 bytes expected: \(outcome)")
+        }
+    }
+
+    @Test(arguments: ["gcc", "clang"])
+    func decoderUnitTests(_ compiler: String) throws {
+        guard let path = MMIOFixture.find(compiler) else { return }
+        let root = URL(fileURLWithPath: Fixtures.source).deletingLastPathComponent().deletingLastPathComponent().path
+        let output = FileManager.default.temporaryDirectory.appendingPathComponent("ioasid-mmio-decoder-\(getpid())-\(compiler)").path
+        let build = try IOASIDLinuxABITests.run(path, arguments: [
+            "-O2", "-Wall", "-Wextra", "-Werror", "-I", Fixtures.source, "-I", root + "/Sources/CIOASIDPreload",
+            "-o", output, Fixtures.source + "/mmio_decoder.c", root + "/Sources/CIOASIDPreload/mmio_decoder.c",
+        ])
+        try #require(build.exited(0), "\(build)")
+        defer { try? FileManager.default.removeItem(atPath: output) }
+        let outcome = try IOASIDLinuxABITests.run("/usr/bin/timeout", arguments: ["-k", "5", "60", output])
+        #expect(outcome.exited(0), "\(outcome)")
+        #expect(outcome.standardOutput.contains("VEX, EVEX and string encodings decode field by field"), "\(outcome)")
+        #expect(outcome.standardOutput.contains("encodings refused"), "\(outcome)")
+    }
+}
+
 /// Tests/Fixtures/mmio.c built with one compiler and optimization level.
 struct MMIOFixture {
     var path: String
@@ -121,6 +223,15 @@ struct MMIOFixture {
             "LD_PRELOAD": BuiltProducts.directory + "/libioasid-preload.so",
             "SWIFT_BACKTRACE": "enable=no",
         ])
+    }
+
+    /// The same under `timeout`, with `environment` added: for modes that must exit 0 (a
+    /// killed fixture shows as exit 124 or 137).
+    func run(_ mode: String, environment: [String: String] = [:], timeout seconds: Int) throws -> Outcome {
+        try IOASIDLinuxABITests.run("/usr/bin/timeout", arguments: [
+            "-k", "5", "\(seconds)", "/usr/bin/env", "LD_PRELOAD=" + BuiltProducts.directory + "/libioasid-preload.so",
+            path, mode,
+        ], environment: ["SWIFT_BACKTRACE": "enable=no"].merging(environment) { $1 })
     }
 
     private static let lock = NSLock()
@@ -145,7 +256,7 @@ struct MMIOFixture {
         return MMIOFixture(path: path)
     }
 
-    private static func find(_ name: String) -> String? {
+    static func find(_ name: String) -> String? {
         let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin"
         for directory in path.split(separator: ":").map(String.init) + ["/usr/bin", "/opt/swift/usr/bin"] {
             let candidate = directory + "/" + name

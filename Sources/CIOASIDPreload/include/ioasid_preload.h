@@ -27,7 +27,8 @@ void ioasid_preload_claim(int fd, int owned);
 /* ---- Trapped MMIO (trap.c): plain loads and stores to a BAR reach a device model ---------- */
 
 /* Called for one access to a trapped region: `offset` from the region's start, `size` bytes
- * (1, 2, 4, 8; 16 for SSE moves; 64 for MOVDIR64B), `data` little-endian. For a load
+ * (1, 2, 4, 8; 16, 32 or 64 for a whole SSE/VEX/EVEX vector move; 64 for MOVDIR64B; a masked
+ * EVEX move and MOVS/STOS give accesses of 8 bytes at most), `data` little-endian. For a load
  * (is_write == 0) the handler fills `data`; for a store it reads it. Returns 0, or -1 for a bus
  * error: the program then gets SIGBUS (si_code BUS_ADRERR, si_addr the access), as on a real
  * machine. Runs inside a signal handler with every signal blocked, on the faulting thread: it
