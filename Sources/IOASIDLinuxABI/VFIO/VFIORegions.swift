@@ -54,13 +54,18 @@ final class VFIOMappedBAR: @unchecked Sendable {
         self.length = length
     }
 
-    /// One trapped access; 0, or -1 for a bus error (memory decoding off).
+    /// One trapped access; 0, or -1 for a bus error (memory decoding off). 1, 2, 4 and 8 bytes
+    /// are one register access; 16, 32 and 64 (vector moves, `MOVDIR64B`) a wide write as one
+    /// access (`PCIDeviceSlot.barWrite(_:offset:bytes:)`) or a read of ascending 8-byte pieces.
     func access(_ offset: UInt64, _ size: UInt32, _ isWrite: Bool, _ data: UnsafeMutableRawPointer) -> Int32 {
         guard slot.memoryEnabled else { return -1 }
         let at = base + offset
-        if size == 64 {
-            guard isWrite else { return -1 }
-            slot.barWrite(bar, offset: at, bytes: UnsafeRawBufferPointer(start: data, count: 64))
+        if size == 16 || size == 32 || size == 64 {
+            if isWrite {
+                slot.barWrite(bar, offset: at, bytes: UnsafeRawBufferPointer(start: data, count: Int(size)))
+            } else {
+                slot.barRead(bar, offset: at, into: UnsafeMutableRawBufferPointer(start: data, count: Int(size)))
+            }
             return 0
         }
         guard size == 1 || size == 2 || size == 4 || size == 8 else { return -1 }

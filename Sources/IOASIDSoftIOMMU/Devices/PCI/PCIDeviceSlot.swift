@@ -309,13 +309,43 @@ public final class PCIDeviceSlot: PCIDeviceHost, @unchecked Sendable {
         }
     }
 
-    /// Writes a span wider than 8 bytes as one access (a 64-byte `MOVDIR64B` store).
+    /// Writes a span wider than 8 bytes (a 64-byte `MOVDIR64B` store, a 16-, 32- or 64-byte
+    /// vector store) as one access to the model; a span that touches the MSI-X table or pending
+    /// bits goes as 8-byte writes in address order instead, each where it belongs.
     public func barWrite(_ bar: Int, offset: UInt64, bytes: UnsafeRawBufferPointer) {
         let limit = barSize(bar)
         guard offset < limit, UInt64(bytes.count) <= limit - offset else { return }
-        if case .model = target(bar, offset, bytes.count) {
+        if !touchesMSIX(bar, offset, bytes.count) {
             model.write(bar: bar, offset: offset, bytes: bytes)
+            return
         }
+        var at = 0
+        while at < bytes.count {
+            let width = min(8, bytes.count - at)
+            var value: UInt64 = 0
+            for i in 0..<width { value |= UInt64(bytes[at + i]) << (8 * UInt64(i)) }
+            barWrite(bar, offset: offset + UInt64(at), size: width, value: value)
+            at += width
+        }
+    }
+
+    /// Reads a span wider than 8 bytes (a vector load) as 8-byte reads in address order;
+    /// all-ones outside the BAR.
+    public func barRead(_ bar: Int, offset: UInt64, into bytes: UnsafeMutableRawBufferPointer) {
+        var at = 0
+        while at < bytes.count {
+            let width = min(8, bytes.count - at)
+            let value = barRead(bar, offset: offset + UInt64(at), size: width)
+            for i in 0..<width { bytes[at + i] = UInt8(truncatingIfNeeded: value >> (8 * UInt64(i))) }
+            at += width
+        }
+    }
+
+    private func touchesMSIX(_ bar: Int, _ offset: UInt64, _ count: Int) -> Bool {
+        let end = offset + UInt64(count)
+        func overlaps(_ start: UInt64, _ length: UInt64) -> Bool { length > 0 && offset < start + length && start < end }
+        return (bar == layout.msixTableBAR && overlaps(layout.msixTableOffset, UInt64(layout.msixVectors) * 16))
+            || (bar == layout.msixPBABAR && overlaps(layout.msixPBAOffset, UInt64((layout.msixVectors + 63) / 64) * 8))
     }
 
     private func deliverIfPending(_ v: Int) {
