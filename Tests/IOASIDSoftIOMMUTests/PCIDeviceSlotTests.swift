@@ -62,6 +62,29 @@ struct PCIDeviceSlotTests {
         #expect(slot.barRead(0, offset: 0x2001, size: 1) == 0xff, "a byte access to the table is not one it accepts")
     }
 
+    @Test func wideAccessesGoToTheModelOrTheMSIXStructures() {
+        let slot = makeSlot()
+        // A 16-byte store of a whole MSI-X entry (a driver's memcpy): the table takes it, in
+        // 8-byte pieces; the model never sees it.
+        var entry: [UInt8] = [0x00, 0x00, 0xe0, 0xfe, 0, 0, 0, 0, 0x41, 0, 0, 0, 0, 0, 0, 0]
+        entry.withUnsafeBytes { slot.barWrite(0, offset: 0x2000 + 32, bytes: $0) }
+        #expect(slot.barRead(0, offset: 0x2000 + 32, size: 8) == 0xfee0_0000)
+        #expect(slot.barRead(0, offset: 0x2000 + 40, size: 4) == 0x41)
+        #expect(slot.barRead(0, offset: 0x2000 + 44, size: 4) == 0, "the 16-byte store unmasked entry 2")
+        // A 32-byte store that ends in the table's first bytes is split where it crosses.
+        let span = [UInt8](repeating: 0x11, count: 32)
+        span.withUnsafeBytes { slot.barWrite(0, offset: 0x2000 - 16, bytes: $0) }
+        #expect(slot.barRead(0, offset: 0x2000, size: 8) == 0x1111_1111_1111_1111)
+        // Elsewhere the model gets one wide write (its default splits it into 8-byte writes),
+        // and a wide read comes back as 8-byte reads.
+        entry = Array(0..<16)
+        entry.withUnsafeBytes { slot.barWrite(0, offset: 0x20, bytes: $0) }
+        var back = [UInt8](repeating: 0, count: 16)
+        back.withUnsafeMutableBytes { slot.barRead(0, offset: 0x20, into: $0) }
+        #expect(Array(back[8..<16]) == Array(8..<16), "the scratch register holds the second half")
+        #expect(slot.barRead(0, offset: 0x28, size: 8) == 0x0f0e_0d0c_0b0a_0908)
+    }
+
     @Test func functionLevelResetRestoresPowerOnState() {
         let slot = makeSlot()
         slot.barWrite(0, offset: 0x28, size: 8, value: 7)
