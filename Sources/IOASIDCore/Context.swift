@@ -28,7 +28,8 @@ public final class Context: @unchecked Sendable {
         let result: Result<R, IOMMUError> = lock.withLock {
             do throws(IOMMUError) { return .success(try body(state)) } catch { return .failure(error) }
         }
-        if !state.pendingSignals.isEmpty { flushSignals() }
+        // The flag, not the array: another thread may be appending to the array under the lock.
+        if state.signalsPending.load(ordering: .relaxed) { flushSignals() }
         return try result.get()
     }
 
@@ -36,6 +37,7 @@ public final class Context: @unchecked Sendable {
         let signals: [@Sendable () -> Void] = lock.withLock {
             let s = state.pendingSignals
             state.pendingSignals.removeAll(keepingCapacity: true)
+            state.signalsPending.store(false, ordering: .relaxed)
             return s
         }
         for s in signals { s() }
@@ -110,6 +112,8 @@ public final class ContextState: @unchecked Sendable {
     @exclusivity(unchecked) public internal(set) var chargedPages = ChargedPages()
     /// Work to run after the lock is released.
     @exclusivity(unchecked) var pendingSignals: [@Sendable () -> Void] = []
+    /// Whether `pendingSignals` has work: read without the lock after unlocking.
+    let signalsPending = Atomic<Bool>(false)
     /// The IOAS used by the VFIO compatibility ioctls.
     var vfioCompatIOAS: ObjectID?
     /// Driver-private state kept per context (the test driver stores its mock objects here).
@@ -124,7 +128,10 @@ public final class ContextState: @unchecked Sendable {
     }
 
     /// Queues `work` to run once the lock is released.
-    public func afterUnlock(_ work: @escaping @Sendable () -> Void) { pendingSignals.append(work) }
+    public func afterUnlock(_ work: @escaping @Sendable () -> Void) {
+        pendingSignals.append(work)
+        signalsPending.store(true, ordering: .relaxed)
+    }
 
     // MARK: object table
 
