@@ -1,7 +1,8 @@
 #!/bin/bash
-# Run the concurrency stress suite under ThreadSanitizer.
+# Run the concurrency stress suite under ThreadSanitizer (CI adds the VFIO eventfd watcher's
+# suite); a report makes the run fail (TSan's exit code).
 #
-# usage: scripts/tsan.sh [extra swift test arguments]
+# usage: scripts/tsan.sh [extra swift test arguments, e.g. --filter SuiteName to add a suite]
 # environment:
 #   IOASID_STRESS_OPS   operations per thread (default 5000; the suite also stops after 8 s)
 #   TSAN_OPTIONS        passed through (default: halt_on_error=0, so every report is listed)
