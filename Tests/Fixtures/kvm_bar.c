@@ -41,9 +41,9 @@ int main(void) {
     }
     uint8_t *code = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     CHECK(code != MAP_FAILED, "guest memory");
-    /* mov ax, 0x1000; mov ds, ax; mov eax, [0]; out 0x10, eax; mov dword [0x28], 0x12345678; hlt
-     * (real mode: ds = 0x1000 puts ds:0 at BAR_GPA) */
-    static const uint8_t program[] = {0xb8, 0x00, 0x10, 0x8e, 0xd8, 0x66, 0xa1, 0x00, 0x00, 0x66, 0xe7, 0x10,
+    /* out 0x11, al (the guest runs); mov ax, 0x1000; mov ds, ax; mov eax, [0]; out 0x10, eax;
+     * mov dword [0x28], 0x12345678; hlt (real mode: ds = 0x1000 puts ds:0 at BAR_GPA) */
+    static const uint8_t program[] = {0xe6, 0x11, 0xb8, 0x00, 0x10, 0x8e, 0xd8, 0x66, 0xa1, 0x00, 0x00, 0x66, 0xe7, 0x10,
                                       0x66, 0xc7, 0x06, SCRATCH, 0x00, 0x78, 0x56, 0x34, 0x12, 0xf4};
     memcpy(code, program, sizeof program);
     struct kvm_userspace_memory_region memory = {0, 0, CODE_GPA, 4096, (uint64_t)(uintptr_t)code};
@@ -68,7 +68,10 @@ int main(void) {
     int mmio_exits = 0, halted = 0;
     for (int exits = 0; exits < 20 && !halted; exits++) {
         if (ioctl(vcpu, KVM_RUN, 0) < 0) {
-            CHECK(exits > 0, "KVM_RUN");  /* the first run failing: this machine cannot run guests */
+            if (exits == 0) {  /* before the guest's first instruction: this machine cannot run guests */
+                printf("skip kvm (KVM_RUN: %s)\n", strerror(errno));
+                return 0;
+            }
             CHECK(0, "KVM_RUN after %d exits", exits);
         }
         switch (run->exit_reason) {
@@ -83,12 +86,13 @@ int main(void) {
             break;
         }
         case KVM_EXIT_IO:
+            if (run->io.port == 0x11) break;  /* the guest started */
             CHECK(run->io.port == 0x10 && run->io.size == 4, "the guest's report");
             memcpy(&reported, (uint8_t *)run + run->io.data_offset, 4);
             break;
         case KVM_EXIT_HLT: halted = 1; break;
         default:
-            if (mmio_exits == 0 && reported == 0) {
+            if (exits == 0) {
                 printf("skip kvm (exit %u before the guest ran)\n", run->exit_reason);
                 return 0;
             }
