@@ -253,14 +253,20 @@ static void addressing(uint8_t *bar) {
     OK("RIP-relative addressing");
 }
 
+/* A 4 KiB trapped region at 0x50000000 (below 2 GiB, for 32-bit addresses), or NULL after
+ * printing "ok WHAT skipped" when that address is taken. */
+static uint8_t *map_low_region(const char *what) {
+    uint8_t *low = trap_map(4096, (void *)0x50000000, device_access, &device);
+    if (low == (uint8_t *)0x50000000) return low;
+    if (low != MAP_FAILED) trap_unmap(low, 4096);
+    OK("%s skipped (0x50000000 taken)", what);
+    return NULL;
+}
+
 static void absolute_addressing(void) {
     /* A region below 2 GiB: an absolute disp32 with an index and no base, and a moffs64. */
-    uint8_t *low = trap_map(4096, (void *)0x50000000, device_access, &device);
-    if (low != (uint8_t *)0x50000000) {
-        if (low != MAP_FAILED) trap_unmap(low, 4096);
-        OK("absolute addressing skipped (0x50000000 taken)");
-        return;
-    }
+    uint8_t *low = map_low_region("absolute addressing");
+    if (low == NULL) return;
     reset();
     set_register(0x30, 0x77665544u, 4);
     uint32_t value;
@@ -968,12 +974,8 @@ static void string_moves(uint8_t *bar) {
 
 /* 67 prefix: ESI, EDI and ECX, written back zero-extended. */
 static void string_address32(void) {
-    uint8_t *low = trap_map(4096, (void *)0x50000000, device_access, &device);
-    if (low != (uint8_t *)0x50000000) {
-        if (low != MAP_FAILED) trap_unmap(low, 4096);
-        OK("67-prefixed string instructions skipped (0x50000000 taken)");
-        return;
-    }
+    uint8_t *low = map_low_region("67-prefixed string instructions");
+    if (low == NULL) return;
     reset();
     struct string_registers r = STRING("addr32 rep stosw", 0xFFFF000000000000ull, 0xABCD000050000100ull,
                                        0x7700000000000003ull, 0xBEEF);

@@ -181,9 +181,6 @@ struct IOASMapTests {
     /// A file span larger than any address space (2^63 bytes) or starting past every file: the
     /// kernel maps files lazily and accepts both; only what needs the pages meets the file's end.
     @Test func fileSpansNoAddressSpaceHoldsAreAcceptedUntilTheirPagesAreNeeded() throws {
-        final class Owner: AccessOwner, @unchecked Sendable {
-            func unmapRequested(_ access: Access, iova: UInt64, length: UInt64, state: ContextState) {}
-        }
         try PinLock.shared {
             let (c, _) = makeContext()
             defer { c.close() }
@@ -202,7 +199,7 @@ struct IOASMapTests {
             _ = try c.map(ioas, source: .file(fd: fd, offset: 1 << 62), length: 4096, iova: 1 << 20, access: .read)
             #expect(try c.areas(ioas).count == 2)
             // An access: the page the file holds reads and pins; the next one is past its end.
-            let access = try c.createAccess(owner: Owner(), ioas: ioas, pinsPages: true)
+            let access = try c.createAccess(owner: IgnoringAccessOwner(), ioas: ioas, pinsPages: true)
             var page = [UInt8](repeating: 0, count: 4096)
             try page.withUnsafeMutableBytes { b in try c.accessRW(access, iova: iova, buffer: b, write: false) }
             #expect(page.allSatisfy { $0 == 0x5A })
@@ -219,9 +216,6 @@ struct IOASMapTests {
     }
 
     @Test func filesWithoutPagesAreAcceptedAndTheirPinsRefused() throws {
-        final class Owner: AccessOwner, @unchecked Sendable {
-            func unmapRequested(_ access: Access, iova: UInt64, length: UInt64, state: ContextState) {}
-        }
         try PinLock.shared {
             let (c, _) = makeContext()
             defer { c.close() }
@@ -232,7 +226,7 @@ struct IOASMapTests {
             // As the kernel: any open file is recorded; only pinning needs its pages.
             let iova = try c.map(ioas, source: .file(fd: ends[0], offset: 0), length: 2 * 4096, iova: 1 << 24, access: .read)
             #expect(try c.areas(ioas).count == 1)
-            let access = try c.createAccess(owner: Owner(), ioas: ioas, pinsPages: true)
+            let access = try c.createAccess(owner: IgnoringAccessOwner(), ioas: ioas, pinsPages: true)
             expectErrno(EINVAL, "a pin of a pipe's page") { try c.pinPages(access, iova: iova, length: 4096, write: false) }
             expectErrno(EBADF, "a descriptor that is not open") {
                 _ = try c.map(ioas, source: .file(fd: 1 << 20, offset: 0), length: 4096, iova: 1 << 26, access: .read)
@@ -261,4 +255,9 @@ struct IOASMapTests {
             expectErrno(17, "destination taken") { try c.copy(from: a, sourceIOVA: base, to: b, destinationIOVA: 1 << 31, length: 4096, access: .read) }
         }
     }
+}
+
+/// An access owner that ignores unmap requests (the tests unpin by hand).
+private final class IgnoringAccessOwner: AccessOwner, @unchecked Sendable {
+    func unmapRequested(_ access: Access, iova: UInt64, length: UInt64, state: ContextState) {}
 }

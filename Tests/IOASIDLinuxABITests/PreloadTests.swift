@@ -68,10 +68,8 @@ struct PreloadTests {
         let fixtures = try Fixtures.shared.get()
         let outcome = try runUnderIOASID([fixtures.iommu])
         #expect(outcome.exited(0), "\(outcome)")
-        for check in ["open and ioctl reach the engine", "poll", "file-level ioctls", "open variants", "dup outlives the original",
-                      "dup2, dup3, F_DUPFD", "fork", "close_range", "threads", "close"] {
-            #expect(outcome.standardOutput.contains("ok \(check)\n"), "missing: \(check)\n\(outcome)")
-        }
+        outcome.expectOK(["open and ioctl reach the engine", "poll", "file-level ioctls", "open variants", "dup outlives the original",
+                          "dup2, dup3, F_DUPFD", "fork", "close_range", "threads", "close"])
     }
 
     /// Bad argument and array pointers are EFAULT, as on the kernel (the fixture's expectations
@@ -94,10 +92,8 @@ struct PreloadTests {
         let fixtures = try Fixtures.shared.get()
         let outcome = try runUnderIOASID(["/usr/bin/timeout", "-k", "5", "120", fixtures.signals, "3000"])
         #expect(outcome.exited(0), "\(outcome)")
-        for check in ["actions read back as installed", "handlers interrupting calls on /dev/iommu: each ran and made its calls",
-                      "SA_RESETHAND"] {
-            #expect(outcome.standardOutput.contains("ok \(check)\n"), "missing: \(check)\n\(outcome)")
-        }
+        outcome.expectOK(["actions read back as installed", "handlers interrupting calls on /dev/iommu: each ran and made its calls",
+                          "SA_RESETHAND"])
     }
 
     /// Descriptor ownership (the fixture's expectations were checked on the kernel): numbers
@@ -107,15 +103,13 @@ struct PreloadTests {
         let fixtures = try Fixtures.shared.get()
         let outcome = try runUnderIOASID(["/usr/bin/timeout", "-k", "5", "120", fixtures.fds])
         #expect(outcome.exited(0), "\(outcome)")
-        for check in ["a number closed by a raw system call is the kernel's again",
-                      "close_range, closefrom, dup2 and dup3 over an iommufd",
-                      "a vfork child's dup2 and close leave the parent's descriptors alone",
-                      "a posix_spawn child's file actions leave the parent's descriptors alone",
-                      "fork while another thread is inside an ioctl",
-                      "an ioctl racing close answers success or EBADF",
-                      "poll follows the descriptor on a reused number"] {
-            #expect(outcome.standardOutput.contains("ok \(check)\n"), "missing: \(check)\n\(outcome)")
-        }
+        outcome.expectOK(["a number closed by a raw system call is the kernel's again",
+                          "close_range, closefrom, dup2 and dup3 over an iommufd",
+                          "a vfork child's dup2 and close leave the parent's descriptors alone",
+                          "a posix_spawn child's file actions leave the parent's descriptors alone",
+                          "fork while another thread is inside an ioctl",
+                          "an ioctl racing close answers success or EBADF",
+                          "poll follows the descriptor on a reused number"])
     }
 
     /// Memory the program unmaps while an IOAS maps it: the device never reaches the program's
@@ -124,11 +118,9 @@ struct PreloadTests {
         let fixtures = try Fixtures.shared.get()
         let outcome = try runUnderIOASID(["--machine", "vtd", "--", "/usr/bin/timeout", "-k", "5", "60", fixtures.unmapped])
         #expect(outcome.exited(0), "\(outcome)")
-        for check in ["DMA lands in the mapped buffer",
-                      "after munmap the device never reaches the program's new memory (it gets a DMA error)",
-                      "the IOAS unmaps what the program unmapped first"] {
-            #expect(outcome.standardOutput.contains("ok \(check)\n"), "missing: \(check)\n\(outcome)")
-        }
+        outcome.expectOK(["DMA lands in the mapped buffer",
+                          "after munmap the device never reaches the program's new memory (it gets a DMA error)",
+                          "the IOAS unmaps what the program unmapped first"])
     }
 
     /// Memory that passed the pin check is remembered until the program's mappings change, and
@@ -139,14 +131,10 @@ struct PreloadTests {
         let fixtures = try Fixtures.shared.get()
         let outcome = try runUnderIOASID(["--machine", "vtd", "--", "/usr/bin/timeout", "-k", "5", "60", fixtures.pinnable])
         #expect(outcome.exited(0), "\(outcome)")
-        for check in ["memory maps again and again",
-                      "read-only, PROT_NONE and unmapped pages are EFAULT, however they came about"] {
-            #expect(outcome.standardOutput.contains("ok \(check)\n"), "missing: \(check)\n\(outcome)")
-        }
+        outcome.expectOK(["memory maps again and again",
+                          "read-only, PROT_NONE and unmapped pages are EFAULT, however they came about"])
         if !outcome.standardOutput.contains("ok secret memory skipped") {
-            for check in ["secret memory mapped over remembered memory is EFAULT", "secret memory moved over remembered memory is EFAULT"] {
-                #expect(outcome.standardOutput.contains("ok \(check)\n"), "missing: \(check)\n\(outcome)")
-            }
+            outcome.expectOK(["secret memory mapped over remembered memory is EFAULT", "secret memory moved over remembered memory is EFAULT"])
         }
     }
 
@@ -154,18 +142,14 @@ struct PreloadTests {
         let fixtures = try Fixtures.shared.get()
         let outcome = try runUnderIOASID(["--machine", "vtd", "--", fixtures.vfio])
         #expect(outcome.exited(0), "\(outcome)")
-        for check in ["group and container", "device info", "pread and pwrite", "msix eventfd", "cdev", "memcpy to and from a mapped BAR", "ioeventfd", "the device held the iommufd"] {
-            #expect(outcome.standardOutput.contains("ok \(check)\n"), "missing: \(check)\n\(outcome)")
-        }
+        outcome.expectOK(["group and container", "device info", "pread and pwrite", "msix eventfd", "cdev", "memcpy to and from a mapped BAR", "ioeventfd", "the device held the iommufd"])
     }
 
     @Test func descriptorsHandedAcrossExecAreTheNodesAgain() throws {
         let fixtures = try Fixtures.shared.get()
         let outcome = try runUnderIOASID(["--machine", "vtd", "--", fixtures.exec])
         #expect(outcome.exited(0), "\(outcome)")
-        for check in ["handed descriptors are the nodes again", "close-on-exec and foreign descriptors", "bind after exec"] {
-            #expect(outcome.standardOutput.contains("ok \(check)\n"), "missing: \(check)\n\(outcome)")
-        }
+        outcome.expectOK(["handed descriptors are the nodes again", "close-on-exec and foreign descriptors", "bind after exec"])
     }
 
     @Test func aStaleHandOverListLeavesOtherDescriptorsAlone() throws {
@@ -348,6 +332,15 @@ struct Outcome: CustomStringConvertible {
 
     func exited(_ code: Int32) -> Bool { reason == .exit && status == code }
     func killed(by signal: Int32) -> Bool { reason == .uncaughtSignal && status == signal }
+
+    /// Expects the fixture to have printed `ok CHECK` for each check: a whole line, or with
+    /// `asPrefix` the start of one (for checks whose line goes on with details).
+    func expectOK(_ checks: [String], asPrefix: Bool = false, sourceLocation: SourceLocation = #_sourceLocation) {
+        for check in checks {
+            #expect(standardOutput.contains("ok \(check)" + (asPrefix ? "" : "\n")), "missing: \(check)\n\(self)",
+                    sourceLocation: sourceLocation)
+        }
+    }
 
     /// `NAME=value` lines of `env` output.
     var environmentLines: [String: String] {
